@@ -1,0 +1,9 @@
+//! perfwatt: ties what LLM inference does on a GPU to what a MAC unit's gates do.
+//!
+//! Data flow: `capture` (runs `model`, measures with `energy`) -> `trace` (operand streams)
+//! -> `sim` (Verilator MAC units) -> `vcd` (toggle counting) -> `report`.
+
+pub mod error;
+pub mod vcd;
+
+pub use error::{Error, Result};
