@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := verilator iverilog g++ make python3-pip
+APT_PKGS := verilator iverilog g++ make python3-pip time
 
 .PHONY: deps model test demo bench-vcd bench-sim fuzz lint
 
