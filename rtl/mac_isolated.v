@@ -8,8 +8,10 @@
 //   * prod_q loads only when the pair in stage 1 was non-zero (nz_q). A held multiplier
 //     output would be the stale product, so nz_q also tells stage 3 to add nothing.
 //   * acc_q is enabled only when the product is non-zero (nz2_q) or a clear is due: adding
-//     zero would not change it anyway, but the enable keeps the adder's inputs and the
-//     register's clock pin quiet (clock gating in a real flow).
+//     zero would not change it anyway, but the enable keeps the register's clock pin quiet
+//     (clock gating in a real flow). Because of that enable the adder needs no zero mux:
+//     addend is the held prod_q, so it does not switch on zero pairs either (the
+//     baseline's addend drops to 0 and back around every zero pair).
 // nz/nz_q/nz2_q replace the baseline's valid pipeline (a zero pair is as good as no pair).
 // Cost: two zero detectors (W-bit NOR each) and two flag flops (nz_q, nz2_q).
 // The arithmetic result is identical to mac_baseline for every stream (tested).
@@ -33,7 +35,7 @@ module mac_isolated #(
 
   assign nz     = valid_i && (a_i != '0) && (b_i != '0);
   assign mult   = a_q * b_q;
-  assign addend = nz2_q ? {{(ACC_W-2*W){prod_q[2*W-1]}}, prod_q} : '0;
+  assign addend = {{(ACC_W-2*W){prod_q[2*W-1]}}, prod_q};
   assign acc_o  = acc_q;
 
   always_ff @(posedge clk_i) begin
@@ -56,7 +58,8 @@ module mac_isolated #(
       if (nz_q) prod_q <= mult;
       clear2_q <= clear_q;
       nz2_q    <= nz_q;
-      if (nz2_q || clear2_q) acc_q <= (clear2_q ? '0 : acc_q) + addend;
+      if (nz2_q) acc_q <= (clear2_q ? '0 : acc_q) + addend;
+      else if (clear2_q) acc_q <= '0;
     end
   end
 endmodule

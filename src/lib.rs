@@ -4,6 +4,8 @@
 //! -> `sim` (Verilator MAC units) -> `vcd` (toggle counting) -> `report`.
 
 pub mod error;
+pub mod sim;
+pub mod trace;
 pub mod vcd;
 
 pub use error::{Error, Result};

@@ -1,0 +1,471 @@
+//! Replays an operand stream into the Verilator-built MAC models and counts switching.
+//!
+//! In: an `OperandStream`, a design (baseline / isolated) and how to count. Out:
+//! `DesignResult`: cycles, the accumulator read back, per-signal toggles, cycles/s.
+//!
+//! Schedule, one operand pair per clock cycle: 2 reset cycles, the pairs (clear_i with the
+//! first pair of each dot product), 2 drain cycles. Each cycle is two evaluations: inputs
+//! change with clk low (time 2k), rising edge (time 2k+1). Toggles are counted at those
+//! points, either from the VCD Verilator dumps (through `vcd`) or, without any file, by
+//! snapshotting the sampled signals after each evaluation (`Counting::Fast`). Both see the
+//! same values at the same times, so they agree exactly (tested).
+
+use std::collections::BTreeMap;
+use std::ffi::{c_void, CString};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::trace::{wrap_signed, OperandStream};
+
+// build.rs uses the rest of this file (ports, model names).
+#[allow(dead_code)]
+mod layout {
+    include!("../sim/signals.rs");
+}
+pub use layout::{ACC_W, WIDTHS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Design {
+    Baseline,
+    Isolated,
+}
+
+impl Design {
+    pub const ALL: [Design; 2] = [Design::Baseline, Design::Isolated];
+    pub fn name(self) -> &'static str {
+        match self {
+            Design::Baseline => "baseline",
+            Design::Isolated => "isolated",
+        }
+    }
+    pub fn module(self) -> &'static str {
+        self.layout().module
+    }
+    fn layout(self) -> &'static layout::DesignSignals {
+        &layout::DESIGNS[self as usize]
+    }
+}
+
+/// How toggles are counted.
+#[derive(Debug, Clone)]
+pub enum Counting {
+    /// Sample the model's signals after every evaluation; no file.
+    Fast,
+    /// Dump a VCD into this folder and count it with the nom parser.
+    Vcd(PathBuf),
+    /// Both; the result carries the VCD counts and the run fails if they differ.
+    Both(PathBuf),
+    /// Simulate only (speed measurement).
+    None,
+}
+
+/// Where a signal's switching belongs, for "where do the savings come from".
+pub fn signal_group(name: &str) -> &'static str {
+    match name {
+        "a_i" | "b_i" => "operand ports",
+        "a_q" | "b_q" => "multiplier inputs",
+        "mult" | "prod_q" => "product",
+        "addend" | "acc_q" | "acc_o" => "accumulator",
+        "clk_i" => "clock",
+        _ => "control",
+    }
+}
+
+fn signal_width(name: &str, w: u32) -> u32 {
+    match name {
+        "a_i" | "b_i" | "a_q" | "b_q" => w,
+        "mult" | "prod_q" => 2 * w,
+        "addend" | "acc_q" | "acc_o" => ACC_W,
+        _ => 1,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SignalCount {
+    pub path: String,
+    pub width: u32,
+    pub toggles: u64,
+    pub group: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DesignResult {
+    pub design: &'static str,
+    pub width: u32,
+    pub acc_width: u32,
+    pub pairs: u64,
+    pub cycles: u64,
+    /// Accumulator after the last operand, signed, ACC_W bits.
+    pub acc_final: i64,
+    /// The same computed in Rust from the stream; the run fails if they differ.
+    pub acc_expected: i64,
+    pub total_toggles: u64,
+    /// Toggles without the clock and the operand ports (identical in every design).
+    pub datapath_toggles: u64,
+    pub toggles_per_pair: f64,
+    pub groups: BTreeMap<&'static str, u64>,
+    pub signals: Vec<SignalCount>,
+    pub counting: &'static str,
+    pub cycles_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcd: Option<String>,
+}
+
+// ------------------------------------------------------------------ the C shim
+
+type NewFn = unsafe extern "C" fn(i32) -> *mut c_void;
+type FreeFn = unsafe extern "C" fn(*mut c_void);
+type OpenVcdFn = unsafe extern "C" fn(*mut c_void, *const std::ffi::c_char) -> i32;
+type StepFn = unsafe extern "C" fn(*mut c_void, u8, u8, u8, u8, u32, u32, u64);
+type AccFn = unsafe extern "C" fn(*mut c_void) -> u64;
+type SnapFn = unsafe extern "C" fn(*mut c_void, *mut u64);
+
+struct ModelApi {
+    new: NewFn,
+    free: FreeFn,
+    open_vcd: OpenVcdFn,
+    step: StepFn,
+    acc: AccFn,
+    snapshot: SnapFn,
+}
+
+macro_rules! model_api {
+    ($name:ident, $prefix:literal) => {
+        mod $name {
+            use std::ffi::c_void;
+            extern "C" {
+                #[link_name = concat!("pw_", $prefix, "_new")]
+                pub fn new(trace: i32) -> *mut c_void;
+                #[link_name = concat!("pw_", $prefix, "_free")]
+                pub fn free(h: *mut c_void);
+                #[link_name = concat!("pw_", $prefix, "_open_vcd")]
+                pub fn open_vcd(h: *mut c_void, path: *const std::ffi::c_char) -> i32;
+                #[link_name = concat!("pw_", $prefix, "_step")]
+                pub fn step(h: *mut c_void, clk: u8, rst_n: u8, valid: u8, clear: u8, a: u32, b: u32, t: u64);
+                #[link_name = concat!("pw_", $prefix, "_acc")]
+                pub fn acc(h: *mut c_void) -> u64;
+                #[link_name = concat!("pw_", $prefix, "_snapshot")]
+                pub fn snapshot(h: *mut c_void, out: *mut u64);
+            }
+        }
+        const _: () = (); // keep the macro an item list
+    };
+}
+
+model_api!(baseline_w8, "Vmac_baseline_w8");
+model_api!(baseline_w16, "Vmac_baseline_w16");
+model_api!(isolated_w8, "Vmac_isolated_w8");
+model_api!(isolated_w16, "Vmac_isolated_w16");
+
+macro_rules! api_of {
+    ($m:ident) => {
+        ModelApi { new: $m::new, free: $m::free, open_vcd: $m::open_vcd, step: $m::step, acc: $m::acc, snapshot: $m::snapshot }
+    };
+}
+
+fn api(design: Design, width: u32) -> Result<ModelApi> {
+    Ok(match (design, width) {
+        (Design::Baseline, 8) => api_of!(baseline_w8),
+        (Design::Baseline, 16) => api_of!(baseline_w16),
+        (Design::Isolated, 8) => api_of!(isolated_w8),
+        (Design::Isolated, 16) => api_of!(isolated_w16),
+        _ => return Err(Error::Sim(format!("no model built for operand width {width} (built: {WIDTHS:?})"))),
+    })
+}
+
+/// One live model. Freed on drop (which also closes its VCD).
+struct Model {
+    api: ModelApi,
+    h: *mut c_void,
+    t: u64,
+}
+
+impl Model {
+    fn new(design: Design, width: u32, vcd: Option<&Path>) -> Result<Self> {
+        let api = api(design, width)?;
+        // SAFETY: the shim allocates a harness; `h` is only used through this struct.
+        let h = unsafe { (api.new)(vcd.is_some() as i32) };
+        let m = Model { api, h, t: 0 };
+        if let Some(p) = vcd {
+            let c = CString::new(p.to_string_lossy().as_bytes()).map_err(|_| Error::Sim("VCD path has a NUL byte".into()))?;
+            // SAFETY: `h` is live, `c` outlives the call.
+            if unsafe { (m.api.open_vcd)(m.h, c.as_ptr()) } != 0 {
+                return Err(Error::Sim(format!("cannot open VCD {} for writing", p.display())));
+            }
+        }
+        Ok(m)
+    }
+    #[inline]
+    fn half(&mut self, clk: u8, rst_n: u8, valid: u8, clear: u8, a: u32, b: u32) {
+        // SAFETY: `h` is live.
+        unsafe { (self.api.step)(self.h, clk, rst_n, valid, clear, a, b, self.t) };
+        self.t += 1;
+    }
+    #[inline]
+    fn snapshot(&self, out: &mut [u64]) {
+        // SAFETY: `out` has one slot per sampled signal (the layout the shim was built with).
+        unsafe { (self.api.snapshot)(self.h, out.as_mut_ptr()) }
+    }
+    fn acc(&self) -> u64 {
+        // SAFETY: `h` is live.
+        unsafe { (self.api.acc)(self.h) }
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        // SAFETY: created by `new`, freed once.
+        unsafe { (self.api.free)(self.h) }
+    }
+}
+
+/// Per-signal toggle counter over snapshots: popcount of what changed.
+struct FastCounter {
+    prev: Vec<u64>,
+    cur: Vec<u64>,
+    toggles: Vec<u64>,
+    primed: bool,
+}
+
+impl FastCounter {
+    fn new(n: usize) -> Self {
+        FastCounter { prev: vec![0; n], cur: vec![0; n], toggles: vec![0; n], primed: false }
+    }
+    #[inline]
+    fn sample(&mut self, m: &Model) {
+        m.snapshot(&mut self.cur);
+        if self.primed {
+            for i in 0..self.cur.len() {
+                self.toggles[i] += (self.cur[i] ^ self.prev[i]).count_ones() as u64;
+            }
+        }
+        self.primed = true;
+        std::mem::swap(&mut self.prev, &mut self.cur);
+    }
+}
+
+/// Simulate `design` on `stream`. `progress` is called with pairs done so far.
+pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, progress: &mut dyn FnMut(u64)) -> Result<DesignResult> {
+    let width = stream.width as u32;
+    let vcd_path = match counting {
+        Counting::Vcd(d) | Counting::Both(d) => {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+            Some(d.join(format!("{}_w{width}.vcd", design.name())))
+        }
+        _ => None,
+    };
+    let mut model = Model::new(design, width, vcd_path.as_deref())?;
+    let names = design.layout().signals;
+    let fast = matches!(counting, Counting::Fast | Counting::Both(_));
+    let mut fc = FastCounter::new(names.len());
+    let mask = (1u64 << width) - 1;
+    let k = stream.dot_len();
+
+    let start = Instant::now();
+    let cycle = |m: &mut Model, fc: &mut FastCounter, rst_n: u8, valid: u8, clear: u8, a: u32, b: u32| {
+        m.half(0, rst_n, valid, clear, a, b);
+        if fast {
+            fc.sample(m);
+        }
+        m.half(1, rst_n, valid, clear, a, b);
+        if fast {
+            fc.sample(m);
+        }
+    };
+    for _ in 0..2 {
+        cycle(&mut model, &mut fc, 0, 0, 0, 0, 0);
+    }
+    for (i, &(a, b)) in stream.pairs.iter().enumerate() {
+        let clear = match k {
+            Some(k) => i % k == 0,
+            None => i == 0,
+        } as u8;
+        cycle(&mut model, &mut fc, 1, 1, clear, (a as u32) & mask as u32, (b as u32) & mask as u32);
+        if i & 0xFFFF == 0xFFFF {
+            progress(i as u64 + 1);
+        }
+    }
+    for _ in 0..2 {
+        cycle(&mut model, &mut fc, 1, 0, 0, 0, 0);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    progress(stream.pairs.len() as u64);
+    let cycles = stream.pairs.len() as u64 + 4;
+    let acc_final = wrap_signed(model.acc(), ACC_W);
+    drop(model); // closes the VCD
+    let acc_expected = stream.expected_acc(ACC_W);
+    if acc_final != acc_expected {
+        return Err(Error::Sim(format!(
+            "{}: accumulator {acc_final} != expected dot product {acc_expected}",
+            design.name()
+        )));
+    }
+
+    let fast_signals: Vec<SignalCount> = names
+        .iter()
+        .zip(&fc.toggles)
+        .map(|(n, &t)| SignalCount {
+            path: format!("{}.{n}", design.module()),
+            width: signal_width(n, width),
+            toggles: t,
+            group: signal_group(n),
+        })
+        .collect();
+    let (signals, how) = match (&vcd_path, counting) {
+        (Some(p), _) => {
+            let vcd_signals = count_vcd(p, design, width)?;
+            if let Counting::Both(_) = counting {
+                if vcd_signals != fast_signals {
+                    return Err(Error::Sim(format!(
+                        "{}: VCD and fast-path counts differ:\n vcd:  {vcd_signals:?}\n fast: {fast_signals:?}",
+                        design.name()
+                    )));
+                }
+            }
+            (vcd_signals, "vcd")
+        }
+        (None, Counting::Fast) => (fast_signals, "fast"),
+        _ => (Vec::new(), "none"),
+    };
+    let total: u64 = signals.iter().map(|s| s.toggles).sum();
+    let datapath: u64 = signals.iter().filter(|s| !matches!(s.group, "clock" | "operand ports")).map(|s| s.toggles).sum();
+    let mut groups = BTreeMap::new();
+    for s in &signals {
+        *groups.entry(s.group).or_insert(0) += s.toggles;
+    }
+    Ok(DesignResult {
+        design: design.name(),
+        width,
+        acc_width: ACC_W,
+        pairs: stream.pairs.len() as u64,
+        cycles,
+        acc_final,
+        acc_expected,
+        total_toggles: total,
+        datapath_toggles: datapath,
+        toggles_per_pair: if stream.pairs.is_empty() { 0.0 } else { datapath as f64 / stream.pairs.len() as f64 },
+        groups,
+        signals,
+        counting: how,
+        cycles_per_s: cycles as f64 / elapsed.max(1e-9),
+        vcd: vcd_path.map(|p| p.display().to_string()),
+    })
+}
+
+/// Count the VCD Verilator wrote, restricted to the design's sampled signals, in the
+/// fast path's order (Verilator puts the design under a `TOP` scope).
+fn count_vcd(path: &Path, design: Design, width: u32) -> Result<Vec<SignalCount>> {
+    let report = crate::vcd::count_toggles_path(path)?;
+    design
+        .layout()
+        .signals
+        .iter()
+        .map(|n| {
+            let p = format!("TOP.{}.{n}", design.module());
+            let s = report.signal(&p).ok_or_else(|| Error::Sim(format!("{}: signal {p} missing", path.display())))?;
+            Ok(SignalCount { path: format!("{}.{n}", design.module()), width: s.width, toggles: s.toggles, group: signal_group(n) })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(|v| {
+            debug_assert!(v.iter().all(|s| s.width == signal_width(s.path.rsplit('.').next().unwrap(), width)));
+            v
+        })
+}
+
+/// Verilator version the models were built with.
+pub fn verilator_version() -> &'static str {
+    env!("PERFWATT_VERILATOR_VERSION")
+}
+
+/// What `perfwatt sim` prints: the stream's provenance and one result per design.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimReport {
+    pub source: serde_json::Value,
+    pub pairs: u64,
+    pub width: u8,
+    pub zero_fraction: f64,
+    pub verilator: &'static str,
+    pub designs: Vec<DesignResult>,
+}
+
+impl SimReport {
+    pub fn new(stream: &OperandStream, designs: Vec<DesignResult>) -> Self {
+        SimReport {
+            source: stream.meta.clone(),
+            pairs: stream.pairs.len() as u64,
+            width: stream.width,
+            zero_fraction: stream.zero_fraction(),
+            verilator: verilator_version(),
+            designs,
+        }
+    }
+
+    /// Per design totals, then per group and per signal side by side with the change
+    /// relative to the first design (the baseline).
+    pub fn to_table(&self) -> String {
+        let mut out = format!(
+            "stream: {} pairs, {}-bit, {:.1}% with a zero operand ({})\n\n",
+            self.pairs,
+            self.width,
+            100.0 * self.zero_fraction,
+            self.source.get("source").and_then(|s| s.as_str()).unwrap_or("?")
+        );
+        out.push_str(&format!("{:<10} {:>12} {:>14} {:>14} {:>10} {:>14}\n", "design", "cycles", "acc_final", "datapath tgl", "tgl/pair", "cycles/s"));
+        for d in &self.designs {
+            out.push_str(&format!(
+                "{:<10} {:>12} {:>14} {:>14} {:>10.2} {:>14.0}\n",
+                d.design, d.cycles, d.acc_final, d.datapath_toggles, d.toggles_per_pair, d.cycles_per_s
+            ));
+        }
+        let Some(base) = self.designs.first() else { return out };
+        let pct = |b: u64, x: u64| if b == 0 { "n/a".to_string() } else { format!("{:+.1}%", 100.0 * (x as f64 - b as f64) / b as f64) };
+        out.push_str(&format!("\n{:<22}", "group / signal"));
+        for d in &self.designs {
+            out.push_str(&format!(" {:>12}", d.design));
+        }
+        if self.designs.len() > 1 {
+            out.push_str(&format!(" {:>9}", "change"));
+        }
+        out.push('\n');
+        let row = |out: &mut String, name: &str, vals: Vec<Option<u64>>| {
+            out.push_str(&format!("{name:<22}"));
+            for v in &vals {
+                out.push_str(&format!(" {:>12}", v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())));
+            }
+            if let (Some(Some(b)), Some(Some(l))) = (vals.first(), vals.last()) {
+                if vals.len() > 1 {
+                    out.push_str(&format!(" {:>9}", pct(*b, *l)));
+                }
+            }
+            out.push('\n');
+        };
+        for g in base.groups.keys() {
+            let vals = self.designs.iter().map(|d| d.groups.get(g).copied()).collect();
+            row(&mut out, &format!("[{g}]"), vals);
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for d in &self.designs {
+            for s in &d.signals {
+                let n = s.path.rsplit('.').next().unwrap_or(&s.path);
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        for n in names {
+            let vals = self
+                .designs
+                .iter()
+                .map(|d| d.signals.iter().find(|s| s.path.ends_with(&format!(".{n}"))).map(|s| s.toggles))
+                .collect();
+            row(&mut out, &format!("  {n}"), vals);
+        }
+        let totals = self.designs.iter().map(|d| Some(d.datapath_toggles)).collect();
+        row(&mut out, "datapath total", totals);
+        out
+    }
+}

@@ -1,0 +1,306 @@
+//! Operand streams: the pairs (a, b) one MAC unit consumes, in order.
+//!
+//! In: `.ops` files (written by `capture`, or by `OperandStream::write_ops`) or CSV with
+//! header `a,b`. Out: an `OperandStream` for `sim`.
+//!
+//! `.ops` layout (little-endian):
+//!   magic    8 bytes  "PWOPS\r\n\x1a" (catches text-mode mangling, like PNG's)
+//!   version  u16      1
+//!   width    u8       operand bits: 8 or 16
+//!   reserved u8       0
+//!   count    u64      number of pairs
+//!   meta_len u32      length of the JSON metadata
+//!   meta     JSON     where the operands came from (model, layer, projection, scales...)
+//!   pairs    count * 2 * (width/8) bytes: a0 b0 a1 b1 ... as signed integers
+//!   crc32    u32      CRC-32 (IEEE) of every byte before it
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{write_atomic, Error, IoContext, Result};
+
+pub const OPS_MAGIC: &[u8; 8] = b"PWOPS\r\n\x1a";
+pub const OPS_VERSION: u16 = 1;
+const FIXED_HEADER: usize = 8 + 2 + 1 + 1 + 8 + 4;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperandStream {
+    /// Operand width in bits (8 or 16); every value fits in it as a signed integer.
+    pub width: u8,
+    pub pairs: Vec<(i16, i16)>,
+    /// Provenance. Known keys: `source`, `dot_len` (pairs per dot product: the MAC clears
+    /// its accumulator every `dot_len` pairs), `scale_a`, `scale_b`.
+    pub meta: serde_json::Value,
+}
+
+impl OperandStream {
+    pub fn new(width: u8, pairs: Vec<(i16, i16)>, meta: serde_json::Value) -> Result<Self> {
+        let s = OperandStream { width, pairs, meta };
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn range(width: u8) -> (i32, i32) {
+        (-(1 << (width - 1)), (1 << (width - 1)) - 1)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.width != 8 && self.width != 16 {
+            return Err(Error::Trace(format!("operand width {} unsupported (8 or 16)", self.width)));
+        }
+        let (lo, hi) = Self::range(self.width);
+        if let Some((i, &(a, b))) =
+            self.pairs.iter().enumerate().find(|(_, &(a, b))| !(lo..=hi).contains(&(a as i32)) || !(lo..=hi).contains(&(b as i32)))
+        {
+            return Err(Error::Trace(format!("pair {i} ({a}, {b}) does not fit in {} bits", self.width)));
+        }
+        Ok(())
+    }
+
+    /// Pairs per dot product (accumulator clear period); None = the whole stream is one.
+    pub fn dot_len(&self) -> Option<usize> {
+        self.meta.get("dot_len").and_then(|v| v.as_u64()).filter(|&n| n > 0).map(|n| n as usize)
+    }
+
+    /// The dot product of the last segment (see `dot_len`), wrapped to `acc_w` bits and
+    /// read back as signed: what the MAC's accumulator must hold at the end.
+    pub fn expected_acc(&self, acc_w: u32) -> i64 {
+        let n = self.pairs.len();
+        let start = match self.dot_len() {
+            Some(k) if n > 0 => (n - 1) / k * k,
+            _ => 0,
+        };
+        let sum = self.pairs[start..].iter().fold(0i64, |s, &(a, b)| s.wrapping_add(a as i64 * b as i64));
+        wrap_signed(sum as u64, acc_w)
+    }
+
+    pub fn zero_fraction(&self) -> f64 {
+        if self.pairs.is_empty() {
+            return 0.0;
+        }
+        self.pairs.iter().filter(|&&(a, b)| a == 0 || b == 0).count() as f64 / self.pairs.len() as f64
+    }
+
+    pub fn to_ops_bytes(&self) -> Vec<u8> {
+        let meta = serde_json::to_vec(&self.meta).expect("json");
+        let bytes = (self.width / 8) as usize;
+        let mut out = Vec::with_capacity(FIXED_HEADER + meta.len() + self.pairs.len() * 2 * bytes + 4);
+        out.extend_from_slice(OPS_MAGIC);
+        out.extend_from_slice(&OPS_VERSION.to_le_bytes());
+        out.push(self.width);
+        out.push(0);
+        out.extend_from_slice(&(self.pairs.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        out.extend_from_slice(&meta);
+        for &(a, b) in &self.pairs {
+            if bytes == 1 {
+                out.push(a as i8 as u8);
+                out.push(b as i8 as u8);
+            } else {
+                out.extend_from_slice(&a.to_le_bytes());
+                out.extend_from_slice(&b.to_le_bytes());
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Write atomically (temp file + rename).
+    pub fn write_ops(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_ops_bytes())
+    }
+
+    pub fn from_ops_bytes(data: &[u8], name: &str) -> Result<Self> {
+        let bad = |m: String| Error::Trace(format!("{name}: {m}"));
+        if data.len() < 8 || &data[..8] != OPS_MAGIC {
+            return Err(bad("not an .ops operand stream (bad magic)".into()));
+        }
+        if data.len() < FIXED_HEADER + 4 {
+            return Err(bad(format!("truncated: {} bytes, header alone needs {}", data.len(), FIXED_HEADER + 4)));
+        }
+        let version = u16::from_le_bytes([data[8], data[9]]);
+        if version != OPS_VERSION {
+            return Err(bad(format!("version {version} unsupported (this perfwatt reads {OPS_VERSION})")));
+        }
+        let width = data[10];
+        if width != 8 && width != 16 {
+            return Err(bad(format!("operand width {width} unsupported (8 or 16)")));
+        }
+        let count = u64::from_le_bytes(data[12..20].try_into().unwrap());
+        let meta_len = u32::from_le_bytes(data[20..24].try_into().unwrap()) as u64;
+        let bytes = (width / 8) as u64;
+        let expect = (FIXED_HEADER as u64)
+            .checked_add(meta_len)
+            .and_then(|n| count.checked_mul(2 * bytes).and_then(|p| n.checked_add(p)))
+            .and_then(|n| n.checked_add(4));
+        match expect {
+            Some(n) if n == data.len() as u64 => {}
+            Some(n) if n > data.len() as u64 => {
+                return Err(bad(format!("truncated: header promises {count} pairs ({n} bytes), file has {}", data.len())))
+            }
+            _ => return Err(bad(format!("corrupt header: {count} pairs and {meta_len} bytes of metadata do not match the file size {}", data.len()))),
+        }
+        let body = &data[..data.len() - 4];
+        let stored = u32::from_le_bytes(data[data.len() - 4..].try_into().unwrap());
+        let crc = crc32fast::hash(body);
+        if crc != stored {
+            return Err(bad(format!("corrupt: CRC32 {crc:08x} != stored {stored:08x}")));
+        }
+        let m0 = FIXED_HEADER;
+        let m1 = m0 + meta_len as usize;
+        let meta: serde_json::Value =
+            serde_json::from_slice(&body[m0..m1]).map_err(|e| bad(format!("metadata is not JSON: {e}")))?;
+        let p = &body[m1..];
+        let pairs = if width == 8 {
+            p.chunks_exact(2).map(|c| (c[0] as i8 as i16, c[1] as i8 as i16)).collect()
+        } else {
+            p.chunks_exact(4)
+                .map(|c| (i16::from_le_bytes([c[0], c[1]]), i16::from_le_bytes([c[2], c[3]])))
+                .collect()
+        };
+        Ok(OperandStream { width, pairs, meta })
+    }
+
+    /// CSV with header `a,b`, one pair per row. `width` bounds the values.
+    pub fn from_csv(text: &str, width: u8, name: &str) -> Result<Self> {
+        let mut lines = text.lines().enumerate();
+        let header = lines.next().map(|(_, l)| l.trim().replace(' ', "")).unwrap_or_default();
+        if header != "a,b" {
+            return Err(Error::Parse { file: name.into(), line: 1, offset: 0, msg: format!("expected header 'a,b', found '{header}'") });
+        }
+        let (lo, hi) = Self::range(width);
+        let mut pairs = Vec::new();
+        let mut offset = text.lines().next().map(|l| l.len() + 1).unwrap_or(0) as u64;
+        for (i, line) in lines {
+            let row = line.trim();
+            let here = offset;
+            offset += line.len() as u64 + 1;
+            if row.is_empty() {
+                continue;
+            }
+            let err = |msg: String| Error::Parse { file: name.into(), line: i as u64 + 1, offset: here, msg };
+            let mut f = row.split(',');
+            let (Some(a), Some(b), None) = (f.next(), f.next(), f.next()) else {
+                return Err(err(format!("expected two fields 'a,b', found '{row}'")));
+            };
+            let parse = |s: &str| -> Result<i16> {
+                let v: i64 = s.trim().parse().map_err(|_| err(format!("'{}' is not an integer", s.trim())))?;
+                if v < lo as i64 || v > hi as i64 {
+                    return Err(err(format!("{v} does not fit in {width} signed bits ({lo}..={hi})")));
+                }
+                Ok(v as i16)
+            };
+            pairs.push((parse(a)?, parse(b)?));
+        }
+        OperandStream::new(width, pairs, serde_json::json!({"source": name}))
+    }
+
+    /// Read `.ops` or `.csv` (by extension). CSV takes its width from `csv_width`.
+    pub fn read(path: &Path, csv_width: u8) -> Result<Self> {
+        let name = path.display().to_string();
+        let data = std::fs::read(path).at(path)?;
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+            let text = String::from_utf8(data).map_err(|_| Error::Trace(format!("{name}: not UTF-8 text")))?;
+            Self::from_csv(&text, csv_width, &name)
+        } else {
+            Self::from_ops_bytes(&data, &name)
+        }
+    }
+
+    pub fn write_csv(&self, w: &mut impl Write) -> std::io::Result<()> {
+        writeln!(w, "a,b")?;
+        for (a, b) in &self.pairs {
+            writeln!(w, "{a},{b}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Low `bits` of `v`, sign-extended.
+pub fn wrap_signed(v: u64, bits: u32) -> i64 {
+    if bits >= 64 {
+        return v as i64;
+    }
+    let shift = 64 - bits;
+    ((v << shift) as i64) >> shift
+}
+
+/// Synthetic streams for tests, benchmarks and the README table. Deterministic (seeded).
+pub mod synth {
+    use super::OperandStream;
+
+    /// xorshift64*: small, seedable, no dependency.
+    pub struct Rng(u64);
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        /// Uniform in [0, 1).
+        pub fn unit(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Kind {
+        /// Uniform over the full signed range.
+        Random,
+        /// Uniform, with half of the activations (a) set to zero.
+        HalfZero,
+        /// Activations Laplacian-distributed with 40% exact zeros; weights Gaussian-like.
+        ActivationLike,
+    }
+
+    pub fn stream(kind: Kind, n: usize, width: u8, seed: u64) -> OperandStream {
+        let mut r = Rng::new(seed);
+        let (lo, hi) = OperandStream::range(width);
+        let span = (hi - lo + 1) as u64;
+        let clamp = |v: f64| v.round().clamp(lo as f64, hi as f64) as i16;
+        let pairs = (0..n)
+            .map(|_| {
+                let uni = |r: &mut Rng| (lo as i64 + (r.next_u64() % span) as i64) as i16;
+                match kind {
+                    Kind::Random => (uni(&mut r), uni(&mut r)),
+                    Kind::HalfZero => {
+                        let a = if r.unit() < 0.5 { 0 } else { uni(&mut r) };
+                        (a, uni(&mut r))
+                    }
+                    Kind::ActivationLike => {
+                        let scale = hi as f64 / 8.0;
+                        let a = if r.unit() < 0.4 {
+                            0
+                        } else {
+                            let u = r.unit() - 0.5;
+                            clamp(-scale * u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln())
+                        };
+                        // Sum of 4 uniforms: roughly Gaussian weights, sd about hi/6.
+                        let g: f64 = (0..4).map(|_| r.unit() - 0.5).sum::<f64>() * (hi as f64 / 6.0) / 0.577;
+                        (a, clamp(g))
+                    }
+                }
+            })
+            .collect();
+        let meta = serde_json::json!({"source": format!("synthetic:{kind:?}"), "seed": seed});
+        OperandStream { width, pairs, meta }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_signed_cases() {
+        assert_eq!(wrap_signed(0xFFFF_FFFF, 32), -1);
+        assert_eq!(wrap_signed(0x8000_0000, 32), i32::MIN as i64);
+        assert_eq!(wrap_signed(5, 32), 5);
+    }
+}

@@ -1,0 +1,222 @@
+//! MAC simulation: exact dot products, the two counting paths, iverilog as a reference
+//! simulator, operand isolation's effect, and the .ops/.csv formats.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use perfwatt::sim::{simulate, Counting, Design, DesignResult};
+use perfwatt::trace::synth::{self, Kind};
+use perfwatt::trace::OperandStream;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn stream(width: u8, pairs: Vec<(i16, i16)>) -> OperandStream {
+    OperandStream::new(width, pairs, serde_json::json!({"source": "test"})).unwrap()
+}
+
+fn run(d: Design, s: &OperandStream, c: &Counting) -> DesignResult {
+    simulate(d, s, c, &mut |_| {}).unwrap()
+}
+
+/// Dot product computed independently of the library: i64, then wrapped like an i32.
+fn dot(pairs: &[(i16, i16)]) -> i64 {
+    pairs.iter().map(|&(a, b)| a as i64 * b as i64).sum::<i64>() as i32 as i64
+}
+
+#[test]
+fn exact_dot_products_both_designs_both_widths() {
+    for width in [8u8, 16] {
+        let (lo, hi) = OperandStream::range(width);
+        let (lo, hi) = (lo as i16, hi as i16);
+        let n = 3000;
+        let cases: Vec<(&str, Vec<(i16, i16)>)> = vec![
+            ("random", synth::stream(Kind::Random, n, width, 7).pairs),
+            ("sparse", synth::stream(Kind::ActivationLike, n, width, 8).pairs),
+            ("half-zero", synth::stream(Kind::HalfZero, n, width, 9).pairs),
+            ("all-min", vec![(lo, lo); n]),
+            ("all-max", vec![(hi, hi); n]),
+            ("min-max", vec![(lo, hi); n]),
+            ("alternating", (0..n).map(|i| if i % 2 == 0 { (hi, lo) } else { (lo, lo) }).collect()),
+            ("all-zero", vec![(0, 0); n]),
+            ("single", vec![(lo, lo)]),
+        ];
+        for (name, pairs) in cases {
+            let s = stream(width, pairs.clone());
+            for d in Design::ALL {
+                let r = run(d, &s, &Counting::Fast);
+                assert_eq!(r.acc_final, dot(&pairs), "{name} w{width} {}", d.name());
+                assert_eq!(r.cycles, pairs.len() as u64 + 4);
+            }
+        }
+    }
+    // 16-bit extremes overflow 32 bits: the accumulator wraps.
+    let pairs = vec![(i16::MIN, i16::MIN); 5];
+    assert_eq!(dot(&pairs), (5i64 << 30) as i32 as i64);
+}
+
+#[test]
+fn dot_len_restarts_the_accumulator() {
+    let mut s = synth::stream(Kind::Random, 1000, 8, 3);
+    s.meta = serde_json::json!({"source": "test", "dot_len": 64});
+    let last = &s.pairs[(999 / 64) * 64..];
+    for d in Design::ALL {
+        assert_eq!(run(d, &s, &Counting::Fast).acc_final, dot(last));
+    }
+}
+
+#[test]
+fn vcd_and_fast_counts_agree_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, width) in [(Kind::Random, 8), (Kind::ActivationLike, 8), (Kind::HalfZero, 16)] {
+        let s = synth::stream(kind, 5000, width, 11);
+        for d in Design::ALL {
+            // Counting::Both fails the run unless the two paths agree signal by signal.
+            let both = run(d, &s, &Counting::Both(dir.path().to_path_buf()));
+            let fast = run(d, &s, &Counting::Fast);
+            assert_eq!(both.signals, fast.signals);
+            assert!(both.total_toggles > 0);
+        }
+    }
+}
+
+#[test]
+fn isolation_saves_switching_on_sparse_data_and_is_neutral_on_dense() {
+    let s = synth::stream(Kind::HalfZero, 20_000, 8, 5);
+    let b = run(Design::Baseline, &s, &Counting::Fast);
+    let i = run(Design::Isolated, &s, &Counting::Fast);
+    assert!(i.datapath_toggles < b.datapath_toggles * 8 / 10, "{} vs {}", i.datapath_toggles, b.datapath_toggles);
+    assert!(i.groups["multiplier inputs"] < b.groups["multiplier inputs"]);
+    // No zeros at all: isolation cannot gate anything; multiplier inputs and product switch
+    // the same, except that the baseline latches the zeros of the 2 drain cycles (at most
+    // 2 x 8 operand bits and 2 x 16 product bits).
+    let dense: Vec<(i16, i16)> = synth::stream(Kind::Random, 5000, 8, 6).pairs.into_iter().map(|(a, b)| (a | 1, b | 1)).collect();
+    let s = stream(8, dense);
+    let b = run(Design::Baseline, &s, &Counting::Fast);
+    let i = run(Design::Isolated, &s, &Counting::Fast);
+    let diff = |g: &str| b.groups[g] as i64 - i.groups[g] as i64;
+    assert!((0..=16).contains(&diff("multiplier inputs")), "{}", diff("multiplier inputs"));
+    assert!((0..=64).contains(&diff("product")), "{}", diff("product"));
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("-V").output().is_ok()
+}
+
+/// iverilog simulates the same RTL on the same stream: per-signal toggles must match.
+#[test]
+fn iverilog_agrees_per_signal() {
+    assert!(have("iverilog"), "iverilog is not installed: run `make deps`");
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, width) in [(Kind::ActivationLike, 8u8), (Kind::Random, 16u8)] {
+        let mut s = synth::stream(kind, 1500, width, 21);
+        s.meta = serde_json::json!({"source": "test", "dot_len": 100});
+        // The stimulus, one word per cycle: reset x2, pairs, drain x2 (src/sim.rs schedule).
+        let w = width as u32;
+        let mask = (1u64 << w) - 1;
+        let word = |rst: u64, valid: u64, clear: u64, a: i16, b: i16| {
+            (rst << (2 * w + 2)) | (valid << (2 * w + 1)) | (clear << (2 * w)) | (((a as u64) & mask) << w) | ((b as u64) & mask)
+        };
+        let mut words = vec![word(0, 0, 0, 0, 0); 2];
+        for (i, &(a, b)) in s.pairs.iter().enumerate() {
+            words.push(word(1, 1, (i % 100 == 0) as u64, a, b));
+        }
+        words.extend([word(1, 0, 0, 0, 0); 2]);
+        let stim = dir.path().join("stim.hex");
+        std::fs::write(&stim, words.iter().map(|x| format!("{x:x}\n")).collect::<String>()).unwrap();
+        for d in Design::ALL {
+            let exe = dir.path().join(format!("{}_{width}.vvp", d.name()));
+            let st = Command::new("iverilog")
+                .args(["-g2012", &format!("-DDUT={}", d.module()), &format!("-Pmac_tb.W={width}"), "-o"])
+                .arg(&exe)
+                .arg(root().join(format!("rtl/{}.v", d.module())))
+                .arg(root().join("tests/rtl/mac_tb.v"))
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let vcd = dir.path().join(format!("{}_{width}.vcd", d.name()));
+            let out = Command::new("vvp")
+                .arg("-n")
+                .arg(&exe)
+                .arg(format!("+stim={}", stim.display()))
+                .arg(format!("+n={}", words.len()))
+                .arg(format!("+vcd={}", vcd.display()))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let ours = run(d, &s, &Counting::Fast);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains(&format!("acc={}", ours.acc_final)), "{stdout}");
+            let iv = perfwatt::vcd::count_toggles_path(&vcd).unwrap();
+            for sig in &ours.signals {
+                let name = sig.path.rsplit('.').next().unwrap();
+                let theirs = iv.signal(&format!("mac_tb.dut.{name}")).unwrap_or_else(|| panic!("{name} not in iverilog VCD"));
+                assert_eq!(theirs.toggles, sig.toggles, "{} w{width} {name}", d.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn ops_round_trip_and_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    for width in [8u8, 16] {
+        let mut s = synth::stream(Kind::ActivationLike, 777, width, 2);
+        s.meta = serde_json::json!({"source": "test", "layer": 3, "scale_a": 0.01});
+        let p = dir.path().join(format!("s{width}.ops"));
+        s.write_ops(&p).unwrap();
+        assert_eq!(OperandStream::read(&p, 8).unwrap(), s);
+        let bytes = std::fs::read(&p).unwrap();
+        // Any flipped byte is caught (magic, header or CRC).
+        for i in [0, 10, 13, 30, bytes.len() / 2, bytes.len() - 1] {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(OperandStream::from_ops_bytes(&b, "x").is_err(), "flip at {i}");
+        }
+        for cut in [0, 5, 20, 40, bytes.len() - 1] {
+            let e = OperandStream::from_ops_bytes(&bytes[..cut], "x.ops").unwrap_err().to_string();
+            assert!(e.contains("x.ops") && (e.contains("truncated") || e.contains("magic")), "{e}");
+        }
+    }
+}
+
+#[test]
+fn csv_import_and_errors() {
+    let s = OperandStream::from_csv("a,b\n1,2\n-128,127\n\n3, -4\n", 8, "p.csv").unwrap();
+    assert_eq!(s.pairs, vec![(1, 2), (-128, 127), (3, -4)]);
+    let e = OperandStream::from_csv("a,b\n1,2\n1,200\n", 8, "p.csv").unwrap_err().to_string();
+    assert!(e.starts_with("p.csv:3:") && e.contains("does not fit"), "{e}");
+    let e = OperandStream::from_csv("a,b\n1,x\n", 8, "p.csv").unwrap_err().to_string();
+    assert!(e.starts_with("p.csv:2:") && e.contains("not an integer"), "{e}");
+    let e = OperandStream::from_csv("x,y\n", 8, "p.csv").unwrap_err().to_string();
+    assert!(e.contains("expected header 'a,b'"), "{e}");
+    let e = OperandStream::from_csv("a,b\n1,2,3\n", 8, "p.csv").unwrap_err().to_string();
+    assert!(e.contains("two fields"), "{e}");
+    assert_eq!(OperandStream::from_csv("a,b\n300,-300\n", 16, "p.csv").unwrap().pairs, vec![(300, -300)]);
+}
+
+#[test]
+fn cli_sim_json_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("p.csv");
+    std::fs::write(&csv, "a,b\n3,4\n0,9\n-2,5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt")).args(["sim", "--format", "json", "--operands"]).arg(&csv).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &v["designs"];
+    assert_eq!(d[0]["design"], "baseline");
+    assert_eq!(d[1]["design"], "isolated");
+    for i in 0..2 {
+        assert_eq!(d[i]["acc_final"], 2);
+        assert_eq!(d[i]["cycles"], 7);
+        assert!(d[i]["total_toggles"].as_u64().unwrap() > 0);
+        assert!(d[i]["signals"][0]["path"].is_string() && d[i]["signals"][0]["width"].is_u64());
+        assert!(d[i]["cycles_per_s"].as_f64().unwrap() > 0.0);
+    }
+    let bad = dir.path().join("bad.ops");
+    std::fs::write(&bad, b"PWOPS\r\n\x1a\x01\x00").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt")).args(["sim", "--operands"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
+}
