@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # VCD benchmark: perfwatt vs a toggle counter on the `vcd` crate vs wellen's VCD loading,
 # side by side on the same Verilator-written VCD, in one run. Reports MB/s and peak RSS
-# (GNU time). Usage: scripts/bench-vcd.sh [CYCLES] (default 2500000 cycles, about 260 MB).
+# (GNU time). Usage: scripts/bench-vcd.sh [CYCLES] (default 2500000 cycles, about 265 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CYCLES=${1:-2500000}

@@ -109,7 +109,7 @@ enum SimFormat {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Toggles { file, format, saif, scope, top } => {
-            let mut report = perfwatt::vcd::count_toggles_path(&file)?;
+            let mut report = perfwatt::vcd::count_toggles_path_with(&file, saif.is_some())?;
             if let Some(p) = scope {
                 report.retain_scope(&p);
             }

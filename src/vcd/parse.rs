@@ -345,6 +345,59 @@ impl<R: Read> Chunks<R> {
         }
     }
 
+    /// The body's hot loop: parse items back to back within the buffer (no per-item
+    /// bookkeeping) until the handler returns `Ok(false)` (returns true) or the input ends
+    /// cleanly (returns false). Refills on `Incomplete` like `next_with`.
+    fn for_each(
+        &mut self,
+        what: &str,
+        mut p: impl FnMut(&[u8]) -> IResult<&[u8], std::result::Result<bool, String>>,
+    ) -> Result<bool> {
+        loop {
+            let input = &self.buf[self.start..self.end];
+            let mut pos = 0;
+            let outcome = loop {
+                match p(&input[pos..]) {
+                    Ok((rest, Ok(go_on))) => {
+                        pos = input.len() - rest.len();
+                        if !go_on {
+                            break Some(Ok(()));
+                        }
+                    }
+                    Ok((_, Err(msg))) => break Some(Err(msg)),
+                    Err(nom::Err::Incomplete(_)) => break None,
+                    Err(_) => break Some(Err(String::new())),
+                }
+            };
+            let item = self.start + pos;
+            match outcome {
+                Some(Ok(())) => {
+                    self.start = item;
+                    return Ok(true);
+                }
+                Some(Err(msg)) => {
+                    let at = self.skip_ws(item);
+                    if msg.is_empty() {
+                        let c = self.buf.get(at).copied().unwrap_or(b' ');
+                        return Err(self.error_at(at, format!("unexpected byte 0x{c:02x} in {what}")));
+                    }
+                    return Err(self.error_at(at, msg));
+                }
+                None => {
+                    self.start = item;
+                    if self.eof {
+                        let at = self.skip_ws(self.start);
+                        if at == self.end {
+                            return Ok(false);
+                        }
+                        return Err(self.error_at(at, format!("truncated file: unfinished {what}")));
+                    }
+                    self.refill()?;
+                }
+            }
+        }
+    }
+
     /// Like `next_with`, but end of input is a truncation error.
     fn require(
         &mut self,
@@ -359,6 +412,17 @@ impl<R: Read> Chunks<R> {
     }
 }
 
+/// `then` for `for_each`: the handler's success means "keep going", except when it has set
+/// a flag the caller checks (see `After`).
+fn then_continue<'x, T>(
+    i: &'x [u8],
+    p: impl Fn(&'x [u8]) -> IResult<&'x [u8], T>,
+    f: impl FnOnce(T) -> std::result::Result<bool, String>,
+) -> IResult<&'x [u8], std::result::Result<bool, String>> {
+    let (rest, v) = p(i)?;
+    Ok((rest, f(v)))
+}
+
 /// Adapts "parse with `p`, then handle the output with `f`" to `next_with`'s closure.
 fn then<'x, T>(
     i: &'x [u8],
@@ -371,6 +435,20 @@ fn then<'x, T>(
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Non-empty and only `0 1 x X z Z`; eight bytes at a time for the usual all-binary case.
+#[inline]
+fn valid_bits(bits: &[u8]) -> bool {
+    let ok = |c: &u8| matches!(c, b'0' | b'1' | b'x' | b'X' | b'z' | b'Z');
+    let mut chunks = bits.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().unwrap());
+        if w & 0xFEFE_FEFE_FEFE_FEFE != 0x3030_3030_3030_3030 && !c.iter().all(ok) {
+            return false;
+        }
+    }
+    !bits.is_empty() && chunks.remainder().iter().all(ok)
 }
 
 fn parse_u64(b: &[u8]) -> Option<u64> {
@@ -496,7 +574,7 @@ fn parse_body<R: Read>(
     let mut last_time: Option<u64> = None;
     loop {
         let mut after = After::Nothing;
-        let more = ch.next_with("value change", |i| then(i, body_item, |item| {
+        let stopped = ch.for_each("value change", |i| then_continue(i, body_item, |item| {
             let (value, id) = match item {
                 Item::Time(t) => {
                     let t = parse_u64(t).ok_or("bad time stamp")?;
@@ -505,9 +583,9 @@ fn parse_body<R: Read>(
                     }
                     last_time = Some(t);
                     visitor.time(t);
-                    return Ok(());
+                    return Ok(true);
                 }
-                Item::Comment => return Ok(()),
+                Item::Comment => return Ok(true),
                 Item::Command(cmd) => {
                     let block = match cmd {
                         b"dumpvars" => "$dumpvars",
@@ -515,11 +593,11 @@ fn parse_body<R: Read>(
                         b"dumpon" => "$dumpon",
                         b"dumpoff" => "$dumpoff",
                         b"end" => {
-                            return open_block.take().map(|_| ()).ok_or_else(|| "$end without an open block".into())
+                            return open_block.take().map(|_| true).ok_or_else(|| "$end without an open block".into())
                         }
                         _ => {
                             after = After::SkipCommand;
-                            return Ok(());
+                            return Ok(false);
                         }
                     };
                     if open_block.is_some() {
@@ -531,7 +609,7 @@ fn parse_body<R: Read>(
                         _ => {}
                     }
                     open_block = Some(block);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Item::Scalar(v, id) => {
                     let v: &'static [u8] = match v {
@@ -543,7 +621,7 @@ fn parse_body<R: Read>(
                     (Value::Bits(v), id)
                 }
                 Item::Vector(bits, id) => {
-                    if bits.is_empty() || !bits.iter().all(|c| matches!(c, b'0' | b'1' | b'x' | b'X' | b'z' | b'Z')) {
+                    if !valid_bits(bits) {
                         return Err(format!("bad value '{}'", lossy(&bits[..bits.len().min(20)])));
                     }
                     (Value::Bits(bits), id)
@@ -563,9 +641,9 @@ fn parse_body<R: Read>(
             if real_var != matches!(value, Value::Real(_)) {
                 return Err(if real_var { "bit value for a real var" } else { "real value for a bit var" }.into());
             }
-            visitor.change(code, value)
+            visitor.change(code, value).map(|()| true)
         }))?;
-        if !more {
+        if !stopped {
             break;
         }
         if let After::SkipCommand = after {

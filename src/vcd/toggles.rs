@@ -107,31 +107,67 @@ impl ToggleReport {
     }
 }
 
-/// The visitor: flat per-bit arrays indexed by `base[code] + bit`.
+/// Current value of a var of width <= 64, packed: bit i of `val` is bit i's 0/1, `xz`
+/// marks bits at x or z, `z` those at z; `set` is false until the first value.
+#[derive(Clone, Copy, Default)]
+struct Packed {
+    val: u64,
+    xz: u64,
+    z: u64,
+    set: bool,
+}
+
+/// The visitor: flat per-bit arrays indexed by `base[code] + bit`. Vars up to 64 bits wide
+/// (nearly all) also keep a packed value, so a change costs work only for the bits that
+/// changed; wider vars take the per-bit path.
 #[derive(Default)]
 pub struct ToggleCounter {
     header: Header,
     base: Vec<usize>,
+    packed: Vec<Packed>,
     state: Vec<u8>,
+    toggles: Vec<u64>,
+    x_transitions: Vec<u64>,
+    /// Time-in-state tracking (for SAIF) costs a memory write per changed bit: opt-in.
+    durations: bool,
     since: Vec<u64>,
-    bits: Vec<BitActivity>,
+    /// Per bit: time at 0, 1, x, z.
+    times: Vec<[u64; 4]>,
     now: u64,
     changes: u64,
 }
 
 impl ToggleCounter {
+    /// `durations`: also track time at 0/1/x/z per bit (needed for SAIF; slower).
+    pub fn new(durations: bool) -> Self {
+        ToggleCounter { durations, ..Default::default() }
+    }
+
     pub fn finish(mut self, file: &str) -> ToggleReport {
         let end = self.now;
         for i in 0..self.state.len() {
             self.close_interval(i, end);
         }
+        let times = std::mem::take(&mut self.times);
         let mut signals = Vec::new();
         for v in &self.header.vars {
             if v.kind.is_real() {
                 continue;
             }
             let b = self.base[v.code as usize];
-            let bits = self.bits[b..b + v.width as usize].to_vec();
+            let bits: Vec<BitActivity> = (b..b + v.width as usize)
+                .map(|i| {
+                    let t = times.get(i).copied().unwrap_or_default();
+                    BitActivity {
+                        toggles: self.toggles[i],
+                        x_transitions: self.x_transitions[i],
+                        t0: t[0],
+                        t1: t[1],
+                        tx: t[2],
+                        tz: t[3],
+                    }
+                })
+                .collect();
             signals.push(SignalToggles {
                 path: v.path(),
                 width: v.width,
@@ -158,14 +194,17 @@ impl ToggleCounter {
 
     #[inline]
     fn close_interval(&mut self, i: usize, now: u64) {
-        let d = now - self.since[i];
-        let b = &mut self.bits[i];
-        match self.state[i] {
-            B0 => b.t0 += d,
-            B1 => b.t1 += d,
-            BZ => b.tz += d,
-            _ => b.tx += d,
+        if !self.durations {
+            return;
         }
+        let d = now - self.since[i];
+        let slot = match self.state[i] {
+            B0 => 0,
+            B1 => 1,
+            BZ => 3,
+            _ => 2,
+        };
+        self.times[i][slot] += d;
         self.since[i] = now;
     }
 }
@@ -182,9 +221,14 @@ impl VcdVisitor for ToggleCounter {
                 b
             })
             .collect();
+        self.packed = vec![Packed::default(); header.code_widths.len()];
         self.state = vec![UNSET; n];
-        self.since = vec![0; n];
-        self.bits = vec![BitActivity::default(); n];
+        self.toggles = vec![0; n];
+        self.x_transitions = vec![0; n];
+        if self.durations {
+            self.since = vec![0; n];
+            self.times = vec![[0; 4]; n];
+        }
         self.header = header.clone();
         Ok(())
     }
@@ -208,6 +252,9 @@ impl VcdVisitor for ToggleCounter {
             B1 => B0,
             p => p,
         };
+        if width <= 64 {
+            return self.change_packed(code, base, width, v, pad);
+        }
         let now = self.now;
         let l = v.len();
         for i in 0..width {
@@ -223,29 +270,119 @@ impl VcdVisitor for ToggleCounter {
                 continue;
             }
             if ob | nb <= 1 {
-                self.bits[idx].toggles += 1;
+                self.toggles[idx] += 1;
             } else {
-                self.bits[idx].x_transitions += 1;
+                self.x_transitions[idx] += 1;
             }
         }
         Ok(())
     }
 }
 
-/// Count toggles in a VCD stream. `name` names it in errors and the report.
+impl ToggleCounter {
+    #[inline]
+    fn change_packed(&mut self, code: usize, base: usize, width: usize, v: &[u8], pad: u8) -> std::result::Result<(), String> {
+        let (mut val, mut xz, mut z) = (0u64, 0u64, 0u64);
+        let mut chunks = v.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().unwrap());
+            if w & 0xFEFE_FEFE_FEFE_FEFE == 0x3030_3030_3030_3030 {
+                // Eight '0'/'1' characters at once: gather the low bits, first char as MSB.
+                val = (val << 8) | ((w & 0x0101_0101_0101_0101).wrapping_mul(0x0102_0408_1020_4080) >> 56);
+                xz <<= 8;
+                z <<= 8;
+            } else {
+                for &ch in c {
+                    push_bit(&mut val, &mut xz, &mut z, ch);
+                }
+            }
+        }
+        for &ch in chunks.remainder() {
+            push_bit(&mut val, &mut xz, &mut z, ch);
+        }
+        let wmask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
+        if pad >= BX && v.len() < width {
+            let upper = wmask & !((1u64 << v.len()) - 1);
+            xz |= upper;
+            if pad == BZ {
+                z |= upper;
+            }
+        }
+        let old = self.packed[code];
+        let new = Packed { val, xz, z, set: true };
+        self.packed[code] = new;
+        let now = self.now;
+        if !old.set {
+            for i in 0..width {
+                // Time before the first value counts as x.
+                self.close_interval(base + i, now);
+                self.state[base + i] = bit_of(&new, i);
+            }
+            return Ok(());
+        }
+        let mut changed = (old.val ^ val) | (old.xz ^ xz) | (old.z ^ z);
+        while changed != 0 {
+            let i = changed.trailing_zeros() as usize;
+            changed &= changed - 1;
+            let idx = base + i;
+            self.close_interval(idx, now);
+            self.state[idx] = bit_of(&new, i);
+            let m = 1u64 << i;
+            if (old.xz | xz) & m == 0 {
+                self.toggles[idx] += 1;
+            } else {
+                self.x_transitions[idx] += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[inline]
+fn push_bit(val: &mut u64, xz: &mut u64, z: &mut u64, c: u8) {
+    let b = BIT[c as usize];
+    *val = (*val << 1) | (b == B1) as u64;
+    *xz = (*xz << 1) | (b >= BX) as u64;
+    *z = (*z << 1) | (b == BZ) as u64;
+}
+
+#[inline]
+fn bit_of(p: &Packed, i: usize) -> u8 {
+    let m = 1u64 << i;
+    if p.z & m != 0 {
+        BZ
+    } else if p.xz & m != 0 {
+        BX
+    } else {
+        (p.val & m != 0) as u8
+    }
+}
+
+/// Count toggles in a VCD stream, with time-in-state per bit (for SAIF). `name` names
+/// the stream in errors and the report.
 pub fn count_toggles<R: Read>(src: R, name: &str) -> Result<ToggleReport> {
-    let mut c = ToggleCounter::default();
+    count_toggles_with(src, name, true)
+}
+
+/// `durations: false` skips time-in-state tracking (t0/t1/tx/tz stay 0): faster.
+pub fn count_toggles_with<R: Read>(src: R, name: &str, durations: bool) -> Result<ToggleReport> {
+    let mut c = ToggleCounter::new(durations);
     parse_vcd(src, name, &mut c)?;
     Ok(c.finish(name))
 }
 
-/// Count toggles of a file; `-` reads stdin.
-pub fn count_toggles_path(path: &Path) -> Result<ToggleReport> {
+/// Count toggles of a file (`-` reads stdin); see `count_toggles_with`.
+pub fn count_toggles_path_with(path: &Path, durations: bool) -> Result<ToggleReport> {
     if path.as_os_str() == "-" {
-        return count_toggles(std::io::stdin().lock(), "<stdin>");
+        return count_toggles_with(std::io::stdin().lock(), "<stdin>", durations);
     }
     let f = std::fs::File::open(path).at(path)?;
-    count_toggles(f, &path.display().to_string())
+    count_toggles_with(f, &path.display().to_string(), durations)
+}
+
+/// Count toggles of a file with time-in-state; `-` reads stdin.
+pub fn count_toggles_path(path: &Path) -> Result<ToggleReport> {
+    count_toggles_path_with(path, true)
 }
 
 /// Quote a CSV field when it needs it (RFC 4180).
@@ -308,5 +445,31 @@ impl ToggleReport {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swar_gather_matches_per_char() {
+        let mut r = 0x1234_5678_9abc_def1u64;
+        for _ in 0..2000 {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            let n = (r % 64) as usize + 1;
+            let s: Vec<u8> = (0..n).map(|i| if (r >> (i % 64)) & 1 == 1 { b'1' } else { b'0' }).collect();
+            let text = format!("$var wire {n} ! v $end\n$enddefinitions $end\n#0\nb{} !\n", String::from_utf8_lossy(&s));
+            let rep = count_toggles(text.as_bytes(), "t").unwrap();
+            // Flip to all-x: every bit becomes an x transition; then compare packed state
+            // through the per-bit durations: each bit was at its value for 0 time units.
+            assert_eq!(rep.signals[0].width as usize, n);
+            let mut c = ToggleCounter::new(false);
+            crate::vcd::parse_vcd(text.as_bytes(), "t", &mut c).unwrap();
+            let expect = s.iter().fold(0u64, |a, &ch| (a << 1) | (ch == b'1') as u64);
+            assert_eq!(c.packed[0].val, expect, "{}", String::from_utf8_lossy(&s));
+        }
     }
 }

@@ -32,6 +32,7 @@ module counter_tb;
     $dumpfile(vcd_file);
     $dumpvars(0, counter_tb);
     #12 rst_n = 1'b1;
-    #(cycles * 10) $finish;
+    repeat (cycles) @(posedge clk);
+    #2 $finish;
   end
 endmodule
