@@ -288,7 +288,7 @@ impl ToggleCounter {
             let w = u64::from_le_bytes(c.try_into().unwrap());
             if w & 0xFEFE_FEFE_FEFE_FEFE == 0x3030_3030_3030_3030 {
                 // Eight '0'/'1' characters at once: gather the low bits, first char as MSB.
-                val = (val << 8) | ((w & 0x0101_0101_0101_0101).wrapping_mul(0x0102_0408_1020_4080) >> 56);
+                val = (val << 8) | ((w & 0x0101_0101_0101_0101).wrapping_mul(0x8040_2010_0804_0201) >> 56);
                 xz <<= 8;
                 z <<= 8;
             } else {
