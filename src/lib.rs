@@ -4,6 +4,7 @@
 //! -> `sim` (Verilator MAC units) -> `vcd` (toggle counting) -> `report`.
 
 pub mod error;
+pub mod model;
 pub mod sim;
 pub mod trace;
 pub mod vcd;
