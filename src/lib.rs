@@ -3,9 +3,12 @@
 //! Data flow: `capture` (runs `model`, measures with `energy`) -> `trace` (operand streams)
 //! -> `sim` (Verilator MAC units) -> `vcd` (toggle counting) -> `report`.
 
+pub mod capture;
+pub mod energy;
 pub mod error;
 pub mod model;
 pub mod sim;
+pub mod stats;
 pub mod trace;
 pub mod vcd;
 

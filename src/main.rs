@@ -91,6 +91,74 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         format: SimFormat,
     },
+    /// Run LLM inference (candle) like a benchmark, measure latency and energy, and
+    /// optionally capture matmul operands for `sim`.
+    ///
+    /// Metrics: latency p50/p95/p99 (pooled over repeats), TTFT, TPOT, tokens/s, and on a
+    /// GPU the NVML energy counter (prefill/decode split, idle-subtracted), power samples,
+    /// J/token, tokens/J, EDP, FLOP/J, gCO2eq; each with a 95% CI over --repeats. On the
+    /// CPU energy fields are null. Writes OUT.json and OUT.power.csv.
+    ///
+    /// Examples:
+    ///   perfwatt infer --out results/base.json
+    ///   perfwatt infer --dtype f16 --batch 4 --prompt-len medium --max-new-tokens 32
+    ///   perfwatt infer --capture traces/q4_1.ops --capture-layers 0,15 --capture-projs q,down
+    ///   perfwatt infer --device cuda --repeats 10 --out results/gpu.json
+    Infer {
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
+        /// Weight format: q4_1 as shipped, re-quantized q8_0/q4_0/q4k, or dense f32/f16/bf16.
+        #[arg(long, value_enum, default_value = "q4_1")]
+        dtype: perfwatt::model::Precision,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Prompt tokens incl. chat template: short (40), medium (96), long (192), or a number.
+        #[arg(long, default_value = "short")]
+        prompt_len: String,
+        #[arg(long, default_value_t = 16)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Recompute the whole sequence every step instead of using a KV cache.
+        #[arg(long)]
+        no_kv_cache: bool,
+        /// Activation sparsity: zero |x| < TAU at every projection input.
+        #[arg(long, default_value_t = 0.0, value_name = "TAU")]
+        sparsity: f32,
+        /// Write captured operands (.ops) here.
+        #[arg(long, value_name = "FILE.ops")]
+        capture: Option<PathBuf>,
+        /// Layers to capture, comma-separated.
+        #[arg(long, default_value = "0,15,29", value_delimiter = ',')]
+        capture_layers: Vec<usize>,
+        /// Projections to capture: q,k,v,o,gate,up,down.
+        #[arg(long, default_value = "q,k,v,o,gate,up,down", value_delimiter = ',')]
+        capture_projs: Vec<String>,
+        #[arg(long, default_value_t = 500_000)]
+        capture_max_pairs: usize,
+        /// Weight rows each captured activation vector meets.
+        #[arg(long, default_value_t = 4)]
+        capture_rows: usize,
+        /// Captured operand width: 8 or 16 bits.
+        #[arg(long, default_value_t = 8, value_parser = parse_width)]
+        capture_width: u8,
+        /// NVML sampling rate.
+        #[arg(long, default_value_t = 50.0)]
+        sample_hz: f64,
+        /// Grid carbon intensity for gCO2eq (g/kWh).
+        #[arg(long, default_value_t = 400.0)]
+        grid_intensity: f64,
+        /// GGUF model (default: models/SmolLM2-135M-Instruct.Q4_1.gguf or $PERFWATT_MODEL).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Prompt set, JSON lines with a "text" field.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        #[arg(long, default_value = "infer.json")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -153,8 +221,92 @@ fn run(cli: Cli) -> Result<()> {
                 SimFormat::Table => print!("{}", report.to_table()),
             }
         }
+        Cmd::Infer {
+            device, dtype, batch, prompt_len, max_new_tokens, warmup, repeats, no_kv_cache, sparsity, capture,
+            capture_layers, capture_projs, capture_max_pairs, capture_rows, capture_width, sample_hz, grid_intensity,
+            model, prompts, out,
+        } => {
+            let mut cfg = perfwatt::capture::InferConfig {
+                device,
+                precision: dtype,
+                batch,
+                prompt_len,
+                max_new_tokens,
+                warmup,
+                repeats,
+                kv_cache: !no_kv_cache,
+                sparsity_tau: sparsity,
+                sample_hz,
+                grid_g_per_kwh: grid_intensity,
+                ..Default::default()
+            };
+            if let Some(m) = model {
+                cfg.model = m;
+            }
+            if let Some(p) = prompts {
+                cfg.prompts = p;
+            }
+            if capture.is_some() {
+                cfg.capture = Some(perfwatt::capture::CaptureSpec {
+                    layers: capture_layers,
+                    projs: capture_projs,
+                    width: capture_width,
+                    max_pairs: capture_max_pairs,
+                    rows: capture_rows,
+                });
+            }
+            let bar = progress_bar((warmup + repeats) as u64, "infer runs");
+            let stop = interrupt_flag();
+            let (report, samples) = perfwatt::capture::run_infer(
+                &cfg,
+                capture.as_deref(),
+                perfwatt::capture::Progress {
+                    on_step: &mut |done, _| bar.set_position(done as u64),
+                    interrupted: &|| stop.load(std::sync::atomic::Ordering::Relaxed),
+                },
+            )?;
+            bar.finish_and_clear();
+            let power = perfwatt::capture::write_report(&report, &samples, &out)?;
+            print!("{}", infer_summary(&report));
+            println!("wrote {} and {}", out.display(), power.display());
+            if let Some(c) = &report.capture {
+                println!("captured {} operand pairs into {}", c["pairs"], c["file"].as_str().unwrap_or(""));
+            }
+        }
     }
     Ok(())
+}
+
+fn infer_summary(r: &perfwatt::capture::InferReport) -> String {
+    let e = &r.energy;
+    let f = |o: Option<perfwatt::stats::Estimate>, unit: &str| {
+        o.map(|e| format!("{:.4} {unit} [{:.4}, {:.4}]", e.mean, e.ci95_low, e.ci95_high)).unwrap_or_else(|| "n/a".into())
+    };
+    format!(
+        "device {} | {} | batch {} | prompt {} tok | {} new tok\n\
+         latency p50 {:.3} s  p95 {:.3} s  p99 {:.3} s | TTFT p50 {:.3} s | TPOT p50 {:.4} s\n\
+         tokens/s: output {:.1}  decode {:.1}  input {:.1}\n\
+         energy: {} | J/token {} | avg W {}{}\n\
+         sample: {:?}\n",
+        r.device,
+        r.config.precision.name(),
+        r.batch,
+        r.prompt_tokens,
+        r.new_tokens,
+        r.latency_s.p50,
+        r.latency_s.p95,
+        r.latency_s.p99,
+        r.ttft_s.p50,
+        r.tpot_s.p50,
+        r.tokens_per_s_output.mean,
+        r.tokens_per_s_decode.mean,
+        r.tokens_per_s_input.mean,
+        f(e.joules, "J"),
+        f(e.j_per_token, "J"),
+        f(e.avg_w, "W"),
+        e.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        r.generated.first().map(|s| s.as_str()).unwrap_or(""),
+    )
 }
 
 fn parse_width(s: &str) -> std::result::Result<u8, String> {
@@ -163,6 +315,25 @@ fn parse_width(s: &str) -> std::result::Result<u8, String> {
         "16" => Ok(16),
         _ => Err("operand width must be 8 or 16".into()),
     }
+}
+
+/// Set on Ctrl-C; long jobs check it between steps and stop cleanly (what is finished is
+/// already written). A second Ctrl-C exits at once.
+fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FLAG: std::sync::OnceLock<std::sync::Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let f = std::sync::Arc::new(AtomicBool::new(false));
+        let g = f.clone();
+        let _ = ctrlc::set_handler(move || {
+            if g.swap(true, Ordering::Relaxed) {
+                std::process::exit(130);
+            }
+            eprintln!("\nperfwatt: interrupted, finishing the current step (Ctrl-C again to quit now)");
+        });
+        f
+    })
+    .clone()
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.

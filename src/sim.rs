@@ -263,7 +263,7 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
     let fast = matches!(counting, Counting::Fast | Counting::Both(_));
     let mut fc = FastCounter::new(names.len());
     let mask = (1u64 << width) - 1;
-    let k = stream.dot_len();
+    let starts = stream.dot_starts();
 
     let start = Instant::now();
     let cycle = |m: &mut Model, fc: &mut FastCounter, rst_n: u8, valid: u8, clear: u8, a: u32, b: u32| {
@@ -280,10 +280,7 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
         cycle(&mut model, &mut fc, 0, 0, 0, 0, 0);
     }
     for (i, &(a, b)) in stream.pairs.iter().enumerate() {
-        let clear = match k {
-            Some(k) => i % k == 0,
-            None => i == 0,
-        } as u8;
+        let clear = starts[i] as u8;
         cycle(&mut model, &mut fc, 1, 1, clear, (a as u32) & mask as u32, (b as u32) & mask as u32);
         if i & 0xFFFF == 0xFFFF {
             progress(i as u64 + 1);

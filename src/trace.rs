@@ -57,20 +57,43 @@ impl OperandStream {
         Ok(())
     }
 
-    /// Pairs per dot product (accumulator clear period); None = the whole stream is one.
+    /// Pairs per dot product (accumulator clear period) when the stream has one.
     pub fn dot_len(&self) -> Option<usize> {
         self.meta.get("dot_len").and_then(|v| v.as_u64()).filter(|&n| n > 0).map(|n| n as usize)
     }
 
-    /// The dot product of the last segment (see `dot_len`), wrapped to `acc_w` bits and
+    /// Per pair: does a new dot product start here (the MAC clears its accumulator)?
+    /// From `meta.segments` (`[{"pairs": N, "dot_len": K}, ...]`, one per captured
+    /// projection), else `meta.dot_len`, else only at pair 0.
+    pub fn dot_starts(&self) -> Vec<bool> {
+        let n = self.pairs.len();
+        let mut flags = vec![false; n];
+        if let Some(segs) = self.meta.get("segments").and_then(|s| s.as_array()) {
+            let mut at = 0usize;
+            for seg in segs {
+                let len = seg.get("pairs").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+                let k = seg.get("dot_len").and_then(|v| v.as_u64()).filter(|&k| k > 0).unwrap_or(len.max(1) as u64) as usize;
+                for i in (at..(at + len).min(n)).step_by(k) {
+                    flags[i] = true;
+                }
+                at += len;
+            }
+        } else if let Some(k) = self.dot_len() {
+            for i in (0..n).step_by(k) {
+                flags[i] = true;
+            }
+        }
+        if let Some(f) = flags.first_mut() {
+            *f = true;
+        }
+        flags
+    }
+
+    /// The dot product of the last segment (see `dot_starts`), wrapped to `acc_w` bits and
     /// read back as signed: what the MAC's accumulator must hold at the end.
     pub fn expected_acc(&self, acc_w: u32) -> i64 {
-        let n = self.pairs.len();
-        let start = match self.dot_len() {
-            Some(k) if n > 0 => (n - 1) / k * k,
-            _ => 0,
-        };
-        let sum = self.pairs[start..].iter().fold(0i64, |s, &(a, b)| s.wrapping_add(a as i64 * b as i64));
+        let start = self.dot_starts().iter().rposition(|&f| f).unwrap_or(0);
+        let sum = self.pairs[start.min(self.pairs.len())..].iter().fold(0i64, |s, &(a, b)| s.wrapping_add(a as i64 * b as i64));
         wrap_signed(sum as u64, acc_w)
     }
 

@@ -1,0 +1,533 @@
+//! Capture: runs the model like a benchmark and records what its matmuls see.
+//!
+//! In: an `InferConfig` (device, precision, batch, prompt length, new tokens, repeats...).
+//! Out: `InferReport` (latency p50/p95/p99, TTFT, TPOT, tokens/s, NVML energy split into
+//! prefill/decode with idle subtraction, EDP, FLOPs, 95% CIs over repeats), the power time
+//! series, and optionally an `.ops` operand stream of chosen projections' (x_i, w_ji) pairs,
+//! quantized symmetric per tensor, in the order one MAC computing y_j = sum_i x_i w_ji
+//! consumes them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::energy::{EnergyWindow, GpuMeter, Phase, PowerSample};
+use crate::error::{write_atomic, Error, Result};
+use crate::model::{self, argmax, Llama, LinearId, LinearTap, Precision, Tokenizer};
+use crate::stats::{percentile, Estimate};
+use crate::trace::OperandStream;
+
+fn me(e: candle_core::Error) -> Error {
+    Error::Model(e.to_string())
+}
+
+/// What to capture. Layers and projections name the matmuls; each captured activation
+/// vector meets `rows` evenly spaced weight rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CaptureSpec {
+    pub layers: Vec<usize>,
+    pub projs: Vec<String>,
+    /// Operand width: 8 or 16 (int8 / int16, symmetric, per-tensor scale).
+    pub width: u8,
+    pub max_pairs: usize,
+    pub rows: usize,
+}
+
+impl Default for CaptureSpec {
+    fn default() -> Self {
+        CaptureSpec {
+            layers: vec![0, 15, 29],
+            projs: ["q", "k", "v", "o", "gate", "up", "down"].map(String::from).to_vec(),
+            width: 8,
+            max_pairs: 500_000,
+            rows: 4,
+        }
+    }
+}
+
+/// One `perfwatt infer` run. Serialized into the report and used by sweep points.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InferConfig {
+    pub model: PathBuf,
+    pub prompts: PathBuf,
+    pub device: String,
+    pub precision: Precision,
+    pub batch: usize,
+    /// Prompt length in tokens (chat template included): short=40, medium=96, long=192, or N.
+    pub prompt_len: String,
+    pub max_new_tokens: usize,
+    pub warmup: usize,
+    pub repeats: usize,
+    pub kv_cache: bool,
+    /// Activation sparsity: zero |x| < tau at every projection's input (0 = off).
+    pub sparsity_tau: f32,
+    pub sample_hz: f64,
+    /// Grid carbon intensity for gCO2eq, g per kWh.
+    pub grid_g_per_kwh: f64,
+    pub idle_seconds: f64,
+    pub capture: Option<CaptureSpec>,
+}
+
+impl Default for InferConfig {
+    fn default() -> Self {
+        InferConfig {
+            model: model::default_model_path(),
+            prompts: Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/prompts.jsonl"),
+            device: "cpu".into(),
+            precision: Precision::Q4_1,
+            batch: 1,
+            prompt_len: "short".into(),
+            max_new_tokens: 16,
+            warmup: 1,
+            repeats: 3,
+            kv_cache: true,
+            sparsity_tau: 0.0,
+            sample_hz: 50.0,
+            grid_g_per_kwh: 400.0,
+            idle_seconds: 1.0,
+            capture: None,
+        }
+    }
+}
+
+pub fn prompt_tokens(len: &str) -> Result<usize> {
+    match len {
+        "short" => Ok(40),
+        "medium" => Ok(96),
+        "long" => Ok(192),
+        n => n.parse().ok().filter(|&n| n >= 8).ok_or_else(|| Error::Config(format!("prompt length '{n}': short, medium, long or a number >= 8"))),
+    }
+}
+
+/// Chat-formatted prompts of exactly `len` tokens: prompts whose user text is long enough
+/// are cut to fit (the template's head and tail kept), taken in file order, repeated to
+/// fill the batch. Equal lengths make batches exact (no padding).
+pub fn build_batch(tok: &Tokenizer, prompts: &Path, batch: usize, len: usize) -> Result<Vec<Vec<u32>>> {
+    let text = std::fs::read_to_string(prompts).map_err(|e| Error::io(prompts, e))?;
+    let head = tok.encode("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n")?;
+    let tail = tok.encode("<|im_end|>\n<|im_start|>assistant\n")?;
+    let need = len.checked_sub(head.len() + tail.len()).filter(|&n| n > 0).ok_or_else(|| {
+        Error::Config(format!("prompt length {len} is shorter than the chat template ({} tokens)", head.len() + tail.len() + 1))
+    })?;
+    let mut fits = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::Parse { file: prompts.display().to_string(), line: i as u64 + 1, offset: 0, msg: e.to_string() })?;
+        let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| Error::Parse {
+            file: prompts.display().to_string(),
+            line: i as u64 + 1,
+            offset: 0,
+            msg: "no \"text\" field".into(),
+        })?;
+        let user = tok.encode(t)?;
+        if user.len() >= need {
+            fits.push([head.as_slice(), &user[..need], tail.as_slice()].concat());
+        }
+    }
+    if fits.is_empty() {
+        return Err(Error::Config(format!("no prompt in {} is long enough for {len} tokens", prompts.display())));
+    }
+    Ok((0..batch).map(|i| fits[i % fits.len()].clone()).collect())
+}
+
+// ------------------------------------------------------------------ operand capture
+
+struct Segment {
+    id: LinearId,
+    k: usize,
+    rows: Vec<usize>,
+    /// The chosen weight rows, [rows.len() * k].
+    w: Vec<f32>,
+    w_absmax: f32,
+    /// Captured activation vectors, concatenated.
+    xs: Vec<f32>,
+}
+
+/// A `LinearTap` that keeps activation vectors and the weight rows they meet, up to a
+/// pair budget split evenly across the chosen (layer, projection)s.
+pub struct OperandCapture {
+    spec: CaptureSpec,
+    segments: Vec<Segment>,
+    per_segment: usize,
+    pub enabled: bool,
+}
+
+impl OperandCapture {
+    pub fn new(spec: CaptureSpec) -> Result<Self> {
+        if spec.width != 8 && spec.width != 16 {
+            return Err(Error::Config("capture width must be 8 or 16".into()));
+        }
+        let n = (spec.layers.len() * spec.projs.len()).max(1);
+        let per_segment = spec.max_pairs / n;
+        Ok(OperandCapture { spec, segments: Vec::new(), per_segment, enabled: true })
+    }
+
+    pub fn pairs(&self) -> usize {
+        self.segments.iter().map(|s| s.xs.len() / s.k * s.rows.len() * s.k).sum()
+    }
+
+    /// Quantize and lay out the pairs. Scales: max |x| over the segment's captured
+    /// activations, max |w| over the whole weight tensor, each mapped to the largest
+    /// symmetric integer (127 or 32767).
+    pub fn into_stream(self, provenance: serde_json::Value) -> Result<OperandStream> {
+        let qmax = ((1i32 << (self.spec.width - 1)) - 1) as f32;
+        let mut pairs = Vec::with_capacity(self.pairs());
+        let mut segs = Vec::new();
+        for s in &self.segments {
+            let x_absmax = s.xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let sx = if x_absmax > 0.0 { x_absmax / qmax } else { 1.0 };
+            let sw = if s.w_absmax > 0.0 { s.w_absmax / qmax } else { 1.0 };
+            let q = |v: f32, sc: f32| (v / sc).round().clamp(-qmax, qmax) as i16;
+            let start = pairs.len();
+            for x in s.xs.chunks_exact(s.k) {
+                for r in 0..s.rows.len() {
+                    let w = &s.w[r * s.k..(r + 1) * s.k];
+                    pairs.extend(x.iter().zip(w).map(|(&a, &b)| (q(a, sx), q(b, sw))));
+                }
+            }
+            let n = pairs.len() - start;
+            let zeros = pairs[start..].iter().filter(|p| p.0 == 0).count();
+            segs.push(serde_json::json!({
+                "layer": s.id.layer, "proj": s.id.proj, "start": start, "pairs": n, "dot_len": s.k,
+                "vectors": s.xs.len() / s.k, "rows": s.rows, "scale_a": sx, "scale_b": sw,
+                "a_zero_fraction": if n > 0 { zeros as f64 / n as f64 } else { 0.0 },
+            }));
+        }
+        let mut meta = provenance;
+        meta["segments"] = serde_json::Value::Array(segs);
+        meta["quantization"] = serde_json::json!(format!("symmetric int{}, per-tensor scale, round to nearest", self.spec.width));
+        meta["order"] = serde_json::json!("per segment: for each activation vector, for each weight row j, for i in 0..dot_len: (x_i, w_ji)");
+        OperandStream::new(self.spec.width, pairs, meta)
+    }
+}
+
+impl LinearTap for OperandCapture {
+    fn wants(&self, id: &LinearId) -> bool {
+        self.enabled && id.layer.is_some_and(|l| self.spec.layers.contains(&l)) && self.spec.projs.iter().any(|p| p == id.proj)
+    }
+
+    fn record(&mut self, id: &LinearId, x: &Tensor, weight: &dyn Fn() -> Result<Tensor>) -> Result<()> {
+        let idx = match self.segments.iter().position(|s| &s.id == id) {
+            Some(i) => i,
+            None => {
+                let w = weight()?;
+                let (n, k) = w.dims2().map_err(me)?;
+                let rows: Vec<usize> = (0..self.spec.rows.min(n)).map(|r| r * n / self.spec.rows.min(n)).collect();
+                let all = w.flatten_all().map_err(me)?.to_vec1::<f32>().map_err(me)?;
+                let w_absmax = all.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let w_rows = rows.iter().flat_map(|&r| all[r * k..(r + 1) * k].iter().copied()).collect();
+                self.segments.push(Segment { id: id.clone(), k, rows, w: w_rows, w_absmax, xs: Vec::new() });
+                self.segments.len() - 1
+            }
+        };
+        let s = &mut self.segments[idx];
+        let per_vector = s.rows.len() * s.k;
+        let have = s.xs.len() / s.k * per_vector;
+        let room = self.per_segment.saturating_sub(have) / per_vector.max(1);
+        if room == 0 {
+            return Ok(());
+        }
+        let flat = x.flatten_all().map_err(me)?.to_dtype(candle_core::DType::F32).map_err(me)?.to_vec1::<f32>().map_err(me)?;
+        let vectors = flat.len() / s.k;
+        s.xs.extend_from_slice(&flat[..vectors.min(room) * s.k]);
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ the benchmark run
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub mean: Estimate,
+}
+
+impl Percentiles {
+    fn of(xs: &[f64]) -> Option<Self> {
+        Some(Percentiles { p50: percentile(xs, 50.0)?, p95: percentile(xs, 95.0)?, p99: percentile(xs, 99.0)?, mean: Estimate::of(xs)? })
+    }
+}
+
+/// Energy figures; every field null when NVML is unavailable (`reason` says why).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct EnergyReport {
+    pub available: bool,
+    pub reason: Option<String>,
+    pub gpu: Option<String>,
+    pub idle_w: Option<f64>,
+    pub joules: Option<Estimate>,
+    pub joules_above_idle: Option<Estimate>,
+    pub prefill_j: Option<Estimate>,
+    pub decode_j: Option<Estimate>,
+    pub avg_w: Option<Estimate>,
+    pub peak_w: Option<f64>,
+    pub j_per_token: Option<Estimate>,
+    pub j_per_token_above_idle: Option<Estimate>,
+    pub tokens_per_j: Option<Estimate>,
+    /// Energy-delay product per run, J*s.
+    pub edp_js: Option<Estimate>,
+    pub gco2eq: Option<Estimate>,
+    pub flop_per_j: Option<f64>,
+    pub gpu_util_pct: Option<f64>,
+    pub sample_hz_target: f64,
+    pub sample_hz_achieved: Option<f64>,
+    pub samples: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InferReport {
+    pub schema: &'static str,
+    pub config: InferConfig,
+    pub model: serde_json::Value,
+    pub device: String,
+    pub prompt_tokens: usize,
+    pub batch: usize,
+    pub new_tokens: usize,
+    pub load_s: f64,
+    /// Per request, pooled over repeats (every request of a batch ends with the batch).
+    pub latency_s: Percentiles,
+    pub ttft_s: Percentiles,
+    pub tpot_s: Percentiles,
+    pub tokens_per_s_input: Estimate,
+    pub tokens_per_s_output: Estimate,
+    pub tokens_per_s_decode: Estimate,
+    pub tokens_per_s_total: Estimate,
+    pub flops_per_run: f64,
+    pub peak_mem_mb: Option<f64>,
+    pub energy: EnergyReport,
+    pub generated: Vec<String>,
+    pub tokens: Vec<Vec<u32>>,
+    pub capture: Option<serde_json::Value>,
+}
+
+/// One repeat's raw measurements.
+struct RunTimes {
+    total: f64,
+    ttft: f64,
+    e_prefill: Option<EnergyWindow>,
+    e_decode: Option<EnergyWindow>,
+}
+
+/// FLOPs of one run: 2 per multiply-add in the projections, plus attention's QK^T and AV.
+fn flops(m: &Llama, batch: usize, l: usize, t: usize, kv: bool) -> f64 {
+    let c = &m.config;
+    let lin = 2.0 * m.linear_params() as f64;
+    let attn = |q: usize, k: usize| 4.0 * (q * k * c.head_dim * c.n_head * c.n_layer) as f64;
+    let mut f = lin * l as f64 + attn(l, l);
+    for step in 1..t {
+        let ctx = l + step;
+        f += if kv { lin + attn(1, ctx) } else { lin * ctx as f64 + attn(ctx, ctx) };
+    }
+    f * batch as f64
+}
+
+pub struct Progress<'a> {
+    pub on_step: &'a mut dyn FnMut(usize, usize),
+    pub interrupted: &'a dyn Fn() -> bool,
+}
+
+/// Run the benchmark. `capture_out`: where to write the `.ops` stream when capturing.
+pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progress<'_>) -> Result<(InferReport, Vec<PowerSample>)> {
+    let Progress { on_step, interrupted } = progress;
+    if cfg.batch == 0 || cfg.max_new_tokens == 0 || cfg.repeats == 0 {
+        return Err(Error::Config("batch, max_new_tokens and repeats must be at least 1".into()));
+    }
+    let device = model::device(&cfg.device)?;
+    let t0 = Instant::now();
+    let (mut m, tok) = model::load(&cfg.model, cfg.precision, &device)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    m.tau = cfg.sparsity_tau;
+    let l = prompt_tokens(&cfg.prompt_len)?;
+    let batch_ids = build_batch(&tok, &cfg.prompts, cfg.batch, l)?;
+    let t = cfg.max_new_tokens;
+
+    let gpu = if device.is_cuda() { GpuMeter::open(0) } else { Err("device is the CPU: NVML measures GPUs only; energy fields are null".to_string()) };
+    let (meter, reason) = match gpu {
+        Ok(g) => (Some(g), None),
+        Err(r) => (None, Some(r)),
+    };
+    let idle_w = meter.as_ref().and_then(|g| g.idle_power_w(Duration::from_secs_f64(cfg.idle_seconds)));
+    let sampler = meter.as_ref().map(|g| g.start_sampler(cfg.sample_hz));
+    let energy = || meter.as_ref().and_then(|g| g.energy_mj());
+    let set_phase = |p: Phase| {
+        if let Some(s) = &sampler {
+            s.set_phase(p)
+        }
+    };
+
+    let mut capture = match &cfg.capture {
+        Some(spec) if capture_out.is_some() => Some(OperandCapture::new(spec.clone())?),
+        _ => None,
+    };
+    let total_runs = cfg.warmup + cfg.repeats;
+    let mut runs = Vec::new();
+    let mut generated: Vec<Vec<u32>> = Vec::new();
+    for run in 0..total_runs {
+        if interrupted() {
+            return Err(Error::Interrupted);
+        }
+        let measured = run >= cfg.warmup;
+        let prompt = Tensor::new(batch_ids.clone(), &device).map_err(me)?;
+        let mut seqs = batch_ids.clone();
+        // Capture during the first measured repeat only.
+        let mut tap: Option<&mut OperandCapture> = match (&mut capture, run == cfg.warmup) {
+            (Some(c), true) => Some(c),
+            _ => None,
+        };
+        m.clear_kv_cache();
+        set_phase(if measured { Phase::Prefill } else { Phase::Warmup });
+        let e0 = energy();
+        let start = Instant::now();
+        let logits = m.forward(&prompt, 0, tap.as_deref_mut().map(|c| c as &mut dyn LinearTap))?;
+        let mut next = argmax(&logits)?;
+        let ttft = start.elapsed().as_secs_f64();
+        let e1 = energy();
+        if measured {
+            set_phase(Phase::Decode);
+        }
+        for (s, &n) in seqs.iter_mut().zip(&next) {
+            s.push(n);
+        }
+        for step in 1..t {
+            let logits = if cfg.kv_cache {
+                let x = Tensor::new(next.as_slice(), &device).map_err(me)?.unsqueeze(1).map_err(me)?;
+                m.forward(&x, l + step - 1, tap.as_deref_mut().map(|c| c as &mut dyn LinearTap))?
+            } else {
+                m.clear_kv_cache();
+                m.forward(&Tensor::new(seqs.clone(), &device).map_err(me)?, 0, tap.as_deref_mut().map(|c| c as &mut dyn LinearTap))?
+            };
+            next = argmax(&logits)?;
+            for (s, &n) in seqs.iter_mut().zip(&next) {
+                s.push(n);
+            }
+        }
+        let total = start.elapsed().as_secs_f64();
+        let e2 = energy();
+        set_phase(Phase::Idle);
+        if measured {
+            runs.push(RunTimes {
+                total,
+                ttft,
+                e_prefill: EnergyWindow::between(e0, e1, ttft),
+                e_decode: EnergyWindow::between(e1, e2, total - ttft),
+            });
+            generated = seqs.iter().map(|s| s[l..].to_vec()).collect();
+        }
+        on_step(run + 1, total_runs);
+    }
+    let (samples, achieved) = sampler.map(|s| s.finish()).map(|(s, r)| (s, Some(r))).unwrap_or((Vec::new(), None));
+
+    let b = cfg.batch as f64;
+    let per_run = |f: &dyn Fn(&RunTimes) -> Option<f64>| -> Vec<f64> { runs.iter().filter_map(f).collect() };
+    let pooled = |f: &dyn Fn(&RunTimes) -> f64| -> Vec<f64> { runs.iter().flat_map(|r| std::iter::repeat_n(f(r), cfg.batch)).collect() };
+    let est = |v: Vec<f64>| Estimate::of(&v);
+    let need = |o: Option<Estimate>, what: &str| o.ok_or_else(|| Error::Model(format!("no valid {what} measurements")));
+    let flops_run = flops(&m, cfg.batch, l, t, cfg.kv_cache);
+    let out_tokens = b * t as f64;
+    let joules = |r: &RunTimes| Some(r.e_prefill?.joules + r.e_decode?.joules);
+    let above = |r: &RunTimes| Some(r.e_prefill?.above_idle(idle_w?) + r.e_decode?.above_idle(idle_w?));
+    let energy_report = if meter.is_some() {
+        let j_mean = est(per_run(&joules)).map(|e| e.mean);
+        EnergyReport {
+            available: true,
+            reason,
+            gpu: meter.as_ref().map(|g| g.name.clone()),
+            idle_w,
+            joules: est(per_run(&joules)),
+            joules_above_idle: est(per_run(&above)),
+            prefill_j: est(per_run(&|r| Some(r.e_prefill?.joules))),
+            decode_j: est(per_run(&|r| Some(r.e_decode?.joules))),
+            avg_w: est(per_run(&|r| Some(joules(r)? / r.total))),
+            peak_w: samples.iter().filter(|s| matches!(s.phase, Phase::Prefill | Phase::Decode)).filter_map(|s| s.power_w).fold(None, |m, p| Some(m.map_or(p, |m: f64| m.max(p)))),
+            j_per_token: est(per_run(&|r| Some(joules(r)? / out_tokens))),
+            j_per_token_above_idle: est(per_run(&|r| Some(above(r)? / out_tokens))),
+            tokens_per_j: est(per_run(&|r| Some(out_tokens / joules(r)?))),
+            edp_js: est(per_run(&|r| Some(joules(r)? * r.total))),
+            gco2eq: est(per_run(&|r| Some(joules(r)? / 3.6e6 * cfg.grid_g_per_kwh))),
+            flop_per_j: j_mean.filter(|&j| j > 0.0).map(|j| flops_run / j),
+            gpu_util_pct: {
+                let u: Vec<f64> = samples.iter().filter(|s| matches!(s.phase, Phase::Prefill | Phase::Decode)).filter_map(|s| s.gpu_util_pct.map(|u| u as f64)).collect();
+                (!u.is_empty()).then(|| u.iter().sum::<f64>() / u.len() as f64)
+            },
+            sample_hz_target: cfg.sample_hz,
+            sample_hz_achieved: achieved,
+            samples: samples.len(),
+        }
+    } else {
+        EnergyReport { available: false, reason, sample_hz_target: cfg.sample_hz, ..Default::default() }
+    };
+
+    let capture_info = match (capture, capture_out) {
+        (Some(c), Some(path)) => {
+            let provenance = serde_json::json!({
+                "source": format!("perfwatt infer: {} {} on {}", cfg.model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), cfg.precision.name(), cfg.device),
+                "precision": cfg.precision.name(), "sparsity_tau": cfg.sparsity_tau, "batch": cfg.batch,
+                "prompt_tokens": l, "kv_cache": cfg.kv_cache,
+            });
+            let stream = c.into_stream(provenance)?;
+            stream.write_ops(path)?;
+            Some(serde_json::json!({"file": path.display().to_string(), "pairs": stream.pairs.len(), "width": stream.width, "zero_fraction": stream.zero_fraction()}))
+        }
+        _ => None,
+    };
+
+    let peak_mem_mb = if device.is_cuda() { meter.as_ref().and_then(|g| g.memory_used_mb()) } else { crate::energy::peak_rss_mb() };
+    let report = InferReport {
+        schema: "perfwatt.infer/1",
+        config: cfg.clone(),
+        model: serde_json::json!({"file": cfg.model.display().to_string(), "config": m.config, "precision": cfg.precision.name(), "linear_params": m.linear_params()}),
+        device: if let Some(g) = &meter { g.name.clone() } else { cfg.device.clone() },
+        prompt_tokens: l,
+        batch: cfg.batch,
+        new_tokens: t,
+        load_s,
+        latency_s: Percentiles::of(&pooled(&|r| r.total)).ok_or_else(|| Error::Model("no runs".into()))?,
+        ttft_s: Percentiles::of(&pooled(&|r| r.ttft)).ok_or_else(|| Error::Model("no runs".into()))?,
+        tpot_s: Percentiles::of(&pooled(&|r| if t > 1 { (r.total - r.ttft) / (t - 1) as f64 } else { 0.0 })).ok_or_else(|| Error::Model("no runs".into()))?,
+        tokens_per_s_input: need(est(per_run(&|r| Some(b * l as f64 / r.ttft))), "input tokens/s")?,
+        tokens_per_s_output: need(est(per_run(&|r| Some(out_tokens / r.total))), "output tokens/s")?,
+        tokens_per_s_decode: need(est(per_run(&|r| Some(b * (t as f64 - 1.0).max(1.0) / (r.total - r.ttft).max(1e-9)))), "decode tokens/s")?,
+        tokens_per_s_total: need(est(per_run(&|r| Some(b * (l + t) as f64 / r.total))), "total tokens/s")?,
+        flops_per_run: flops_run,
+        peak_mem_mb,
+        energy: energy_report,
+        generated: generated.iter().map(|g| tok.decode(g)).collect(),
+        tokens: generated,
+        capture: capture_info,
+    };
+    Ok((report, samples))
+}
+
+/// The power series as CSV (t_s, phase, power_w, energy_mj, gpu_util_pct, sm_clock_mhz,
+/// mem_used_mb); empty fields where NVML gave nothing.
+pub fn power_csv(samples: &[PowerSample]) -> String {
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    let mut out = String::from("t_s,phase,power_w,energy_mj,gpu_util_pct,sm_clock_mhz,mem_used_mb\n");
+    for s in samples {
+        out.push_str(&format!(
+            "{:.4},{},{},{},{},{},{}\n",
+            s.t_s,
+            s.phase.name(),
+            opt(s.power_w.map(|v| format!("{v:.3}"))),
+            opt(s.energy_mj.map(|v| v.to_string())),
+            opt(s.gpu_util_pct.map(|v| v.to_string())),
+            opt(s.sm_clock_mhz.map(|v| v.to_string())),
+            opt(s.mem_used_mb.map(|v| format!("{v:.1}"))),
+        ));
+    }
+    out
+}
+
+/// Write the report (JSON) and, next to it, the power series (`NAME.power.csv`).
+pub fn write_report(report: &InferReport, samples: &[PowerSample], out: &Path) -> Result<PathBuf> {
+    write_atomic(out, (serde_json::to_string_pretty(report).expect("serializable") + "\n").as_bytes())?;
+    let power = out.with_extension("power.csv");
+    write_atomic(&power, power_csv(samples).as_bytes())?;
+    Ok(power)
+}

@@ -1,0 +1,160 @@
+//! Small statistics used by `capture` and `report`: mean with a 95% t-interval,
+//! percentiles, Pearson and Spearman correlation, bootstrap CIs, least-squares fit.
+
+use serde::Serialize;
+
+/// Mean of repeated measurements with its 95% confidence interval (Student t).
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq)]
+pub struct Estimate {
+    pub mean: f64,
+    pub ci95_low: f64,
+    pub ci95_high: f64,
+    pub n: usize,
+}
+
+/// Two-sided 95% Student-t quantile for `df` degrees of freedom.
+fn t95(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110,
+        2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::NAN,
+        d if d <= 30 => T[d - 1],
+        _ => 1.96,
+    }
+}
+
+impl Estimate {
+    pub fn of(xs: &[f64]) -> Option<Estimate> {
+        if xs.is_empty() || xs.iter().any(|x| !x.is_finite()) {
+            return None;
+        }
+        let n = xs.len();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        if n == 1 {
+            return Some(Estimate { mean, ci95_low: mean, ci95_high: mean, n });
+        }
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let h = t95(n - 1) * (var / n as f64).sqrt();
+        Some(Estimate { mean, ci95_low: mean - h, ci95_high: mean + h, n })
+    }
+}
+
+/// Percentile (0..=100) by linear interpolation between order statistics.
+pub fn percentile(xs: &[f64], p: f64) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let r = (p / 100.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (r.floor() as usize, r.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (r - lo as f64))
+}
+
+pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
+    let n = x.len();
+    if n < 2 || n != y.len() {
+        return None;
+    }
+    let mx = x.iter().sum::<f64>() / n as f64;
+    let my = y.iter().sum::<f64>() / n as f64;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        sxy += (x[i] - mx) * (y[i] - my);
+        sxx += (x[i] - mx).powi(2);
+        syy += (y[i] - my).powi(2);
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        return None;
+    }
+    Some(sxy / (sxx * syy).sqrt())
+}
+
+/// Average ranks (ties share the mean rank).
+fn ranks(x: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+    let mut r = vec![0.0; x.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && x[idx[j + 1]] == x[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            r[idx[k]] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    pearson(&ranks(x), &ranks(y))
+}
+
+/// Percentile-bootstrap 95% CI of `stat` over paired samples (deterministic seed).
+pub fn bootstrap_ci(x: &[f64], y: &[f64], stat: fn(&[f64], &[f64]) -> Option<f64>, iters: usize) -> Option<(f64, f64)> {
+    let n = x.len();
+    if n < 3 {
+        return None;
+    }
+    let mut rng = crate::trace::synth::Rng::new(42);
+    let mut vals = Vec::with_capacity(iters);
+    let (mut bx, mut by) = (vec![0.0; n], vec![0.0; n]);
+    for _ in 0..iters {
+        for i in 0..n {
+            let j = (rng.next_u64() % n as u64) as usize;
+            bx[i] = x[j];
+            by[i] = y[j];
+        }
+        if let Some(v) = stat(&bx, &by) {
+            vals.push(v);
+        }
+    }
+    if vals.len() < iters / 2 {
+        return None;
+    }
+    Some((percentile(&vals, 2.5)?, percentile(&vals, 97.5)?))
+}
+
+/// Least squares y = a + b x: (a, b).
+pub fn linear_fit(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
+    let n = x.len();
+    if n < 2 {
+        return None;
+    }
+    let mx = x.iter().sum::<f64>() / n as f64;
+    let my = y.iter().sum::<f64>() / n as f64;
+    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let b = x.iter().zip(y).map(|(a, c)| (a - mx) * (c - my)).sum::<f64>() / sxx;
+    Some((my - b * mx, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_and_correlations() {
+        let e = Estimate::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert!((e.mean - 2.5).abs() < 1e-12);
+        // sd = 1.291, se = 0.6455, t(3) = 3.182
+        assert!((e.ci95_high - 2.5 - 3.182 * 0.645497).abs() < 1e-4);
+        assert_eq!(percentile(&[3.0, 1.0, 2.0, 4.0], 50.0), Some(2.5));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 95.0), Some(4.8));
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert!((pearson(&x, &[2.0, 4.0, 6.0, 8.0, 10.0]).unwrap() - 1.0).abs() < 1e-12);
+        assert!((spearman(&x, &[1.0, 4.0, 9.0, 16.0, 100.0]).unwrap() - 1.0).abs() < 1e-12);
+        assert!((spearman(&x, &[5.0, 4.0, 3.0, 2.0, 1.0]).unwrap() + 1.0).abs() < 1e-12);
+        assert_eq!(linear_fit(&x, &[3.0, 5.0, 7.0, 9.0, 11.0]), Some((1.0, 2.0)));
+        let (lo, hi) = bootstrap_ci(&x, &[1.1, 1.9, 3.2, 3.9, 5.1], pearson, 500).unwrap();
+        assert!(lo > 0.9 && hi <= 1.0);
+    }
+}
