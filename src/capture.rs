@@ -19,9 +19,7 @@ use crate::model::{self, argmax, Llama, LinearId, LinearTap, Precision, Tokenize
 use crate::stats::{percentile, Estimate};
 use crate::trace::OperandStream;
 
-fn me(e: candle_core::Error) -> Error {
-    Error::Model(e.to_string())
-}
+use crate::model::llama::me;
 
 /// What to capture. Layers and projections name the matmuls; each captured activation
 /// vector meets `rows` evenly spaced weight rows.

@@ -13,8 +13,9 @@ use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::error::{Error, Result};
 
-fn me(e: candle_core::Error) -> Error {
-    Error::Model(e.to_string())
+/// candle errors, first line only (they may carry a backtrace).
+pub(crate) fn me(e: candle_core::Error) -> Error {
+    Error::Model(e.to_string().lines().next().unwrap_or("candle error").to_string())
 }
 
 /// Weight format of the projections: a software optimization the sweep compares.
@@ -314,7 +315,7 @@ impl Llama {
             let u = blk.up.forward(&x, tau, &mut tap)?;
             h = (h + blk.down.forward(&(g * u).map_err(me)?, tau, &mut tap)?).map_err(me)?;
         }
-        let last = h.narrow(1, s - 1, 1).map_err(me)?;
+        let last = h.narrow(1, s - 1, 1).map_err(me)?.contiguous().map_err(me)?;
         let x = self.norm.forward(&last)?;
         // The output head is not subject to activation sparsity (it picks the token).
         self.output.forward(&x, 0.0, &mut tap)?.squeeze(1).map_err(me)
