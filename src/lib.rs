@@ -7,8 +7,10 @@ pub mod capture;
 pub mod energy;
 pub mod error;
 pub mod model;
+pub mod report;
 pub mod sim;
 pub mod stats;
+pub mod sweep;
 pub mod trace;
 pub mod vcd;
 

@@ -159,6 +159,31 @@ enum Cmd {
         #[arg(long, default_value = "infer.json")]
         out: PathBuf,
     },
+    /// Run a sweep of software optimizations: every point runs `infer` with capture, then
+    /// `sim` on the baseline and isolated MACs. Results go to DIR/results.{jsonl,csv},
+    /// written atomically after each point; rerunning resumes where it stopped.
+    ///
+    /// Example: perfwatt sweep experiments/cpu-demo.toml && perfwatt report experiments/runs/cpu-demo
+    Sweep {
+        /// Sweep spec (TOML): name, [base] infer settings, [capture], [axes] lists.
+        spec: PathBuf,
+        /// Run folder (default: experiments/runs/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write the report when done.
+        #[arg(long)]
+        report: bool,
+    },
+    /// Write report.md and plots (PNG + SVG) for a sweep's run folder.
+    Report {
+        run_dir: PathBuf,
+    },
+    /// The main job on shipped defaults: the CPU demo sweep (experiments/cpu-demo.toml)
+    /// with the shipped model, then its report. Prints the report's path.
+    Demo {
+        #[arg(long, default_value = "experiments/runs/cpu-demo")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -221,6 +246,12 @@ fn run(cli: Cli) -> Result<()> {
                 SimFormat::Table => print!("{}", report.to_table()),
             }
         }
+        Cmd::Sweep { spec, out, report } => sweep(&spec, out, report)?,
+        Cmd::Report { run_dir } => println!("{}", perfwatt::report::write_report(&run_dir)?.display()),
+        Cmd::Demo { out } => {
+            let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/cpu-demo.toml");
+            sweep(&spec, Some(out), true)?;
+        }
         Cmd::Infer {
             device, dtype, batch, prompt_len, max_new_tokens, warmup, repeats, no_kv_cache, sparsity, capture,
             capture_layers, capture_projs, capture_max_pairs, capture_rows, capture_width, sample_hz, grid_intensity,
@@ -273,6 +304,35 @@ fn run(cli: Cli) -> Result<()> {
                 println!("captured {} operand pairs into {}", c["pairs"], c["file"].as_str().unwrap_or(""));
             }
         }
+    }
+    Ok(())
+}
+
+fn sweep(spec_path: &std::path::Path, out: Option<PathBuf>, report: bool) -> Result<()> {
+    let spec = perfwatt::sweep::SweepSpec::read(spec_path)?;
+    let text = std::fs::read_to_string(spec_path).map_err(|e| perfwatt::Error::io(spec_path, e))?;
+    let dir = out.unwrap_or_else(|| perfwatt::sweep::default_run_dir(&spec));
+    let total = spec.points().len() as u64;
+    let bar = progress_bar(total, "sweep points");
+    let stop = interrupt_flag();
+    let rows = perfwatt::sweep::run_sweep(
+        &spec,
+        &text,
+        &dir,
+        perfwatt::sweep::SweepHooks {
+            on_point: &mut |done, _, key| {
+                bar.set_position(done as u64);
+                if let Some(k) = key {
+                    bar.set_message(k.to_string());
+                }
+            },
+            interrupted: &|| stop.load(std::sync::atomic::Ordering::Relaxed),
+        },
+    )?;
+    bar.finish_and_clear();
+    println!("{} points in {}/results.csv", rows.len(), dir.display());
+    if report {
+        println!("report: {}", perfwatt::report::write_report(&dir)?.display());
     }
     Ok(())
 }
@@ -340,11 +400,12 @@ fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
 fn progress_bar(len: u64, msg: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+        indicatif::ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} (elapsed {elapsed}, eta {eta})")
             .expect("template")
             .progress_chars("=> "),
     );
     bar.set_message(msg.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
     bar
 }
 

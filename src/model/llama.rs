@@ -33,6 +33,7 @@ pub enum Precision {
     /// Q4_K where the row length is a multiple of 256, Q4_0 elsewhere (as llama.cpp falls
     /// back); SmolLM2's hidden size 576 is not, so only ffn_down is really Q4_K.
     #[value(name = "q4k")]
+    #[serde(rename = "q4k")]
     Q4K,
     /// Dequantized to dense f32 / f16 / bf16 matmuls.
     F32,
