@@ -92,7 +92,7 @@ where
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 22))
         .margin(12)
-        .x_label_area_size(if n > 4 { 110 } else { 40 })
+        .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax.max(1e-12))
         .map_err(pe)?;
@@ -108,7 +108,7 @@ where
                 String::new()
             }
         })
-        .x_label_style(("sans-serif", 12).into_font().transform(if n > 4 { FontTransform::Rotate90 } else { FontTransform::None }))
+        .x_label_style(("sans-serif", 14))
         .y_desc(ylabel)
         .draw()
         .map_err(pe)?;
@@ -244,6 +244,9 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     let plots = dir.join("plots");
     std::fs::create_dir_all(&plots).at(&plots)?;
     let cats: Vec<String> = rows.iter().map(label).collect();
+    // Plots name configurations by number (long labels do not fit under bars); the
+    // tables below map numbers to settings.
+    let nums: Vec<String> = (1..=rows.len()).map(|i| i.to_string()).collect();
     let has_energy = rows.iter().all(|r| r.j_per_token.is_some());
     let mut md = String::new();
     let devices: Vec<String> = {
@@ -266,13 +269,14 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
 
     // ---- table
     let _ = writeln!(md, "## Configurations\n");
-    let _ = writeln!(md, "| configuration | latency p50 (s) | 95% CI of mean | tok/s out | J/token | J/token above idle | EDP (J*s) | zero operands | toggles/MAC base | toggles/MAC isolated | saving |");
-    let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "| # | configuration | latency p50 (s) | 95% CI of mean | tok/s out | J/token | J/token above idle | EDP (J*s) | zero operands | toggles/MAC base | toggles/MAC isolated | saving |");
+    let _ = writeln!(md, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let na = |o: Option<f64>, p: usize| o.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "n/a".into());
-    for (r, c) in rows.iter().zip(&cats) {
+    for (i, (r, c)) in rows.iter().zip(&cats).enumerate() {
         let _ = writeln!(
             md,
-            "| {c} | {:.3} | {} | {:.1} | {} | {} | {} | {:.1}% | {:.2} | {:.2} | {:.1}% |",
+            "| {} | {c} | {:.3} | {} | {:.1} | {} | {} | {} | {:.1}% | {:.2} | {:.2} | {:.1}% |",
+            i + 1,
             r.latency_p50_s,
             fmt_ci(r.latency_ci95_low_s, r.latency_ci95_high_s),
             r.tokens_per_s_output,
@@ -289,20 +293,20 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     // ---- toggles per config
     let base: Vec<f64> = rows.iter().map(|r| r.baseline_toggles_per_mac).collect();
     let iso: Vec<f64> = rows.iter().map(|r| r.isolated_toggles_per_mac).collect();
-    let h = 420 + 8 * cats.iter().map(|c| c.len()).max().unwrap_or(0) as u32;
-    render(&plots, "toggles_per_config", (1000, h), both!(|root| { bars(&root, "MAC datapath toggles per operation", "toggles / MAC op", &cats, &[("baseline", BLUE, base.clone()), ("operand-isolated", ORANGE, iso.clone())], None) }))?;
+    let h = 480;
+    render(&plots, "toggles_per_config", (1000, h), both!(|root| { bars(&root, "MAC datapath toggles per operation (configuration #)", "toggles / MAC op", &nums, &[("baseline", BLUE, base.clone()), ("operand-isolated", ORANGE, iso.clone())], None) }))?;
     let _ = writeln!(md, "\n## Switching activity\n\n![toggles per configuration](plots/toggles_per_config.png)\n");
     let savings: Vec<f64> = rows.iter().map(|r| r.toggle_saving_pct).collect();
     let (smin, smax) = savings.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     let zf: Vec<f64> = rows.iter().map(|r| r.zero_fraction).collect();
-    let _ = writeln!(
+    let _ = write!(
         md,
         "Operand isolation removed {smin:.1}% to {smax:.1}% of the datapath toggles across these configurations, on operand streams where {:.1}% to {:.1}% of pairs had a zero operand.",
         100.0 * zf.iter().cloned().fold(f64::MAX, f64::min),
         100.0 * zf.iter().cloned().fold(f64::MIN, f64::max)
     );
     if let Some(r) = pearson(&zf, &savings) {
-        let _ = writeln!(md, " Across configurations the saving tracks the zero-operand fraction with Pearson r = {r:.3} (n = {}).", rows.len());
+        let _ = write!(md, " Across configurations the saving tracks the zero-operand fraction with Pearson r = {r:.3} (n = {}).", rows.len());
     }
 
     // ---- per group
@@ -333,11 +337,11 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         }
         let jpt: Vec<f64> = rows.iter().map(|r| r.j_per_token.unwrap_or(0.0)).collect();
         let errs: Vec<(f64, f64)> = rows.iter().map(|r| (r.j_per_token_ci95_low.unwrap_or(0.0), r.j_per_token_ci95_high.unwrap_or(0.0))).collect();
-        render(&plots, "j_per_token", (1000, h), both!(|root| { bars(&root, "GPU energy per output token (95% CI)", "J / token", &cats, &[("J/token", BLUE, jpt.clone())], Some(&errs)) }))?;
+        render(&plots, "j_per_token", (1000, h), both!(|root| { bars(&root, "GPU energy per output token, 95% CI (configuration #)", "J / token", &nums, &[("J/token", BLUE, jpt.clone())], Some(&errs)) }))?;
         let _ = writeln!(md, "\n![J per token](plots/j_per_token.png)\n");
     } else {
         let tps: Vec<f64> = rows.iter().map(|r| r.tokens_per_s_output).collect();
-        render(&plots, "throughput", (1000, h), both!(|root| { bars(&root, "Output tokens/s (CPU; no energy counter)", "tokens / s", &cats, &[("tokens/s", BLUE, tps.clone())], None) }))?;
+        render(&plots, "throughput", (1000, h), both!(|root| { bars(&root, "Output tokens/s, CPU, no energy counter (configuration #)", "tokens / s", &nums, &[("tokens/s", BLUE, tps.clone())], None) }))?;
         let _ = writeln!(md, "No latency-vs-energy plot or J/token chart: no energy was measured. Throughput instead:\n\n![throughput](plots/throughput.png)\n");
     }
     let _ = writeln!(md, "\n### Energy-delay product\n\n| configuration | energy/run (J) | latency mean (s) | EDP (J*s) | avg W | peak W | idle W |\n|---|---:|---:|---:|---:|---:|---:|");
@@ -370,7 +374,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
                 _ => "no meaningful",
             };
             let dir = if r >= 0.0 { "positive" } else { "negative" };
-            let _ = writeln!(md, "Pearson r = {r:.3} ({}), Spearman rho = {rho:.3} ({}), n = {}: a {} {dir} linear association between baseline toggles per MAC and {what}.", ci(r_ci), ci(rho_ci), rows.len(), strength(r));
+            let _ = write!(md, "Pearson r = {r:.3} ({}), Spearman rho = {rho:.3} ({}), n = {}: a {} {dir} linear association between baseline toggles per MAC and {what}.", ci(r_ci), ci(rho_ci), rows.len(), strength(r));
             if let Some((a, b)) = fit {
                 let _ = writeln!(md, " Fit: {what} = {a:.4} + {b:.4} x toggles/MAC.");
             }

@@ -1,0 +1,109 @@
+//! Sweeps: resume after kill -9 without losing or redoing finished points; the report.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SPEC: &str = r#"
+name = "test"
+[base]
+max_new_tokens = 2
+warmup = 0
+repeats = 2
+[capture]
+layers = [0]
+projs = ["down"]
+max_pairs = 20000
+rows = 2
+[axes]
+sparsity_tau = [0.0, 0.03, 0.08]
+"#;
+
+fn rows(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("results.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn sweep(spec: &Path, out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_perfwatt"));
+    c.args(["sweep"]).arg(spec).arg("--out").arg(out).stdout(Stdio::null()).stderr(Stdio::null());
+    c
+}
+
+#[test]
+fn kill_9_loses_nothing_finished_and_rerun_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("s.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let out = dir.path().join("run");
+    let mut child = sweep(&spec, &out).spawn().unwrap();
+    // Kill -9 as soon as the first point is in results.jsonl.
+    let t0 = Instant::now();
+    while rows(&out).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(300), "no point finished");
+        assert!(child.try_wait().unwrap().is_none(), "sweep exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let first = rows(&out);
+    assert!(!first.is_empty() && first.len() < 3, "{}", first.len());
+    let key0 = first[0]["key"].as_str().unwrap().to_string();
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let infer0 = out.join("points").join(&key0).join("infer.json");
+    let before = mtime(&infer0);
+    // The CSV is complete and parseable at every moment (written atomically).
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), first.len() + 1);
+
+    assert!(sweep(&spec, &out).status().unwrap().success());
+    let all = rows(&out);
+    assert_eq!(all.len(), 3);
+    let keys: Vec<&str> = all.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.iter().filter(|k| **k == key0).count(), 1);
+    assert_eq!(mtime(&infer0), before, "finished point was recomputed");
+    assert_eq!(all[0], first[0]);
+    // Nothing left to do: a third run changes nothing.
+    assert!(sweep(&spec, &out).status().unwrap().success());
+    assert_eq!(rows(&out), all);
+
+    // More sparsity, more zero operands, bigger isolation savings on this data.
+    let z: Vec<f64> = all.iter().map(|r| r["zero_fraction"].as_f64().unwrap()).collect();
+    assert!(z[0] < z[1] && z[1] < z[2], "{z:?}");
+
+    // The report: markdown with numbers, PNG and SVG plots that exist and are non-trivial.
+    let report = perfwatt::report::write_report(&out).unwrap();
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("Pearson r =") && md.contains("Spearman rho =") && md.contains("No energy data"));
+    for name in ["toggles_per_config", "toggles_per_group", "throughput", "correlation"] {
+        for ext in ["png", "svg"] {
+            let p = out.join("plots").join(format!("{name}.{ext}"));
+            assert!(std::fs::metadata(&p).unwrap().len() > 2000, "{}", p.display());
+        }
+    }
+    // The CSV reads as a table: header and rows with the same number of fields.
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let n = csv.lines().next().unwrap().split(',').count();
+    assert!(csv.lines().all(|l| l.split(',').count() >= n));
+}
+
+#[test]
+fn different_spec_in_same_folder_is_refused_and_bad_spec_is_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("s.toml");
+    std::fs::write(&spec, "name = \"x\"\n[axes]\nbogus = [1]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt")).arg("sweep").arg(&spec).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("s.toml") && e.contains("bogus") && e.contains("line 3"), "{e}");
+
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("sweep.toml"), "name = \"other\"\n").unwrap();
+    std::fs::write(&spec, "name = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt")).arg("sweep").arg(&spec).arg("--out").arg(&run).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("different sweep spec"));
+}
