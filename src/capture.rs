@@ -74,7 +74,7 @@ impl Default for InferConfig {
     fn default() -> Self {
         InferConfig {
             model: model::default_model_path(),
-            prompts: Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/prompts.jsonl"),
+            prompts: crate::asset_path("experiments/prompts.jsonl"),
             device: "cpu".into(),
             precision: Precision::Q4_1,
             batch: 1,
@@ -301,6 +301,8 @@ pub struct InferReport {
     pub energy: EnergyReport,
     pub generated: Vec<String>,
     pub tokens: Vec<Vec<u32>>,
+    /// The exact prompt token ids (for baselines on other stacks).
+    pub prompt_ids: Vec<Vec<u32>>,
     pub capture: Option<serde_json::Value>,
 }
 
@@ -497,6 +499,7 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
         energy: energy_report,
         generated: generated.iter().map(|g| tok.decode(g)).collect(),
         tokens: generated,
+        prompt_ids: batch_ids,
         capture: capture_info,
     };
     Ok((report, samples))

@@ -88,6 +88,12 @@ enum Cmd {
         /// Count both ways (VCD and in-harness) and fail unless they agree exactly.
         #[arg(long, requires = "vcd")]
         cross_check: bool,
+        /// Simulate without counting toggles (raw simulation speed).
+        #[arg(long, conflicts_with_all = ["vcd", "cross_check"])]
+        no_count: bool,
+        /// Write the stream as CSV (a,b) or as iverilog stimulus (hex words, see tests/rtl/mac_tb.v) and exit.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         format: SimFormat,
     },
@@ -216,7 +222,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             print!("{text}");
         }
-        Cmd::Sim { operands, synthetic, pairs, width, design, vcd, cross_check, format } => {
+        Cmd::Sim { operands, synthetic, pairs, width, design, vcd, cross_check, no_count, export, format } => {
             use perfwatt::sim::{simulate, Counting, Design};
             let stream = match (operands, synthetic) {
                 (Some(p), _) => perfwatt::trace::OperandStream::read(&p, width)?,
@@ -228,10 +234,21 @@ fn run(cli: Cli) -> Result<()> {
                 DesignChoice::Isolated => vec![Design::Isolated],
                 DesignChoice::All => Design::ALL.to_vec(),
             };
-            let counting = match (vcd, cross_check) {
-                (Some(d), true) => Counting::Both(d),
-                (Some(d), false) => Counting::Vcd(d),
-                (None, _) => Counting::Fast,
+            if let Some(path) = export {
+                let bytes = if path.extension().is_some_and(|e| e == "csv") {
+                    let mut v = Vec::new();
+                    stream.write_csv(&mut v).map_err(|e| perfwatt::Error::io(&path, e))?;
+                    v
+                } else {
+                    perfwatt::sim::stimulus_hex(&stream).into_bytes()
+                };
+                return perfwatt::error::write_atomic(&path, &bytes);
+            }
+            let counting = match (vcd, cross_check, no_count) {
+                (Some(d), true, _) => Counting::Both(d),
+                (Some(d), false, _) => Counting::Vcd(d),
+                (None, _, true) => Counting::None,
+                (None, _, false) => Counting::Fast,
             };
             let n = stream.pairs.len() as u64;
             let mut results = Vec::new();
@@ -249,7 +266,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Sweep { spec, out, report } => sweep(&spec, out, report)?,
         Cmd::Report { run_dir } => println!("{}", perfwatt::report::write_report(&run_dir)?.display()),
         Cmd::Demo { out } => {
-            let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/cpu-demo.toml");
+            let spec = perfwatt::asset_path("experiments/cpu-demo.toml");
             sweep(&spec, Some(out), true)?;
         }
         Cmd::Infer {

@@ -466,3 +466,27 @@ impl SimReport {
         out
     }
 }
+
+/// The stream as the stimulus tests/rtl/mac_tb.v replays in iverilog: one hex word per
+/// cycle, {rst_n, valid, clear, a, b}, with this module's schedule (2 reset cycles, the
+/// pairs, 2 drain cycles). Used to cross-check and to time iverilog on the same data.
+pub fn stimulus_hex(stream: &OperandStream) -> String {
+    let w = stream.width as u32;
+    let mask = (1u64 << w) - 1;
+    let word = |rst: u64, valid: u64, clear: u64, a: i16, b: i16| {
+        (rst << (2 * w + 2)) | (valid << (2 * w + 1)) | (clear << (2 * w)) | (((a as u64) & mask) << w) | ((b as u64) & mask)
+    };
+    let starts = stream.dot_starts();
+    let mut out = String::with_capacity((stream.pairs.len() + 4) * 10);
+    let mut push = |x: u64| {
+        out.push_str(&format!("{x:x}\n"));
+    };
+    push(word(0, 0, 0, 0, 0));
+    push(word(0, 0, 0, 0, 0));
+    for (i, &(a, b)) in stream.pairs.iter().enumerate() {
+        push(word(1, 1, starts[i] as u64, a, b));
+    }
+    push(word(1, 0, 0, 0, 0));
+    push(word(1, 0, 0, 0, 0));
+    out
+}

@@ -54,11 +54,10 @@ impl SweepSpec {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).at(path)?;
         let mut s = Self::from_toml(&text, &path.display().to_string())?;
-        // Relative model/prompt paths are relative to the crate root, like the defaults.
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // Relative model/prompt paths name shipped files (see `asset_path`).
         for p in [&mut s.base.model, &mut s.base.prompts] {
             if p.is_relative() {
-                *p = root.join(&*p);
+                *p = crate::asset_path(&p.to_string_lossy());
             }
         }
         Ok(s)

@@ -112,19 +112,11 @@ fn iverilog_agrees_per_signal() {
     for (kind, width) in [(Kind::ActivationLike, 8u8), (Kind::Random, 16u8)] {
         let mut s = synth::stream(kind, 1500, width, 21);
         s.meta = serde_json::json!({"source": "test", "dot_len": 100});
-        // The stimulus, one word per cycle: reset x2, pairs, drain x2 (src/sim.rs schedule).
-        let w = width as u32;
-        let mask = (1u64 << w) - 1;
-        let word = |rst: u64, valid: u64, clear: u64, a: i16, b: i16| {
-            (rst << (2 * w + 2)) | (valid << (2 * w + 1)) | (clear << (2 * w)) | (((a as u64) & mask) << w) | ((b as u64) & mask)
-        };
-        let mut words = vec![word(0, 0, 0, 0, 0); 2];
-        for (i, &(a, b)) in s.pairs.iter().enumerate() {
-            words.push(word(1, 1, (i % 100 == 0) as u64, a, b));
-        }
-        words.extend([word(1, 0, 0, 0, 0); 2]);
+        let stim_text = perfwatt::sim::stimulus_hex(&s);
+        let cycles = stim_text.lines().count();
+        assert_eq!(cycles, s.pairs.len() + 4);
         let stim = dir.path().join("stim.hex");
-        std::fs::write(&stim, words.iter().map(|x| format!("{x:x}\n")).collect::<String>()).unwrap();
+        std::fs::write(&stim, &stim_text).unwrap();
         for d in Design::ALL {
             let exe = dir.path().join(format!("{}_{width}.vvp", d.name()));
             let st = Command::new("iverilog")
@@ -140,7 +132,7 @@ fn iverilog_agrees_per_signal() {
                 .arg("-n")
                 .arg(&exe)
                 .arg(format!("+stim={}", stim.display()))
-                .arg(format!("+n={}", words.len()))
+                .arg(format!("+n={cycles}"))
                 .arg(format!("+vcd={}", vcd.display()))
                 .output()
                 .unwrap();

@@ -8,6 +8,7 @@ pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
+
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
@@ -23,7 +24,7 @@ pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 pub fn default_model_path() -> PathBuf {
     std::env::var_os("PERFWATT_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL))
+        .unwrap_or_else(|| crate::asset_path(DEFAULT_MODEL))
 }
 
 /// The compute device: `cpu`, or `cuda` (GPU 0) when built with the `cuda` feature.

@@ -2,7 +2,7 @@
 // clock cycle, {rst_n, valid, clear, a, b}, with the same schedule as src/sim.rs (inputs
 // change with clk low at time 2k, rising edge at 2k+1), and dumps the DUT's signals.
 // Build: iverilog -g2012 -DDUT=mac_baseline -Pmac_tb.W=8 rtl/mac_baseline.v tests/rtl/mac_tb.v
-// Run:   vvp a.out +stim=FILE +n=CYCLES +vcd=OUT.vcd
+// Run:   vvp a.out +stim=FILE +n=CYCLES +vcd=OUT.vcd   (+nodump: no VCD, for timing)
 `timescale 1ns/1ps
 module mac_tb;
   parameter int W = 8;
@@ -19,8 +19,10 @@ module mac_tb;
     if (!$value$plusargs("n=%d", n)) $fatal(1, "+n=CYCLES missing");
     if (!$value$plusargs("vcd=%s", vcd_file)) vcd_file = "mac.vcd";
     $readmemh(stim_file, stim);
-    $dumpfile(vcd_file);
-    $dumpvars(0, mac_tb.dut);
+    if (!$test$plusargs("nodump")) begin
+      $dumpfile(vcd_file);
+      $dumpvars(0, mac_tb.dut);
+    end
     for (i = 0; i < n; i = i + 1) begin
       {rst_n, valid, clear, a, b} = stim[i];
       clk = 1'b0;

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs on the lent GPU machine (see shared/GPU.md and README "GPU"): the candle CUDA
+# binary and the model are in ~/pw (put there by the carry steps), results go to $OUT.
+#   1. headline: candle Q4_1, batch 1, 64 new tokens;  PyTorch generate on the same
+#      GGUF and prompt ids (bf16, f32), same NVML energy counter
+#   2. overheads: NVML sampling at 1 Hz vs 50 Hz vs 200 Hz; bounded operand capture on/off
+#   3. batched decode 1..64 (q4_1)
+#   4. the sweep experiments/gpu.toml and its report
+set -uo pipefail
+PW=${PW:-$HOME/pw}
+R=$OUT/results
+mkdir -p "$R"
+export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(os.path.join(list(nvidia.__path__)[0],"cu13","lib"))'):${LD_LIBRARY_PATH:-}
+export PERFWATT_MODEL=$PW/model.gguf
+BIN=$PW/perfwatt
+STEP=${1:-all}
+log() { echo "== $(date -u +%T) $*" | tee -a "$R/log.txt"; }
+nvidia-smi -q -d POWER,CLOCK > "$R/nvidia-smi.txt" 2>&1
+nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv > "$R/gpu.csv" 2>&1
+inf() { local name=$1; shift; log "infer $name"; $BIN infer --device cuda --out "$R/$name.json" "$@" >> "$R/log.txt" 2>&1 || log "FAILED $name"; }
+if [ "$STEP" = all ] || [ "$STEP" = headline ]; then
+  inf candle_q4_1_b1 --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 5
+  inf candle_bf16_b1 --dtype bf16 --max-new-tokens 64 --warmup 2 --repeats 5
+  inf candle_f32_b1 --dtype f32 --max-new-tokens 64 --warmup 2 --repeats 5
+  python3 -c "import json;print(json.dumps(json.load(open('$R/candle_q4_1_b1.json'))['prompt_ids']))" > "$R/ids.json"
+  mkdir -p "$PW/py" && python3 -m pip install -q --no-deps --target "$PW/py" "$PW"/gguf-*.whl >> "$R/log.txt" 2>&1
+  for dt in bf16 f32; do
+    log "torch $dt"
+    PYTHONPATH=$PW/py HF_HUB_OFFLINE=1 python3 scripts/torch_baseline.py --gguf "$PERFWATT_MODEL" --prompts "$R/ids.json" \
+      --dtype $dt --max-new-tokens 64 --warmup 2 --repeats 5 --out "$R/torch_${dt}_b1.json" >> "$R/log.txt" 2>&1 || log "FAILED torch $dt"
+  done
+  for hz in 1 50 200; do inf overhead_sample_${hz}hz --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 5 --sample-hz $hz; done
+  inf overhead_capture --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 5 --capture "$R/capture_q4_1.ops"
+  for b in 1 4 16 64; do inf batch_q4_1_b$b --dtype q4_1 --batch $b --max-new-tokens 64 --warmup 2 --repeats 5; done
+fi
+if [ "$STEP" = all ] || [ "$STEP" = sweep ]; then
+  log "sweep"
+  $BIN sweep experiments/gpu.toml --out "$R/sweep" --report >> "$R/log.txt" 2>&1 || log "FAILED sweep"
+  rm -f "$R"/sweep/points/*/operands.ops
+fi
+log done
