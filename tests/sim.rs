@@ -212,3 +212,55 @@ fn cli_sim_json_shape() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
 }
+
+/// Verilator's own toggle coverage (--coverage-toggle, per bit, summed per signal) on the
+/// same RTL and stimulus equals our counts for every signal.
+#[test]
+fn verilator_toggle_coverage_agrees() {
+    assert!(Command::new("verilator").arg("--version").output().is_ok(), "verilator is not installed: run `make deps`");
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = synth::stream(Kind::ActivationLike, 400, 8, 4);
+    s.meta = serde_json::json!({"source": "test", "dot_len": 64});
+    let stim = dir.path().join("stim.hex");
+    std::fs::write(&stim, perfwatt::sim::stimulus_hex(&s)).unwrap();
+    for d in Design::ALL {
+        let obj = dir.path().join(format!("obj_{}", d.name()));
+        let out = Command::new("verilator")
+            .args(["--cc", "--exe", "--build", "-j", "2", "--timing", "--coverage-toggle", "-Wno-fatal", "--top-module", "mac_tb", "-GW=8"])
+            .arg(format!("-DDUT={}", d.module()))
+            .arg("--Mdir")
+            .arg(&obj)
+            .arg(root().join(format!("rtl/{}.v", d.module())))
+            .arg(root().join("tests/rtl/mac_tb.v"))
+            .arg(root().join("tests/rtl/cov_main.cpp"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let run = Command::new(obj.join("Vmac_tb"))
+            .current_dir(dir.path())
+            .arg(format!("+stim={}", stim.display()))
+            .arg(format!("+n={}", s.pairs.len() + 4))
+            .arg("+nodump")
+            .output()
+            .unwrap();
+        assert!(run.status.success());
+        // coverage.dat lines: C '<\x01key\x02value...>' COUNT; toggle points have page
+        // v_toggle/..., o = signal[bit], h = hierarchy.
+        let dat = std::fs::read(dir.path().join("coverage.dat")).unwrap();
+        let mut cov: std::collections::HashMap<String, u64> = Default::default();
+        for line in String::from_utf8_lossy(&dat).lines().filter(|l| l.starts_with("C '") && l.contains("v_toggle")) {
+            let field = |k: &str| line.split('\x01').find_map(|f| f.strip_prefix(&format!("{k}\x02"))).map(|v| v.trim_end_matches(|c| c == '\'' || c == ' ').to_string());
+            let (Some(o), Some(h)) = (field("o"), field("h")) else { continue };
+            let h = h.split('\'').next().unwrap().to_string();
+            let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            if h == "TOP.mac_tb.dut" {
+                *cov.entry(o.split('[').next().unwrap().to_string()).or_default() += count;
+            }
+        }
+        let ours = run(d, &s, &Counting::Fast);
+        for sig in &ours.signals {
+            let name = sig.path.rsplit('.').next().unwrap();
+            assert_eq!(cov.get(name).copied(), Some(sig.toggles), "{} {name}", d.name());
+        }
+    }
+}
