@@ -8,7 +8,7 @@
 #   4. the sweep experiments/gpu.toml and its report
 set -uo pipefail
 PW=${PW:-$HOME/pw}
-R=$OUT/results
+R=${RESULTS:-$OUT/results}
 mkdir -p "$R"
 export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(os.path.join(list(nvidia.__path__)[0],"cu13","lib"))'):${LD_LIBRARY_PATH:-}
 export PERFWATT_MODEL=$PW/model.gguf

@@ -165,6 +165,15 @@ where
     Ok(())
 }
 
+/// Output made only of special tokens (`<|endoftext|>`...) or nothing: a broken configuration.
+pub fn degenerate(r: &Row) -> bool {
+    let mut t = r.generated.trim();
+    while let Some(rest) = t.strip_prefix("<|").and_then(|s| s.split_once("|>")).map(|(_, rest)| rest.trim_start()) {
+        t = rest;
+    }
+    t.is_empty()
+}
+
 /// Points not dominated in (x, y), both lower-is-better, sorted by x.
 pub fn pareto(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let mut v: Vec<(f64, f64)> = pts.iter().copied().filter(|p| !pts.iter().any(|q| q.0 <= p.0 && q.1 <= p.1 && (q.0 < p.0 || q.1 < p.1))).collect();
@@ -237,9 +246,15 @@ fn fmt_ci(lo: f64, hi: f64) -> String {
 /// Build report.md and plots for a run folder. Returns the report path.
 pub fn write_report(dir: &Path) -> Result<PathBuf> {
     register_font();
-    let rows = read_rows(dir)?;
-    if rows.is_empty() {
+    let all = read_rows(dir)?;
+    if all.is_empty() {
         return Err(Error::Config(format!("{}: no results.jsonl rows (run `perfwatt sweep` first)", dir.display())));
+    }
+    // A configuration whose model output is only special tokens is broken, not slow or
+    // fast: keep it out of every comparison and say so.
+    let (rows, broken): (Vec<Row>, Vec<Row>) = all.into_iter().partition(|r| !degenerate(r));
+    if rows.is_empty() {
+        return Err(Error::Config(format!("{}: every configuration produced degenerate output", dir.display())));
     }
     let plots = dir.join("plots");
     std::fs::create_dir_all(&plots).at(&plots)?;
@@ -257,12 +272,17 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     let _ = writeln!(md, "# perfwatt report: {}\n", dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
     let _ = writeln!(
         md,
-        "{} configurations on {}; {} repeats each. Regenerate with `perfwatt report {}`. Data: `results.csv` / `results.jsonl`.\n",
+        "{} configurations on {}; {} repeats each. Regenerate with `perfwatt report RUN_DIR` (this folder). Data: `results.csv` / `results.jsonl`.\n",
         rows.len(),
         devices.join(", "),
         rows[0].repeats,
-        dir.display()
     );
+    if !broken.is_empty() {
+        let _ = writeln!(md, "> **Excluded: {} configuration(s) with degenerate output** (the model emitted only special tokens, e.g. `{}`), so their speed and energy are not comparable: {}. Their rows stay in results.csv.\n",
+            broken.len(),
+            broken[0].generated.chars().take(26).collect::<String>(),
+            broken.iter().map(|r| format!("`{}`", r.key)).collect::<Vec<_>>().join(", "));
+    }
     if !has_energy {
         let _ = writeln!(md, "> **No energy data**: these runs were on a device without NVML (the CPU). Energy columns are empty; where a plot would use J/token it uses seconds per output token instead, and says so.\n");
     }
@@ -316,7 +336,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     let gi = vec![per(|r| r.isolated_mult_inputs), per(|r| r.isolated_product), per(|r| r.isolated_accumulator), per(|r| r.isolated_control)];
     let gcats: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
     render(&plots, "toggles_per_group", (900, 480), both!(|root| { bars(&root, "Toggles per MAC op by signal group (mean over configurations)", "toggles / MAC op", &gcats, &[("baseline", BLUE, gb.clone()), ("operand-isolated", ORANGE, gi.clone())], None) }))?;
-    let _ = writeln!(md, "\n![toggles per group](plots/toggles_per_group.png)\n\n| signal group | baseline toggles/MAC | isolated toggles/MAC | change |\n|---|---:|---:|---:|");
+    let _ = writeln!(md, "\n\n![toggles per group](plots/toggles_per_group.png)\n\n| signal group | baseline toggles/MAC | isolated toggles/MAC | change |\n|---|---:|---:|---:|");
     for i in 0..groups.len() {
         let ch = if gb[i] > 0.0 { format!("{:+.1}%", 100.0 * (gi[i] - gb[i]) / gb[i]) } else { "n/a".into() };
         let _ = writeln!(md, "| {} | {:.3} | {:.3} | {ch} |", groups[i], gb[i], gi[i]);
@@ -344,7 +364,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         render(&plots, "throughput", (1000, h), both!(|root| { bars(&root, "Output tokens/s, CPU, no energy counter (configuration #)", "tokens / s", &nums, &[("tokens/s", BLUE, tps.clone())], None) }))?;
         let _ = writeln!(md, "No latency-vs-energy plot or J/token chart: no energy was measured. Throughput instead:\n\n![throughput](plots/throughput.png)\n");
     }
-    let _ = writeln!(md, "\n### Energy-delay product\n\n| configuration | energy/run (J) | latency mean (s) | EDP (J*s) | avg W | peak W | idle W |\n|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "\n### Energy-delay product\n\navg W is energy (NVML counter) over time; peak W is the highest NVML power sample, a reading the driver itself averages over a short window, so it can sit below avg W on short runs.\n\n| configuration | energy/run (J) | latency mean (s) | EDP (J*s) | avg W | peak W | idle W |\n|---|---:|---:|---:|---:|---:|---:|");
     for (r, c) in rows.iter().zip(&cats) {
         let _ = writeln!(md, "| {c} | {} | {:.3} | {} | {} | {} | {} |", na(r.energy_j, 3), r.latency_mean_s, na(r.edp_js, 3), na(r.avg_w, 1), na(r.peak_w, 1), na(r.idle_w, 1));
     }
@@ -376,7 +396,8 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             let dir = if r >= 0.0 { "positive" } else { "negative" };
             let _ = write!(md, "Pearson r = {r:.3} ({}), Spearman rho = {rho:.3} ({}), n = {}: a {} {dir} linear association between baseline toggles per MAC and {what}.", ci(r_ci), ci(rho_ci), rows.len(), strength(r));
             if let Some((a, b)) = fit {
-                let _ = writeln!(md, " Fit: {what} = {a:.4} + {b:.4} x toggles/MAC.");
+                let sign = if b < 0.0 { "-" } else { "+" };
+                let _ = writeln!(md, " Fit: {what} = {a:.4} {sign} {:.4} x toggles/MAC.", b.abs());
             }
             let wide = r_ci.is_none_or(|(lo, hi)| lo < 0.0 && hi > 0.0);
             if wide {
@@ -414,6 +435,16 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn degenerate_output() {
+        let mut r: super::Row = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/row.json")).unwrap()).unwrap();
+        assert!(!super::degenerate(&r));
+        r.generated = "<|endoftext|><|endoftext|> <|im_end|>".into();
+        assert!(super::degenerate(&r));
+        r.generated = "<|im_start|>Paris".into();
+        assert!(!super::degenerate(&r));
+    }
+
     #[test]
     fn pareto_front() {
         let f = super::pareto(&[(1.0, 5.0), (2.0, 3.0), (3.0, 4.0), (4.0, 1.0), (2.0, 3.0)]);
