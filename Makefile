@@ -32,4 +32,5 @@ fuzz:
 lint:
 	verilator --lint-only -Wall rtl/mac_baseline.v
 	verilator --lint-only -Wall rtl/mac_isolated.v
+	verilator --lint-only -Wall rtl/mac_signmag.v
 	$(CARGO) clippy --all-targets

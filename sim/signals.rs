@@ -25,6 +25,13 @@ pub const DESIGNS: &[DesignSignals] = &[
             "mult", "prod_q", "nz2_q", "clear2_q", "addend", "acc_q",
         ],
     },
+    DesignSignals {
+        module: "mac_signmag",
+        signals: &[
+            "clk_i", "rst_ni", "valid_i", "clear_i", "a_i", "b_i", "acc_o", "a_q", "b_q", "valid_q", "clear_q",
+            "mag_prod", "mult", "prod_q", "valid2_q", "clear2_q", "mag", "addend", "acc_q",
+        ],
+    },
 ];
 
 /// Operand widths a model is built for.

@@ -58,9 +58,9 @@ enum Cmd {
     },
     /// Replay an operand stream into Verilator-simulated MAC units and count switching.
     ///
-    /// Designs: `baseline` (operands and product latched every cycle) and `isolated`
+    /// Designs: `baseline` (operands and product latched every cycle), `isolated`
     /// (operand isolation: multiplier inputs held on zero operands, accumulator enabled
-    /// only for non-zero products). One pair per clock; the accumulator is checked against
+    /// only for non-zero products) and `signmag` (the baseline with sign-magnitude operands). One pair per clock; the accumulator is checked against
     /// the exact dot product. Without --vcd, toggles are counted inside the harness.
     ///
     /// Examples:
@@ -196,6 +196,7 @@ enum Cmd {
 enum DesignChoice {
     Baseline,
     Isolated,
+    Signmag,
     All,
 }
 
@@ -232,15 +233,17 @@ fn run(cli: Cli) -> Result<()> {
             let designs: Vec<Design> = match design {
                 DesignChoice::Baseline => vec![Design::Baseline],
                 DesignChoice::Isolated => vec![Design::Isolated],
+                DesignChoice::Signmag => vec![Design::Signmag],
                 DesignChoice::All => Design::ALL.to_vec(),
             };
+            let export_design = if matches!(design, DesignChoice::Signmag) { Design::Signmag } else { Design::Baseline };
             if let Some(path) = export {
                 let bytes = if path.extension().is_some_and(|e| e == "csv") {
                     let mut v = Vec::new();
                     stream.write_csv(&mut v).map_err(|e| perfwatt::Error::io(&path, e))?;
                     v
                 } else {
-                    perfwatt::sim::stimulus_hex(&stream).into_bytes()
+                    perfwatt::sim::stimulus_hex(&stream, export_design)?.into_bytes()
                 };
                 return perfwatt::error::write_atomic(&path, &bytes);
             }

@@ -32,14 +32,30 @@ pub use layout::{ACC_W, WIDTHS};
 pub enum Design {
     Baseline,
     Isolated,
+    /// The baseline with sign-magnitude operands (an operand-encoding experiment).
+    Signmag,
 }
 
 impl Design {
-    pub const ALL: [Design; 2] = [Design::Baseline, Design::Isolated];
+    pub const ALL: [Design; 3] = [Design::Baseline, Design::Isolated, Design::Signmag];
     pub fn name(self) -> &'static str {
         match self {
             Design::Baseline => "baseline",
             Design::Isolated => "isolated",
+            Design::Signmag => "signmag",
+        }
+    }
+
+    /// The bits driven onto a_i/b_i for `v`: two's complement, or sign-magnitude for
+    /// `Signmag` (which cannot encode the two's-complement minimum).
+    pub fn encode(self, v: i16, width: u32) -> Result<u32> {
+        let mask = (1u32 << width) - 1;
+        match self {
+            Design::Signmag if v as i32 == -(1 << (width - 1)) => {
+                Err(Error::Sim(format!("sign-magnitude cannot encode {v} in {width} bits (range is +-{})", (1 << (width - 1)) - 1)))
+            }
+            Design::Signmag if v < 0 => Ok((1 << (width - 1)) | (-(v as i32)) as u32),
+            _ => Ok(v as u32 & mask),
         }
     }
     pub fn module(self) -> &'static str {
@@ -68,18 +84,20 @@ pub fn signal_group(name: &str) -> &'static str {
     match name {
         "a_i" | "b_i" => "operand ports",
         "a_q" | "b_q" => "multiplier inputs",
-        "mult" | "prod_q" => "product",
-        "addend" | "acc_q" | "acc_o" => "accumulator",
+        "mult" | "prod_q" | "mag_prod" => "product",
+        "addend" | "acc_q" | "acc_o" | "mag" => "accumulator",
         "clk_i" => "clock",
         _ => "control",
     }
 }
 
-fn signal_width(name: &str, w: u32) -> u32 {
-    match name {
-        "a_i" | "b_i" | "a_q" | "b_q" => w,
-        "mult" | "prod_q" => 2 * w,
-        "addend" | "acc_q" | "acc_o" => ACC_W,
+fn signal_width(design: Design, name: &str, w: u32) -> u32 {
+    match (design, name) {
+        (_, "a_i" | "b_i" | "a_q" | "b_q") => w,
+        (Design::Signmag, "mult" | "prod_q") => 2 * w - 1,
+        (_, "mag_prod") => 2 * w - 2,
+        (_, "mult" | "prod_q") => 2 * w,
+        (_, "addend" | "acc_q" | "acc_o" | "mag") => ACC_W,
         _ => 1,
     }
 }
@@ -160,6 +178,8 @@ model_api!(baseline_w8, "Vmac_baseline_w8");
 model_api!(baseline_w16, "Vmac_baseline_w16");
 model_api!(isolated_w8, "Vmac_isolated_w8");
 model_api!(isolated_w16, "Vmac_isolated_w16");
+model_api!(signmag_w8, "Vmac_signmag_w8");
+model_api!(signmag_w16, "Vmac_signmag_w16");
 
 macro_rules! api_of {
     ($m:ident) => {
@@ -173,6 +193,8 @@ fn api(design: Design, width: u32) -> Result<ModelApi> {
         (Design::Baseline, 16) => api_of!(baseline_w16),
         (Design::Isolated, 8) => api_of!(isolated_w8),
         (Design::Isolated, 16) => api_of!(isolated_w16),
+        (Design::Signmag, 8) => api_of!(signmag_w8),
+        (Design::Signmag, 16) => api_of!(signmag_w16),
         _ => return Err(Error::Sim(format!("no model built for operand width {width} (built: {WIDTHS:?})"))),
     })
 }
@@ -262,8 +284,8 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
     let names = design.layout().signals;
     let fast = matches!(counting, Counting::Fast | Counting::Both(_));
     let mut fc = FastCounter::new(names.len());
-    let mask = (1u64 << width) - 1;
     let starts = stream.dot_starts();
+    let encoded: Vec<(u32, u32)> = stream.pairs.iter().map(|&(a, b)| Ok((design.encode(a, width)?, design.encode(b, width)?))).collect::<Result<_>>()?;
 
     let start = Instant::now();
     let cycle = |m: &mut Model, fc: &mut FastCounter, rst_n: u8, valid: u8, clear: u8, a: u32, b: u32| {
@@ -279,9 +301,9 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
     for _ in 0..2 {
         cycle(&mut model, &mut fc, 0, 0, 0, 0, 0);
     }
-    for (i, &(a, b)) in stream.pairs.iter().enumerate() {
+    for (i, &(a, b)) in encoded.iter().enumerate() {
         let clear = starts[i] as u8;
-        cycle(&mut model, &mut fc, 1, 1, clear, (a as u32) & mask as u32, (b as u32) & mask as u32);
+        cycle(&mut model, &mut fc, 1, 1, clear, a, b);
         if i & 0xFFFF == 0xFFFF {
             progress(i as u64 + 1);
         }
@@ -307,7 +329,7 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
         .zip(&fc.toggles)
         .map(|(n, &t)| SignalCount {
             path: format!("{}.{n}", design.module()),
-            width: signal_width(n, width),
+            width: signal_width(design, n, width),
             toggles: t,
             group: signal_group(n),
         })
@@ -368,7 +390,7 @@ fn count_vcd(path: &Path, design: Design, width: u32) -> Result<Vec<SignalCount>
         })
         .collect::<Result<Vec<_>>>()
         .map(|v| {
-            debug_assert!(v.iter().all(|s| s.width == signal_width(s.path.rsplit('.').next().unwrap(), width)));
+            debug_assert!(v.iter().all(|s| s.width == signal_width(design, s.path.rsplit('.').next().unwrap(), width)));
             v
         })
 }
@@ -421,21 +443,24 @@ impl SimReport {
         let Some(base) = self.designs.first() else { return out };
         let pct = |b: u64, x: u64| if b == 0 { "n/a".to_string() } else { format!("{:+.1}%", 100.0 * (x as f64 - b as f64) / b as f64) };
         out.push_str(&format!("\n{:<22}", "group / signal"));
-        for d in &self.designs {
+        for (i, d) in self.designs.iter().enumerate() {
             out.push_str(&format!(" {:>12}", d.design));
-        }
-        if self.designs.len() > 1 {
-            out.push_str(&format!(" {:>9}", "change"));
+            if i > 0 {
+                out.push_str(&format!(" {:>9}", "change"));
+            }
         }
         out.push('\n');
+        // Each design after the first is followed by its change relative to the first.
         let row = |out: &mut String, name: &str, vals: Vec<Option<u64>>| {
             out.push_str(&format!("{name:<22}"));
-            for v in &vals {
+            for (i, v) in vals.iter().enumerate() {
                 out.push_str(&format!(" {:>12}", v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())));
-            }
-            if let (Some(Some(b)), Some(Some(l))) = (vals.first(), vals.last()) {
-                if vals.len() > 1 {
-                    out.push_str(&format!(" {:>9}", pct(*b, *l)));
+                if i > 0 {
+                    let c = match (vals[0], v) {
+                        (Some(b), Some(x)) => pct(b, *x),
+                        _ => String::new(),
+                    };
+                    out.push_str(&format!(" {c:>9}"));
                 }
             }
             out.push('\n');
@@ -468,25 +493,25 @@ impl SimReport {
 }
 
 /// The stream as the stimulus tests/rtl/mac_tb.v replays in iverilog: one hex word per
-/// cycle, {rst_n, valid, clear, a, b}, with this module's schedule (2 reset cycles, the
+/// cycle, {rst_n, valid, clear, a, b} (a, b encoded for `design`), with this module's schedule (2 reset cycles, the
 /// pairs, 2 drain cycles). Used to cross-check and to time iverilog on the same data.
-pub fn stimulus_hex(stream: &OperandStream) -> String {
+pub fn stimulus_hex(stream: &OperandStream, design: Design) -> Result<String> {
     let w = stream.width as u32;
-    let mask = (1u64 << w) - 1;
-    let word = |rst: u64, valid: u64, clear: u64, a: i16, b: i16| {
-        (rst << (2 * w + 2)) | (valid << (2 * w + 1)) | (clear << (2 * w)) | (((a as u64) & mask) << w) | ((b as u64) & mask)
+    let word = |rst: u64, valid: u64, clear: u64, a: i16, b: i16| -> Result<u64> {
+        let (a, b) = (design.encode(a, w)? as u64, design.encode(b, w)? as u64);
+        Ok((rst << (2 * w + 2)) | (valid << (2 * w + 1)) | (clear << (2 * w)) | (a << w) | b)
     };
     let starts = stream.dot_starts();
     let mut out = String::with_capacity((stream.pairs.len() + 4) * 10);
     let mut push = |x: u64| {
         out.push_str(&format!("{x:x}\n"));
     };
-    push(word(0, 0, 0, 0, 0));
-    push(word(0, 0, 0, 0, 0));
+    push(word(0, 0, 0, 0, 0)?);
+    push(word(0, 0, 0, 0, 0)?);
     for (i, &(a, b)) in stream.pairs.iter().enumerate() {
-        push(word(1, 1, starts[i] as u64, a, b));
+        push(word(1, 1, starts[i] as u64, a, b)?);
     }
-    push(word(1, 0, 0, 0, 0));
-    push(word(1, 0, 0, 0, 0));
-    out
+    push(word(1, 0, 0, 0, 0)?);
+    push(word(1, 0, 0, 0, 0)?);
+    Ok(out)
 }

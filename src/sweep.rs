@@ -182,12 +182,22 @@ pub struct Row {
     pub isolated_control: u64,
     pub sim_cycles_per_s: f64,
     pub generated: String,
+    /// The baseline MAC with sign-magnitude operands (operand-encoding comparison); absent
+    /// in runs made before that design existed.
+    #[serde(default)]
+    pub signmag_toggles: Option<u64>,
+    #[serde(default)]
+    pub signmag_toggles_per_mac: Option<f64>,
+    #[serde(default)]
+    pub signmag_mult_inputs: Option<u64>,
+    #[serde(default)]
+    pub signmag_vs_baseline_pct: Option<f64>,
 }
 
 impl Row {
     fn new(key: String, r: &InferReport, sim: &SimReport) -> Self {
         let e = &r.energy;
-        let (b, i) = (&sim.designs[0], &sim.designs[1]);
+        let (b, i, sm) = (&sim.designs[0], &sim.designs[1], sim.designs.get(2));
         let g = |d: &crate::sim::DesignResult, k: &str| d.groups.get(k).copied().unwrap_or(0);
         let mean = |o: Option<crate::stats::Estimate>| o.map(|e| e.mean);
         Row {
@@ -247,6 +257,12 @@ impl Row {
             isolated_control: g(i, "control"),
             sim_cycles_per_s: b.cycles_per_s,
             generated: r.generated.first().cloned().unwrap_or_default(),
+            signmag_toggles: sm.map(|d| d.datapath_toggles),
+            signmag_toggles_per_mac: sm.map(|d| d.toggles_per_pair),
+            signmag_mult_inputs: sm.map(|d| g(d, "multiplier inputs")),
+            signmag_vs_baseline_pct: sm.filter(|_| b.datapath_toggles > 0).map(|d| {
+                100.0 * (d.datapath_toggles as f64 - b.datapath_toggles as f64) / b.datapath_toggles as f64
+            }),
         }
     }
 }

@@ -282,9 +282,12 @@ pub mod synth {
         ActivationLike,
     }
 
+    /// Values are symmetric, -(2^(W-1)-1) ..= 2^(W-1)-1, like symmetric quantization (and
+    /// so every value has a sign-magnitude encoding).
     pub fn stream(kind: Kind, n: usize, width: u8, seed: u64) -> OperandStream {
         let mut r = Rng::new(seed);
-        let (lo, hi) = OperandStream::range(width);
+        let (_, hi) = OperandStream::range(width);
+        let lo = -hi;
         let span = (hi - lo + 1) as u64;
         let clamp = |v: f64| v.round().clamp(lo as f64, hi as f64) as i16;
         let pairs = (0..n)

@@ -45,11 +45,21 @@ fn exact_dot_products_both_designs_both_widths() {
         for (name, pairs) in cases {
             let s = stream(width, pairs.clone());
             for d in Design::ALL {
+                // Sign-magnitude has no code for the two's-complement minimum: a clear error.
+                if d == Design::Signmag && pairs.iter().any(|&(a, b)| a == lo || b == lo) {
+                    let e = simulate(d, &s, &Counting::Fast, &mut |_| {}).unwrap_err().to_string();
+                    assert!(e.contains("sign-magnitude cannot encode"), "{e}");
+                    continue;
+                }
                 let r = run(d, &s, &Counting::Fast);
                 assert_eq!(r.acc_final, dot(&pairs), "{name} w{width} {}", d.name());
                 assert_eq!(r.cycles, pairs.len() as u64 + 4);
             }
         }
+        // Sign-magnitude extremes that exist: +-(2^(W-1)-1).
+        let s = stream(width, vec![(lo + 1, hi), (hi, hi), (lo + 1, lo + 1), (-1, 1), (0, lo + 1)]);
+        let pairs = s.pairs.clone();
+        assert_eq!(run(Design::Signmag, &s, &Counting::Fast).acc_final, dot(&pairs));
     }
     // 16-bit extremes overflow 32 bits: the accumulator wraps.
     let pairs = vec![(i16::MIN, i16::MIN); 5];
@@ -112,12 +122,12 @@ fn iverilog_agrees_per_signal() {
     for (kind, width) in [(Kind::ActivationLike, 8u8), (Kind::Random, 16u8)] {
         let mut s = synth::stream(kind, 1500, width, 21);
         s.meta = serde_json::json!({"source": "test", "dot_len": 100});
-        let stim_text = perfwatt::sim::stimulus_hex(&s);
-        let cycles = stim_text.lines().count();
-        assert_eq!(cycles, s.pairs.len() + 4);
-        let stim = dir.path().join("stim.hex");
-        std::fs::write(&stim, &stim_text).unwrap();
         for d in Design::ALL {
+            let stim_text = perfwatt::sim::stimulus_hex(&s, d).unwrap();
+            let cycles = stim_text.lines().count();
+            assert_eq!(cycles, s.pairs.len() + 4);
+            let stim = dir.path().join("stim.hex");
+            std::fs::write(&stim, &stim_text).unwrap();
             let exe = dir.path().join(format!("{}_{width}.vvp", d.name()));
             let st = Command::new("iverilog")
                 .args(["-g2012", &format!("-DDUT={}", d.module()), &format!("-Pmac_tb.W={width}"), "-o"])
@@ -199,7 +209,8 @@ fn cli_sim_json_shape() {
     let d = &v["designs"];
     assert_eq!(d[0]["design"], "baseline");
     assert_eq!(d[1]["design"], "isolated");
-    for i in 0..2 {
+    assert_eq!(d[2]["design"], "signmag");
+    for i in 0..3 {
         assert_eq!(d[i]["acc_final"], 2);
         assert_eq!(d[i]["cycles"], 7);
         assert!(d[i]["total_toggles"].as_u64().unwrap() > 0);
@@ -221,9 +232,9 @@ fn verilator_toggle_coverage_agrees() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = synth::stream(Kind::ActivationLike, 400, 8, 4);
     s.meta = serde_json::json!({"source": "test", "dot_len": 64});
-    let stim = dir.path().join("stim.hex");
-    std::fs::write(&stim, perfwatt::sim::stimulus_hex(&s)).unwrap();
     for d in Design::ALL {
+        let stim = dir.path().join(format!("stim_{}.hex", d.name()));
+        std::fs::write(&stim, perfwatt::sim::stimulus_hex(&s, d).unwrap()).unwrap();
         let obj = dir.path().join(format!("obj_{}", d.name()));
         let out = Command::new("verilator")
             .args(["--cc", "--exe", "--build", "-j", "2", "--timing", "--coverage-toggle", "-Wno-fatal", "--top-module", "mac_tb", "-GW=8"])
@@ -236,14 +247,14 @@ fn verilator_toggle_coverage_agrees() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let run = Command::new(obj.join("Vmac_tb"))
+        let exec = Command::new(obj.join("Vmac_tb"))
             .current_dir(dir.path())
             .arg(format!("+stim={}", stim.display()))
             .arg(format!("+n={}", s.pairs.len() + 4))
             .arg("+nodump")
             .output()
             .unwrap();
-        assert!(run.status.success());
+        assert!(exec.status.success());
         // coverage.dat lines: C '<\x01key\x02value...>' COUNT; toggle points have page
         // v_toggle/..., o = signal[bit], h = hierarchy.
         let dat = std::fs::read(dir.path().join("coverage.dat")).unwrap();
