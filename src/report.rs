@@ -86,7 +86,7 @@ fn bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, ylabel: 
 where
     DB::ErrorType: 'static,
 {
-    let ymax = series.iter().flat_map(|s| s.2.iter()).chain(errs.iter().flat_map(|e| e.iter().map(|x| &x.1))).fold(0f64, |m, &v| m.max(v)) * 1.15;
+    let ymax = series.iter().flat_map(|s| s.2.iter()).chain(errs.iter().flat_map(|e| e.iter().map(|x| &x.1))).fold(0f64, |m, &v| m.max(v)) * 1.35;
     let n = cats.len();
     let k = series.len() as f64;
     let mut chart = ChartBuilder::on(root)
@@ -129,7 +129,8 @@ where
             .draw_series(errs.iter().enumerate().map(|(i, &(lo, hi))| ErrorBar::new_vertical(i as f64 - 0.4 + w * 0.45, lo, (lo + hi) / 2.0, hi, BLACK.filled(), 8)))
             .map_err(pe)?;
     }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(pe)?;
+    // Headroom above the bars keeps the legend off them.
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(pe)?;
     Ok(())
 }
 
