@@ -45,6 +45,10 @@ fn main() {
         .flag_if_supported("-Wno-unused-variable")
         .flag_if_supported("-Wno-shadow")
         .warnings(false);
+    // Hardware popcount for the toggle counter in the shim (every x86-64 CPU since 2008).
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
+        build.flag("-mpopcnt");
+    }
     for f in ["verilated.cpp", "verilated_vcd_c.cpp", "verilated_threads.cpp"] {
         build.file(inc.join(f));
     }
@@ -80,7 +84,7 @@ fn main() {
                     }
                 })
                 .collect();
-            shim.push_str(&format!("PW_EXPORT({prefix}, {{ {snap}}})\n"));
+            shim.push_str(&format!("PW_EXPORT({prefix}, {}, {{ {snap}}})\n", design.signals.len()));
         }
     }
     let shim_path = out.join("shim_gen.cpp");

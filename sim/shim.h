@@ -1,6 +1,5 @@
-// extern "C" shim over a Verilator model of a MAC design: create, drive one half clock
-// cycle (set inputs, eval, optionally dump VCD), read the accumulator, snapshot the
-// sampled signals, free. build.rs instantiates PW_EXPORT once per (design, width) model
+// extern "C" shim over a Verilator model of a MAC design: create, run cycles (optionally
+// dumping VCD and counting toggles of the sampled signals), read the accumulator, free. build.rs instantiates PW_EXPORT once per (design, width) model
 // with the snapshot body generated from sim/signals.rs.
 #pragma once
 #include <cstdint>
@@ -27,7 +26,25 @@ struct PwHarness {
     }
 };
 
-#define PW_EXPORT(M, SNAP)                                                                  \
+// Bit count: one instruction where build.rs enables it (-mpopcnt on x86-64), else the
+// compiler's portable fallback.
+static inline uint64_t pw_popcount(uint64_t x) { return (uint64_t)__builtin_popcountll(x); }
+
+// One clock cycle's inputs; the same layout as `Cycle` in src/sim.rs.
+struct PwCycle {
+    uint32_t a;
+    uint32_t b;
+    uint8_t rst_n;
+    uint8_t valid;
+    uint8_t clear;
+    uint8_t pad;
+};
+
+// pw_<M>_run: n cycles, each two evaluations (inputs with clk low at time t, rising edge at
+// t+1), dumping VCD if open. With count != 0 the NS sampled signals are read after every
+// evaluation and toggles[k] += popcount(new ^ previous); prev/primed carry the state between
+// calls. The whole loop stays in C++: no call per half cycle.
+#define PW_EXPORT(M, NS, SNAP)                                                              \
     extern "C" void* pw_##M##_new(int trace) { return new PwHarness<M>(trace != 0); }      \
     extern "C" void pw_##M##_free(void* h) { delete static_cast<PwHarness<M>*>(h); }       \
     extern "C" int pw_##M##_open_vcd(void* h, const char* path) {                          \
@@ -37,23 +54,48 @@ struct PwHarness {
         x->vcd->open(path);                                                                 \
         return x->vcd->isOpen() ? 0 : -1;                                                   \
     }                                                                                       \
-    extern "C" void pw_##M##_step(void* h, uint8_t clk, uint8_t rst_n, uint8_t valid,      \
-                                  uint8_t clear, uint32_t a, uint32_t b, uint64_t t) {     \
+    extern "C" void pw_##M##_run(void* h, const PwCycle* cyc, uint64_t n, uint64_t* t,     \
+                                 int32_t count, uint64_t* toggles, uint64_t* prev,          \
+                                 int32_t* primed) {                                         \
         auto* x = static_cast<PwHarness<M>*>(h);                                            \
         M* m = x->m;                                                                        \
-        m->clk_i = clk;                                                                     \
-        m->rst_ni = rst_n;                                                                  \
-        m->valid_i = valid;                                                                 \
-        m->clear_i = clear;                                                                 \
-        m->a_i = a;                                                                         \
-        m->b_i = b;                                                                         \
-        m->eval();                                                                          \
-        if (x->vcd) x->vcd->dump(t);                                                        \
+        /* Local copies: the pointers may alias, which would force memory traffic. */       \
+        uint64_t out[NS], last[NS], tgl[NS];                                                \
+        uint64_t now = *t;                                                                  \
+        bool seen = count && *primed;                                                       \
+        for (int k = 0; k < NS; ++k) {                                                      \
+            last[k] = count ? prev[k] : 0;                                                  \
+            tgl[k] = 0;                                                                     \
+        }                                                                                   \
+        for (uint64_t i = 0; i < n; ++i) {                                                  \
+            for (uint8_t clk = 0; clk < 2; ++clk) {                                         \
+                m->clk_i = clk;                                                             \
+                m->rst_ni = cyc[i].rst_n;                                                   \
+                m->valid_i = cyc[i].valid;                                                  \
+                m->clear_i = cyc[i].clear;                                                  \
+                m->a_i = cyc[i].a;                                                          \
+                m->b_i = cyc[i].b;                                                          \
+                m->eval();                                                                  \
+                if (x->vcd) x->vcd->dump(now);                                              \
+                ++now;                                                                      \
+                if (count) {                                                                \
+                    SNAP                                                                    \
+                    if (seen)                                                               \
+                        for (int k = 0; k < NS; ++k) tgl[k] += pw_popcount(out[k] ^ last[k]); \
+                    for (int k = 0; k < NS; ++k) last[k] = out[k];                          \
+                    seen = true;                                                            \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
+        *t = now;                                                                           \
+        if (count) {                                                                        \
+            for (int k = 0; k < NS; ++k) {                                                  \
+                toggles[k] += tgl[k];                                                       \
+                prev[k] = last[k];                                                          \
+            }                                                                               \
+            *primed = seen;                                                                 \
+        }                                                                                   \
     }                                                                                       \
     extern "C" uint64_t pw_##M##_acc(void* h) {                                            \
         return (uint64_t) static_cast<PwHarness<M>*>(h)->m->acc_o;                          \
-    }                                                                                       \
-    extern "C" void pw_##M##_snapshot(void* h, uint64_t* out) {                            \
-        M* m = static_cast<PwHarness<M>*>(h)->m;                                            \
-        SNAP                                                                                \
     }

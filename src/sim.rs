@@ -138,17 +138,27 @@ pub struct DesignResult {
 type NewFn = unsafe extern "C" fn(i32) -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
 type OpenVcdFn = unsafe extern "C" fn(*mut c_void, *const std::ffi::c_char) -> i32;
-type StepFn = unsafe extern "C" fn(*mut c_void, u8, u8, u8, u8, u32, u32, u64);
+type RunFn = unsafe extern "C" fn(*mut c_void, *const Cycle, u64, *mut u64, i32, *mut u64, *mut u64, *mut i32);
 type AccFn = unsafe extern "C" fn(*mut c_void) -> u64;
-type SnapFn = unsafe extern "C" fn(*mut c_void, *mut u64);
+
+/// One clock cycle's inputs; the layout of `PwCycle` in sim/shim.h.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Cycle {
+    a: u32,
+    b: u32,
+    rst_n: u8,
+    valid: u8,
+    clear: u8,
+    pad: u8,
+}
 
 struct ModelApi {
     new: NewFn,
     free: FreeFn,
     open_vcd: OpenVcdFn,
-    step: StepFn,
+    run: RunFn,
     acc: AccFn,
-    snapshot: SnapFn,
 }
 
 macro_rules! model_api {
@@ -162,12 +172,10 @@ macro_rules! model_api {
                 pub fn free(h: *mut c_void);
                 #[link_name = concat!("pw_", $prefix, "_open_vcd")]
                 pub fn open_vcd(h: *mut c_void, path: *const std::ffi::c_char) -> i32;
-                #[link_name = concat!("pw_", $prefix, "_step")]
-                pub fn step(h: *mut c_void, clk: u8, rst_n: u8, valid: u8, clear: u8, a: u32, b: u32, t: u64);
+                #[link_name = concat!("pw_", $prefix, "_run")]
+                pub fn run(h: *mut c_void, cyc: *const super::Cycle, n: u64, t: *mut u64, count: i32, toggles: *mut u64, prev: *mut u64, primed: *mut i32);
                 #[link_name = concat!("pw_", $prefix, "_acc")]
                 pub fn acc(h: *mut c_void) -> u64;
-                #[link_name = concat!("pw_", $prefix, "_snapshot")]
-                pub fn snapshot(h: *mut c_void, out: *mut u64);
             }
         }
         const _: () = (); // keep the macro an item list
@@ -183,7 +191,7 @@ model_api!(signmag_w16, "Vmac_signmag_w16");
 
 macro_rules! api_of {
     ($m:ident) => {
-        ModelApi { new: $m::new, free: $m::free, open_vcd: $m::open_vcd, step: $m::step, acc: $m::acc, snapshot: $m::snapshot }
+        ModelApi { new: $m::new, free: $m::free, open_vcd: $m::open_vcd, run: $m::run, acc: $m::acc }
     };
 }
 
@@ -221,16 +229,15 @@ impl Model {
         }
         Ok(m)
     }
-    #[inline]
-    fn half(&mut self, clk: u8, rst_n: u8, valid: u8, clear: u8, a: u32, b: u32) {
-        // SAFETY: `h` is live.
-        unsafe { (self.api.step)(self.h, clk, rst_n, valid, clear, a, b, self.t) };
-        self.t += 1;
-    }
-    #[inline]
-    fn snapshot(&self, out: &mut [u64]) {
-        // SAFETY: `out` has one slot per sampled signal (the layout the shim was built with).
-        unsafe { (self.api.snapshot)(self.h, out.as_mut_ptr()) }
+    /// Run `cycles`; with `counter`, count toggles of the sampled signals.
+    fn run(&mut self, cycles: &[Cycle], counter: Option<&mut FastCounter>) {
+        let (count, toggles, prev, primed) = match counter {
+            Some(c) => (1, c.toggles.as_mut_ptr(), c.prev.as_mut_ptr(), &mut c.primed as *mut i32),
+            None => (0, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()),
+        };
+        // SAFETY: `h` is live; the counter's arrays have one slot per sampled signal (the
+        // layout the shim was generated with) and are only touched when `count` is 1.
+        unsafe { (self.api.run)(self.h, cycles.as_ptr(), cycles.len() as u64, &mut self.t, count, toggles, prev, primed) };
     }
     fn acc(&self) -> u64 {
         // SAFETY: `h` is live.
@@ -245,28 +252,17 @@ impl Drop for Model {
     }
 }
 
-/// Per-signal toggle counter over snapshots: popcount of what changed.
+/// Per-signal toggle counts kept across `Model::run` calls (filled in by the shim:
+/// popcount of what changed between consecutive evaluations).
 struct FastCounter {
     prev: Vec<u64>,
-    cur: Vec<u64>,
     toggles: Vec<u64>,
-    primed: bool,
+    primed: i32,
 }
 
 impl FastCounter {
     fn new(n: usize) -> Self {
-        FastCounter { prev: vec![0; n], cur: vec![0; n], toggles: vec![0; n], primed: false }
-    }
-    #[inline]
-    fn sample(&mut self, m: &Model) {
-        m.snapshot(&mut self.cur);
-        if self.primed {
-            for i in 0..self.cur.len() {
-                self.toggles[i] += (self.cur[i] ^ self.prev[i]).count_ones() as u64;
-            }
-        }
-        self.primed = true;
-        std::mem::swap(&mut self.prev, &mut self.cur);
+        FastCounter { prev: vec![0; n], toggles: vec![0; n], primed: 0 }
     }
 }
 
@@ -287,29 +283,18 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
     let starts = stream.dot_starts();
     let encoded: Vec<(u32, u32)> = stream.pairs.iter().map(|&(a, b)| Ok((design.encode(a, width)?, design.encode(b, width)?))).collect::<Result<_>>()?;
 
+    let cyc = |rst_n: u8, valid: u8, clear: u8, a: u32, b: u32| Cycle { a, b, rst_n, valid, clear, pad: 0 };
+    let mut schedule = Vec::with_capacity(encoded.len() + 4);
+    schedule.extend([cyc(0, 0, 0, 0, 0); 2]);
+    schedule.extend(encoded.iter().zip(&starts).map(|(&(a, b), &s)| cyc(1, 1, s as u8, a, b)));
+    schedule.extend([cyc(1, 0, 0, 0, 0); 2]);
+
     let start = Instant::now();
-    let cycle = |m: &mut Model, fc: &mut FastCounter, rst_n: u8, valid: u8, clear: u8, a: u32, b: u32| {
-        m.half(0, rst_n, valid, clear, a, b);
-        if fast {
-            fc.sample(m);
-        }
-        m.half(1, rst_n, valid, clear, a, b);
-        if fast {
-            fc.sample(m);
-        }
-    };
-    for _ in 0..2 {
-        cycle(&mut model, &mut fc, 0, 0, 0, 0, 0);
-    }
-    for (i, &(a, b)) in encoded.iter().enumerate() {
-        let clear = starts[i] as u8;
-        cycle(&mut model, &mut fc, 1, 1, clear, a, b);
-        if i & 0xFFFF == 0xFFFF {
-            progress(i as u64 + 1);
-        }
-    }
-    for _ in 0..2 {
-        cycle(&mut model, &mut fc, 1, 0, 0, 0, 0);
+    let mut done = 0u64;
+    for chunk in schedule.chunks(1 << 16) {
+        model.run(chunk, fast.then_some(&mut fc));
+        done += chunk.len() as u64;
+        progress(done.saturating_sub(2).min(stream.pairs.len() as u64));
     }
     let elapsed = start.elapsed().as_secs_f64();
     progress(stream.pairs.len() as u64);
