@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::error::{Error, Result};
@@ -105,10 +105,7 @@ impl Linear {
                 _ => None,
             };
             let q = match target {
-                Some(dt) if dt != q.dtype() => {
-                    let f = q.dequantize(device).map_err(me)?;
-                    QTensor::quantize(&f, dt).map_err(me)?
-                }
+                Some(dt) if dt != q.dtype() => requantize(&q, dt, device)?,
                 _ => q,
             };
             let q = Arc::new(q);
@@ -149,6 +146,22 @@ impl Linear {
             }
         }
     }
+}
+
+/// Re-quantize a weight to `dt` on `device`. Quantization runs on the CPU; the result is
+/// loaded onto the device like a GGUF tensor. candle 0.11's on-device `QTensor::quantize`
+/// leaves the CUDA buffer's row padding uninitialised (`alloc`, where loading uses
+/// `alloc_zeros`), and its CUDA matmuls read that padding: every re-quantized model then
+/// generated only <|endoftext|> on an H100 (experiments/results/h100-2026-11-22).
+fn requantize(q: &QTensor, dt: GgmlDType, device: &Device) -> Result<QTensor> {
+    let f = q.dequantize(device).map_err(me)?.to_device(&Device::Cpu).map_err(me)?;
+    let cpu = QTensor::quantize(&f, dt).map_err(me)?;
+    if device.is_cpu() {
+        return Ok(cpu);
+    }
+    let data = cpu.data().map_err(me)?;
+    let storage = QStorage::from_data(data, device, dt).map_err(me)?;
+    QTensor::new(storage, cpu.shape().clone()).map_err(me)
 }
 
 struct RmsNorm {
