@@ -33,6 +33,16 @@ if [ "$STEP" = all ] || [ "$STEP" = headline ]; then
   inf overhead_capture --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 5 --capture "$R/capture_q4_1.ops"
   for b in 1 4 16 64; do inf batch_q4_1_b$b --dtype q4_1 --batch $b --max-new-tokens 64 --warmup 2 --repeats 5; done
 fi
+if [ "$STEP" = all ] || [ "$STEP" = overhead ]; then
+  # Overheads with enough repeats for tight CIs: NVML sampling 1 Hz vs 50 Hz in alternating
+  # processes (drift hits both arms), and capture: its run (the first measured one) against
+  # the other runs of the same process.
+  for i in 1 2 3; do
+    for hz in 1 50; do inf ovh_${hz}hz_$i --dtype q4_1 --max-new-tokens 64 --warmup 3 --repeats 20 --sample-hz $hz; done
+  done
+  for i in 1 2 3; do inf ovh_capture_$i --dtype q4_1 --max-new-tokens 64 --warmup 3 --repeats 10 --capture "$R/ovh_capture_$i.ops"; done
+  rm -f "$R"/*.ops
+fi
 if [ "$STEP" = all ] || [ "$STEP" = sweep ]; then
   log "sweep"
   $BIN sweep experiments/gpu.toml --out "$R/sweep" --report >> "$R/log.txt" 2>&1 || log "FAILED sweep"

@@ -296,6 +296,8 @@ pub struct InferReport {
     pub tokens_per_s_output: Estimate,
     pub tokens_per_s_decode: Estimate,
     pub tokens_per_s_total: Estimate,
+    /// Latency of each measured run, in order (capture, when on, is in the first).
+    pub run_latencies_s: Vec<f64>,
     pub flops_per_run: f64,
     pub peak_mem_mb: Option<f64>,
     pub energy: EnergyReport,
@@ -494,6 +496,7 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
         tokens_per_s_output: need(est(per_run(&|r| Some(out_tokens / r.total))), "output tokens/s")?,
         tokens_per_s_decode: need(est(per_run(&|r| Some(b * (t as f64 - 1.0).max(1.0) / (r.total - r.ttft).max(1e-9)))), "decode tokens/s")?,
         tokens_per_s_total: need(est(per_run(&|r| Some(b * (l + t) as f64 / r.total))), "total tokens/s")?,
+        run_latencies_s: runs.iter().map(|r| r.total).collect(),
         flops_per_run: flops_run,
         peak_mem_mb,
         energy: energy_report,
