@@ -99,3 +99,30 @@ struct PwCycle {
     extern "C" uint64_t pw_##M##_acc(void* h) {                                            \
         return (uint64_t) static_cast<PwHarness<M>*>(h)->m->acc_o;                          \
     }
+
+// A lean model (built without --trace and --public-flat-rw, so Verilator may optimise every
+// internal signal away) for runs that count nothing. Same entry points as PW_EXPORT; it
+// cannot open a VCD (returns -1) and ignores the counting arguments.
+#define PW_EXPORT_LEAN(M)                                                                   \
+    extern "C" void* pw_##M##_new(int) { return new PwHarness<M>(false); }                 \
+    extern "C" void pw_##M##_free(void* h) { delete static_cast<PwHarness<M>*>(h); }       \
+    extern "C" int pw_##M##_open_vcd(void*, const char*) { return -1; }                    \
+    extern "C" void pw_##M##_run(void* h, const PwCycle* cyc, uint64_t n, uint64_t* t,     \
+                                 int32_t, uint64_t*, uint64_t*, int32_t*) {                 \
+        M* m = static_cast<PwHarness<M>*>(h)->m;                                            \
+        for (uint64_t i = 0; i < n; ++i) {                                                  \
+            for (uint8_t clk = 0; clk < 2; ++clk) {                                         \
+                m->clk_i = clk;                                                             \
+                m->rst_ni = cyc[i].rst_n;                                                   \
+                m->valid_i = cyc[i].valid;                                                  \
+                m->clear_i = cyc[i].clear;                                                  \
+                m->a_i = cyc[i].a;                                                          \
+                m->b_i = cyc[i].b;                                                          \
+                m->eval();                                                                  \
+            }                                                                               \
+        }                                                                                   \
+        *t += 2 * n;                                                                        \
+    }                                                                                       \
+    extern "C" uint64_t pw_##M##_acc(void* h) {                                            \
+        return (uint64_t) static_cast<PwHarness<M>*>(h)->m->acc_o;                          \
+    }

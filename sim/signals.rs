@@ -43,3 +43,8 @@ pub const ACC_W: u32 = 32;
 pub fn model_name(module: &str, width: u32) -> String {
     format!("V{module}_w{width}")
 }
+
+/// The same design built without tracing or public signals (simulation-only runs).
+pub fn lean_model_name(module: &str, width: u32) -> String {
+    format!("V{module}_w{width}_lean")
+}

@@ -188,6 +188,12 @@ model_api!(isolated_w8, "Vmac_isolated_w8");
 model_api!(isolated_w16, "Vmac_isolated_w16");
 model_api!(signmag_w8, "Vmac_signmag_w8");
 model_api!(signmag_w16, "Vmac_signmag_w16");
+model_api!(baseline_w8_lean, "Vmac_baseline_w8_lean");
+model_api!(baseline_w16_lean, "Vmac_baseline_w16_lean");
+model_api!(isolated_w8_lean, "Vmac_isolated_w8_lean");
+model_api!(isolated_w16_lean, "Vmac_isolated_w16_lean");
+model_api!(signmag_w8_lean, "Vmac_signmag_w8_lean");
+model_api!(signmag_w16_lean, "Vmac_signmag_w16_lean");
 
 macro_rules! api_of {
     ($m:ident) => {
@@ -195,8 +201,15 @@ macro_rules! api_of {
     };
 }
 
-fn api(design: Design, width: u32) -> Result<ModelApi> {
+/// `lean`: the model built without tracing or public signals (simulate-only runs).
+fn api(design: Design, width: u32, lean: bool) -> Result<ModelApi> {
     Ok(match (design, width) {
+        (Design::Baseline, 8) if lean => api_of!(baseline_w8_lean),
+        (Design::Baseline, 16) if lean => api_of!(baseline_w16_lean),
+        (Design::Isolated, 8) if lean => api_of!(isolated_w8_lean),
+        (Design::Isolated, 16) if lean => api_of!(isolated_w16_lean),
+        (Design::Signmag, 8) if lean => api_of!(signmag_w8_lean),
+        (Design::Signmag, 16) if lean => api_of!(signmag_w16_lean),
         (Design::Baseline, 8) => api_of!(baseline_w8),
         (Design::Baseline, 16) => api_of!(baseline_w16),
         (Design::Isolated, 8) => api_of!(isolated_w8),
@@ -215,8 +228,8 @@ struct Model {
 }
 
 impl Model {
-    fn new(design: Design, width: u32, vcd: Option<&Path>) -> Result<Self> {
-        let api = api(design, width)?;
+    fn new(design: Design, width: u32, vcd: Option<&Path>, lean: bool) -> Result<Self> {
+        let api = api(design, width, lean)?;
         // SAFETY: the shim allocates a harness; `h` is only used through this struct.
         let h = unsafe { (api.new)(vcd.is_some() as i32) };
         let m = Model { api, h, t: 0 };
@@ -276,7 +289,8 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
         }
         _ => None,
     };
-    let mut model = Model::new(design, width, vcd_path.as_deref())?;
+    let lean = matches!(counting, Counting::None);
+    let mut model = Model::new(design, width, vcd_path.as_deref(), lean)?;
     let names = design.layout().signals;
     let fast = matches!(counting, Counting::Fast | Counting::Both(_));
     let mut fc = FastCounter::new(names.len());

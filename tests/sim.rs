@@ -54,6 +54,8 @@ fn exact_dot_products_both_designs_both_widths() {
                 let r = run(d, &s, &Counting::Fast);
                 assert_eq!(r.acc_final, dot(&pairs), "{name} w{width} {}", d.name());
                 assert_eq!(r.cycles, pairs.len() as u64 + 4);
+                // The lean (untraced, non-public) model that simulate-only runs use.
+                assert_eq!(run(d, &s, &Counting::None).acc_final, dot(&pairs), "lean {name} w{width} {}", d.name());
             }
         }
         // Sign-magnitude extremes that exist: +-(2^(W-1)-1).
