@@ -69,7 +69,6 @@ impl GpuMeter {
         dev.total_energy_consumption().map_err(|e| format!("GPU has no energy counter ({e}); energy fields are null"))?;
         let name = dev.name().unwrap_or_else(|_| "unknown GPU".into());
         let power_limit_w = dev.enforced_power_limit().ok().map(|mw| mw as f64 / 1000.0);
-        drop(dev);
         Ok(GpuMeter { nvml: Arc::new(nvml), index, name, power_limit_w })
     }
 

@@ -388,9 +388,8 @@ fn count_vcd(path: &Path, design: Design, width: u32) -> Result<Vec<SignalCount>
             Ok(SignalCount { path: format!("{}.{n}", design.module()), width: s.width, toggles: s.toggles, group: signal_group(n) })
         })
         .collect::<Result<Vec<_>>>()
-        .map(|v| {
+        .inspect(|v| {
             debug_assert!(v.iter().all(|s| s.width == signal_width(design, s.path.rsplit('.').next().unwrap(), width)));
-            v
         })
 }
 

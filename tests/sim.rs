@@ -262,7 +262,7 @@ fn verilator_toggle_coverage_agrees() {
         let dat = std::fs::read(dir.path().join("coverage.dat")).unwrap();
         let mut cov: std::collections::HashMap<String, u64> = Default::default();
         for line in String::from_utf8_lossy(&dat).lines().filter(|l| l.starts_with("C '") && l.contains("v_toggle")) {
-            let field = |k: &str| line.split('\x01').find_map(|f| f.strip_prefix(&format!("{k}\x02"))).map(|v| v.trim_end_matches(|c| c == '\'' || c == ' ').to_string());
+            let field = |k: &str| line.split('\x01').find_map(|f| f.strip_prefix(&format!("{k}\x02"))).map(|v| v.trim_end_matches(['\'', ' ']).to_string());
             let (Some(o), Some(h)) = (field("o"), field("h")) else { continue };
             let h = h.split('\'').next().unwrap().to_string();
             let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
