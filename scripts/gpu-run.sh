@@ -8,12 +8,13 @@
 #   4. the sweep experiments/gpu.toml and its report
 set -uo pipefail
 PW=${PW:-$HOME/pw}
-R=${RESULTS:-$OUT/results}
+STEP=${1:-all}
+# Results go outside $OUT (which returns only a few files) and are tarred into $OUT at the end.
+R=${RESULTS:-$PW/results-$STEP}
 mkdir -p "$R"
 export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(os.path.join(list(nvidia.__path__)[0],"cu13","lib"))'):${LD_LIBRARY_PATH:-}
 export PERFWATT_MODEL=$PW/model.gguf
 BIN=$PW/perfwatt
-STEP=${1:-all}
 log() { echo "== $(date -u +%T) $*" | tee -a "$R/log.txt"; }
 nvidia-smi -q -d POWER,CLOCK > "$R/nvidia-smi.txt" 2>&1
 nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv > "$R/gpu.csv" 2>&1
@@ -49,3 +50,4 @@ if [ "$STEP" = all ] || [ "$STEP" = sweep ]; then
   rm -f "$R"/sweep/points/*/operands.ops
 fi
 log done
+if [ -n "${OUT:-}" ]; then tar czf "$OUT/results-$STEP.tar.gz" --exclude='*.ops' -C "$(dirname "$R")" "$(basename "$R")"; fi
