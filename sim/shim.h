@@ -40,13 +40,32 @@ struct PwCycle {
     uint8_t pad;
 };
 
+// Drive one evaluation: the cycle's inputs with the clock at `clk`.
+template <class M>
+inline void pw_eval(M* m, const PwCycle& c, uint8_t clk) {
+    m->clk_i = clk;
+    m->rst_ni = c.rst_n;
+    m->valid_i = c.valid;
+    m->clear_i = c.clear;
+    m->a_i = c.a;
+    m->b_i = c.b;
+    m->eval();
+}
+
+// Entry points every model has: create (tracing on or off), free, read the accumulator.
+#define PW_EXPORT_COMMON(M)                                                                 \
+    extern "C" void* pw_##M##_new(int trace) { return new PwHarness<M>(trace != 0); }      \
+    extern "C" void pw_##M##_free(void* h) { delete static_cast<PwHarness<M>*>(h); }       \
+    extern "C" uint64_t pw_##M##_acc(void* h) {                                            \
+        return (uint64_t) static_cast<PwHarness<M>*>(h)->m->acc_o;                          \
+    }
+
 // pw_<M>_run: n cycles, each two evaluations (inputs with clk low at time t, rising edge at
 // t+1), dumping VCD if open. With count != 0 the NS sampled signals are read after every
 // evaluation and toggles[k] += popcount(new ^ previous); prev/primed carry the state between
 // calls. The whole loop stays in C++: no call per half cycle.
 #define PW_EXPORT(M, NS, SNAP)                                                              \
-    extern "C" void* pw_##M##_new(int trace) { return new PwHarness<M>(trace != 0); }      \
-    extern "C" void pw_##M##_free(void* h) { delete static_cast<PwHarness<M>*>(h); }       \
+    PW_EXPORT_COMMON(M)                                                                     \
     extern "C" int pw_##M##_open_vcd(void* h, const char* path) {                          \
         auto* x = static_cast<PwHarness<M>*>(h);                                            \
         x->vcd = new VerilatedVcdC;                                                         \
@@ -69,13 +88,7 @@ struct PwCycle {
         }                                                                                   \
         for (uint64_t i = 0; i < n; ++i) {                                                  \
             for (uint8_t clk = 0; clk < 2; ++clk) {                                         \
-                m->clk_i = clk;                                                             \
-                m->rst_ni = cyc[i].rst_n;                                                   \
-                m->valid_i = cyc[i].valid;                                                  \
-                m->clear_i = cyc[i].clear;                                                  \
-                m->a_i = cyc[i].a;                                                          \
-                m->b_i = cyc[i].b;                                                          \
-                m->eval();                                                                  \
+                pw_eval(m, cyc[i], clk);                                                    \
                 if (x->vcd) x->vcd->dump(now);                                              \
                 ++now;                                                                      \
                 if (count) {                                                                \
@@ -95,34 +108,21 @@ struct PwCycle {
             }                                                                               \
             *primed = seen;                                                                 \
         }                                                                                   \
-    }                                                                                       \
-    extern "C" uint64_t pw_##M##_acc(void* h) {                                            \
-        return (uint64_t) static_cast<PwHarness<M>*>(h)->m->acc_o;                          \
     }
 
 // A lean model (built without --trace and --public-flat-rw, so Verilator may optimise every
 // internal signal away) for runs that count nothing. Same entry points as PW_EXPORT; it
 // cannot open a VCD (returns -1) and ignores the counting arguments.
 #define PW_EXPORT_LEAN(M)                                                                   \
-    extern "C" void* pw_##M##_new(int) { return new PwHarness<M>(false); }                 \
-    extern "C" void pw_##M##_free(void* h) { delete static_cast<PwHarness<M>*>(h); }       \
+    PW_EXPORT_COMMON(M)                                                                     \
     extern "C" int pw_##M##_open_vcd(void*, const char*) { return -1; }                    \
     extern "C" void pw_##M##_run(void* h, const PwCycle* cyc, uint64_t n, uint64_t* t,     \
                                  int32_t, uint64_t*, uint64_t*, int32_t*) {                 \
         M* m = static_cast<PwHarness<M>*>(h)->m;                                            \
         for (uint64_t i = 0; i < n; ++i) {                                                  \
             for (uint8_t clk = 0; clk < 2; ++clk) {                                         \
-                m->clk_i = clk;                                                             \
-                m->rst_ni = cyc[i].rst_n;                                                   \
-                m->valid_i = cyc[i].valid;                                                  \
-                m->clear_i = cyc[i].clear;                                                  \
-                m->a_i = cyc[i].a;                                                          \
-                m->b_i = cyc[i].b;                                                          \
-                m->eval();                                                                  \
+                pw_eval(m, cyc[i], clk);                                                    \
             }                                                                               \
         }                                                                                   \
         *t += 2 * n;                                                                        \
-    }                                                                                       \
-    extern "C" uint64_t pw_##M##_acc(void* h) {                                            \
-        return (uint64_t) static_cast<PwHarness<M>*>(h)->m->acc_o;                          \
     }

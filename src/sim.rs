@@ -311,7 +311,6 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
         progress(done.saturating_sub(2).min(stream.pairs.len() as u64));
     }
     let elapsed = start.elapsed().as_secs_f64();
-    progress(stream.pairs.len() as u64);
     let cycles = stream.pairs.len() as u64 + 4;
     let acc_final = wrap_signed(model.acc(), ACC_W);
     drop(model); // closes the VCD
