@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::energy::{EnergyWindow, GpuMeter, Phase, PowerSample};
 use crate::error::{write_atomic, Error, Result};
-use crate::model::{self, argmax, Llama, LinearId, LinearTap, Precision, Tokenizer};
+use crate::model::{self, argmax, LinearId, LinearTap, Llama, Precision, Tokenizer};
 use crate::stats::{percentile, Estimate};
 use crate::trace::OperandStream;
 
@@ -38,7 +38,9 @@ impl Default for CaptureSpec {
     fn default() -> Self {
         CaptureSpec {
             layers: vec![0, 15, 29],
-            projs: ["q", "k", "v", "o", "gate", "up", "down"].map(String::from).to_vec(),
+            projs: ["q", "k", "v", "o", "gate", "up", "down"]
+                .map(String::from)
+                .to_vec(),
             width: 8,
             max_pairs: 500_000,
             rows: 4,
@@ -64,6 +66,9 @@ pub struct InferConfig {
     /// Activation sparsity: zero |x| < tau at every projection's input (0 = off).
     pub sparsity_tau: f32,
     pub sample_hz: f64,
+    /// Measure the sampler's own cost: measured runs alternate sampler on / paused in
+    /// ABBA order (drift cancels) and the report gains a paired comparison.
+    pub sampler_ab: bool,
     /// Grid carbon intensity for gCO2eq, g per kWh.
     pub grid_g_per_kwh: f64,
     pub idle_seconds: f64,
@@ -85,6 +90,7 @@ impl Default for InferConfig {
             kv_cache: true,
             sparsity_tau: 0.0,
             sample_hz: 50.0,
+            sampler_ab: false,
             grid_g_per_kwh: 400.0,
             idle_seconds: 1.0,
             capture: None,
@@ -97,37 +103,66 @@ pub fn prompt_tokens(len: &str) -> Result<usize> {
         "short" => Ok(40),
         "medium" => Ok(96),
         "long" => Ok(192),
-        n => n.parse().ok().filter(|&n| n >= 8).ok_or_else(|| Error::Config(format!("prompt length '{n}': short, medium, long or a number >= 8"))),
+        n => n.parse().ok().filter(|&n| n >= 8).ok_or_else(|| {
+            Error::Config(format!(
+                "prompt length '{n}': short, medium, long or a number >= 8"
+            ))
+        }),
     }
 }
 
 /// Chat-formatted prompts of exactly `len` tokens: prompts whose user text is long enough
 /// are cut to fit (the template's head and tail kept), taken in file order, repeated to
 /// fill the batch. Equal lengths make batches exact (no padding).
-pub fn build_batch(tok: &Tokenizer, prompts: &Path, batch: usize, len: usize) -> Result<Vec<Vec<u32>>> {
+pub fn build_batch(
+    tok: &Tokenizer,
+    prompts: &Path,
+    batch: usize,
+    len: usize,
+) -> Result<Vec<Vec<u32>>> {
     let text = std::fs::read_to_string(prompts).map_err(|e| Error::io(prompts, e))?;
     let head = tok.encode("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n")?;
     let tail = tok.encode("<|im_end|>\n<|im_start|>assistant\n")?;
-    let need = len.checked_sub(head.len() + tail.len()).filter(|&n| n > 0).ok_or_else(|| {
-        Error::Config(format!("prompt length {len} is shorter than the chat template ({} tokens)", head.len() + tail.len() + 1))
-    })?;
+    let need = len
+        .checked_sub(head.len() + tail.len())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "prompt length {len} is shorter than the chat template ({} tokens)",
+                head.len() + tail.len() + 1
+            ))
+        })?;
     let mut fits = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| Error::Parse { file: prompts.display().to_string(), line: i as u64 + 1, offset: 0, msg: e.to_string() })?;
-        let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| Error::Parse {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| Error::Parse {
             file: prompts.display().to_string(),
             line: i as u64 + 1,
             offset: 0,
-            msg: "no \"text\" field".into(),
+            msg: e.to_string(),
         })?;
+        let t = v
+            .get("text")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| Error::Parse {
+                file: prompts.display().to_string(),
+                line: i as u64 + 1,
+                offset: 0,
+                msg: "no \"text\" field".into(),
+            })?;
         let user = tok.encode(t)?;
         if user.len() >= need {
             fits.push([head.as_slice(), &user[..need], tail.as_slice()].concat());
         }
     }
     if fits.is_empty() {
-        return Err(Error::Config(format!("no prompt in {} is long enough for {len} tokens", prompts.display())));
+        return Err(Error::Config(format!(
+            "no prompt in {} is long enough for {len} tokens",
+            prompts.display()
+        )));
     }
     Ok((0..batch).map(|i| fits[i % fits.len()].clone()).collect())
 }
@@ -161,11 +196,19 @@ impl OperandCapture {
         }
         let n = (spec.layers.len() * spec.projs.len()).max(1);
         let per_segment = spec.max_pairs / n;
-        Ok(OperandCapture { spec, segments: Vec::new(), per_segment, enabled: true })
+        Ok(OperandCapture {
+            spec,
+            segments: Vec::new(),
+            per_segment,
+            enabled: true,
+        })
     }
 
     pub fn pairs(&self) -> usize {
-        self.segments.iter().map(|s| s.xs.len() / s.k * s.rows.len() * s.k).sum()
+        self.segments
+            .iter()
+            .map(|s| s.xs.len() / s.k * s.rows.len() * s.k)
+            .sum()
     }
 
     /// Quantize and lay out the pairs. Scales: max |x| over the segment's captured
@@ -178,7 +221,11 @@ impl OperandCapture {
         for s in &self.segments {
             let x_absmax = s.xs.iter().fold(0f32, |m, v| m.max(v.abs()));
             let sx = if x_absmax > 0.0 { x_absmax / qmax } else { 1.0 };
-            let sw = if s.w_absmax > 0.0 { s.w_absmax / qmax } else { 1.0 };
+            let sw = if s.w_absmax > 0.0 {
+                s.w_absmax / qmax
+            } else {
+                1.0
+            };
             let q = |v: f32, sc: f32| (v / sc).round().clamp(-qmax, qmax) as i16;
             let start = pairs.len();
             for x in s.xs.chunks_exact(s.k) {
@@ -197,7 +244,10 @@ impl OperandCapture {
         }
         let mut meta = provenance;
         meta["segments"] = serde_json::Value::Array(segs);
-        meta["quantization"] = serde_json::json!(format!("symmetric int{}, per-tensor scale, round to nearest", self.spec.width));
+        meta["quantization"] = serde_json::json!(format!(
+            "symmetric int{}, per-tensor scale, round to nearest",
+            self.spec.width
+        ));
         meta["order"] = serde_json::json!("per segment: for each activation vector, for each weight row j, for i in 0..dot_len: (x_i, w_ji)");
         OperandStream::new(self.spec.width, pairs, meta)
     }
@@ -205,20 +255,39 @@ impl OperandCapture {
 
 impl LinearTap for OperandCapture {
     fn wants(&self, id: &LinearId) -> bool {
-        self.enabled && id.layer.is_some_and(|l| self.spec.layers.contains(&l)) && self.spec.projs.iter().any(|p| p == id.proj)
+        self.enabled
+            && id.layer.is_some_and(|l| self.spec.layers.contains(&l))
+            && self.spec.projs.iter().any(|p| p == id.proj)
     }
 
-    fn record(&mut self, id: &LinearId, x: &Tensor, weight: &dyn Fn() -> Result<Tensor>) -> Result<()> {
+    fn record(
+        &mut self,
+        id: &LinearId,
+        x: &Tensor,
+        weight: &dyn Fn() -> Result<Tensor>,
+    ) -> Result<()> {
         let idx = match self.segments.iter().position(|s| &s.id == id) {
             Some(i) => i,
             None => {
                 let w = weight()?;
                 let (n, k) = w.dims2().map_err(me)?;
-                let rows: Vec<usize> = (0..self.spec.rows.min(n)).map(|r| r * n / self.spec.rows.min(n)).collect();
+                let rows: Vec<usize> = (0..self.spec.rows.min(n))
+                    .map(|r| r * n / self.spec.rows.min(n))
+                    .collect();
                 let all = w.flatten_all().map_err(me)?.to_vec1::<f32>().map_err(me)?;
                 let w_absmax = all.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let w_rows = rows.iter().flat_map(|&r| all[r * k..(r + 1) * k].iter().copied()).collect();
-                self.segments.push(Segment { id: id.clone(), k, rows, w: w_rows, w_absmax, xs: Vec::new() });
+                let w_rows = rows
+                    .iter()
+                    .flat_map(|&r| all[r * k..(r + 1) * k].iter().copied())
+                    .collect();
+                self.segments.push(Segment {
+                    id: id.clone(),
+                    k,
+                    rows,
+                    w: w_rows,
+                    w_absmax,
+                    xs: Vec::new(),
+                });
                 self.segments.len() - 1
             }
         };
@@ -229,7 +298,13 @@ impl LinearTap for OperandCapture {
         if room == 0 {
             return Ok(());
         }
-        let flat = x.flatten_all().map_err(me)?.to_dtype(candle_core::DType::F32).map_err(me)?.to_vec1::<f32>().map_err(me)?;
+        let flat = x
+            .flatten_all()
+            .map_err(me)?
+            .to_dtype(candle_core::DType::F32)
+            .map_err(me)?
+            .to_vec1::<f32>()
+            .map_err(me)?;
         let vectors = flat.len() / s.k;
         s.xs.extend_from_slice(&flat[..vectors.min(room) * s.k]);
         Ok(())
@@ -248,7 +323,12 @@ pub struct Percentiles {
 
 impl Percentiles {
     fn of(xs: &[f64]) -> Option<Self> {
-        Some(Percentiles { p50: percentile(xs, 50.0)?, p95: percentile(xs, 95.0)?, p99: percentile(xs, 99.0)?, mean: Estimate::of(xs)? })
+        Some(Percentiles {
+            p50: percentile(xs, 50.0)?,
+            p95: percentile(xs, 95.0)?,
+            p99: percentile(xs, 99.0)?,
+            mean: Estimate::of(xs)?,
+        })
     }
 }
 
@@ -298,6 +378,8 @@ pub struct InferReport {
     pub tokens_per_s_total: Estimate,
     /// Latency of each measured run, in order (capture, when on, is in the first).
     pub run_latencies_s: Vec<f64>,
+    /// With `sampler_ab`: the sampler's cost, from pairs of adjacent runs.
+    pub sampler_ab: Option<SamplerAb>,
     pub flops_per_run: f64,
     pub peak_mem_mb: Option<f64>,
     pub energy: EnergyReport,
@@ -308,10 +390,43 @@ pub struct InferReport {
     pub capture: Option<serde_json::Value>,
 }
 
+/// NVML sampler cost measured inside one process: adjacent measured runs (2i, 2i+1) form
+/// a pair, one with the sampler on and one paused (ABBA order); overhead_pct is the mean
+/// over pairs of (on / paused - 1) * 100.
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplerAb {
+    pub pairs: usize,
+    pub latency_on_s: Estimate,
+    pub latency_paused_s: Estimate,
+    pub overhead_pct: Estimate,
+    /// Sampler on (true) or paused (false) in each measured run, in order.
+    pub sampler_on: Vec<bool>,
+}
+
+impl SamplerAb {
+    fn of(runs: &[RunTimes]) -> Option<SamplerAb> {
+        let arm = |on: bool| runs.iter().filter(|r| r.sampler_on == on).map(|r| r.total).collect::<Vec<_>>();
+        let ratios: Vec<f64> = runs
+            .chunks_exact(2)
+            .filter(|p| p[0].sampler_on != p[1].sampler_on)
+            .map(|p| if p[0].sampler_on { p[0].total / p[1].total } else { p[1].total / p[0].total })
+            .map(|r| (r - 1.0) * 100.0)
+            .collect();
+        Some(SamplerAb {
+            pairs: ratios.len(),
+            latency_on_s: Estimate::of(&arm(true))?,
+            latency_paused_s: Estimate::of(&arm(false))?,
+            overhead_pct: Estimate::of(&ratios)?,
+            sampler_on: runs.iter().map(|r| r.sampler_on).collect(),
+        })
+    }
+}
+
 /// One repeat's raw measurements.
 struct RunTimes {
     total: f64,
     ttft: f64,
+    sampler_on: bool,
     e_prefill: Option<EnergyWindow>,
     e_decode: Option<EnergyWindow>,
 }
@@ -324,7 +439,11 @@ fn flops(m: &Llama, batch: usize, l: usize, t: usize, kv: bool) -> f64 {
     let mut f = lin * l as f64 + attn(l, l);
     for step in 1..t {
         let ctx = l + step;
-        f += if kv { lin + attn(1, ctx) } else { lin * ctx as f64 + attn(ctx, ctx) };
+        f += if kv {
+            lin + attn(1, ctx)
+        } else {
+            lin * ctx as f64 + attn(ctx, ctx)
+        };
     }
     f * batch as f64
 }
@@ -335,10 +454,19 @@ pub struct Progress<'a> {
 }
 
 /// Run the benchmark. `capture_out`: where to write the `.ops` stream when capturing.
-pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progress<'_>) -> Result<(InferReport, Vec<PowerSample>)> {
-    let Progress { on_step, interrupted } = progress;
+pub fn run_infer(
+    cfg: &InferConfig,
+    capture_out: Option<&Path>,
+    progress: Progress<'_>,
+) -> Result<(InferReport, Vec<PowerSample>)> {
+    let Progress {
+        on_step,
+        interrupted,
+    } = progress;
     if cfg.batch == 0 || cfg.max_new_tokens == 0 || cfg.repeats == 0 {
-        return Err(Error::Config("batch, max_new_tokens and repeats must be at least 1".into()));
+        return Err(Error::Config(
+            "batch, max_new_tokens and repeats must be at least 1".into(),
+        ));
     }
     let device = model::device(&cfg.device)?;
     let t0 = Instant::now();
@@ -349,12 +477,18 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
     let batch_ids = build_batch(&tok, &cfg.prompts, cfg.batch, l)?;
     let t = cfg.max_new_tokens;
 
-    let gpu = if device.is_cuda() { GpuMeter::open(0) } else { Err("device is the CPU: NVML measures GPUs only; energy fields are null".to_string()) };
+    let gpu = if device.is_cuda() {
+        GpuMeter::open(0)
+    } else {
+        Err("device is the CPU: NVML measures GPUs only; energy fields are null".to_string())
+    };
     let (meter, reason) = match gpu {
         Ok(g) => (Some(g), None),
         Err(r) => (None, Some(r)),
     };
-    let idle_w = meter.as_ref().and_then(|g| g.idle_power_w(Duration::from_secs_f64(cfg.idle_seconds)));
+    let idle_w = meter
+        .as_ref()
+        .and_then(|g| g.idle_power_w(Duration::from_secs_f64(cfg.idle_seconds)));
     let sampler = meter.as_ref().map(|g| g.start_sampler(cfg.sample_hz));
     let energy = || meter.as_ref().and_then(|g| g.energy_mj());
     let set_phase = |p: Phase| {
@@ -367,6 +501,11 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
         Some(spec) if capture_out.is_some() => Some(OperandCapture::new(spec.clone())?),
         _ => None,
     };
+    if cfg.sampler_ab && (capture.is_some() || cfg.repeats < 2) {
+        return Err(Error::Config("--sampler-ab needs at least 2 repeats and no capture (capture would sit in one arm)".into()));
+    }
+    // ABBA: measured runs 0 and 3 of every 4 sample, 1 and 2 run with the sampler paused.
+    let sampler_on = |run: usize| !cfg.sampler_ab || run < cfg.warmup || matches!((run - cfg.warmup) % 4, 0 | 3);
     let total_runs = cfg.warmup + cfg.repeats;
     let mut runs = Vec::new();
     let mut generated: Vec<Vec<u32>> = Vec::new();
@@ -383,10 +522,18 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
             _ => None,
         };
         m.clear_kv_cache();
-        set_phase(if measured { Phase::Prefill } else { Phase::Warmup });
+        set_phase(if measured {
+            Phase::Prefill
+        } else {
+            Phase::Warmup
+        });
         let e0 = energy();
         let start = Instant::now();
-        let logits = m.forward(&prompt, 0, tap.as_deref_mut().map(|c| c as &mut dyn LinearTap))?;
+        let logits = m.forward(
+            &prompt,
+            0,
+            tap.as_deref_mut().map(|c| c as &mut dyn LinearTap),
+        )?;
         let mut next = argmax(&logits)?;
         let ttft = start.elapsed().as_secs_f64();
         let e1 = energy();
@@ -398,11 +545,22 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
         }
         for step in 1..t {
             let logits = if cfg.kv_cache {
-                let x = Tensor::new(next.as_slice(), &device).map_err(me)?.unsqueeze(1).map_err(me)?;
-                m.forward(&x, l + step - 1, tap.as_deref_mut().map(|c| c as &mut dyn LinearTap))?
+                let x = Tensor::new(next.as_slice(), &device)
+                    .map_err(me)?
+                    .unsqueeze(1)
+                    .map_err(me)?;
+                m.forward(
+                    &x,
+                    l + step - 1,
+                    tap.as_deref_mut().map(|c| c as &mut dyn LinearTap),
+                )?
             } else {
                 m.clear_kv_cache();
-                m.forward(&Tensor::new(seqs.clone(), &device).map_err(me)?, 0, tap.as_deref_mut().map(|c| c as &mut dyn LinearTap))?
+                m.forward(
+                    &Tensor::new(seqs.clone(), &device).map_err(me)?,
+                    0,
+                    tap.as_deref_mut().map(|c| c as &mut dyn LinearTap),
+                )?
             };
             next = argmax(&logits)?;
             for (s, &n) in seqs.iter_mut().zip(&next) {
@@ -416,6 +574,7 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
             runs.push(RunTimes {
                 total,
                 ttft,
+                sampler_on: sampler.is_some() && sampler_on(run),
                 e_prefill: EnergyWindow::between(e0, e1, ttft),
                 e_decode: EnergyWindow::between(e1, e2, total - ttft),
             });
@@ -423,17 +582,28 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
         }
         on_step(run + 1, total_runs);
     }
-    let (samples, achieved) = sampler.map(|s| s.finish()).map(|(s, r)| (s, Some(r))).unwrap_or((Vec::new(), None));
+    let (samples, achieved) = sampler
+        .map(|s| s.finish())
+        .map(|(s, r)| (s, Some(r)))
+        .unwrap_or((Vec::new(), None));
 
     let b = cfg.batch as f64;
-    let per_run = |f: &dyn Fn(&RunTimes) -> Option<f64>| -> Vec<f64> { runs.iter().filter_map(f).collect() };
-    let pooled = |f: &dyn Fn(&RunTimes) -> f64| -> Vec<f64> { runs.iter().flat_map(|r| std::iter::repeat_n(f(r), cfg.batch)).collect() };
+    let per_run =
+        |f: &dyn Fn(&RunTimes) -> Option<f64>| -> Vec<f64> { runs.iter().filter_map(f).collect() };
+    let pooled = |f: &dyn Fn(&RunTimes) -> f64| -> Vec<f64> {
+        runs.iter()
+            .flat_map(|r| std::iter::repeat_n(f(r), cfg.batch))
+            .collect()
+    };
     let est = |v: Vec<f64>| Estimate::of(&v);
-    let need = |o: Option<Estimate>, what: &str| o.ok_or_else(|| Error::Model(format!("no valid {what} measurements")));
+    let need = |o: Option<Estimate>, what: &str| {
+        o.ok_or_else(|| Error::Model(format!("no valid {what} measurements")))
+    };
     let flops_run = flops(&m, cfg.batch, l, t, cfg.kv_cache);
     let out_tokens = b * t as f64;
     let joules = |r: &RunTimes| Some(r.e_prefill?.joules + r.e_decode?.joules);
-    let above = |r: &RunTimes| Some(r.e_prefill?.above_idle(idle_w?) + r.e_decode?.above_idle(idle_w?));
+    let above =
+        |r: &RunTimes| Some(r.e_prefill?.above_idle(idle_w?) + r.e_decode?.above_idle(idle_w?));
     let energy_report = if meter.is_some() {
         let j_mean = est(per_run(&joules)).map(|e| e.mean);
         EnergyReport {
@@ -446,7 +616,11 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
             prefill_j: est(per_run(&|r| Some(r.e_prefill?.joules))),
             decode_j: est(per_run(&|r| Some(r.e_decode?.joules))),
             avg_w: est(per_run(&|r| Some(joules(r)? / r.total))),
-            peak_w: samples.iter().filter(|s| matches!(s.phase, Phase::Prefill | Phase::Decode)).filter_map(|s| s.power_w).fold(None, |m, p| Some(m.map_or(p, |m: f64| m.max(p)))),
+            peak_w: samples
+                .iter()
+                .filter(|s| matches!(s.phase, Phase::Prefill | Phase::Decode))
+                .filter_map(|s| s.power_w)
+                .fold(None, |m, p| Some(m.map_or(p, |m: f64| m.max(p)))),
             j_per_token: est(per_run(&|r| Some(joules(r)? / out_tokens))),
             j_per_token_above_idle: est(per_run(&|r| Some(above(r)? / out_tokens))),
             tokens_per_j: est(per_run(&|r| Some(out_tokens / joules(r)?))),
@@ -454,7 +628,11 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
             gco2eq: est(per_run(&|r| Some(joules(r)? / 3.6e6 * cfg.grid_g_per_kwh))),
             flop_per_j: j_mean.filter(|&j| j > 0.0).map(|j| flops_run / j),
             gpu_util_pct: {
-                let u: Vec<f64> = samples.iter().filter(|s| matches!(s.phase, Phase::Prefill | Phase::Decode)).filter_map(|s| s.gpu_util_pct.map(|u| u as f64)).collect();
+                let u: Vec<f64> = samples
+                    .iter()
+                    .filter(|s| matches!(s.phase, Phase::Prefill | Phase::Decode))
+                    .filter_map(|s| s.gpu_util_pct.map(|u| u as f64))
+                    .collect();
                 (!u.is_empty()).then(|| u.iter().sum::<f64>() / u.len() as f64)
             },
             sample_hz_target: cfg.sample_hz,
@@ -462,7 +640,12 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
             samples: samples.len(),
         }
     } else {
-        EnergyReport { available: false, reason, sample_hz_target: cfg.sample_hz, ..Default::default() }
+        EnergyReport {
+            available: false,
+            reason,
+            sample_hz_target: cfg.sample_hz,
+            ..Default::default()
+        }
     };
 
     let capture_info = match (capture, capture_out) {
@@ -474,29 +657,63 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
             });
             let stream = c.into_stream(provenance)?;
             stream.write_ops(path)?;
-            Some(serde_json::json!({"file": path.display().to_string(), "pairs": stream.pairs.len(), "width": stream.width, "zero_fraction": stream.zero_fraction()}))
+            Some(
+                serde_json::json!({"file": path.display().to_string(), "pairs": stream.pairs.len(), "width": stream.width, "zero_fraction": stream.zero_fraction()}),
+            )
         }
         _ => None,
     };
 
-    let peak_mem_mb = if device.is_cuda() { meter.as_ref().and_then(|g| g.memory_used_mb()) } else { crate::energy::peak_rss_mb() };
+    let peak_mem_mb = if device.is_cuda() {
+        meter.as_ref().and_then(|g| g.memory_used_mb())
+    } else {
+        crate::energy::peak_rss_mb()
+    };
     let report = InferReport {
         schema: "perfwatt.infer/1",
         config: cfg.clone(),
         model: serde_json::json!({"file": cfg.model.display().to_string(), "config": m.config, "precision": cfg.precision.name(), "linear_params": m.linear_params()}),
-        device: if let Some(g) = &meter { g.name.clone() } else { cfg.device.clone() },
+        device: if let Some(g) = &meter {
+            g.name.clone()
+        } else {
+            cfg.device.clone()
+        },
         prompt_tokens: l,
         batch: cfg.batch,
         new_tokens: t,
         load_s,
-        latency_s: Percentiles::of(&pooled(&|r| r.total)).ok_or_else(|| Error::Model("no runs".into()))?,
-        ttft_s: Percentiles::of(&pooled(&|r| r.ttft)).ok_or_else(|| Error::Model("no runs".into()))?,
-        tpot_s: Percentiles::of(&pooled(&|r| if t > 1 { (r.total - r.ttft) / (t - 1) as f64 } else { 0.0 })).ok_or_else(|| Error::Model("no runs".into()))?,
-        tokens_per_s_input: need(est(per_run(&|r| Some(b * l as f64 / r.ttft))), "input tokens/s")?,
-        tokens_per_s_output: need(est(per_run(&|r| Some(out_tokens / r.total))), "output tokens/s")?,
-        tokens_per_s_decode: need(est(per_run(&|r| Some(b * (t as f64 - 1.0).max(1.0) / (r.total - r.ttft).max(1e-9)))), "decode tokens/s")?,
-        tokens_per_s_total: need(est(per_run(&|r| Some(b * (l + t) as f64 / r.total))), "total tokens/s")?,
+        latency_s: Percentiles::of(&pooled(&|r| r.total))
+            .ok_or_else(|| Error::Model("no runs".into()))?,
+        ttft_s: Percentiles::of(&pooled(&|r| r.ttft))
+            .ok_or_else(|| Error::Model("no runs".into()))?,
+        tpot_s: Percentiles::of(&pooled(&|r| {
+            if t > 1 {
+                (r.total - r.ttft) / (t - 1) as f64
+            } else {
+                0.0
+            }
+        }))
+        .ok_or_else(|| Error::Model("no runs".into()))?,
+        tokens_per_s_input: need(
+            est(per_run(&|r| Some(b * l as f64 / r.ttft))),
+            "input tokens/s",
+        )?,
+        tokens_per_s_output: need(
+            est(per_run(&|r| Some(out_tokens / r.total))),
+            "output tokens/s",
+        )?,
+        tokens_per_s_decode: need(
+            est(per_run(&|r| {
+                Some(b * (t as f64 - 1.0).max(1.0) / (r.total - r.ttft).max(1e-9))
+            })),
+            "decode tokens/s",
+        )?,
+        tokens_per_s_total: need(
+            est(per_run(&|r| Some(b * (l + t) as f64 / r.total))),
+            "total tokens/s",
+        )?,
         run_latencies_s: runs.iter().map(|r| r.total).collect(),
+        sampler_ab: if cfg.sampler_ab { SamplerAb::of(&runs) } else { None },
         flops_per_run: flops_run,
         peak_mem_mb,
         energy: energy_report,
@@ -512,7 +729,8 @@ pub fn run_infer(cfg: &InferConfig, capture_out: Option<&Path>, progress: Progre
 /// mem_used_mb); empty fields where NVML gave nothing.
 pub fn power_csv(samples: &[PowerSample]) -> String {
     let opt = |v: Option<String>| v.unwrap_or_default();
-    let mut out = String::from("t_s,phase,power_w,energy_mj,gpu_util_pct,sm_clock_mhz,mem_used_mb\n");
+    let mut out =
+        String::from("t_s,phase,power_w,energy_mj,gpu_util_pct,sm_clock_mhz,mem_used_mb\n");
     for s in samples {
         out.push_str(&format!(
             "{:.4},{},{},{},{},{},{}\n",
@@ -530,8 +748,33 @@ pub fn power_csv(samples: &[PowerSample]) -> String {
 
 /// Write the report (JSON) and, next to it, the power series (`NAME.power.csv`).
 pub fn write_report(report: &InferReport, samples: &[PowerSample], out: &Path) -> Result<PathBuf> {
-    write_atomic(out, (serde_json::to_string_pretty(report).expect("serializable") + "\n").as_bytes())?;
+    write_atomic(
+        out,
+        (serde_json::to_string_pretty(report).expect("serializable") + "\n").as_bytes(),
+    )?;
     let power = out.with_extension("power.csv");
     write_atomic(&power, power_csv(samples).as_bytes())?;
     Ok(power)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_ab_pairs_adjacent_runs_in_abba_order() {
+        // ABBA: on, off, off, on. Sampler costs 2% on every run, drift +10% on the 2nd pair.
+        let on = [true, false, false, true];
+        let base = [1.0, 1.0, 1.1, 1.1];
+        let runs: Vec<RunTimes> = on
+            .iter()
+            .zip(base)
+            .map(|(&s, b)| RunTimes { total: if s { b * 1.02 } else { b }, ttft: 0.1, sampler_on: s, e_prefill: None, e_decode: None })
+            .collect();
+        let ab = SamplerAb::of(&runs).unwrap();
+        assert_eq!(ab.pairs, 2);
+        assert!((ab.overhead_pct.mean - 2.0).abs() < 1e-9, "{:?}", ab.overhead_pct);
+        assert_eq!(ab.latency_on_s.n, 2);
+        assert_eq!(ab.sampler_on, on);
+    }
 }

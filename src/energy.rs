@@ -64,20 +64,41 @@ pub struct GpuMeter {
 impl GpuMeter {
     /// Open GPU `index`. The error says why energy cannot be measured (one line).
     pub fn open(index: u32) -> Result<Self, String> {
-        let nvml = Nvml::init().map_err(|e| format!("NVML unavailable ({e}); energy fields are null"))?;
-        let dev = nvml.device_by_index(index).map_err(|e| format!("no GPU {index} via NVML ({e}); energy fields are null"))?;
-        dev.total_energy_consumption().map_err(|e| format!("GPU has no energy counter ({e}); energy fields are null"))?;
+        let nvml =
+            Nvml::init().map_err(|e| format!("NVML unavailable ({e}); energy fields are null"))?;
+        let dev = nvml
+            .device_by_index(index)
+            .map_err(|e| format!("no GPU {index} via NVML ({e}); energy fields are null"))?;
+        dev.total_energy_consumption()
+            .map_err(|e| format!("GPU has no energy counter ({e}); energy fields are null"))?;
         let name = dev.name().unwrap_or_else(|_| "unknown GPU".into());
         let power_limit_w = dev.enforced_power_limit().ok().map(|mw| mw as f64 / 1000.0);
-        Ok(GpuMeter { nvml: Arc::new(nvml), index, name, power_limit_w })
+        Ok(GpuMeter {
+            nvml: Arc::new(nvml),
+            index,
+            name,
+            power_limit_w,
+        })
     }
 
     pub fn energy_mj(&self) -> Option<u64> {
-        self.nvml.device_by_index(self.index).ok()?.total_energy_consumption().ok()
+        self.nvml
+            .device_by_index(self.index)
+            .ok()?
+            .total_energy_consumption()
+            .ok()
     }
 
     pub fn memory_used_mb(&self) -> Option<f64> {
-        Some(self.nvml.device_by_index(self.index).ok()?.memory_info().ok()?.used as f64 / 1e6)
+        Some(
+            self.nvml
+                .device_by_index(self.index)
+                .ok()?
+                .memory_info()
+                .ok()?
+                .used as f64
+                / 1e6,
+        )
     }
 
     /// Mean power over `d` from the energy counter (the card's idle draw when nothing runs).
@@ -91,25 +112,32 @@ impl GpuMeter {
 
     pub fn start_sampler(&self, hz: f64) -> PowerSampler {
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
         let phase = Arc::new(AtomicU8::new(Phase::Idle as u8));
         let (nvml, index) = (self.nvml.clone(), self.index);
-        let (s2, p2) = (stop.clone(), phase.clone());
+        let (s2, p2, paused2) = (stop.clone(), phase.clone(), paused.clone());
         let period = Duration::from_secs_f64(1.0 / hz.max(0.1));
         let start = Instant::now();
         let handle = std::thread::spawn(move || {
             let mut out = Vec::new();
-            let Ok(dev) = nvml.device_by_index(index) else { return out };
+            let Ok(dev) = nvml.device_by_index(index) else {
+                return out;
+            };
             let mut next = Instant::now();
             while !s2.load(Ordering::Relaxed) {
-                out.push(PowerSample {
-                    t_s: start.elapsed().as_secs_f64(),
-                    phase: Phase::from_u8(p2.load(Ordering::Relaxed)),
-                    power_w: dev.power_usage().ok().map(|mw| mw as f64 / 1000.0),
-                    energy_mj: dev.total_energy_consumption().ok(),
-                    gpu_util_pct: dev.utilization_rates().ok().map(|u| u.gpu),
-                    sm_clock_mhz: dev.clock_info(Clock::SM).ok(),
-                    mem_used_mb: dev.memory_info().ok().map(|m| m.used as f64 / 1e6),
-                });
+                // Paused: keep the clock, skip the NVML queries (what an A/B of the
+                // sampler's cost compares against).
+                if !paused2.load(Ordering::Relaxed) {
+                    out.push(PowerSample {
+                        t_s: start.elapsed().as_secs_f64(),
+                        phase: Phase::from_u8(p2.load(Ordering::Relaxed)),
+                        power_w: dev.power_usage().ok().map(|mw| mw as f64 / 1000.0),
+                        energy_mj: dev.total_energy_consumption().ok(),
+                        gpu_util_pct: dev.utilization_rates().ok().map(|u| u.gpu),
+                        sm_clock_mhz: dev.clock_info(Clock::SM).ok(),
+                        mem_used_mb: dev.memory_info().ok().map(|m| m.used as f64 / 1e6),
+                    });
+                }
                 next += period;
                 let now = Instant::now();
                 if next > now {
@@ -120,16 +148,22 @@ impl GpuMeter {
             }
             out
         });
-        PowerSampler { stop, phase, handle: Some(handle), start, hz }
+        PowerSampler {
+            stop,
+            paused,
+            phase,
+            handle: Some(handle),
+            hz,
+        }
     }
 }
 
 /// Background sampling thread; `finish` stops it and returns the series.
 pub struct PowerSampler {
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     phase: Arc<AtomicU8>,
     handle: Option<std::thread::JoinHandle<Vec<PowerSample>>>,
-    start: Instant,
     pub hz: f64,
 }
 
@@ -138,12 +172,18 @@ impl PowerSampler {
         self.phase.store(p as u8, Ordering::Relaxed);
     }
 
-    /// Stop and return (samples, achieved rate in Hz).
+    /// Pause or resume sampling (the thread stays, sleeping through its periods).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Stop and return (samples, achieved rate in Hz). The rate is 1 / the median interval
+    /// between consecutive samples, so pauses do not dilute it.
     pub fn finish(mut self) -> (Vec<PowerSample>, f64) {
         self.stop.store(true, Ordering::Relaxed);
         let samples = self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        let secs = self.start.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 { samples.len() as f64 / secs } else { 0.0 };
+        let gaps: Vec<f64> = samples.windows(2).map(|w| w[1].t_s - w[0].t_s).collect();
+        let rate = crate::stats::percentile(&gaps, 50.0).filter(|&g| g > 0.0).map_or(0.0, |g| 1.0 / g);
         (samples, rate)
     }
 }
@@ -166,7 +206,10 @@ pub struct EnergyWindow {
 
 impl EnergyWindow {
     pub fn between(start_mj: Option<u64>, end_mj: Option<u64>, seconds: f64) -> Option<Self> {
-        Some(EnergyWindow { joules: (end_mj?.checked_sub(start_mj?)?) as f64 / 1000.0, seconds })
+        Some(EnergyWindow {
+            joules: (end_mj?.checked_sub(start_mj?)?) as f64 / 1000.0,
+            seconds,
+        })
     }
     pub fn avg_w(&self) -> f64 {
         if self.seconds > 0.0 {

@@ -153,6 +153,10 @@ enum Cmd {
         /// NVML sampling rate.
         #[arg(long, default_value_t = 50.0)]
         sample_hz: f64,
+        /// Measure the NVML sampler's own cost: measured runs alternate sampler on and
+        /// paused (ABBA), and the report gains `sampler_ab` (paired overhead, 95% CI).
+        #[arg(long)]
+        sampler_ab: bool,
         /// Grid carbon intensity for gCO2eq (g/kWh).
         #[arg(long, default_value_t = 400.0)]
         grid_intensity: f64,
@@ -181,9 +185,7 @@ enum Cmd {
         report: bool,
     },
     /// Write report.md and plots (PNG + SVG) for a sweep's run folder.
-    Report {
-        run_dir: PathBuf,
-    },
+    Report { run_dir: PathBuf },
     /// The main job on shipped defaults: the CPU demo sweep (experiments/cpu-demo.toml)
     /// with the shipped model, then its report. Prints the report's path.
     Demo {
@@ -208,22 +210,44 @@ enum SimFormat {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Toggles { file, format, saif, scope, top } => {
+        Cmd::Toggles {
+            file,
+            format,
+            saif,
+            scope,
+            top,
+        } => {
             let mut report = perfwatt::vcd::count_toggles_path_with(&file, saif.is_some())?;
             if let Some(p) = scope {
                 report.retain_scope(&p);
             }
             if let Some(out) = saif {
-                perfwatt::error::write_atomic(&out, perfwatt::vcd::saif::to_saif(&report).as_bytes())?;
+                perfwatt::error::write_atomic(
+                    &out,
+                    perfwatt::vcd::saif::to_saif(&report).as_bytes(),
+                )?;
             }
             let text = match format {
                 TableFormat::Table => report.to_table(top),
-                TableFormat::Json => serde_json::to_string_pretty(&report).expect("serializable") + "\n",
+                TableFormat::Json => {
+                    serde_json::to_string_pretty(&report).expect("serializable") + "\n"
+                }
                 TableFormat::Csv => report.to_csv(),
             };
             print!("{text}");
         }
-        Cmd::Sim { operands, synthetic, pairs, width, design, vcd, cross_check, no_count, export, format } => {
+        Cmd::Sim {
+            operands,
+            synthetic,
+            pairs,
+            width,
+            design,
+            vcd,
+            cross_check,
+            no_count,
+            export,
+            format,
+        } => {
             use perfwatt::sim::{simulate, Counting, Design};
             let stream = match (operands, synthetic) {
                 (Some(p), _) => perfwatt::trace::OperandStream::read(&p, width)?,
@@ -236,11 +260,17 @@ fn run(cli: Cli) -> Result<()> {
                 DesignChoice::Signmag => vec![Design::Signmag],
                 DesignChoice::All => Design::ALL.to_vec(),
             };
-            let export_design = if matches!(design, DesignChoice::Signmag) { Design::Signmag } else { Design::Baseline };
+            let export_design = if matches!(design, DesignChoice::Signmag) {
+                Design::Signmag
+            } else {
+                Design::Baseline
+            };
             if let Some(path) = export {
                 let bytes = if path.extension().is_some_and(|e| e == "csv") {
                     let mut v = Vec::new();
-                    stream.write_csv(&mut v).map_err(|e| perfwatt::Error::io(&path, e))?;
+                    stream
+                        .write_csv(&mut v)
+                        .map_err(|e| perfwatt::Error::io(&path, e))?;
                     v
                 } else {
                     perfwatt::sim::stimulus_hex(&stream, export_design)?.into_bytes()
@@ -257,25 +287,50 @@ fn run(cli: Cli) -> Result<()> {
             let mut results = Vec::new();
             for d in designs {
                 let bar = progress_bar(n, &format!("sim {}", d.name()));
-                results.push(simulate(d, &stream, &counting, &mut |done| bar.set_position(done))?);
+                results.push(simulate(d, &stream, &counting, &mut |done| {
+                    bar.set_position(done)
+                })?);
                 bar.finish_and_clear();
             }
             let report = perfwatt::sim::SimReport::new(&stream, results);
             match format {
-                SimFormat::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),
+                SimFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serializable")
+                ),
                 SimFormat::Table => print!("{}", report.to_table()),
             }
         }
         Cmd::Sweep { spec, out, report } => sweep(&spec, out, report)?,
-        Cmd::Report { run_dir } => println!("{}", perfwatt::report::write_report(&run_dir)?.display()),
+        Cmd::Report { run_dir } => {
+            println!("{}", perfwatt::report::write_report(&run_dir)?.display())
+        }
         Cmd::Demo { out } => {
             let spec = perfwatt::asset_path("experiments/cpu-demo.toml");
             sweep(&spec, Some(out), true)?;
         }
         Cmd::Infer {
-            device, dtype, batch, prompt_len, max_new_tokens, warmup, repeats, no_kv_cache, sparsity, capture,
-            capture_layers, capture_projs, capture_max_pairs, capture_rows, capture_width, sample_hz, grid_intensity,
-            model, prompts, out,
+            device,
+            dtype,
+            batch,
+            prompt_len,
+            max_new_tokens,
+            warmup,
+            repeats,
+            no_kv_cache,
+            sparsity,
+            capture,
+            capture_layers,
+            capture_projs,
+            capture_max_pairs,
+            capture_rows,
+            capture_width,
+            sample_hz,
+            sampler_ab,
+            grid_intensity,
+            model,
+            prompts,
+            out,
         } => {
             let mut cfg = perfwatt::capture::InferConfig {
                 device,
@@ -288,6 +343,7 @@ fn run(cli: Cli) -> Result<()> {
                 kv_cache: !no_kv_cache,
                 sparsity_tau: sparsity,
                 sample_hz,
+                sampler_ab,
                 grid_g_per_kwh: grid_intensity,
                 ..Default::default()
             };
@@ -321,7 +377,11 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", infer_summary(&report));
             println!("wrote {} and {}", out.display(), power.display());
             if let Some(c) = &report.capture {
-                println!("captured {} operand pairs into {}", c["pairs"], c["file"].as_str().unwrap_or(""));
+                println!(
+                    "captured {} operand pairs into {}",
+                    c["pairs"],
+                    c["file"].as_str().unwrap_or("")
+                );
             }
         }
     }
@@ -352,7 +412,10 @@ fn sweep(spec_path: &std::path::Path, out: Option<PathBuf>, report: bool) -> Res
     bar.finish_and_clear();
     println!("{} points in {}/results.csv", rows.len(), dir.display());
     if report {
-        println!("report: {}", perfwatt::report::write_report(&dir)?.display());
+        println!(
+            "report: {}",
+            perfwatt::report::write_report(&dir)?.display()
+        );
     }
     Ok(())
 }
@@ -360,7 +423,13 @@ fn sweep(spec_path: &std::path::Path, out: Option<PathBuf>, report: bool) -> Res
 fn infer_summary(r: &perfwatt::capture::InferReport) -> String {
     let e = &r.energy;
     let f = |o: Option<perfwatt::stats::Estimate>, unit: &str| {
-        o.map(|e| format!("{:.4} {unit} [{:.4}, {:.4}]", e.mean, e.ci95_low, e.ci95_high)).unwrap_or_else(|| "n/a".into())
+        o.map(|e| {
+            format!(
+                "{:.4} {unit} [{:.4}, {:.4}]",
+                e.mean, e.ci95_low, e.ci95_high
+            )
+        })
+        .unwrap_or_else(|| "n/a".into())
     };
     format!(
         "device {} | {} | batch {} | prompt {} tok | {} new tok\n\
@@ -384,9 +453,21 @@ fn infer_summary(r: &perfwatt::capture::InferReport) -> String {
         f(e.joules, "J"),
         f(e.j_per_token, "J"),
         f(e.avg_w, "W"),
-        e.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        e.reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default(),
         r.generated.first().map(|s| s.as_str()).unwrap_or(""),
-    )
+    ) + &r
+        .sampler_ab
+        .as_ref()
+        .map(|a| {
+            format!(
+                "NVML sampler overhead: {:+.2}% [{:+.2}, {:+.2}] over {} run pairs\n",
+                a.overhead_pct.mean, a.overhead_pct.ci95_low, a.overhead_pct.ci95_high, a.pairs
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn parse_width(s: &str) -> std::result::Result<u8, String> {
@@ -409,7 +490,9 @@ fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
             if g.swap(true, Ordering::Relaxed) {
                 std::process::exit(130);
             }
-            eprintln!("\nperfwatt: interrupted, finishing the current step (Ctrl-C again to quit now)");
+            eprintln!(
+                "\nperfwatt: interrupted, finishing the current step (Ctrl-C again to quit now)"
+            );
         });
         f
     })
@@ -420,9 +503,11 @@ fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
 fn progress_bar(len: u64, msg: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} (elapsed {elapsed}, eta {eta})")
-            .expect("template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>14} [{bar:30}] {pos}/{len} (elapsed {elapsed}, eta {eta})",
+        )
+        .expect("template")
+        .progress_chars("=> "),
     );
     bar.set_message(msg.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(250));

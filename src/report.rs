@@ -34,7 +34,10 @@ fn register_font() {
 /// the PNG and the SVG backend (closures cannot be generic over the backend type).
 macro_rules! both {
     (|$root:ident| $body:block) => {
-        Both(|$root: DrawingArea<BitMapBackend, Shift>| -> Result<()> { $body }, |$root: DrawingArea<SVGBackend, Shift>| -> Result<()> { $body })
+        Both(
+            |$root: DrawingArea<BitMapBackend, Shift>| -> Result<()> { $body },
+            |$root: DrawingArea<SVGBackend, Shift>| -> Result<()> { $body },
+        )
     };
 }
 
@@ -64,7 +67,10 @@ where
 
 /// Short label of a row's configuration (what differs is what matters; keep it compact).
 fn label(r: &Row) -> String {
-    let mut s = format!("{} b{} p{} t{}", r.precision, r.batch, r.prompt_tokens, r.new_tokens);
+    let mut s = format!(
+        "{} b{} p{} t{}",
+        r.precision, r.batch, r.prompt_tokens, r.new_tokens
+    );
     if !r.kv_cache {
         s.push_str(" nokv");
     }
@@ -82,11 +88,23 @@ const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN: RGBColor = RGBColor(44, 160, 44);
 
 /// Grouped bars: for each category, one bar per series.
-fn bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, ylabel: &str, cats: &[String], series: &[(&str, RGBColor, Vec<f64>)], errs: Option<&[(f64, f64)]>) -> Result<()>
+fn bars<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    ylabel: &str,
+    cats: &[String],
+    series: &[(&str, RGBColor, Vec<f64>)],
+    errs: Option<&[(f64, f64)]>,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let ymax = series.iter().flat_map(|s| s.2.iter()).chain(errs.iter().flat_map(|e| e.iter().map(|x| &x.1))).fold(0f64, |m, &v| m.max(v)) * 1.35;
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.2.iter())
+        .chain(errs.iter().flat_map(|e| e.iter().map(|x| &x.1)))
+        .fold(0f64, |m, &v| m.max(v))
+        * 1.35;
     let n = cats.len();
     let k = series.len() as f64;
     let mut chart = ChartBuilder::on(root)
@@ -126,21 +144,48 @@ where
     }
     if let Some(errs) = errs {
         chart
-            .draw_series(errs.iter().enumerate().map(|(i, &(lo, hi))| ErrorBar::new_vertical(i as f64 - 0.4 + w * 0.45, lo, (lo + hi) / 2.0, hi, BLACK.filled(), 8)))
+            .draw_series(errs.iter().enumerate().map(|(i, &(lo, hi))| {
+                ErrorBar::new_vertical(
+                    i as f64 - 0.4 + w * 0.45,
+                    lo,
+                    (lo + hi) / 2.0,
+                    hi,
+                    BLACK.filled(),
+                    8,
+                )
+            }))
             .map_err(pe)?;
     }
     // Headroom above the bars keeps the legend off them.
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(pe)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(pe)?;
     Ok(())
 }
 
 /// Scatter with optional fit line and optional frontier polyline.
-fn scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, xl: &str, yl: &str, pts: &[(f64, f64)], fit: Option<(f64, f64)>, frontier: Option<&[(f64, f64)]>) -> Result<()>
+fn scatter<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    xl: &str,
+    yl: &str,
+    pts: &[(f64, f64)],
+    fit: Option<(f64, f64)>,
+    frontier: Option<&[(f64, f64)]>,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (x0, x1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let pad = |a: f64, b: f64| {
         let d = (b - a).abs().max(b.abs() * 0.05).max(1e-12);
         (a - d * 0.1, b + d * 0.1)
@@ -153,23 +198,54 @@ where
         .y_label_area_size(80)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(pe)?;
-    chart.configure_mesh().x_desc(xl).y_desc(yl).draw().map_err(pe)?;
-    chart.draw_series(pts.iter().map(|&p| Circle::new(p, 5, BLUE.filled()))).map_err(pe)?.label("configurations").legend(|(x, y)| Circle::new((x + 5, y), 5, BLUE.filled()));
+    chart
+        .configure_mesh()
+        .x_desc(xl)
+        .y_desc(yl)
+        .draw()
+        .map_err(pe)?;
+    chart
+        .draw_series(pts.iter().map(|&p| Circle::new(p, 5, BLUE.filled())))
+        .map_err(pe)?
+        .label("configurations")
+        .legend(|(x, y)| Circle::new((x + 5, y), 5, BLUE.filled()));
     if let Some((a, b)) = fit {
-        chart.draw_series(LineSeries::new([(x0, a + b * x0), (x1, a + b * x1)], ORANGE.stroke_width(2))).map_err(pe)?.label("least-squares fit").legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], ORANGE.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(
+                [(x0, a + b * x0), (x1, a + b * x1)],
+                ORANGE.stroke_width(2),
+            ))
+            .map_err(pe)?
+            .label("least-squares fit")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], ORANGE.stroke_width(2)));
     }
     if let Some(f) = frontier {
-        chart.draw_series(LineSeries::new(f.iter().copied(), GREEN.stroke_width(2))).map_err(pe)?.label("Pareto frontier").legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], GREEN.stroke_width(2)));
-        chart.draw_series(f.iter().map(|&p| Circle::new(p, 7, GREEN.stroke_width(2)))).map_err(pe)?;
+        chart
+            .draw_series(LineSeries::new(f.iter().copied(), GREEN.stroke_width(2)))
+            .map_err(pe)?
+            .label("Pareto frontier")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], GREEN.stroke_width(2)));
+        chart
+            .draw_series(f.iter().map(|&p| Circle::new(p, 7, GREEN.stroke_width(2))))
+            .map_err(pe)?;
     }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(pe)?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(pe)?;
     Ok(())
 }
 
 /// Output made only of special tokens (`<|endoftext|>`...) or nothing: a broken configuration.
 pub fn degenerate(r: &Row) -> bool {
     let mut t = r.generated.trim();
-    while let Some(rest) = t.strip_prefix("<|").and_then(|s| s.split_once("|>")).map(|(_, rest)| rest.trim_start()) {
+    while let Some(rest) = t
+        .strip_prefix("<|")
+        .and_then(|s| s.split_once("|>"))
+        .map(|(_, rest)| rest.trim_start())
+    {
         t = rest;
     }
     t.is_empty()
@@ -177,7 +253,14 @@ pub fn degenerate(r: &Row) -> bool {
 
 /// Points not dominated in (x, y), both lower-is-better, sorted by x.
 pub fn pareto(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    let mut v: Vec<(f64, f64)> = pts.iter().copied().filter(|p| !pts.iter().any(|q| q.0 <= p.0 && q.1 <= p.1 && (q.0 < p.0 || q.1 < p.1))).collect();
+    let mut v: Vec<(f64, f64)> = pts
+        .iter()
+        .copied()
+        .filter(|p| {
+            !pts.iter()
+                .any(|q| q.0 <= p.0 && q.1 <= p.1 && (q.0 < p.0 || q.1 < p.1))
+        })
+        .collect();
     v.sort_by(|a, b| a.0.total_cmp(&b.0));
     v.dedup();
     v
@@ -191,10 +274,18 @@ struct Series {
 
 fn read_power(path: &Path) -> Option<Series> {
     let text = std::fs::read_to_string(path).ok()?;
-    let mut s = Series { t: vec![], w: vec![], phase: vec![] };
+    let mut s = Series {
+        t: vec![],
+        w: vec![],
+        phase: vec![],
+    };
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
-        if let (Some(t), Some(p), Some(w)) = (f.first().and_then(|v| v.parse().ok()), f.get(1), f.get(2).and_then(|v| v.parse().ok())) {
+        if let (Some(t), Some(p), Some(w)) = (
+            f.first().and_then(|v| v.parse().ok()),
+            f.get(1),
+            f.get(2).and_then(|v| v.parse().ok()),
+        ) {
             s.t.push(t);
             s.phase.push(p.to_string());
             s.w.push(w);
@@ -203,16 +294,34 @@ fn read_power(path: &Path) -> Option<Series> {
     (!s.t.is_empty()).then_some(s)
 }
 
-fn power_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, s: &Series) -> Result<()>
+fn power_plot<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    s: &Series,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let t1 = s.t.last().copied().unwrap_or(1.0);
     let wmax = s.w.iter().fold(0f64, |m, &v| m.max(v)) * 1.1;
-    let mut chart = ChartBuilder::on(root).caption(title, ("sans-serif", 20)).margin(12).x_label_area_size(40).y_label_area_size(60).build_cartesian_2d(0f64..t1, 0f64..wmax.max(1.0)).map_err(pe)?;
-    chart.configure_mesh().x_desc("time (s)").y_desc("GPU power (W)").draw().map_err(pe)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..t1, 0f64..wmax.max(1.0))
+        .map_err(pe)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("GPU power (W)")
+        .draw()
+        .map_err(pe)?;
     // Shade prefill and decode spans.
-    for (phase, color, name) in [("prefill", ORANGE.mix(0.25), "prefill"), ("decode", GREEN.mix(0.2), "decode")] {
+    for (phase, color, name) in [
+        ("prefill", ORANGE.mix(0.25), "prefill"),
+        ("decode", GREEN.mix(0.2), "decode"),
+    ] {
         let mut spans = Vec::new();
         let mut start = None;
         for i in 0..s.t.len() {
@@ -230,13 +339,29 @@ where
             spans.push((a, t1));
         }
         chart
-            .draw_series(spans.iter().map(|&(a, b)| Rectangle::new([(a, 0.0), (b, wmax)], color.filled())))
+            .draw_series(
+                spans
+                    .iter()
+                    .map(|&(a, b)| Rectangle::new([(a, 0.0), (b, wmax)], color.filled())),
+            )
             .map_err(pe)?
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
-    chart.draw_series(LineSeries::new(s.t.iter().copied().zip(s.w.iter().copied()), BLUE.stroke_width(2))).map_err(pe)?.label("power").legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE.stroke_width(2)));
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(pe)?;
+    chart
+        .draw_series(LineSeries::new(
+            s.t.iter().copied().zip(s.w.iter().copied()),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(pe)?
+        .label("power")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(pe)?;
     Ok(())
 }
 
@@ -249,13 +374,19 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     register_font();
     let all = read_rows(dir)?;
     if all.is_empty() {
-        return Err(Error::Config(format!("{}: no results.jsonl rows (run `perfwatt sweep` first)", dir.display())));
+        return Err(Error::Config(format!(
+            "{}: no results.jsonl rows (run `perfwatt sweep` first)",
+            dir.display()
+        )));
     }
     // A configuration whose model output is only special tokens is broken, not slow or
     // fast: keep it out of every comparison and say so.
     let (rows, broken): (Vec<Row>, Vec<Row>) = all.into_iter().partition(|r| !degenerate(r));
     if rows.is_empty() {
-        return Err(Error::Config(format!("{}: every configuration produced degenerate output", dir.display())));
+        return Err(Error::Config(format!(
+            "{}: every configuration produced degenerate output",
+            dir.display()
+        )));
     }
     let plots = dir.join("plots");
     std::fs::create_dir_all(&plots).at(&plots)?;
@@ -266,11 +397,20 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     let has_energy = rows.iter().all(|r| r.j_per_token.is_some());
     let mut md = String::new();
     let devices: Vec<String> = {
-        let mut d: Vec<String> = rows.iter().map(|r| r.gpu.clone().unwrap_or_else(|| r.device.clone())).collect();
+        let mut d: Vec<String> = rows
+            .iter()
+            .map(|r| r.gpu.clone().unwrap_or_else(|| r.device.clone()))
+            .collect();
         d.dedup();
         d
     };
-    let _ = writeln!(md, "# perfwatt report: {}\n", dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
+    let _ = writeln!(
+        md,
+        "# perfwatt report: {}\n",
+        dir.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
     let _ = writeln!(
         md,
         "{} configurations on {}; {} repeats each. Regenerate with `perfwatt report RUN_DIR` (this folder). Data: `results.csv` / `results.jsonl`.\n",
@@ -291,8 +431,14 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     // ---- table
     let _ = writeln!(md, "## Configurations\n");
     let _ = writeln!(md, "| # | configuration | latency p50 (s) | 95% CI of mean | tok/s out | J/token | J/token above idle | EDP (J*s) | zero operands | toggles/MAC base | toggles/MAC isolated | saving |");
-    let _ = writeln!(md, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let na = |o: Option<f64>, p: usize| o.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "n/a".into());
+    let _ = writeln!(
+        md,
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let na = |o: Option<f64>, p: usize| {
+        o.map(|v| format!("{v:.p$}"))
+            .unwrap_or_else(|| "n/a".into())
+    };
     for (i, (r, c)) in rows.iter().zip(&cats).enumerate() {
         let _ = writeln!(
             md,
@@ -316,14 +462,36 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     let iso: Vec<f64> = rows.iter().map(|r| r.isolated_toggles_per_mac).collect();
     let h = 480;
     let sm: Option<Vec<f64>> = rows.iter().map(|r| r.signmag_toggles_per_mac).collect();
-    let mut series = vec![("baseline", BLUE, base.clone()), ("operand-isolated", ORANGE, iso.clone())];
+    let mut series = vec![
+        ("baseline", BLUE, base.clone()),
+        ("operand-isolated", ORANGE, iso.clone()),
+    ];
     if let Some(v) = &sm {
         series.push(("sign-magnitude", GREEN, v.clone()));
     }
-    render(&plots, "toggles_per_config", (1000, h), both!(|root| { bars(&root, "MAC datapath toggles per operation (configuration #)", "toggles / MAC op", &nums, &series, None) }))?;
-    let _ = writeln!(md, "\n## Switching activity\n\n![toggles per configuration](plots/toggles_per_config.png)\n");
+    render(
+        &plots,
+        "toggles_per_config",
+        (1000, h),
+        both!(|root| {
+            bars(
+                &root,
+                "MAC datapath toggles per operation (configuration #)",
+                "toggles / MAC op",
+                &nums,
+                &series,
+                None,
+            )
+        }),
+    )?;
+    let _ = writeln!(
+        md,
+        "\n## Switching activity\n\n![toggles per configuration](plots/toggles_per_config.png)\n"
+    );
     let savings: Vec<f64> = rows.iter().map(|r| r.toggle_saving_pct).collect();
-    let (smin, smax) = savings.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (smin, smax) = savings
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     let zf: Vec<f64> = rows.iter().map(|r| r.zero_fraction).collect();
     let _ = write!(
         md,
@@ -336,8 +504,13 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     }
 
     if let Some(v) = &sm {
-        let d: Vec<f64> = rows.iter().filter_map(|r| r.signmag_vs_baseline_pct).collect();
-        let (lo, hi) = d.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        let d: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| r.signmag_vs_baseline_pct)
+            .collect();
+        let (lo, hi) = d
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         let _ = write!(
             md,
@@ -347,14 +520,50 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
 
     // ---- per group
     let groups = ["multiplier inputs", "product", "accumulator", "control"];
-    let per = |f: fn(&Row) -> u64| rows.iter().map(|r| f(r) as f64 / r.pairs.max(1) as f64).sum::<f64>() / rows.len() as f64;
-    let gb = vec![per(|r| r.baseline_mult_inputs), per(|r| r.baseline_product), per(|r| r.baseline_accumulator), per(|r| r.baseline_control)];
-    let gi = vec![per(|r| r.isolated_mult_inputs), per(|r| r.isolated_product), per(|r| r.isolated_accumulator), per(|r| r.isolated_control)];
+    let per = |f: fn(&Row) -> u64| {
+        rows.iter()
+            .map(|r| f(r) as f64 / r.pairs.max(1) as f64)
+            .sum::<f64>()
+            / rows.len() as f64
+    };
+    let gb = vec![
+        per(|r| r.baseline_mult_inputs),
+        per(|r| r.baseline_product),
+        per(|r| r.baseline_accumulator),
+        per(|r| r.baseline_control),
+    ];
+    let gi = vec![
+        per(|r| r.isolated_mult_inputs),
+        per(|r| r.isolated_product),
+        per(|r| r.isolated_accumulator),
+        per(|r| r.isolated_control),
+    ];
     let gcats: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
-    render(&plots, "toggles_per_group", (900, 480), both!(|root| { bars(&root, "Toggles per MAC op by signal group (mean over configurations)", "toggles / MAC op", &gcats, &[("baseline", BLUE, gb.clone()), ("operand-isolated", ORANGE, gi.clone())], None) }))?;
+    render(
+        &plots,
+        "toggles_per_group",
+        (900, 480),
+        both!(|root| {
+            bars(
+                &root,
+                "Toggles per MAC op by signal group (mean over configurations)",
+                "toggles / MAC op",
+                &gcats,
+                &[
+                    ("baseline", BLUE, gb.clone()),
+                    ("operand-isolated", ORANGE, gi.clone()),
+                ],
+                None,
+            )
+        }),
+    )?;
     let _ = writeln!(md, "\n\n![toggles per group](plots/toggles_per_group.png)\n\n| signal group | baseline toggles/MAC | isolated toggles/MAC | change |\n|---|---:|---:|---:|");
     for i in 0..groups.len() {
-        let ch = if gb[i] > 0.0 { format!("{:+.1}%", 100.0 * (gi[i] - gb[i]) / gb[i]) } else { "n/a".into() };
+        let ch = if gb[i] > 0.0 {
+            format!("{:+.1}%", 100.0 * (gi[i] - gb[i]) / gb[i])
+        } else {
+            "n/a".into()
+        };
         let _ = writeln!(md, "| {} | {:.3} | {:.3} | {ch} |", groups[i], gb[i], gi[i]);
     }
     let _ = writeln!(md, "\nThe isolated design's extra control toggles are its zero-detect flags (nz, nz_q, nz2_q): the price of the gating.");
@@ -362,9 +571,27 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     // ---- latency vs energy (Pareto) or J/token
     let _ = writeln!(md, "\n## Latency and energy\n");
     if has_energy {
-        let pts: Vec<(f64, f64)> = rows.iter().map(|r| (r.latency_p50_s, r.energy_j.unwrap_or(0.0) / r.batch as f64)).collect();
+        let pts: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| (r.latency_p50_s, r.energy_j.unwrap_or(0.0) / r.batch as f64))
+            .collect();
         let front = pareto(&pts);
-        render(&plots, "latency_vs_energy", (900, 600), both!(|root| { scatter(&root, "Latency vs energy per query", "latency p50 (s)", "energy per query (J)", &pts, None, Some(&front)) }))?;
+        render(
+            &plots,
+            "latency_vs_energy",
+            (900, 600),
+            both!(|root| {
+                scatter(
+                    &root,
+                    "Latency vs energy per query",
+                    "latency p50 (s)",
+                    "energy per query (J)",
+                    &pts,
+                    None,
+                    Some(&front),
+                )
+            }),
+        )?;
         let _ = writeln!(md, "![latency vs energy](plots/latency_vs_energy.png)\n\nPareto-optimal configurations (no other is both faster and cheaper per query):\n");
         for p in &front {
             if let Some(i) = pts.iter().position(|q| q == p) {
@@ -372,35 +599,111 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             }
         }
         let jpt: Vec<f64> = rows.iter().map(|r| r.j_per_token.unwrap_or(0.0)).collect();
-        let errs: Vec<(f64, f64)> = rows.iter().map(|r| (r.j_per_token_ci95_low.unwrap_or(0.0), r.j_per_token_ci95_high.unwrap_or(0.0))).collect();
-        render(&plots, "j_per_token", (1000, h), both!(|root| { bars(&root, "GPU energy per output token, 95% CI (configuration #)", "J / token", &nums, &[("J/token", BLUE, jpt.clone())], Some(&errs)) }))?;
+        let errs: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.j_per_token_ci95_low.unwrap_or(0.0),
+                    r.j_per_token_ci95_high.unwrap_or(0.0),
+                )
+            })
+            .collect();
+        render(
+            &plots,
+            "j_per_token",
+            (1000, h),
+            both!(|root| {
+                bars(
+                    &root,
+                    "GPU energy per output token, 95% CI (configuration #)",
+                    "J / token",
+                    &nums,
+                    &[("J/token", BLUE, jpt.clone())],
+                    Some(&errs),
+                )
+            }),
+        )?;
         let _ = writeln!(md, "\n![J per token](plots/j_per_token.png)\n");
     } else {
         let tps: Vec<f64> = rows.iter().map(|r| r.tokens_per_s_output).collect();
-        render(&plots, "throughput", (1000, h), both!(|root| { bars(&root, "Output tokens/s, CPU, no energy counter (configuration #)", "tokens / s", &nums, &[("tokens/s", BLUE, tps.clone())], None) }))?;
+        render(
+            &plots,
+            "throughput",
+            (1000, h),
+            both!(|root| {
+                bars(
+                    &root,
+                    "Output tokens/s, CPU, no energy counter (configuration #)",
+                    "tokens / s",
+                    &nums,
+                    &[("tokens/s", BLUE, tps.clone())],
+                    None,
+                )
+            }),
+        )?;
         let _ = writeln!(md, "No latency-vs-energy plot or J/token chart: no energy was measured. Throughput instead:\n\n![throughput](plots/throughput.png)\n");
     }
     let _ = writeln!(md, "\n### Energy-delay product\n\navg W is energy (NVML counter) over time; peak W is the highest NVML power sample, a reading the driver itself averages over a short window, so it can sit below avg W on short runs.\n\n| configuration | energy/run (J) | latency mean (s) | EDP (J*s) | avg W | peak W | idle W |\n|---|---:|---:|---:|---:|---:|---:|");
     for (r, c) in rows.iter().zip(&cats) {
-        let _ = writeln!(md, "| {c} | {} | {:.3} | {} | {} | {} | {} |", na(r.energy_j, 3), r.latency_mean_s, na(r.edp_js, 3), na(r.avg_w, 1), na(r.peak_w, 1), na(r.idle_w, 1));
+        let _ = writeln!(
+            md,
+            "| {c} | {} | {:.3} | {} | {} | {} | {} |",
+            na(r.energy_j, 3),
+            r.latency_mean_s,
+            na(r.edp_js, 3),
+            na(r.avg_w, 1),
+            na(r.peak_w, 1),
+            na(r.idle_w, 1)
+        );
     }
 
     // ---- correlation
     let x: Vec<f64> = base.clone();
     let (y, ylabel, what): (Vec<f64>, &str, &str) = if has_energy {
-        (rows.iter().map(|r| r.j_per_token.unwrap_or(0.0)).collect(), "GPU J / output token", "GPU J/token")
+        (
+            rows.iter().map(|r| r.j_per_token.unwrap_or(0.0)).collect(),
+            "GPU J / output token",
+            "GPU J/token",
+        )
     } else {
-        (rows.iter().map(|r| 1.0 / r.tokens_per_s_output.max(1e-12)).collect(), "CPU s / output token (no energy data)", "CPU seconds per output token")
+        (
+            rows.iter()
+                .map(|r| 1.0 / r.tokens_per_s_output.max(1e-12))
+                .collect(),
+            "CPU s / output token (no energy data)",
+            "CPU seconds per output token",
+        )
     };
     let fit = linear_fit(&x, &y);
     let pts: Vec<(f64, f64)> = x.iter().copied().zip(y.iter().copied()).collect();
-    render(&plots, "correlation", (900, 600), both!(|root| { scatter(&root, "Software cost vs MAC switching", "baseline MAC toggles per operation", ylabel, &pts, fit, None) }))?;
-    let _ = writeln!(md, "\n## Does switching activity move with {what}?\n\n![correlation](plots/correlation.png)\n");
+    render(
+        &plots,
+        "correlation",
+        (900, 600),
+        both!(|root| {
+            scatter(
+                &root,
+                "Software cost vs MAC switching",
+                "baseline MAC toggles per operation",
+                ylabel,
+                &pts,
+                fit,
+                None,
+            )
+        }),
+    )?;
+    let _ = writeln!(
+        md,
+        "\n## Does switching activity move with {what}?\n\n![correlation](plots/correlation.png)\n"
+    );
     let r = pearson(&x, &y);
     let rho = spearman(&x, &y);
     let r_ci = bootstrap_ci(&x, &y, pearson, 2000);
     let rho_ci = bootstrap_ci(&x, &y, spearman, 2000);
-    let ci = |c: Option<(f64, f64)>| c.map(|(a, b)| format!("95% bootstrap CI [{a:.2}, {b:.2}]")).unwrap_or_else(|| "CI needs at least 3 configurations".into());
+    let ci = |c: Option<(f64, f64)>| {
+        c.map(|(a, b)| format!("95% bootstrap CI [{a:.2}, {b:.2}]"))
+            .unwrap_or_else(|| "CI needs at least 3 configurations".into())
+    };
     match (r, rho) {
         (Some(r), Some(rho)) => {
             let strength = |v: f64| match v.abs() {
@@ -413,7 +716,11 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             let _ = write!(md, "Pearson r = {r:.3} ({}), Spearman rho = {rho:.3} ({}), n = {}: a {} {dir} linear association between baseline toggles per MAC and {what}.", ci(r_ci), ci(rho_ci), rows.len(), strength(r));
             if let Some((a, b)) = fit {
                 let sign = if b < 0.0 { "-" } else { "+" };
-                let _ = writeln!(md, " Fit: {what} = {a:.4} {sign} {:.4} x toggles/MAC.", b.abs());
+                let _ = writeln!(
+                    md,
+                    " Fit: {what} = {a:.4} {sign} {:.4} x toggles/MAC.",
+                    b.abs()
+                );
             }
             let wide = r_ci.is_none_or(|(lo, hi)| lo < 0.0 && hi > 0.0);
             if wide {
@@ -422,7 +729,10 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             let _ = writeln!(md, "\nA caution on reading this: configurations change {what} mainly through arithmetic format and work per token (precision, batch, cache), while toggles per MAC change through the operand values (zeros, magnitudes). A correlation across a sweep says they move together under these optimizations, not that one causes the other.");
         }
         _ => {
-            let _ = writeln!(md, "Correlation undefined: fewer than 2 configurations, or one variable did not vary.");
+            let _ = writeln!(
+                md,
+                "Correlation undefined: fewer than 2 configurations, or one variable did not vary."
+            );
         }
     }
 
@@ -437,12 +747,20 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             }
             let name = format!("power_{}", r.key);
             let title = format!("{} ({})", label(r), r.gpu.clone().unwrap_or_default());
-            render(&plots, &name, (1000, 420), both!(|root| { power_plot(&root, &title, &s) }))?;
+            render(
+                &plots,
+                &name,
+                (1000, 420),
+                both!(|root| { power_plot(&root, &title, &s) }),
+            )?;
             let _ = writeln!(md, "![power {}](plots/{name}.png)\n", r.key);
         }
     }
     if !any_power {
-        let _ = writeln!(md, "\n## Power time series\n\nNone: NVML power samples exist only for GPU runs.");
+        let _ = writeln!(
+            md,
+            "\n## Power time series\n\nNone: NVML power samples exist only for GPU runs."
+        );
     }
     let out = dir.join("report.md");
     write_atomic(&out, md.as_bytes())?;
@@ -453,7 +771,11 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
 mod tests {
     #[test]
     fn degenerate_output() {
-        let mut r: super::Row = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/row.json")).unwrap()).unwrap();
+        let mut r: super::Row = serde_json::from_str(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/row.json"))
+                .unwrap(),
+        )
+        .unwrap();
         assert!(!super::degenerate(&r));
         r.generated = "<|endoftext|><|endoftext|> <|im_end|>".into();
         assert!(super::degenerate(&r));

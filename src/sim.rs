@@ -51,9 +51,10 @@ impl Design {
     pub fn encode(self, v: i16, width: u32) -> Result<u32> {
         let mask = (1u32 << width) - 1;
         match self {
-            Design::Signmag if v as i32 == -(1 << (width - 1)) => {
-                Err(Error::Sim(format!("sign-magnitude cannot encode {v} in {width} bits (range is +-{})", (1 << (width - 1)) - 1)))
-            }
+            Design::Signmag if v as i32 == -(1 << (width - 1)) => Err(Error::Sim(format!(
+                "sign-magnitude cannot encode {v} in {width} bits (range is +-{})",
+                (1 << (width - 1)) - 1
+            ))),
             Design::Signmag if v < 0 => Ok((1 << (width - 1)) | (-(v as i32)) as u32),
             _ => Ok(v as u32 & mask),
         }
@@ -138,7 +139,16 @@ pub struct DesignResult {
 type NewFn = unsafe extern "C" fn(i32) -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
 type OpenVcdFn = unsafe extern "C" fn(*mut c_void, *const std::ffi::c_char) -> i32;
-type RunFn = unsafe extern "C" fn(*mut c_void, *const Cycle, u64, *mut u64, i32, *mut u64, *mut u64, *mut i32);
+type RunFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const Cycle,
+    u64,
+    *mut u64,
+    i32,
+    *mut u64,
+    *mut u64,
+    *mut i32,
+);
 type AccFn = unsafe extern "C" fn(*mut c_void) -> u64;
 
 /// One clock cycle's inputs; the layout of `PwCycle` in sim/shim.h.
@@ -173,7 +183,16 @@ macro_rules! model_api {
                 #[link_name = concat!("pw_", $prefix, "_open_vcd")]
                 pub fn open_vcd(h: *mut c_void, path: *const std::ffi::c_char) -> i32;
                 #[link_name = concat!("pw_", $prefix, "_run")]
-                pub fn run(h: *mut c_void, cyc: *const super::Cycle, n: u64, t: *mut u64, count: i32, toggles: *mut u64, prev: *mut u64, primed: *mut i32);
+                pub fn run(
+                    h: *mut c_void,
+                    cyc: *const super::Cycle,
+                    n: u64,
+                    t: *mut u64,
+                    count: i32,
+                    toggles: *mut u64,
+                    prev: *mut u64,
+                    primed: *mut i32,
+                );
                 #[link_name = concat!("pw_", $prefix, "_acc")]
                 pub fn acc(h: *mut c_void) -> u64;
             }
@@ -197,7 +216,13 @@ model_api!(signmag_w16_lean, "Vmac_signmag_w16_lean");
 
 macro_rules! api_of {
     ($m:ident) => {
-        ModelApi { new: $m::new, free: $m::free, open_vcd: $m::open_vcd, run: $m::run, acc: $m::acc }
+        ModelApi {
+            new: $m::new,
+            free: $m::free,
+            open_vcd: $m::open_vcd,
+            run: $m::run,
+            acc: $m::acc,
+        }
     };
 }
 
@@ -216,7 +241,11 @@ fn api(design: Design, width: u32, lean: bool) -> Result<ModelApi> {
         (Design::Isolated, 16) => api_of!(isolated_w16),
         (Design::Signmag, 8) => api_of!(signmag_w8),
         (Design::Signmag, 16) => api_of!(signmag_w16),
-        _ => return Err(Error::Sim(format!("no model built for operand width {width} (built: {WIDTHS:?})"))),
+        _ => {
+            return Err(Error::Sim(format!(
+                "no model built for operand width {width} (built: {WIDTHS:?})"
+            )))
+        }
     })
 }
 
@@ -234,10 +263,14 @@ impl Model {
         let h = unsafe { (api.new)(vcd.is_some() as i32) };
         let m = Model { api, h, t: 0 };
         if let Some(p) = vcd {
-            let c = CString::new(p.to_string_lossy().as_bytes()).map_err(|_| Error::Sim("VCD path has a NUL byte".into()))?;
+            let c = CString::new(p.to_string_lossy().as_bytes())
+                .map_err(|_| Error::Sim("VCD path has a NUL byte".into()))?;
             // SAFETY: `h` is live, `c` outlives the call.
             if unsafe { (m.api.open_vcd)(m.h, c.as_ptr()) } != 0 {
-                return Err(Error::Sim(format!("cannot open VCD {} for writing", p.display())));
+                return Err(Error::Sim(format!(
+                    "cannot open VCD {} for writing",
+                    p.display()
+                )));
             }
         }
         Ok(m)
@@ -245,12 +278,33 @@ impl Model {
     /// Run `cycles`; with `counter`, count toggles of the sampled signals.
     fn run(&mut self, cycles: &[Cycle], counter: Option<&mut FastCounter>) {
         let (count, toggles, prev, primed) = match counter {
-            Some(c) => (1, c.toggles.as_mut_ptr(), c.prev.as_mut_ptr(), &mut c.primed as *mut i32),
-            None => (0, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()),
+            Some(c) => (
+                1,
+                c.toggles.as_mut_ptr(),
+                c.prev.as_mut_ptr(),
+                &mut c.primed as *mut i32,
+            ),
+            None => (
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            ),
         };
         // SAFETY: `h` is live; the counter's arrays have one slot per sampled signal (the
         // layout the shim was generated with) and are only touched when `count` is 1.
-        unsafe { (self.api.run)(self.h, cycles.as_ptr(), cycles.len() as u64, &mut self.t, count, toggles, prev, primed) };
+        unsafe {
+            (self.api.run)(
+                self.h,
+                cycles.as_ptr(),
+                cycles.len() as u64,
+                &mut self.t,
+                count,
+                toggles,
+                prev,
+                primed,
+            )
+        };
     }
     fn acc(&self) -> u64 {
         // SAFETY: `h` is live.
@@ -275,12 +329,21 @@ struct FastCounter {
 
 impl FastCounter {
     fn new(n: usize) -> Self {
-        FastCounter { prev: vec![0; n], toggles: vec![0; n], primed: 0 }
+        FastCounter {
+            prev: vec![0; n],
+            toggles: vec![0; n],
+            primed: 0,
+        }
     }
 }
 
 /// Simulate `design` on `stream`. `progress` is called with pairs done so far.
-pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, progress: &mut dyn FnMut(u64)) -> Result<DesignResult> {
+pub fn simulate(
+    design: Design,
+    stream: &OperandStream,
+    counting: &Counting,
+    progress: &mut dyn FnMut(u64),
+) -> Result<DesignResult> {
     let width = stream.width as u32;
     let vcd_path = match counting {
         Counting::Vcd(d) | Counting::Both(d) => {
@@ -295,12 +358,28 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
     let fast = matches!(counting, Counting::Fast | Counting::Both(_));
     let mut fc = FastCounter::new(names.len());
     let starts = stream.dot_starts();
-    let encoded: Vec<(u32, u32)> = stream.pairs.iter().map(|&(a, b)| Ok((design.encode(a, width)?, design.encode(b, width)?))).collect::<Result<_>>()?;
+    let encoded: Vec<(u32, u32)> = stream
+        .pairs
+        .iter()
+        .map(|&(a, b)| Ok((design.encode(a, width)?, design.encode(b, width)?)))
+        .collect::<Result<_>>()?;
 
-    let cyc = |rst_n: u8, valid: u8, clear: u8, a: u32, b: u32| Cycle { a, b, rst_n, valid, clear, pad: 0 };
+    let cyc = |rst_n: u8, valid: u8, clear: u8, a: u32, b: u32| Cycle {
+        a,
+        b,
+        rst_n,
+        valid,
+        clear,
+        pad: 0,
+    };
     let mut schedule = Vec::with_capacity(encoded.len() + 4);
     schedule.extend([cyc(0, 0, 0, 0, 0); 2]);
-    schedule.extend(encoded.iter().zip(&starts).map(|(&(a, b), &s)| cyc(1, 1, s as u8, a, b)));
+    schedule.extend(
+        encoded
+            .iter()
+            .zip(&starts)
+            .map(|(&(a, b), &s)| cyc(1, 1, s as u8, a, b)),
+    );
     schedule.extend([cyc(1, 0, 0, 0, 0); 2]);
 
     let start = Instant::now();
@@ -349,7 +428,11 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
         _ => (Vec::new(), "none"),
     };
     let total: u64 = signals.iter().map(|s| s.toggles).sum();
-    let datapath: u64 = signals.iter().filter(|s| !matches!(s.group, "clock" | "operand ports")).map(|s| s.toggles).sum();
+    let datapath: u64 = signals
+        .iter()
+        .filter(|s| !matches!(s.group, "clock" | "operand ports"))
+        .map(|s| s.toggles)
+        .sum();
     let mut groups = BTreeMap::new();
     for s in &signals {
         *groups.entry(s.group).or_insert(0) += s.toggles;
@@ -364,7 +447,11 @@ pub fn simulate(design: Design, stream: &OperandStream, counting: &Counting, pro
         acc_expected,
         total_toggles: total,
         datapath_toggles: datapath,
-        toggles_per_pair: if stream.pairs.is_empty() { 0.0 } else { datapath as f64 / stream.pairs.len() as f64 },
+        toggles_per_pair: if stream.pairs.is_empty() {
+            0.0
+        } else {
+            datapath as f64 / stream.pairs.len() as f64
+        },
         groups,
         signals,
         counting: how,
@@ -383,12 +470,21 @@ fn count_vcd(path: &Path, design: Design, width: u32) -> Result<Vec<SignalCount>
         .iter()
         .map(|n| {
             let p = format!("TOP.{}.{n}", design.module());
-            let s = report.signal(&p).ok_or_else(|| Error::Sim(format!("{}: signal {p} missing", path.display())))?;
-            Ok(SignalCount { path: format!("{}.{n}", design.module()), width: s.width, toggles: s.toggles, group: signal_group(n) })
+            let s = report
+                .signal(&p)
+                .ok_or_else(|| Error::Sim(format!("{}: signal {p} missing", path.display())))?;
+            Ok(SignalCount {
+                path: format!("{}.{n}", design.module()),
+                width: s.width,
+                toggles: s.toggles,
+                group: signal_group(n),
+            })
         })
         .collect::<Result<Vec<_>>>()
         .inspect(|v| {
-            debug_assert!(v.iter().all(|s| s.width == signal_width(design, s.path.rsplit('.').next().unwrap(), width)));
+            debug_assert!(v.iter().all(
+                |s| s.width == signal_width(design, s.path.rsplit('.').next().unwrap(), width)
+            ));
         })
 }
 
@@ -428,17 +524,36 @@ impl SimReport {
             self.pairs,
             self.width,
             100.0 * self.zero_fraction,
-            self.source.get("source").and_then(|s| s.as_str()).unwrap_or("?")
+            self.source
+                .get("source")
+                .and_then(|s| s.as_str())
+                .unwrap_or("?")
         );
-        out.push_str(&format!("{:<10} {:>12} {:>14} {:>14} {:>10} {:>14}\n", "design", "cycles", "acc_final", "datapath tgl", "tgl/pair", "cycles/s"));
+        out.push_str(&format!(
+            "{:<10} {:>12} {:>14} {:>14} {:>10} {:>14}\n",
+            "design", "cycles", "acc_final", "datapath tgl", "tgl/pair", "cycles/s"
+        ));
         for d in &self.designs {
             out.push_str(&format!(
                 "{:<10} {:>12} {:>14} {:>14} {:>10.2} {:>14.0}\n",
-                d.design, d.cycles, d.acc_final, d.datapath_toggles, d.toggles_per_pair, d.cycles_per_s
+                d.design,
+                d.cycles,
+                d.acc_final,
+                d.datapath_toggles,
+                d.toggles_per_pair,
+                d.cycles_per_s
             ));
         }
-        let Some(base) = self.designs.first() else { return out };
-        let pct = |b: u64, x: u64| if b == 0 { "n/a".to_string() } else { format!("{:+.1}%", 100.0 * (x as f64 - b as f64) / b as f64) };
+        let Some(base) = self.designs.first() else {
+            return out;
+        };
+        let pct = |b: u64, x: u64| {
+            if b == 0 {
+                "n/a".to_string()
+            } else {
+                format!("{:+.1}%", 100.0 * (x as f64 - b as f64) / b as f64)
+            }
+        };
         out.push_str(&format!("\n{:<22}", "group / signal"));
         for (i, d) in self.designs.iter().enumerate() {
             out.push_str(&format!(" {:>12}", d.design));
@@ -451,7 +566,10 @@ impl SimReport {
         let row = |out: &mut String, name: &str, vals: Vec<Option<u64>>| {
             out.push_str(&format!("{name:<22}"));
             for (i, v) in vals.iter().enumerate() {
-                out.push_str(&format!(" {:>12}", v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())));
+                out.push_str(&format!(
+                    " {:>12}",
+                    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+                ));
                 if i > 0 {
                     let c = match (vals[0], v) {
                         (Some(b), Some(x)) => pct(b, *x),
@@ -463,7 +581,11 @@ impl SimReport {
             out.push('\n');
         };
         for g in base.groups.keys() {
-            let vals = self.designs.iter().map(|d| d.groups.get(g).copied()).collect();
+            let vals = self
+                .designs
+                .iter()
+                .map(|d| d.groups.get(g).copied())
+                .collect();
             row(&mut out, &format!("[{g}]"), vals);
         }
         let mut names: Vec<&str> = Vec::new();
@@ -479,11 +601,20 @@ impl SimReport {
             let vals = self
                 .designs
                 .iter()
-                .map(|d| d.signals.iter().find(|s| s.path.ends_with(&format!(".{n}"))).map(|s| s.toggles))
+                .map(|d| {
+                    d.signals
+                        .iter()
+                        .find(|s| s.path.ends_with(&format!(".{n}")))
+                        .map(|s| s.toggles)
+                })
                 .collect();
             row(&mut out, &format!("  {n}"), vals);
         }
-        let totals = self.designs.iter().map(|d| Some(d.datapath_toggles)).collect();
+        let totals = self
+            .designs
+            .iter()
+            .map(|d| Some(d.datapath_toggles))
+            .collect();
         row(&mut out, "datapath total", totals);
         out
     }

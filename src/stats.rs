@@ -15,8 +15,9 @@ pub struct Estimate {
 /// Two-sided 95% Student-t quantile for `df` degrees of freedom.
 fn t95(df: usize) -> f64 {
     const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110,
-        2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
     ];
     match df {
         0 => f64::NAN,
@@ -33,11 +34,21 @@ impl Estimate {
         let n = xs.len();
         let mean = xs.iter().sum::<f64>() / n as f64;
         if n == 1 {
-            return Some(Estimate { mean, ci95_low: mean, ci95_high: mean, n });
+            return Some(Estimate {
+                mean,
+                ci95_low: mean,
+                ci95_high: mean,
+                n,
+            });
         }
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
         let h = t95(n - 1) * (var / n as f64).sqrt();
-        Some(Estimate { mean, ci95_low: mean - h, ci95_high: mean + h, n })
+        Some(Estimate {
+            mean,
+            ci95_low: mean - h,
+            ci95_high: mean + h,
+            n,
+        })
     }
 }
 
@@ -97,7 +108,12 @@ pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
 }
 
 /// Percentile-bootstrap 95% CI of `stat` over paired samples (deterministic seed).
-pub fn bootstrap_ci(x: &[f64], y: &[f64], stat: fn(&[f64], &[f64]) -> Option<f64>, iters: usize) -> Option<(f64, f64)> {
+pub fn bootstrap_ci(
+    x: &[f64],
+    y: &[f64],
+    stat: fn(&[f64], &[f64]) -> Option<f64>,
+    iters: usize,
+) -> Option<(f64, f64)> {
     let n = x.len();
     if n < 3 {
         return None;
@@ -133,7 +149,12 @@ pub fn linear_fit(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
     if sxx == 0.0 {
         return None;
     }
-    let b = x.iter().zip(y).map(|(a, c)| (a - mx) * (c - my)).sum::<f64>() / sxx;
+    let b = x
+        .iter()
+        .zip(y)
+        .map(|(a, c)| (a - mx) * (c - my))
+        .sum::<f64>()
+        / sxx;
     Some((my - b * mx, b))
 }
 
@@ -153,7 +174,10 @@ mod tests {
         assert!((pearson(&x, &[2.0, 4.0, 6.0, 8.0, 10.0]).unwrap() - 1.0).abs() < 1e-12);
         assert!((spearman(&x, &[1.0, 4.0, 9.0, 16.0, 100.0]).unwrap() - 1.0).abs() < 1e-12);
         assert!((spearman(&x, &[5.0, 4.0, 3.0, 2.0, 1.0]).unwrap() + 1.0).abs() < 1e-12);
-        assert_eq!(linear_fit(&x, &[3.0, 5.0, 7.0, 9.0, 11.0]), Some((1.0, 2.0)));
+        assert_eq!(
+            linear_fit(&x, &[3.0, 5.0, 7.0, 9.0, 11.0]),
+            Some((1.0, 2.0))
+        );
         let (lo, hi) = bootstrap_ci(&x, &[1.1, 1.9, 3.2, 3.9, 5.1], pearson, 500).unwrap();
         assert!(lo > 0.9 && hi <= 1.0);
     }

@@ -91,7 +91,10 @@ impl SweepSpec {
                                         cfg.max_new_tokens = t;
                                         cfg.kv_cache = kv;
                                         cfg.sparsity_tau = tau;
-                                        cfg.capture = Some(CaptureSpec { width, ..self.capture.clone() });
+                                        cfg.capture = Some(CaptureSpec {
+                                            width,
+                                            ..self.capture.clone()
+                                        });
                                         out.push(Point { cfg });
                                     }
                                 }
@@ -241,7 +244,8 @@ impl Row {
             baseline_toggles: b.datapath_toggles,
             isolated_toggles: i.datapath_toggles,
             toggle_saving_pct: if b.datapath_toggles > 0 {
-                100.0 * (b.datapath_toggles as f64 - i.datapath_toggles as f64) / b.datapath_toggles as f64
+                100.0 * (b.datapath_toggles as f64 - i.datapath_toggles as f64)
+                    / b.datapath_toggles as f64
             } else {
                 0.0
             },
@@ -261,7 +265,8 @@ impl Row {
             signmag_toggles_per_mac: sm.map(|d| d.toggles_per_pair),
             signmag_mult_inputs: sm.map(|d| g(d, "multiplier inputs")),
             signmag_vs_baseline_pct: sm.filter(|_| b.datapath_toggles > 0).map(|d| {
-                100.0 * (d.datapath_toggles as f64 - b.datapath_toggles as f64) / b.datapath_toggles as f64
+                100.0 * (d.datapath_toggles as f64 - b.datapath_toggles as f64)
+                    / b.datapath_toggles as f64
             }),
         }
     }
@@ -277,7 +282,12 @@ pub fn read_rows(dir: &Path) -> Result<Vec<Row>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::Parse { file: p.display().to_string(), line: i as u64 + 1, offset: 0, msg: e.to_string() })
+            serde_json::from_str(l).map_err(|e| Error::Parse {
+                file: p.display().to_string(),
+                line: i as u64 + 1,
+                offset: 0,
+                msg: e.to_string(),
+            })
         })
         .collect()
 }
@@ -285,11 +295,24 @@ pub fn read_rows(dir: &Path) -> Result<Vec<Row>> {
 /// CSV of rows: header from the field names (declaration order: serde_json keeps it with
 /// `preserve_order`), RFC 4180 quoting, an empty cell for null.
 pub fn rows_csv(rows: &[Row]) -> String {
-    let vals: Vec<serde_json::Map<String, serde_json::Value>> =
-        rows.iter().filter_map(|r| serde_json::to_value(r).ok().and_then(|v| v.as_object().cloned())).collect();
-    let Some(first) = vals.first() else { return String::new() };
+    let vals: Vec<serde_json::Map<String, serde_json::Value>> = rows
+        .iter()
+        .filter_map(|r| {
+            serde_json::to_value(r)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+        })
+        .collect();
+    let Some(first) = vals.first() else {
+        return String::new();
+    };
     let header: Vec<&String> = first.keys().collect();
-    let mut out = header.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",") + "\n";
+    let mut out = header
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n";
     for v in &vals {
         let cells: Vec<String> = header
             .iter()
@@ -306,7 +329,10 @@ pub fn rows_csv(rows: &[Row]) -> String {
 }
 
 fn write_rows(dir: &Path, rows: &[Row]) -> Result<()> {
-    let jsonl: String = rows.iter().map(|r| serde_json::to_string(r).expect("row") + "\n").collect();
+    let jsonl: String = rows
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("row") + "\n")
+        .collect();
     write_atomic(&dir.join("results.jsonl"), jsonl.as_bytes())?;
     write_atomic(&dir.join("results.csv"), rows_csv(rows).as_bytes())
 }
@@ -318,7 +344,12 @@ pub struct SweepHooks<'a> {
 }
 
 /// Run (or resume) a sweep into `dir`. Returns all rows, finished earlier or now.
-pub fn run_sweep(spec: &SweepSpec, spec_text: &str, dir: &Path, hooks: SweepHooks<'_>) -> Result<Vec<Row>> {
+pub fn run_sweep(
+    spec: &SweepSpec,
+    spec_text: &str,
+    dir: &Path,
+    hooks: SweepHooks<'_>,
+) -> Result<Vec<Row>> {
     std::fs::create_dir_all(dir).at(dir)?;
     let spec_copy = dir.join("sweep.toml");
     match std::fs::read_to_string(&spec_copy) {
@@ -349,7 +380,14 @@ pub fn run_sweep(spec: &SweepSpec, spec_text: &str, dir: &Path, hooks: SweepHook
         let pdir = dir.join("points").join(&key);
         std::fs::create_dir_all(&pdir).at(&pdir)?;
         let ops = pdir.join("operands.ops");
-        let (report, samples) = run_infer(&p.cfg, Some(&ops), Progress { on_step: &mut |_, _| {}, interrupted: hooks.interrupted })?;
+        let (report, samples) = run_infer(
+            &p.cfg,
+            Some(&ops),
+            Progress {
+                on_step: &mut |_, _| {},
+                interrupted: hooks.interrupted,
+            },
+        )?;
         write_report(&report, &samples, &pdir.join("infer.json"))?;
         let stream = OperandStream::read(&ops, 8)?;
         let mut results = Vec::new();
@@ -357,7 +395,10 @@ pub fn run_sweep(spec: &SweepSpec, spec_text: &str, dir: &Path, hooks: SweepHook
             results.push(simulate(d, &stream, &Counting::Fast, &mut |_| {})?);
         }
         let sim = SimReport::new(&stream, results);
-        write_atomic(&pdir.join("sim.json"), serde_json::to_string_pretty(&sim).expect("sim").as_bytes())?;
+        write_atomic(
+            &pdir.join("sim.json"),
+            serde_json::to_string_pretty(&sim).expect("sim").as_bytes(),
+        )?;
         rows.push(Row::new(key, &report, &sim));
         write_rows(dir, &rows)?;
         (hooks.on_point)(n + 1, total, None);

@@ -46,20 +46,30 @@ impl OperandStream {
 
     fn validate(&self) -> Result<()> {
         if self.width != 8 && self.width != 16 {
-            return Err(Error::Trace(format!("operand width {} unsupported (8 or 16)", self.width)));
+            return Err(Error::Trace(format!(
+                "operand width {} unsupported (8 or 16)",
+                self.width
+            )));
         }
         let (lo, hi) = Self::range(self.width);
-        if let Some((i, &(a, b))) =
-            self.pairs.iter().enumerate().find(|(_, &(a, b))| !(lo..=hi).contains(&(a as i32)) || !(lo..=hi).contains(&(b as i32)))
-        {
-            return Err(Error::Trace(format!("pair {i} ({a}, {b}) does not fit in {} bits", self.width)));
+        if let Some((i, &(a, b))) = self.pairs.iter().enumerate().find(|(_, &(a, b))| {
+            !(lo..=hi).contains(&(a as i32)) || !(lo..=hi).contains(&(b as i32))
+        }) {
+            return Err(Error::Trace(format!(
+                "pair {i} ({a}, {b}) does not fit in {} bits",
+                self.width
+            )));
         }
         Ok(())
     }
 
     /// Pairs per dot product (accumulator clear period) when the stream has one.
     pub fn dot_len(&self) -> Option<usize> {
-        self.meta.get("dot_len").and_then(|v| v.as_u64()).filter(|&n| n > 0).map(|n| n as usize)
+        self.meta
+            .get("dot_len")
+            .and_then(|v| v.as_u64())
+            .filter(|&n| n > 0)
+            .map(|n| n as usize)
     }
 
     /// Per pair: does a new dot product start here (the MAC clears its accumulator)?
@@ -72,7 +82,11 @@ impl OperandStream {
             let mut at = 0usize;
             for seg in segs {
                 let len = seg.get("pairs").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-                let k = seg.get("dot_len").and_then(|v| v.as_u64()).filter(|&k| k > 0).unwrap_or(len.max(1) as u64) as usize;
+                let k = seg
+                    .get("dot_len")
+                    .and_then(|v| v.as_u64())
+                    .filter(|&k| k > 0)
+                    .unwrap_or(len.max(1) as u64) as usize;
                 for i in (at..(at + len).min(n)).step_by(k) {
                     flags[i] = true;
                 }
@@ -93,7 +107,9 @@ impl OperandStream {
     /// read back as signed: what the MAC's accumulator must hold at the end.
     pub fn expected_acc(&self, acc_w: u32) -> i64 {
         let start = self.dot_starts().iter().rposition(|&f| f).unwrap_or(0);
-        let sum = self.pairs[start.min(self.pairs.len())..].iter().fold(0i64, |s, &(a, b)| s.wrapping_add(a as i64 * b as i64));
+        let sum = self.pairs[start.min(self.pairs.len())..]
+            .iter()
+            .fold(0i64, |s, &(a, b)| s.wrapping_add(a as i64 * b as i64));
         wrap_signed(sum as u64, acc_w)
     }
 
@@ -101,13 +117,18 @@ impl OperandStream {
         if self.pairs.is_empty() {
             return 0.0;
         }
-        self.pairs.iter().filter(|&&(a, b)| a == 0 || b == 0).count() as f64 / self.pairs.len() as f64
+        self.pairs
+            .iter()
+            .filter(|&&(a, b)| a == 0 || b == 0)
+            .count() as f64
+            / self.pairs.len() as f64
     }
 
     pub fn to_ops_bytes(&self) -> Vec<u8> {
         let meta = serde_json::to_vec(&self.meta).expect("json");
         let bytes = (self.width / 8) as usize;
-        let mut out = Vec::with_capacity(FIXED_HEADER + meta.len() + self.pairs.len() * 2 * bytes + 4);
+        let mut out =
+            Vec::with_capacity(FIXED_HEADER + meta.len() + self.pairs.len() * 2 * bytes + 4);
         out.extend_from_slice(OPS_MAGIC);
         out.extend_from_slice(&OPS_VERSION.to_le_bytes());
         out.push(self.width);
@@ -140,11 +161,17 @@ impl OperandStream {
             return Err(bad("not an .ops operand stream (bad magic)".into()));
         }
         if data.len() < FIXED_HEADER + 4 {
-            return Err(bad(format!("truncated: {} bytes, header alone needs {}", data.len(), FIXED_HEADER + 4)));
+            return Err(bad(format!(
+                "truncated: {} bytes, header alone needs {}",
+                data.len(),
+                FIXED_HEADER + 4
+            )));
         }
         let version = u16::from_le_bytes([data[8], data[9]]);
         if version != OPS_VERSION {
-            return Err(bad(format!("version {version} unsupported (this perfwatt reads {OPS_VERSION})")));
+            return Err(bad(format!(
+                "version {version} unsupported (this perfwatt reads {OPS_VERSION})"
+            )));
         }
         let width = data[10];
         if width != 8 && width != 16 {
@@ -168,18 +195,27 @@ impl OperandStream {
         let stored = u32::from_le_bytes(data[data.len() - 4..].try_into().unwrap());
         let crc = crc32fast::hash(body);
         if crc != stored {
-            return Err(bad(format!("corrupt: CRC32 {crc:08x} != stored {stored:08x}")));
+            return Err(bad(format!(
+                "corrupt: CRC32 {crc:08x} != stored {stored:08x}"
+            )));
         }
         let m0 = FIXED_HEADER;
         let m1 = m0 + meta_len as usize;
-        let meta: serde_json::Value =
-            serde_json::from_slice(&body[m0..m1]).map_err(|e| bad(format!("metadata is not JSON: {e}")))?;
+        let meta: serde_json::Value = serde_json::from_slice(&body[m0..m1])
+            .map_err(|e| bad(format!("metadata is not JSON: {e}")))?;
         let p = &body[m1..];
         let pairs = if width == 8 {
-            p.chunks_exact(2).map(|c| (c[0] as i8 as i16, c[1] as i8 as i16)).collect()
+            p.chunks_exact(2)
+                .map(|c| (c[0] as i8 as i16, c[1] as i8 as i16))
+                .collect()
         } else {
             p.chunks_exact(4)
-                .map(|c| (i16::from_le_bytes([c[0], c[1]]), i16::from_le_bytes([c[2], c[3]])))
+                .map(|c| {
+                    (
+                        i16::from_le_bytes([c[0], c[1]]),
+                        i16::from_le_bytes([c[2], c[3]]),
+                    )
+                })
                 .collect()
         };
         Ok(OperandStream { width, pairs, meta })
@@ -188,9 +224,17 @@ impl OperandStream {
     /// CSV with header `a,b`, one pair per row. `width` bounds the values.
     pub fn from_csv(text: &str, width: u8, name: &str) -> Result<Self> {
         let mut lines = text.lines().enumerate();
-        let header = lines.next().map(|(_, l)| l.trim().replace(' ', "")).unwrap_or_default();
+        let header = lines
+            .next()
+            .map(|(_, l)| l.trim().replace(' ', ""))
+            .unwrap_or_default();
         if header != "a,b" {
-            return Err(Error::Parse { file: name.into(), line: 1, offset: 0, msg: format!("expected header 'a,b', found '{header}'") });
+            return Err(Error::Parse {
+                file: name.into(),
+                line: 1,
+                offset: 0,
+                msg: format!("expected header 'a,b', found '{header}'"),
+            });
         }
         let (lo, hi) = Self::range(width);
         let mut pairs = Vec::new();
@@ -202,15 +246,25 @@ impl OperandStream {
             if row.is_empty() {
                 continue;
             }
-            let err = |msg: String| Error::Parse { file: name.into(), line: i as u64 + 1, offset: here, msg };
+            let err = |msg: String| Error::Parse {
+                file: name.into(),
+                line: i as u64 + 1,
+                offset: here,
+                msg,
+            };
             let mut f = row.split(',');
             let (Some(a), Some(b), None) = (f.next(), f.next(), f.next()) else {
                 return Err(err(format!("expected two fields 'a,b', found '{row}'")));
             };
             let parse = |s: &str| -> Result<i16> {
-                let v: i64 = s.trim().parse().map_err(|_| err(format!("'{}' is not an integer", s.trim())))?;
+                let v: i64 = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| err(format!("'{}' is not an integer", s.trim())))?;
                 if v < lo as i64 || v > hi as i64 {
-                    return Err(err(format!("{v} does not fit in {width} signed bits ({lo}..={hi})")));
+                    return Err(err(format!(
+                        "{v} does not fit in {width} signed bits ({lo}..={hi})"
+                    )));
                 }
                 Ok(v as i16)
             };
@@ -223,8 +277,12 @@ impl OperandStream {
     pub fn read(path: &Path, csv_width: u8) -> Result<Self> {
         let name = path.display().to_string();
         let data = std::fs::read(path).at(path)?;
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-            let text = String::from_utf8(data).map_err(|_| Error::Trace(format!("{name}: not UTF-8 text")))?;
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            let text = String::from_utf8(data)
+                .map_err(|_| Error::Trace(format!("{name}: not UTF-8 text")))?;
             Self::from_csv(&text, csv_width, &name)
         } else {
             Self::from_ops_bytes(&data, &name)
@@ -271,7 +329,9 @@ pub mod synth {
         }
     }
 
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+    #[derive(
+        Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    )]
     #[serde(rename_all = "kebab-case")]
     pub enum Kind {
         /// Uniform over the full signed range.
@@ -308,7 +368,8 @@ pub mod synth {
                             clamp(-scale * u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln())
                         };
                         // Sum of 4 uniforms: roughly Gaussian weights, sd about hi/6.
-                        let g: f64 = (0..4).map(|_| r.unit() - 0.5).sum::<f64>() * (hi as f64 / 6.0) / 0.577;
+                        let g: f64 =
+                            (0..4).map(|_| r.unit() - 0.5).sum::<f64>() * (hi as f64 / 6.0) / 0.577;
                         (a, clamp(g))
                     }
                 }

@@ -7,26 +7,49 @@ use perfwatt::sim::{simulate, Counting, Design};
 use perfwatt::trace::OperandStream;
 
 fn cfg(new_tokens: usize) -> InferConfig {
-    InferConfig { max_new_tokens: new_tokens, warmup: 0, repeats: 1, ..Default::default() }
+    InferConfig {
+        max_new_tokens: new_tokens,
+        warmup: 0,
+        repeats: 1,
+        ..Default::default()
+    }
 }
 
 fn infer(c: &InferConfig, capture: Option<&std::path::Path>) -> perfwatt::capture::InferReport {
-    run_infer(c, capture, Progress { on_step: &mut |_, _| {}, interrupted: &|| false }).unwrap().0
+    run_infer(
+        c,
+        capture,
+        Progress {
+            on_step: &mut |_, _| {},
+            interrupted: &|| false,
+        },
+    )
+    .unwrap()
+    .0
 }
 
 #[test]
 fn batches_have_exact_lengths_and_the_chat_template() {
-    let (_, tok) = model::load(&model::default_model_path(), Precision::Q4_1, &candle_core::Device::Cpu).unwrap();
+    let (_, tok) = model::load(
+        &model::default_model_path(),
+        Precision::Q4_1,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     let prompts = InferConfig::default().prompts;
     for len in [40, 96, 192] {
         let b = build_batch(&tok, &prompts, 5, len).unwrap();
         assert_eq!(b.len(), 5);
         for s in &b {
             assert_eq!(s.len(), len);
-            assert!(tok.decode(s).ends_with("<|im_end|>\n<|im_start|>assistant\n"));
+            assert!(tok
+                .decode(s)
+                .ends_with("<|im_end|>\n<|im_start|>assistant\n"));
         }
     }
-    let e = build_batch(&tok, &prompts, 1, 5000).unwrap_err().to_string();
+    let e = build_batch(&tok, &prompts, 1, 5000)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("long enough"), "{e}");
 }
 
@@ -36,18 +59,37 @@ fn capture_leaves_tokens_unchanged_and_replays_exactly() {
     let ops = dir.path().join("c.ops");
     let mut c = cfg(6);
     let plain = infer(&c, None);
-    c.capture = Some(CaptureSpec { layers: vec![0, 29], projs: vec!["q".into(), "down".into()], max_pairs: 40_000, rows: 2, width: 8 });
+    c.capture = Some(CaptureSpec {
+        layers: vec![0, 29],
+        projs: vec!["q".into(), "down".into()],
+        max_pairs: 40_000,
+        rows: 2,
+        width: 8,
+    });
     let captured = infer(&c, Some(&ops));
     assert_eq!(plain.tokens, captured.tokens);
     let s = OperandStream::read(&ops, 8).unwrap();
     assert_eq!(s.width, 8);
-    assert!(s.pairs.len() <= 40_000 && s.pairs.len() > 30_000, "{}", s.pairs.len());
+    assert!(
+        s.pairs.len() <= 40_000 && s.pairs.len() > 30_000,
+        "{}",
+        s.pairs.len()
+    );
     let segs = s.meta["segments"].as_array().unwrap();
     assert_eq!(segs.len(), 4);
-    let dot: Vec<u64> = segs.iter().map(|g| g["dot_len"].as_u64().unwrap()).collect();
+    let dot: Vec<u64> = segs
+        .iter()
+        .map(|g| g["dot_len"].as_u64().unwrap())
+        .collect();
     assert_eq!(dot, vec![576, 1536, 576, 1536]); // q and down of layer 0, then layer 29
-    assert!(s.pairs.iter().all(|&(a, b)| a.abs() <= 127 && b.abs() <= 127));
-    assert!(s.pairs.iter().any(|&(a, _)| a.abs() == 127), "per-tensor scale maps max |x| to 127");
+    assert!(s
+        .pairs
+        .iter()
+        .all(|&(a, b)| a.abs() <= 127 && b.abs() <= 127));
+    assert!(
+        s.pairs.iter().any(|&(a, _)| a.abs() == 127),
+        "per-tensor scale maps max |x| to 127"
+    );
     // The MACs compute the captured dot products exactly (simulate checks acc vs Rust).
     for d in Design::ALL {
         simulate(d, &s, &Counting::Fast, &mut |_| {}).unwrap();
@@ -59,7 +101,15 @@ fn report_schema_on_cpu_has_null_energy_and_sane_latency() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(4);
     c.repeats = 2;
-    let (r, samples) = run_infer(&c, None, Progress { on_step: &mut |_, _| {}, interrupted: &|| false }).unwrap();
+    let (r, samples) = run_infer(
+        &c,
+        None,
+        Progress {
+            on_step: &mut |_, _| {},
+            interrupted: &|| false,
+        },
+    )
+    .unwrap();
     let out = dir.path().join("r.json");
     let power = perfwatt::capture::write_report(&r, &samples, &out).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -74,7 +124,9 @@ fn report_schema_on_cpu_has_null_energy_and_sane_latency() {
     assert!(v["energy"]["joules"].is_null() && v["energy"]["j_per_token"].is_null());
     assert!(v["energy"]["reason"].as_str().unwrap().contains("CPU"));
     assert!(v["flops_per_run"].as_f64().unwrap() > 1e9);
-    assert!(std::fs::read_to_string(power).unwrap().starts_with("t_s,phase,power_w"));
+    assert!(std::fs::read_to_string(power)
+        .unwrap()
+        .starts_with("t_s,phase,power_w"));
 }
 
 #[test]
@@ -93,7 +145,13 @@ fn kv_cache_off_and_batching_give_the_same_greedy_tokens() {
 #[test]
 fn sparsity_zeroes_more_operands() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = CaptureSpec { layers: vec![0], projs: vec!["down".into()], max_pairs: 30_000, rows: 2, width: 8 };
+    let spec = CaptureSpec {
+        layers: vec![0],
+        projs: vec!["down".into()],
+        max_pairs: 30_000,
+        rows: 2,
+        width: 8,
+    };
     let mut zero_frac = Vec::new();
     for tau in [0.0f32, 0.05] {
         let mut c = cfg(2);

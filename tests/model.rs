@@ -10,7 +10,10 @@ fn greedy(precision: Precision, ids: &[u32], n: usize) -> Vec<u32> {
     let mut pos = 0;
     let mut input = ids.to_vec();
     for _ in 0..n {
-        let t = Tensor::new(input.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let t = Tensor::new(input.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let next = argmax(&m.forward(&t, pos, None).unwrap()).unwrap()[0];
         pos += input.len();
         out.push(next);
@@ -21,8 +24,12 @@ fn greedy(precision: Precision, ids: &[u32], n: usize) -> Vec<u32> {
 
 #[test]
 fn tokenizer_matches_reference_ids_and_round_trips() {
-    let (_, tok) = model::load(&model::default_model_path(), Precision::Q4_1, &Device::Cpu).unwrap();
-    assert_eq!(tok.encode("The capital of France is").unwrap(), vec![504, 3575, 282, 4649, 314]);
+    let (_, tok) =
+        model::load(&model::default_model_path(), Precision::Q4_1, &Device::Cpu).unwrap();
+    assert_eq!(
+        tok.encode("The capital of France is").unwrap(),
+        vec![504, 3575, 282, 4649, 314]
+    );
     for text in [
         "Hello, world! It's 2026; 3.14159 * 42 = 131.95",
         "  leading spaces\n\nand\ttabs  ",
@@ -34,16 +41,24 @@ fn tokenizer_matches_reference_ids_and_round_trips() {
     }
     let ids = tok.encode("<|im_start|>user").unwrap();
     assert_eq!(ids[0], tok.token_id("<|im_start|>").unwrap());
-    assert_eq!(tok.encode("12345").unwrap().len(), 5, "digits are split one by one");
+    assert_eq!(
+        tok.encode("12345").unwrap().len(),
+        5,
+        "digits are split one by one"
+    );
 }
 
 #[test]
 fn greedy_generation_is_coherent() {
-    let (_, tok) = model::load(&model::default_model_path(), Precision::Q4_1, &Device::Cpu).unwrap();
+    let (_, tok) =
+        model::load(&model::default_model_path(), Precision::Q4_1, &Device::Cpu).unwrap();
     let out = greedy(Precision::Q4_1, &[504, 3575, 282, 4649, 314], 12);
     let text = tok.decode(&out);
     assert!(text.starts_with(" Paris."), "{text:?}");
-    assert_eq!(text, " Paris.\n\nThe United States has a population of approximately");
+    assert_eq!(
+        text,
+        " Paris.\n\nThe United States has a population of approximately"
+    );
 }
 
 #[test]
@@ -52,13 +67,21 @@ fn matches_candle_quantized_llama() {
     let path = model::default_model_path();
     let mut f = std::fs::File::open(&path).unwrap();
     let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-    let mut reference = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
+    let mut reference = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+        ct,
+        &mut f,
+        &Device::Cpu,
+    )
+    .unwrap();
     let prompt = [504u32, 3575, 282, 4649, 314];
     let mut ids = Vec::new();
     let mut input = prompt.to_vec();
     let mut pos = 0;
     for _ in 0..8 {
-        let t = Tensor::new(input.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let t = Tensor::new(input.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let logits = reference.forward(&t, pos).unwrap();
         let next = argmax(&logits).unwrap()[0];
         pos += input.len();
@@ -70,9 +93,15 @@ fn matches_candle_quantized_llama() {
 
 #[test]
 fn precision_variants_load_and_stay_coherent() {
-    let (_, tok) = model::load(&model::default_model_path(), Precision::Q4_1, &Device::Cpu).unwrap();
+    let (_, tok) =
+        model::load(&model::default_model_path(), Precision::Q4_1, &Device::Cpu).unwrap();
     // Higher precisions than the shipped Q4_1 keep the answer.
-    for p in [Precision::Q8_0, Precision::F32, Precision::F16, Precision::Bf16] {
+    for p in [
+        Precision::Q8_0,
+        Precision::F32,
+        Precision::F16,
+        Precision::Bf16,
+    ] {
         let text = tok.decode(&greedy(p, &[504, 3575, 282, 4649, 314], 3));
         assert!(text.contains("Paris"), "{p:?}: {text:?}");
     }

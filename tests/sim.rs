@@ -33,12 +33,23 @@ fn exact_dot_products_both_designs_both_widths() {
         let n = 3000;
         let cases: Vec<(&str, Vec<(i16, i16)>)> = vec![
             ("random", synth::stream(Kind::Random, n, width, 7).pairs),
-            ("sparse", synth::stream(Kind::ActivationLike, n, width, 8).pairs),
-            ("half-zero", synth::stream(Kind::HalfZero, n, width, 9).pairs),
+            (
+                "sparse",
+                synth::stream(Kind::ActivationLike, n, width, 8).pairs,
+            ),
+            (
+                "half-zero",
+                synth::stream(Kind::HalfZero, n, width, 9).pairs,
+            ),
             ("all-min", vec![(lo, lo); n]),
             ("all-max", vec![(hi, hi); n]),
             ("min-max", vec![(lo, hi); n]),
-            ("alternating", (0..n).map(|i| if i % 2 == 0 { (hi, lo) } else { (lo, lo) }).collect()),
+            (
+                "alternating",
+                (0..n)
+                    .map(|i| if i % 2 == 0 { (hi, lo) } else { (lo, lo) })
+                    .collect(),
+            ),
             ("all-zero", vec![(0, 0); n]),
             ("single", vec![(lo, lo)]),
         ];
@@ -47,7 +58,9 @@ fn exact_dot_products_both_designs_both_widths() {
             for d in Design::ALL {
                 // Sign-magnitude has no code for the two's-complement minimum: a clear error.
                 if d == Design::Signmag && pairs.iter().any(|&(a, b)| a == lo || b == lo) {
-                    let e = simulate(d, &s, &Counting::Fast, &mut |_| {}).unwrap_err().to_string();
+                    let e = simulate(d, &s, &Counting::Fast, &mut |_| {})
+                        .unwrap_err()
+                        .to_string();
                     assert!(e.contains("sign-magnitude cannot encode"), "{e}");
                     continue;
                 }
@@ -55,13 +68,30 @@ fn exact_dot_products_both_designs_both_widths() {
                 assert_eq!(r.acc_final, dot(&pairs), "{name} w{width} {}", d.name());
                 assert_eq!(r.cycles, pairs.len() as u64 + 4);
                 // The lean (untraced, non-public) model that simulate-only runs use.
-                assert_eq!(run(d, &s, &Counting::None).acc_final, dot(&pairs), "lean {name} w{width} {}", d.name());
+                assert_eq!(
+                    run(d, &s, &Counting::None).acc_final,
+                    dot(&pairs),
+                    "lean {name} w{width} {}",
+                    d.name()
+                );
             }
         }
         // Sign-magnitude extremes that exist: +-(2^(W-1)-1).
-        let s = stream(width, vec![(lo + 1, hi), (hi, hi), (lo + 1, lo + 1), (-1, 1), (0, lo + 1)]);
+        let s = stream(
+            width,
+            vec![
+                (lo + 1, hi),
+                (hi, hi),
+                (lo + 1, lo + 1),
+                (-1, 1),
+                (0, lo + 1),
+            ],
+        );
         let pairs = s.pairs.clone();
-        assert_eq!(run(Design::Signmag, &s, &Counting::Fast).acc_final, dot(&pairs));
+        assert_eq!(
+            run(Design::Signmag, &s, &Counting::Fast).acc_final,
+            dot(&pairs)
+        );
     }
     // 16-bit extremes overflow 32 bits: the accumulator wraps.
     let pairs = vec![(i16::MIN, i16::MIN); 5];
@@ -81,7 +111,11 @@ fn dot_len_restarts_the_accumulator() {
 #[test]
 fn vcd_and_fast_counts_agree_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    for (kind, width) in [(Kind::Random, 8), (Kind::ActivationLike, 8), (Kind::HalfZero, 16)] {
+    for (kind, width) in [
+        (Kind::Random, 8),
+        (Kind::ActivationLike, 8),
+        (Kind::HalfZero, 16),
+    ] {
         let s = synth::stream(kind, 5000, width, 11);
         for d in Design::ALL {
             // Counting::Both fails the run unless the two paths agree signal by signal.
@@ -98,17 +132,30 @@ fn isolation_saves_switching_on_sparse_data_and_is_neutral_on_dense() {
     let s = synth::stream(Kind::HalfZero, 20_000, 8, 5);
     let b = run(Design::Baseline, &s, &Counting::Fast);
     let i = run(Design::Isolated, &s, &Counting::Fast);
-    assert!(i.datapath_toggles < b.datapath_toggles * 8 / 10, "{} vs {}", i.datapath_toggles, b.datapath_toggles);
+    assert!(
+        i.datapath_toggles < b.datapath_toggles * 8 / 10,
+        "{} vs {}",
+        i.datapath_toggles,
+        b.datapath_toggles
+    );
     assert!(i.groups["multiplier inputs"] < b.groups["multiplier inputs"]);
     // No zeros at all: isolation cannot gate anything; multiplier inputs and product switch
     // the same, except that the baseline latches the zeros of the 2 drain cycles (at most
     // 2 x 8 operand bits and 2 x 16 product bits).
-    let dense: Vec<(i16, i16)> = synth::stream(Kind::Random, 5000, 8, 6).pairs.into_iter().map(|(a, b)| (a | 1, b | 1)).collect();
+    let dense: Vec<(i16, i16)> = synth::stream(Kind::Random, 5000, 8, 6)
+        .pairs
+        .into_iter()
+        .map(|(a, b)| (a | 1, b | 1))
+        .collect();
     let s = stream(8, dense);
     let b = run(Design::Baseline, &s, &Counting::Fast);
     let i = run(Design::Isolated, &s, &Counting::Fast);
     let diff = |g: &str| b.groups[g] as i64 - i.groups[g] as i64;
-    assert!((0..=16).contains(&diff("multiplier inputs")), "{}", diff("multiplier inputs"));
+    assert!(
+        (0..=16).contains(&diff("multiplier inputs")),
+        "{}",
+        diff("multiplier inputs")
+    );
     assert!((0..=64).contains(&diff("product")), "{}", diff("product"));
 }
 
@@ -119,7 +166,10 @@ fn have(tool: &str) -> bool {
 /// iverilog simulates the same RTL on the same stream: per-signal toggles must match.
 #[test]
 fn iverilog_agrees_per_signal() {
-    assert!(have("iverilog"), "iverilog is not installed: run `make deps`");
+    assert!(
+        have("iverilog"),
+        "iverilog is not installed: run `make deps`"
+    );
     let dir = tempfile::tempdir().unwrap();
     for (kind, width) in [(Kind::ActivationLike, 8u8), (Kind::Random, 16u8)] {
         let mut s = synth::stream(kind, 1500, width, 21);
@@ -132,7 +182,12 @@ fn iverilog_agrees_per_signal() {
             std::fs::write(&stim, &stim_text).unwrap();
             let exe = dir.path().join(format!("{}_{width}.vvp", d.name()));
             let st = Command::new("iverilog")
-                .args(["-g2012", &format!("-DDUT={}", d.module()), &format!("-Pmac_tb.W={width}"), "-o"])
+                .args([
+                    "-g2012",
+                    &format!("-DDUT={}", d.module()),
+                    &format!("-Pmac_tb.W={width}"),
+                    "-o",
+                ])
                 .arg(&exe)
                 .arg(root().join(format!("rtl/{}.v", d.module())))
                 .arg(root().join("tests/rtl/mac_tb.v"))
@@ -148,14 +203,23 @@ fn iverilog_agrees_per_signal() {
                 .arg(format!("+vcd={}", vcd.display()))
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let ours = run(d, &s, &Counting::Fast);
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(stdout.contains(&format!("acc={}", ours.acc_final)), "{stdout}");
+            assert!(
+                stdout.contains(&format!("acc={}", ours.acc_final)),
+                "{stdout}"
+            );
             let iv = perfwatt::vcd::count_toggles_path(&vcd).unwrap();
             for sig in &ours.signals {
                 let name = sig.path.rsplit('.').next().unwrap();
-                let theirs = iv.signal(&format!("mac_tb.dut.{name}")).unwrap_or_else(|| panic!("{name} not in iverilog VCD"));
+                let theirs = iv
+                    .signal(&format!("mac_tb.dut.{name}"))
+                    .unwrap_or_else(|| panic!("{name} not in iverilog VCD"));
                 assert_eq!(theirs.toggles, sig.toggles, "{} w{width} {name}", d.name());
             }
         }
@@ -176,11 +240,19 @@ fn ops_round_trip_and_corruption() {
         for i in [0, 10, 13, 30, bytes.len() / 2, bytes.len() - 1] {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
-            assert!(OperandStream::from_ops_bytes(&b, "x").is_err(), "flip at {i}");
+            assert!(
+                OperandStream::from_ops_bytes(&b, "x").is_err(),
+                "flip at {i}"
+            );
         }
         for cut in [0, 5, 20, 40, bytes.len() - 1] {
-            let e = OperandStream::from_ops_bytes(&bytes[..cut], "x.ops").unwrap_err().to_string();
-            assert!(e.contains("x.ops") && (e.contains("truncated") || e.contains("magic")), "{e}");
+            let e = OperandStream::from_ops_bytes(&bytes[..cut], "x.ops")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("x.ops") && (e.contains("truncated") || e.contains("magic")),
+                "{e}"
+            );
         }
     }
 }
@@ -189,15 +261,34 @@ fn ops_round_trip_and_corruption() {
 fn csv_import_and_errors() {
     let s = OperandStream::from_csv("a,b\n1,2\n-128,127\n\n3, -4\n", 8, "p.csv").unwrap();
     assert_eq!(s.pairs, vec![(1, 2), (-128, 127), (3, -4)]);
-    let e = OperandStream::from_csv("a,b\n1,2\n1,200\n", 8, "p.csv").unwrap_err().to_string();
-    assert!(e.starts_with("p.csv:3:") && e.contains("does not fit"), "{e}");
-    let e = OperandStream::from_csv("a,b\n1,x\n", 8, "p.csv").unwrap_err().to_string();
-    assert!(e.starts_with("p.csv:2:") && e.contains("not an integer"), "{e}");
-    let e = OperandStream::from_csv("x,y\n", 8, "p.csv").unwrap_err().to_string();
+    let e = OperandStream::from_csv("a,b\n1,2\n1,200\n", 8, "p.csv")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("p.csv:3:") && e.contains("does not fit"),
+        "{e}"
+    );
+    let e = OperandStream::from_csv("a,b\n1,x\n", 8, "p.csv")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("p.csv:2:") && e.contains("not an integer"),
+        "{e}"
+    );
+    let e = OperandStream::from_csv("x,y\n", 8, "p.csv")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected header 'a,b'"), "{e}");
-    let e = OperandStream::from_csv("a,b\n1,2,3\n", 8, "p.csv").unwrap_err().to_string();
+    let e = OperandStream::from_csv("a,b\n1,2,3\n", 8, "p.csv")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("two fields"), "{e}");
-    assert_eq!(OperandStream::from_csv("a,b\n300,-300\n", 16, "p.csv").unwrap().pairs, vec![(300, -300)]);
+    assert_eq!(
+        OperandStream::from_csv("a,b\n300,-300\n", 16, "p.csv")
+            .unwrap()
+            .pairs,
+        vec![(300, -300)]
+    );
 }
 
 #[test]
@@ -205,8 +296,16 @@ fn cli_sim_json_shape() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("p.csv");
     std::fs::write(&csv, "a,b\n3,4\n0,9\n-2,5\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt")).args(["sim", "--format", "json", "--operands"]).arg(&csv).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .args(["sim", "--format", "json", "--operands"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let d = &v["designs"];
     assert_eq!(d[0]["design"], "baseline");
@@ -221,7 +320,11 @@ fn cli_sim_json_shape() {
     }
     let bad = dir.path().join("bad.ops");
     std::fs::write(&bad, b"PWOPS\r\n\x1a\x01\x00").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt")).args(["sim", "--operands"]).arg(&bad).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .args(["sim", "--operands"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
 }
@@ -230,7 +333,10 @@ fn cli_sim_json_shape() {
 /// same RTL and stimulus equals our counts for every signal.
 #[test]
 fn verilator_toggle_coverage_agrees() {
-    assert!(Command::new("verilator").arg("--version").output().is_ok(), "verilator is not installed: run `make deps`");
+    assert!(
+        Command::new("verilator").arg("--version").output().is_ok(),
+        "verilator is not installed: run `make deps`"
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut s = synth::stream(Kind::ActivationLike, 400, 8, 4);
     s.meta = serde_json::json!({"source": "test", "dot_len": 64});
@@ -239,7 +345,19 @@ fn verilator_toggle_coverage_agrees() {
         std::fs::write(&stim, perfwatt::sim::stimulus_hex(&s, d).unwrap()).unwrap();
         let obj = dir.path().join(format!("obj_{}", d.name()));
         let out = Command::new("verilator")
-            .args(["--cc", "--exe", "--build", "-j", "2", "--timing", "--coverage-toggle", "-Wno-fatal", "--top-module", "mac_tb", "-GW=8"])
+            .args([
+                "--cc",
+                "--exe",
+                "--build",
+                "-j",
+                "2",
+                "--timing",
+                "--coverage-toggle",
+                "-Wno-fatal",
+                "--top-module",
+                "mac_tb",
+                "-GW=8",
+            ])
             .arg(format!("-DDUT={}", d.module()))
             .arg("--Mdir")
             .arg(&obj)
@@ -248,7 +366,11 @@ fn verilator_toggle_coverage_agrees() {
             .arg(root().join("tests/rtl/cov_main.cpp"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let exec = Command::new(obj.join("Vmac_tb"))
             .current_dir(dir.path())
             .arg(format!("+stim={}", stim.display()))
@@ -261,19 +383,34 @@ fn verilator_toggle_coverage_agrees() {
         // v_toggle/..., o = signal[bit], h = hierarchy.
         let dat = std::fs::read(dir.path().join("coverage.dat")).unwrap();
         let mut cov: std::collections::HashMap<String, u64> = Default::default();
-        for line in String::from_utf8_lossy(&dat).lines().filter(|l| l.starts_with("C '") && l.contains("v_toggle")) {
-            let field = |k: &str| line.split('\x01').find_map(|f| f.strip_prefix(&format!("{k}\x02"))).map(|v| v.trim_end_matches(['\'', ' ']).to_string());
-            let (Some(o), Some(h)) = (field("o"), field("h")) else { continue };
+        for line in String::from_utf8_lossy(&dat)
+            .lines()
+            .filter(|l| l.starts_with("C '") && l.contains("v_toggle"))
+        {
+            let field = |k: &str| {
+                line.split('\x01')
+                    .find_map(|f| f.strip_prefix(&format!("{k}\x02")))
+                    .map(|v| v.trim_end_matches(['\'', ' ']).to_string())
+            };
+            let (Some(o), Some(h)) = (field("o"), field("h")) else {
+                continue;
+            };
             let h = h.split('\'').next().unwrap().to_string();
             let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
             if h == "TOP.mac_tb.dut" {
-                *cov.entry(o.split('[').next().unwrap().to_string()).or_default() += count;
+                *cov.entry(o.split('[').next().unwrap().to_string())
+                    .or_default() += count;
             }
         }
         let ours = run(d, &s, &Counting::Fast);
         for sig in &ours.signals {
             let name = sig.path.rsplit('.').next().unwrap();
-            assert_eq!(cov.get(name).copied(), Some(sig.toggles), "{} {name}", d.name());
+            assert_eq!(
+                cov.get(name).copied(),
+                Some(sig.toggles),
+                "{} {name}",
+                d.name()
+            );
         }
     }
 }

@@ -29,7 +29,12 @@ fn rows(dir: &Path) -> Vec<serde_json::Value> {
 
 fn sweep(spec: &Path, out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_perfwatt"));
-    c.args(["sweep"]).arg(spec).arg("--out").arg(out).stdout(Stdio::null()).stderr(Stdio::null());
+    c.args(["sweep"])
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     c
 }
 
@@ -71,17 +76,33 @@ fn kill_9_loses_nothing_finished_and_rerun_resumes() {
     assert_eq!(rows(&out), all);
 
     // More sparsity, more zero operands, bigger isolation savings on this data.
-    let z: Vec<f64> = all.iter().map(|r| r["zero_fraction"].as_f64().unwrap()).collect();
+    let z: Vec<f64> = all
+        .iter()
+        .map(|r| r["zero_fraction"].as_f64().unwrap())
+        .collect();
     assert!(z[0] < z[1] && z[1] < z[2], "{z:?}");
 
     // The report: markdown with numbers, PNG and SVG plots that exist and are non-trivial.
     let report = perfwatt::report::write_report(&out).unwrap();
     let md = std::fs::read_to_string(&report).unwrap();
-    assert!(md.contains("Pearson r =") && md.contains("Spearman rho =") && md.contains("No energy data"));
-    for name in ["toggles_per_config", "toggles_per_group", "throughput", "correlation"] {
+    assert!(
+        md.contains("Pearson r =")
+            && md.contains("Spearman rho =")
+            && md.contains("No energy data")
+    );
+    for name in [
+        "toggles_per_config",
+        "toggles_per_group",
+        "throughput",
+        "correlation",
+    ] {
         for ext in ["png", "svg"] {
             let p = out.join("plots").join(format!("{name}.{ext}"));
-            assert!(std::fs::metadata(&p).unwrap().len() > 2000, "{}", p.display());
+            assert!(
+                std::fs::metadata(&p).unwrap().len() > 2000,
+                "{}",
+                p.display()
+            );
         }
     }
     // The CSV reads as a table: header and rows with the same number of fields.
@@ -95,15 +116,28 @@ fn different_spec_in_same_folder_is_refused_and_bad_spec_is_clear() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("s.toml");
     std::fs::write(&spec, "name = \"x\"\n[axes]\nbogus = [1]\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt")).arg("sweep").arg(&spec).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .arg("sweep")
+        .arg(&spec)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("s.toml") && e.contains("bogus") && e.contains("line 3"), "{e}");
+    assert!(
+        e.contains("s.toml") && e.contains("bogus") && e.contains("line 3"),
+        "{e}"
+    );
 
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("sweep.toml"), "name = \"other\"\n").unwrap();
     std::fs::write(&spec, "name = \"x\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt")).arg("sweep").arg(&spec).arg("--out").arg(&run).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("different sweep spec"));
 }

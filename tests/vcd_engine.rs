@@ -21,11 +21,19 @@ fn count_str(s: &str) -> perfwatt::Result<ToggleReport> {
 /// Every signal's toggles and x transitions must match the `vcd`-crate counter.
 fn assert_agrees_with_vcd_crate(path: &Path) {
     let ours = count_toggles_path(path).unwrap();
-    let theirs = vcd_crate_toggles(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    let theirs =
+        vcd_crate_toggles(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
     assert!(!theirs.is_empty());
     for (p, (w, t, x)) in &theirs {
-        let s = ours.signal(p).unwrap_or_else(|| panic!("{p} missing in {}", path.display()));
-        assert_eq!((s.width, s.toggles, s.x_transitions), (*w, *t, *x), "{p} in {}", path.display());
+        let s = ours
+            .signal(p)
+            .unwrap_or_else(|| panic!("{p} missing in {}", path.display()));
+        assert_eq!(
+            (s.width, s.toggles, s.x_transitions),
+            (*w, *t, *x),
+            "{p} in {}",
+            path.display()
+        );
     }
     assert_eq!(ours.signals.len(), theirs.len());
 }
@@ -50,7 +58,13 @@ fn edge_cases_hand_checked() {
     assert_eq!(r.total_toggles, 17);
     assert_eq!(r.signal("tb.data").unwrap().range.as_deref(), Some("[7:0]"));
     // Per-bit counts: data bits 7..4 toggled 0->1 once, bit 1 1->0 once.
-    let bits: Vec<u64> = r.signal("tb.data").unwrap().bits.iter().map(|b| b.toggles).collect();
+    let bits: Vec<u64> = r
+        .signal("tb.data")
+        .unwrap()
+        .bits
+        .iter()
+        .map(|b| b.toggles)
+        .collect();
     assert_eq!(bits, vec![0, 1, 0, 0, 1, 1, 1, 1]);
 }
 
@@ -81,8 +95,16 @@ fn chunking_does_not_change_results() {
     let whole = count_toggles(&data[..], "x").unwrap();
     for n in [1, 2, 3, 7, 64] {
         let r = count_toggles(Dribble(&data, n), "x").unwrap();
-        let a: Vec<_> = whole.signals.iter().map(|s| (&s.path, s.toggles, s.x_transitions)).collect();
-        let b: Vec<_> = r.signals.iter().map(|s| (&s.path, s.toggles, s.x_transitions)).collect();
+        let a: Vec<_> = whole
+            .signals
+            .iter()
+            .map(|s| (&s.path, s.toggles, s.x_transitions))
+            .collect();
+        let b: Vec<_> = r
+            .signals
+            .iter()
+            .map(|s| (&s.path, s.toggles, s.x_transitions))
+            .collect();
         assert_eq!(a, b, "chunk size {n}");
     }
 }
@@ -93,7 +115,12 @@ fn big_generated_file_crosses_buffer_boundaries_and_matches_closed_form() {
     let n = 20_000u64;
     let mut s = String::from("$timescale 1ps $end\n$scope module top $end\n$var reg 8 !! cnt [7:0] $end\n$var wire 1 \" clk $end\n$upscope $end\n$enddefinitions $end\n#0\nb0 !!\n0\"\n");
     for c in 1..=n {
-        s.push_str(&format!("#{}\nb{:b} !!\n1\"\n#{}\n0\"\n", 10 * c, c % 256, 10 * c + 5));
+        s.push_str(&format!(
+            "#{}\nb{:b} !!\n1\"\n#{}\n0\"\n",
+            10 * c,
+            c % 256,
+            10 * c + 5
+        ));
     }
     assert!(s.len() > 600_000, "must exceed the parser's chunk size");
     let r = count_str(&s).unwrap();
@@ -139,14 +166,23 @@ const HDR: &str = "$scope module t $end\n$var wire 4 ! a $end\n$var real 64 \" r
 #[test]
 fn bad_input_gives_line_and_offset() {
     let e = err(&format!("{HDR}#0\nb0000 !\nb1 ?\n"));
-    assert!(e.contains("test.vcd:8:") && e.contains("unknown identifier '?'"), "{e}");
-    assert!(e.contains(&format!("byte offset {}", HDR.len() + 11)), "{e}");
+    assert!(
+        e.contains("test.vcd:8:") && e.contains("unknown identifier '?'"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("byte offset {}", HDR.len() + 11)),
+        "{e}"
+    );
     let e = err(&format!("{HDR}#0\nb10201 !\n"));
     assert!(e.contains(":7:") && e.contains("bad value"), "{e}");
     let e = err(&format!("{HDR}#0\nb11111 !\n"));
     assert!(e.contains("bad width"), "{e}");
     let e = err(&format!("{HDR}#0\nb1 !\n\x01\x02garbage\n"));
-    assert!(e.contains(":8:") && e.contains("unexpected byte 0x01"), "{e}");
+    assert!(
+        e.contains(":8:") && e.contains("unexpected byte 0x01"),
+        "{e}"
+    );
     let e = err(&format!("{HDR}#0\nb1 !\n\u{e9}\n"));
     assert!(e.contains("unexpected byte 0xc3"), "{e}");
     let e = err(&format!("{HDR}#0\nr1.5 !\n"));
@@ -164,7 +200,10 @@ fn bad_input_gives_line_and_offset() {
     let e = err("$upscope $end\n");
     assert!(e.contains("without a matching"), "{e}");
     let e = err("hello world\n");
-    assert!(e.contains(":1:") && e.contains("unexpected byte 0x68"), "{e}");
+    assert!(
+        e.contains(":1:") && e.contains("unexpected byte 0x68"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -225,7 +264,10 @@ fn saif_round_trip() {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
         || Command::new(tool).arg("-V").output().is_ok()
 }
 
@@ -233,22 +275,50 @@ fn have(tool: &str) -> bool {
 fn check_counter_vcd(vcd: &Path) {
     let r = count_toggles_path(vcd).unwrap();
     // Verilator wraps the design in a TOP scope; iverilog does not.
-    let sig = |name: &str| r.signals.iter().find(|s| s.path.ends_with(name)).unwrap().toggles;
-    assert_eq!(sig("counter_tb.count"), 100 + 50 + 25 + 12, "{}", vcd.display());
+    let sig = |name: &str| {
+        r.signals
+            .iter()
+            .find(|s| s.path.ends_with(name))
+            .unwrap()
+            .toggles
+    };
+    assert_eq!(
+        sig("counter_tb.count"),
+        100 + 50 + 25 + 12,
+        "{}",
+        vcd.display()
+    );
     assert!(sig("counter_tb.lfsr") > 100);
     assert_agrees_with_vcd_crate(vcd);
 }
 
 #[test]
 fn iverilog_vcd() {
-    assert!(have("iverilog"), "iverilog is not installed: run `make deps` (apt-get install iverilog)");
+    assert!(
+        have("iverilog"),
+        "iverilog is not installed: run `make deps` (apt-get install iverilog)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("tb.vvp");
     let vcd = dir.path().join("iv.vcd");
-    let st = Command::new("iverilog").arg("-o").arg(&exe).arg(root().join("tests/rtl/counter_tb.v")).status().unwrap();
+    let st = Command::new("iverilog")
+        .arg("-o")
+        .arg(&exe)
+        .arg(root().join("tests/rtl/counter_tb.v"))
+        .status()
+        .unwrap();
     assert!(st.success());
-    let out = Command::new("vvp").arg("-n").arg(&exe).arg(format!("+vcd={}", vcd.display())).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("vvp")
+        .arg("-n")
+        .arg(&exe)
+        .arg(format!("+vcd={}", vcd.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     check_counter_vcd(&vcd);
     // iverilog starts regs at x: the reset's x -> 0 is an x transition, not a toggle.
     let r = count_toggles_path(&vcd).unwrap();
@@ -257,7 +327,10 @@ fn iverilog_vcd() {
 
 #[test]
 fn verilator_vcd() {
-    assert!(have("verilator"), "verilator is not installed: run `make deps` (apt-get install verilator)");
+    assert!(
+        have("verilator"),
+        "verilator is not installed: run `make deps` (apt-get install verilator)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let vcd = dir.path().join("vl.vcd");
     let out = Command::new("verilator")
@@ -266,9 +339,20 @@ fn verilator_vcd() {
         .arg(root().join("tests/rtl/counter_tb.v"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let run = Command::new(dir.path().join("obj/Vcounter_tb")).arg(format!("+vcd={}", vcd.display())).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(dir.path().join("obj/Vcounter_tb"))
+        .arg(format!("+vcd={}", vcd.display()))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     check_counter_vcd(&vcd);
 }
 
@@ -278,10 +362,17 @@ fn cli_reports_errors_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.vcd");
     std::fs::write(&bad, format!("{HDR}#0\nb1 ?\n")).unwrap();
-    let out = Command::new(exe).args(["toggles"]).arg(&bad).output().unwrap();
+    let out = Command::new(exe)
+        .args(["toggles"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.starts_with("perfwatt: error: ") && e.contains("bad.vcd:7:") && e.lines().count() == 1, "{e}");
+    assert!(
+        e.starts_with("perfwatt: error: ") && e.contains("bad.vcd:7:") && e.lines().count() == 1,
+        "{e}"
+    );
     // JSON shape, CSV and SAIF from the CLI, stdin as `-`.
     let saif_out = dir.path().join("a.saif");
     let edge = std::fs::read(root().join("tests/vcd/edge.vcd")).unwrap();
@@ -303,8 +394,17 @@ fn cli_reports_errors_without_panicking() {
     assert_eq!(v["signals"][0]["path"], "tb.clk");
     assert_eq!(v["signals"][0]["width"], 1);
     assert_eq!(v["signals"][0]["toggles"], 4);
-    assert!(std::fs::read_to_string(&saif_out).unwrap().starts_with("(SAIFILE"));
-    let out = Command::new(exe).args(["toggles", "--format", "csv"]).arg(root().join("tests/vcd/edge.vcd")).output().unwrap();
+    assert!(std::fs::read_to_string(&saif_out)
+        .unwrap()
+        .starts_with("(SAIFILE"));
+    let out = Command::new(exe)
+        .args(["toggles", "--format", "csv"])
+        .arg(root().join("tests/vcd/edge.vcd"))
+        .output()
+        .unwrap();
     let csv = String::from_utf8(out.stdout).unwrap();
-    assert!(csv.starts_with("path,width,toggles,x_transitions,kind,range\ntb.clk,1,4,4,wire,\n"), "{csv}");
+    assert!(
+        csv.starts_with("path,width,toggles,x_transitions,kind,range\ntb.clk,1,4,4,wire,\n"),
+        "{csv}"
+    );
 }

@@ -8,7 +8,6 @@ pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
-
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
@@ -41,7 +40,9 @@ pub fn device(name: &str) -> Result<Device> {
                 Err(Error::Model("this perfwatt was built without CUDA: rebuild with `cargo build --release --features cuda`".into()))
             }
         }
-        other => Err(Error::Model(format!("unknown device '{other}' (cpu or cuda)"))),
+        other => Err(Error::Model(format!(
+            "unknown device '{other}' (cpu or cuda)"
+        ))),
     }
 }
 
@@ -53,7 +54,8 @@ pub fn load(path: &Path, precision: Precision, device: &Device) -> Result<(Llama
         )));
     }
     let mut f = std::fs::File::open(path).at(path)?;
-    let ct = gguf_file::Content::read(&mut f).map_err(|e| Error::Model(format!("{}: not a readable GGUF: {e}", path.display())))?;
+    let ct = gguf_file::Content::read(&mut f)
+        .map_err(|e| Error::Model(format!("{}: not a readable GGUF: {e}", path.display())))?;
     let tok = Tokenizer::from_gguf(&ct)?;
     let model = Llama::from_gguf(&ct, &mut f, precision, device)?;
     Ok((model, tok))

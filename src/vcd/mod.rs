@@ -9,4 +9,7 @@ pub mod saif;
 pub mod toggles;
 
 pub use parse::{parse_vcd, Header, Value, Var, VarKind, VcdVisitor};
-pub use toggles::{count_toggles, count_toggles_path, count_toggles_path_with, count_toggles_with, BitActivity, SignalToggles, ToggleReport};
+pub use toggles::{
+    count_toggles, count_toggles_path, count_toggles_path_with, count_toggles_with, BitActivity,
+    SignalToggles, ToggleReport,
+};

@@ -199,7 +199,10 @@ const DIRECT_LEN: usize = 3;
 
 impl IdTable {
     fn new() -> Self {
-        IdTable { direct: Vec::new(), long: HashMap::new() }
+        IdTable {
+            direct: Vec::new(),
+            long: HashMap::new(),
+        }
     }
     /// 1..=3 printable chars -> a unique index in 0..95^3 (base 95, digit 0 = absent).
     #[inline]
@@ -254,7 +257,16 @@ struct Chunks<R: Read> {
 
 impl<R: Read> Chunks<R> {
     fn new(src: R, name: &str) -> Self {
-        Chunks { src, buf: vec![0; CHUNK], start: 0, end: 0, eof: false, offset0: 0, line0: 1, name: name.to_string() }
+        Chunks {
+            src,
+            buf: vec![0; CHUNK],
+            start: 0,
+            end: 0,
+            eof: false,
+            offset0: 0,
+            line0: 1,
+            name: name.to_string(),
+        }
     }
 
     /// Read more input. Returns false when the input is exhausted (after the final newline).
@@ -296,12 +308,20 @@ impl<R: Read> Chunks<R> {
     fn error_at(&self, pos: usize, msg: impl Into<String>) -> Error {
         let pos = pos.min(self.end);
         let line = self.line0 + memchr::memchr_iter(b'\n', &self.buf[..pos]).count() as u64;
-        Error::Parse { file: self.name.clone(), line, offset: self.offset0 + pos as u64, msg: msg.into() }
+        Error::Parse {
+            file: self.name.clone(),
+            line,
+            offset: self.offset0 + pos as u64,
+            msg: msg.into(),
+        }
     }
 
     /// Position in `buf` of the first non-whitespace byte at or after `from`.
     fn skip_ws(&self, from: usize) -> usize {
-        from + self.buf[from..self.end].iter().take_while(|&&c| is_ws(c)).count()
+        from + self.buf[from..self.end]
+            .iter()
+            .take_while(|&&c| is_ws(c))
+            .count()
     }
 
     /// Parse one item with `p` (refilling on `Incomplete`) and hand it to `f`. Returns
@@ -332,7 +352,9 @@ impl<R: Read> Chunks<R> {
                         if pos == self.end {
                             return Ok(false);
                         }
-                        return Err(self.error_at(pos, format!("truncated file: unfinished {what}")));
+                        return Err(
+                            self.error_at(pos, format!("truncated file: unfinished {what}"))
+                        );
                     }
                     self.refill()?;
                 }
@@ -379,7 +401,9 @@ impl<R: Read> Chunks<R> {
                     let at = self.skip_ws(item);
                     if msg.is_empty() {
                         let c = self.buf.get(at).copied().unwrap_or(b' ');
-                        return Err(self.error_at(at, format!("unexpected byte 0x{c:02x} in {what}")));
+                        return Err(
+                            self.error_at(at, format!("unexpected byte 0x{c:02x} in {what}"))
+                        );
                     }
                     return Err(self.error_at(at, msg));
                 }
@@ -434,7 +458,10 @@ fn then<'x, T>(
 }
 
 fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).split_whitespace().collect::<Vec<_>>().join(" ")
+    String::from_utf8_lossy(b)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Non-empty and only `0 1 x X z Z`; eight bytes at a time for the usual all-binary case.
@@ -486,20 +513,27 @@ fn parse_header<R: Read>(ch: &mut Chunks<R>, ids: &mut IdTable) -> Result<Header
     let mut scope: Vec<String> = Vec::new();
     loop {
         let mut kw = Vec::new();
-        let found = ch.next_with("header command", |i| then(i, header_keyword, |k| {
-            kw = k.to_vec();
-            Ok(())
-        }))?;
+        let found = ch.next_with("header command", |i| {
+            then(i, header_keyword, |k| {
+                kw = k.to_vec();
+                Ok(())
+            })
+        })?;
         if !found {
-            return Err(ch.error_at(ch.end, "truncated file: header ended before $enddefinitions"));
+            return Err(ch.error_at(
+                ch.end,
+                "truncated file: header ended before $enddefinitions",
+            ));
         }
         match kw.as_slice() {
             b"date" | b"version" | b"timescale" | b"comment" => {
                 let mut t = String::new();
-                ch.require("header command", |i| then(i, until_end, |b| {
-                    t = text(b);
-                    Ok(())
-                }))?;
+                ch.require("header command", |i| {
+                    then(i, until_end, |b| {
+                        t = text(b);
+                        Ok(())
+                    })
+                })?;
                 match kw.as_slice() {
                     b"date" => h.date = Some(t),
                     b"version" => h.version = Some(t),
@@ -507,45 +541,61 @@ fn parse_header<R: Read>(ch: &mut Chunks<R>, ids: &mut IdTable) -> Result<Header
                     _ => {}
                 }
             }
-            b"scope" => ch.require("$scope", |i| then(i, var_body, |toks| {
-                // `$scope module name $end`; a missing name gets a placeholder.
-                scope.push(toks.get(1).map(|t| lossy(t)).unwrap_or_else(|| "_".into()));
-                Ok(())
-            }))?,
-            b"upscope" => ch.require("$upscope", |i| then(i, until_end, |_| {
-                scope.pop().map(|_| ()).ok_or_else(|| "$upscope without a matching $scope".to_string())
-            }))?,
-            b"var" => ch.require("$var", |i| then(i, var_body, |toks| {
-                if toks.len() < 4 {
-                    return Err("$var needs: kind width identifier reference".into());
-                }
-                let kind = VarKind::from_bytes(toks[0]);
-                let width = match parse_u64(toks[1]) {
-                    Some(w) if (1..=1 << 20).contains(&w) => w as u32,
-                    _ => return Err(format!("bad width '{}' in $var", lossy(toks[1]))),
-                };
-                let reference: String = toks[3..].iter().map(|t| lossy(t)).collect();
-                let (name, range) = split_range(&reference);
-                let code = match ids.get(toks[2]) {
-                    Some(c) if h.code_widths[c as usize] != width => {
-                        return Err(format!(
-                            "bad width: identifier {} declared with widths {} and {width}",
-                            lossy(toks[2]),
-                            h.code_widths[c as usize]
-                        ))
+            b"scope" => ch.require("$scope", |i| {
+                then(i, var_body, |toks| {
+                    // `$scope module name $end`; a missing name gets a placeholder.
+                    scope.push(toks.get(1).map(|t| lossy(t)).unwrap_or_else(|| "_".into()));
+                    Ok(())
+                })
+            })?,
+            b"upscope" => ch.require("$upscope", |i| {
+                then(i, until_end, |_| {
+                    scope
+                        .pop()
+                        .map(|_| ())
+                        .ok_or_else(|| "$upscope without a matching $scope".to_string())
+                })
+            })?,
+            b"var" => ch.require("$var", |i| {
+                then(i, var_body, |toks| {
+                    if toks.len() < 4 {
+                        return Err("$var needs: kind width identifier reference".into());
                     }
-                    Some(c) => c,
-                    None => {
-                        let c = h.code_widths.len() as u32;
-                        ids.insert(toks[2], c);
-                        h.code_widths.push(width);
-                        h.code_is_real.push(kind.is_real());
-                        c
-                    }
-                };
-                h.vars.push(Var { scope: scope.clone(), name, range, kind, width, code });
-                Ok(())
-            }))?,
+                    let kind = VarKind::from_bytes(toks[0]);
+                    let width = match parse_u64(toks[1]) {
+                        Some(w) if (1..=1 << 20).contains(&w) => w as u32,
+                        _ => return Err(format!("bad width '{}' in $var", lossy(toks[1]))),
+                    };
+                    let reference: String = toks[3..].iter().map(|t| lossy(t)).collect();
+                    let (name, range) = split_range(&reference);
+                    let code = match ids.get(toks[2]) {
+                        Some(c) if h.code_widths[c as usize] != width => {
+                            return Err(format!(
+                                "bad width: identifier {} declared with widths {} and {width}",
+                                lossy(toks[2]),
+                                h.code_widths[c as usize]
+                            ))
+                        }
+                        Some(c) => c,
+                        None => {
+                            let c = h.code_widths.len() as u32;
+                            ids.insert(toks[2], c);
+                            h.code_widths.push(width);
+                            h.code_is_real.push(kind.is_real());
+                            c
+                        }
+                    };
+                    h.vars.push(Var {
+                        scope: scope.clone(),
+                        name,
+                        range,
+                        kind,
+                        width,
+                        code,
+                    });
+                    Ok(())
+                })
+            })?,
             b"enddefinitions" => {
                 ch.require("$enddefinitions", |i| then(i, until_end, |_| Ok(())))?;
                 return Ok(h);
@@ -574,75 +624,94 @@ fn parse_body<R: Read>(
     let mut last_time: Option<u64> = None;
     loop {
         let mut after = After::Nothing;
-        let stopped = ch.for_each("value change", |i| then_continue(i, body_item, |item| {
-            let (value, id) = match item {
-                Item::Time(t) => {
-                    let t = parse_u64(t).ok_or("bad time stamp")?;
-                    if let Some(l) = last_time.filter(|&l| t < l) {
-                        return Err(format!("time goes backwards: #{t} after #{l}"));
-                    }
-                    last_time = Some(t);
-                    visitor.time(t);
-                    return Ok(true);
-                }
-                Item::Comment => return Ok(true),
-                Item::Command(cmd) => {
-                    let block = match cmd {
-                        b"dumpvars" => "$dumpvars",
-                        b"dumpall" => "$dumpall",
-                        b"dumpon" => "$dumpon",
-                        b"dumpoff" => "$dumpoff",
-                        b"end" => {
-                            return open_block.take().map(|_| true).ok_or_else(|| "$end without an open block".into())
+        let stopped = ch.for_each("value change", |i| {
+            then_continue(i, body_item, |item| {
+                let (value, id) = match item {
+                    Item::Time(t) => {
+                        let t = parse_u64(t).ok_or("bad time stamp")?;
+                        if let Some(l) = last_time.filter(|&l| t < l) {
+                            return Err(format!("time goes backwards: #{t} after #{l}"));
                         }
-                        _ => {
-                            after = After::SkipCommand;
-                            return Ok(false);
+                        last_time = Some(t);
+                        visitor.time(t);
+                        return Ok(true);
+                    }
+                    Item::Comment => return Ok(true),
+                    Item::Command(cmd) => {
+                        let block = match cmd {
+                            b"dumpvars" => "$dumpvars",
+                            b"dumpall" => "$dumpall",
+                            b"dumpon" => "$dumpon",
+                            b"dumpoff" => "$dumpoff",
+                            b"end" => {
+                                return open_block
+                                    .take()
+                                    .map(|_| true)
+                                    .ok_or_else(|| "$end without an open block".into())
+                            }
+                            _ => {
+                                after = After::SkipCommand;
+                                return Ok(false);
+                            }
+                        };
+                        if open_block.is_some() {
+                            return Err("nested $dump block (missing $end)".into());
                         }
-                    };
-                    if open_block.is_some() {
-                        return Err("nested $dump block (missing $end)".into());
+                        match cmd {
+                            b"dumpoff" => visitor.dump_off(true),
+                            b"dumpon" => visitor.dump_off(false),
+                            _ => {}
+                        }
+                        open_block = Some(block);
+                        return Ok(true);
                     }
-                    match cmd {
-                        b"dumpoff" => visitor.dump_off(true),
-                        b"dumpon" => visitor.dump_off(false),
-                        _ => {}
+                    Item::Scalar(v, id) => {
+                        let v: &'static [u8] = match v {
+                            b'0' => b"0",
+                            b'1' => b"1",
+                            b'x' | b'X' => b"x",
+                            _ => b"z",
+                        };
+                        (Value::Bits(v), id)
                     }
-                    open_block = Some(block);
-                    return Ok(true);
-                }
-                Item::Scalar(v, id) => {
-                    let v: &'static [u8] = match v {
-                        b'0' => b"0",
-                        b'1' => b"1",
-                        b'x' | b'X' => b"x",
-                        _ => b"z",
-                    };
-                    (Value::Bits(v), id)
-                }
-                Item::Vector(bits, id) => {
-                    if !valid_bits(bits) {
-                        return Err(format!("bad value '{}'", lossy(&bits[..bits.len().min(20)])));
+                    Item::Vector(bits, id) => {
+                        if !valid_bits(bits) {
+                            return Err(format!(
+                                "bad value '{}'",
+                                lossy(&bits[..bits.len().min(20)])
+                            ));
+                        }
+                        (Value::Bits(bits), id)
                     }
-                    (Value::Bits(bits), id)
-                }
-                Item::Real(r, id) => {
-                    if std::str::from_utf8(r).ok().and_then(|s| s.parse::<f64>().ok()).is_none() {
-                        return Err(format!("bad real value '{}'", lossy(r)));
+                    Item::Real(r, id) => {
+                        if std::str::from_utf8(r)
+                            .ok()
+                            .and_then(|s| s.parse::<f64>().ok())
+                            .is_none()
+                        {
+                            return Err(format!("bad real value '{}'", lossy(r)));
+                        }
+                        (Value::Real(r), id)
                     }
-                    (Value::Real(r), id)
+                };
+                if id.is_empty() {
+                    return Err("value change without an identifier".into());
                 }
-            };
-            if id.is_empty() {
-                return Err("value change without an identifier".into());
-            }
-            let code = ids.get(id).ok_or_else(|| format!("unknown identifier '{}'", lossy(id)))?;
-            let real_var = header.code_is_real[code as usize];
-            if real_var != matches!(value, Value::Real(_)) {
-                return Err(if real_var { "bit value for a real var" } else { "real value for a bit var" }.into());
-            }
-            visitor.change(code, value).map(|()| true)
-        }))?;
+                let code = ids
+                    .get(id)
+                    .ok_or_else(|| format!("unknown identifier '{}'", lossy(id)))?;
+                let real_var = header.code_is_real[code as usize];
+                if real_var != matches!(value, Value::Real(_)) {
+                    return Err(if real_var {
+                        "bit value for a real var"
+                    } else {
+                        "real value for a bit var"
+                    }
+                    .into());
+                }
+                visitor.change(code, value).map(|()| true)
+            })
+        })?;
         if !stopped {
             break;
         }
@@ -677,7 +746,10 @@ mod tests {
 
     #[test]
     fn split_range_cases() {
-        assert_eq!(split_range("data[7:0]"), ("data".into(), Some("[7:0]".into())));
+        assert_eq!(
+            split_range("data[7:0]"),
+            ("data".into(), Some("[7:0]".into()))
+        );
         assert_eq!(split_range("clk"), ("clk".into(), None));
     }
 }

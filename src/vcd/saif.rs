@@ -44,14 +44,14 @@ pub fn to_saif(report: &ToggleReport) -> String {
             inst = inst.children.entry(part.to_string()).or_default();
         }
         // Bit index in the net name: from the declared range's low end when there is one.
-        let lsb = s
-            .range
-            .as_deref()
-            .and_then(|r| {
-                let r = r.trim_start_matches('[').trim_end_matches(']');
-                let (hi, lo) = r.split_once(':').unwrap_or((r, r));
-                Some((hi.trim().parse::<i64>().ok()?, lo.trim().parse::<i64>().ok()?))
-            });
+        let lsb = s.range.as_deref().and_then(|r| {
+            let r = r.trim_start_matches('[').trim_end_matches(']');
+            let (hi, lo) = r.split_once(':').unwrap_or((r, r));
+            Some((
+                hi.trim().parse::<i64>().ok()?,
+                lo.trim().parse::<i64>().ok()?,
+            ))
+        });
         let name = escape(s.path.rsplit('.').next().unwrap_or(&s.path));
         if s.width == 1 && s.range.is_none() {
             inst.nets.push((name, &s.bits[0]));
@@ -67,11 +67,26 @@ pub fn to_saif(report: &ToggleReport) -> String {
         }
     }
     let mut out = String::new();
-    let _ = writeln!(out, "(SAIFILE\n(SAIFVERSION \"2.0\")\n(DIRECTION \"backward\")");
-    let _ = writeln!(out, "(DESIGN )\n(DATE \"{}\")", report.date.as_deref().unwrap_or(""));
+    let _ = writeln!(
+        out,
+        "(SAIFILE\n(SAIFVERSION \"2.0\")\n(DIRECTION \"backward\")"
+    );
+    let _ = writeln!(
+        out,
+        "(DESIGN )\n(DATE \"{}\")",
+        report.date.as_deref().unwrap_or("")
+    );
     let _ = writeln!(out, "(VENDOR \"perfwatt\")\n(PROGRAM_NAME \"perfwatt\")");
-    let _ = writeln!(out, "(VERSION \"{}\")\n(DIVIDER / )", env!("CARGO_PKG_VERSION"));
-    let _ = writeln!(out, "(TIMESCALE {})", saif_timescale(report.timescale.as_deref()));
+    let _ = writeln!(
+        out,
+        "(VERSION \"{}\")\n(DIVIDER / )",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        out,
+        "(TIMESCALE {})",
+        saif_timescale(report.timescale.as_deref())
+    );
     let _ = writeln!(out, "(DURATION {})", report.end_time);
     for (name, inst) in &root.children {
         write_inst(&mut out, name, inst, 0);
@@ -174,7 +189,9 @@ pub fn read_saif(text: &str) -> Result<(u64, BTreeMap<String, SaifNet>)> {
     }
     let mut i = 0;
     let top = build(&toks, &mut i)?;
-    let Sx::List(items) = top else { return Err(Error::Trace("SAIF: not a list".into())) };
+    let Sx::List(items) = top else {
+        return Err(Error::Trace("SAIF: not a list".into()));
+    };
     let mut nets = BTreeMap::new();
     let mut duration = 0;
     for it in &items {
@@ -182,7 +199,9 @@ pub fn read_saif(text: &str) -> Result<(u64, BTreeMap<String, SaifNet>)> {
             match l.first() {
                 Some(Sx::Atom(a)) if a == "DURATION" => {
                     if let Some(Sx::Atom(d)) = l.get(1) {
-                        duration = d.parse().map_err(|_| Error::Trace("SAIF: bad DURATION".into()))?;
+                        duration = d
+                            .parse()
+                            .map_err(|_| Error::Trace("SAIF: bad DURATION".into()))?;
                     }
                 }
                 Some(Sx::Atom(a)) if a == "INSTANCE" => walk(l, "", &mut nets)?,
@@ -194,8 +213,14 @@ pub fn read_saif(text: &str) -> Result<(u64, BTreeMap<String, SaifNet>)> {
 }
 
 fn walk(inst: &[Sx], prefix: &str, nets: &mut BTreeMap<String, SaifNet>) -> Result<()> {
-    let Some(Sx::Atom(name)) = inst.get(1) else { return Err(Error::Trace("SAIF: INSTANCE without name".into())) };
-    let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+    let Some(Sx::Atom(name)) = inst.get(1) else {
+        return Err(Error::Trace("SAIF: INSTANCE without name".into()));
+    };
+    let path = if prefix.is_empty() {
+        name.clone()
+    } else {
+        format!("{prefix}/{name}")
+    };
     for it in &inst[2..] {
         let Sx::List(l) = it else { continue };
         match l.first() {
@@ -203,12 +228,17 @@ fn walk(inst: &[Sx], prefix: &str, nets: &mut BTreeMap<String, SaifNet>) -> Resu
             Some(Sx::Atom(a)) if a == "NET" => {
                 for net in &l[1..] {
                     let Sx::List(n) = net else { continue };
-                    let Some(Sx::Atom(nn)) = n.first() else { continue };
+                    let Some(Sx::Atom(nn)) = n.first() else {
+                        continue;
+                    };
                     let mut v = SaifNet::default();
                     for kv in &n[1..] {
                         if let Sx::List(kv) = kv {
-                            if let (Some(Sx::Atom(k)), Some(Sx::Atom(x))) = (kv.first(), kv.get(1)) {
-                                let x: u64 = x.parse().map_err(|_| Error::Trace(format!("SAIF: bad {k} of {nn}")))?;
+                            if let (Some(Sx::Atom(k)), Some(Sx::Atom(x))) = (kv.first(), kv.get(1))
+                            {
+                                let x: u64 = x
+                                    .parse()
+                                    .map_err(|_| Error::Trace(format!("SAIF: bad {k} of {nn}")))?;
                                 match k.as_str() {
                                     "T0" => v.t0 = x,
                                     "T1" => v.t1 = x,

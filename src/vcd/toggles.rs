@@ -140,7 +140,10 @@ pub struct ToggleCounter {
 impl ToggleCounter {
     /// `durations`: also track time at 0/1/x/z per bit (needed for SAIF; slower).
     pub fn new(durations: bool) -> Self {
-        ToggleCounter { durations, ..Default::default() }
+        ToggleCounter {
+            durations,
+            ..Default::default()
+        }
     }
 
     pub fn finish(mut self, file: &str) -> ToggleReport {
@@ -245,7 +248,10 @@ impl VcdVisitor for ToggleCounter {
         let code = code as usize;
         let width = self.header.code_widths[code] as usize;
         if v.len() > width {
-            return Err(format!("bad width: value has {} bits, var is {width} wide", v.len()));
+            return Err(format!(
+                "bad width: value has {} bits, var is {width} wide",
+                v.len()
+            ));
         }
         let base = self.base[code];
         let pad = match BIT[v[0] as usize] {
@@ -258,7 +264,11 @@ impl VcdVisitor for ToggleCounter {
         let now = self.now;
         let l = v.len();
         for i in 0..width {
-            let nb = if i < l { BIT[v[l - 1 - i] as usize] } else { pad };
+            let nb = if i < l {
+                BIT[v[l - 1 - i] as usize]
+            } else {
+                pad
+            };
             let idx = base + i;
             let ob = self.state[idx];
             if ob == nb {
@@ -281,14 +291,22 @@ impl VcdVisitor for ToggleCounter {
 
 impl ToggleCounter {
     #[inline]
-    fn change_packed(&mut self, code: usize, base: usize, width: usize, v: &[u8], pad: u8) -> std::result::Result<(), String> {
+    fn change_packed(
+        &mut self,
+        code: usize,
+        base: usize,
+        width: usize,
+        v: &[u8],
+        pad: u8,
+    ) -> std::result::Result<(), String> {
         let (mut val, mut xz, mut z) = (0u64, 0u64, 0u64);
         let mut chunks = v.chunks_exact(8);
         for c in &mut chunks {
             let w = u64::from_le_bytes(c.try_into().unwrap());
             if w & 0xFEFE_FEFE_FEFE_FEFE == 0x3030_3030_3030_3030 {
                 // Eight '0'/'1' characters at once: gather the low bits, first char as MSB.
-                val = (val << 8) | ((w & 0x0101_0101_0101_0101).wrapping_mul(0x8040_2010_0804_0201) >> 56);
+                val = (val << 8)
+                    | ((w & 0x0101_0101_0101_0101).wrapping_mul(0x8040_2010_0804_0201) >> 56);
                 xz <<= 8;
                 z <<= 8;
             } else {
@@ -300,7 +318,11 @@ impl ToggleCounter {
         for &ch in chunks.remainder() {
             push_bit(&mut val, &mut xz, &mut z, ch);
         }
-        let wmask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
+        let wmask = if width == 64 {
+            u64::MAX
+        } else {
+            (1u64 << width) - 1
+        };
         if pad >= BX && v.len() < width {
             let upper = wmask & !((1u64 << v.len()) - 1);
             xz |= upper;
@@ -309,7 +331,12 @@ impl ToggleCounter {
             }
         }
         let old = self.packed[code];
-        let new = Packed { val, xz, z, set: true };
+        let new = Packed {
+            val,
+            xz,
+            z,
+            set: true,
+        };
         self.packed[code] = new;
         let now = self.now;
         if !old.set {
@@ -399,7 +426,9 @@ impl ToggleReport {
     pub fn to_csv(&self) -> String {
         let mut out = String::from("path,width,toggles,x_transitions,kind,range\n");
         for s in &self.signals {
-            let kind = serde_json::to_value(&s.kind).ok().and_then(|v| v.as_str().map(String::from));
+            let kind = serde_json::to_value(&s.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from));
             out.push_str(&format!(
                 "{},{},{},{},{},{}\n",
                 csv_field(&s.path),
@@ -427,14 +456,33 @@ impl ToggleReport {
         );
         let mut order: Vec<&SignalToggles> = self.signals.iter().collect();
         order.sort_by(|a, b| b.toggles.cmp(&a.toggles).then_with(|| a.path.cmp(&b.path)));
-        let w = order.iter().take(top).map(|s| s.path.len()).max().unwrap_or(4).max(4);
-        out.push_str(&format!("{:<w$}  {:>5}  {:>14}  {:>7}  {:>10}\n", "path", "width", "toggles", "share", "x/z trans."));
+        let w = order
+            .iter()
+            .take(top)
+            .map(|s| s.path.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        out.push_str(&format!(
+            "{:<w$}  {:>5}  {:>14}  {:>7}  {:>10}\n",
+            "path", "width", "toggles", "share", "x/z trans."
+        ));
         for s in order.iter().take(top) {
-            let share = if self.total_toggles > 0 { 100.0 * s.toggles as f64 / self.total_toggles as f64 } else { 0.0 };
-            out.push_str(&format!("{:<w$}  {:>5}  {:>14}  {:>6.2}%  {:>10}\n", s.path, s.width, s.toggles, share, s.x_transitions));
+            let share = if self.total_toggles > 0 {
+                100.0 * s.toggles as f64 / self.total_toggles as f64
+            } else {
+                0.0
+            };
+            out.push_str(&format!(
+                "{:<w$}  {:>5}  {:>14}  {:>6.2}%  {:>10}\n",
+                s.path, s.width, s.toggles, share, s.x_transitions
+            ));
         }
         if order.len() > top {
-            out.push_str(&format!("... {} more signals (--top N, or --format csv for all)\n", order.len() - top));
+            out.push_str(&format!(
+                "... {} more signals (--top N, or --format csv for all)\n",
+                order.len() - top
+            ));
         }
         let sums = self.scope_sums();
         if !sums.is_empty() {
@@ -460,8 +508,13 @@ mod tests {
             r ^= r >> 7;
             r ^= r << 17;
             let n = (r % 64) as usize + 1;
-            let s: Vec<u8> = (0..n).map(|i| if (r >> (i % 64)) & 1 == 1 { b'1' } else { b'0' }).collect();
-            let text = format!("$var wire {n} ! v $end\n$enddefinitions $end\n#0\nb{} !\n", String::from_utf8_lossy(&s));
+            let s: Vec<u8> = (0..n)
+                .map(|i| if (r >> (i % 64)) & 1 == 1 { b'1' } else { b'0' })
+                .collect();
+            let text = format!(
+                "$var wire {n} ! v $end\n$enddefinitions $end\n#0\nb{} !\n",
+                String::from_utf8_lossy(&s)
+            );
             let rep = count_toggles(text.as_bytes(), "t").unwrap();
             // Flip to all-x: every bit becomes an x transition; then compare packed state
             // through the per-bit durations: each bit was at its value for 0 time units.

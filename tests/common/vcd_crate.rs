@@ -7,15 +7,24 @@ use std::io::BufRead;
 use vcd::{Command, IdCode, ScopeItem, Value};
 
 /// path -> (width, toggles, x_transitions); real vars left out.
-pub fn vcd_crate_toggles(reader: impl BufRead) -> Result<BTreeMap<String, (u32, u64, u64)>, String> {
+pub fn vcd_crate_toggles(
+    reader: impl BufRead,
+) -> Result<BTreeMap<String, (u32, u64, u64)>, String> {
     let mut p = vcd::Parser::new(reader);
     let header = p.parse_header().map_err(|e| e.to_string())?;
     let mut vars: Vec<(String, IdCode, u32)> = Vec::new();
     let mut reals = std::collections::HashSet::new();
-    fn walk(items: &[ScopeItem], prefix: &str, vars: &mut Vec<(String, IdCode, u32)>, reals: &mut std::collections::HashSet<IdCode>) {
+    fn walk(
+        items: &[ScopeItem],
+        prefix: &str,
+        vars: &mut Vec<(String, IdCode, u32)>,
+        reals: &mut std::collections::HashSet<IdCode>,
+    ) {
         for it in items {
             match it {
-                ScopeItem::Scope(s) => walk(&s.items, &format!("{prefix}{}.", s.identifier), vars, reals),
+                ScopeItem::Scope(s) => {
+                    walk(&s.items, &format!("{prefix}{}.", s.identifier), vars, reals)
+                }
                 ScopeItem::Var(v) => {
                     if v.var_type == vcd::VarType::Real {
                         reals.insert(v.code);
@@ -32,7 +41,9 @@ pub fn vcd_crate_toggles(reader: impl BufRead) -> Result<BTreeMap<String, (u32, 
     // Per id code: current bit values (LSB first, None = not yet set), toggles, x transitions.
     let mut state: HashMap<IdCode, (Vec<Option<Value>>, u64, u64)> = HashMap::new();
     for (_, code, w) in &vars {
-        state.entry(*code).or_insert_with(|| (vec![None; *w as usize], 0, 0));
+        state
+            .entry(*code)
+            .or_insert_with(|| (vec![None; *w as usize], 0, 0));
     }
     let apply = |st: &mut (Vec<Option<Value>>, u64, u64), msb_first: &[Value]| {
         let w = st.0.len();
@@ -41,7 +52,11 @@ pub fn vcd_crate_toggles(reader: impl BufRead) -> Result<BTreeMap<String, (u32, 
             v => v,
         };
         for i in 0..w {
-            let nb = if i < msb_first.len() { msb_first[msb_first.len() - 1 - i] } else { pad };
+            let nb = if i < msb_first.len() {
+                msb_first[msb_first.len() - 1 - i]
+            } else {
+                pad
+            };
             match st.0[i] {
                 None => {}
                 Some(ob) if ob == nb => {}
