@@ -405,11 +405,22 @@ pub struct SamplerAb {
 
 impl SamplerAb {
     fn of(runs: &[RunTimes]) -> Option<SamplerAb> {
-        let arm = |on: bool| runs.iter().filter(|r| r.sampler_on == on).map(|r| r.total).collect::<Vec<_>>();
+        let arm = |on: bool| {
+            runs.iter()
+                .filter(|r| r.sampler_on == on)
+                .map(|r| r.total)
+                .collect::<Vec<_>>()
+        };
         let ratios: Vec<f64> = runs
             .chunks_exact(2)
             .filter(|p| p[0].sampler_on != p[1].sampler_on)
-            .map(|p| if p[0].sampler_on { p[0].total / p[1].total } else { p[1].total / p[0].total })
+            .map(|p| {
+                if p[0].sampler_on {
+                    p[0].total / p[1].total
+                } else {
+                    p[1].total / p[0].total
+                }
+            })
             .map(|r| (r - 1.0) * 100.0)
             .collect();
         Some(SamplerAb {
@@ -502,10 +513,14 @@ pub fn run_infer(
         _ => None,
     };
     if cfg.sampler_ab && (capture.is_some() || cfg.repeats < 2) {
-        return Err(Error::Config("--sampler-ab needs at least 2 repeats and no capture (capture would sit in one arm)".into()));
+        return Err(Error::Config(
+            "--sampler-ab needs at least 2 repeats and no capture (capture would sit in one arm)"
+                .into(),
+        ));
     }
     // ABBA: measured runs 0 and 3 of every 4 sample, 1 and 2 run with the sampler paused.
-    let sampler_on = |run: usize| !cfg.sampler_ab || run < cfg.warmup || matches!((run - cfg.warmup) % 4, 0 | 3);
+    let sampler_on =
+        |run: usize| !cfg.sampler_ab || run < cfg.warmup || matches!((run - cfg.warmup) % 4, 0 | 3);
     let total_runs = cfg.warmup + cfg.repeats;
     let mut runs = Vec::new();
     let mut generated: Vec<Vec<u32>> = Vec::new();
@@ -713,7 +728,11 @@ pub fn run_infer(
             "total tokens/s",
         )?,
         run_latencies_s: runs.iter().map(|r| r.total).collect(),
-        sampler_ab: if cfg.sampler_ab { SamplerAb::of(&runs) } else { None },
+        sampler_ab: if cfg.sampler_ab {
+            SamplerAb::of(&runs)
+        } else {
+            None
+        },
         flops_per_run: flops_run,
         peak_mem_mb,
         energy: energy_report,
@@ -769,11 +788,21 @@ mod tests {
         let runs: Vec<RunTimes> = on
             .iter()
             .zip(base)
-            .map(|(&s, b)| RunTimes { total: if s { b * 1.02 } else { b }, ttft: 0.1, sampler_on: s, e_prefill: None, e_decode: None })
+            .map(|(&s, b)| RunTimes {
+                total: if s { b * 1.02 } else { b },
+                ttft: 0.1,
+                sampler_on: s,
+                e_prefill: None,
+                e_decode: None,
+            })
             .collect();
         let ab = SamplerAb::of(&runs).unwrap();
         assert_eq!(ab.pairs, 2);
-        assert!((ab.overhead_pct.mean - 2.0).abs() < 1e-9, "{:?}", ab.overhead_pct);
+        assert!(
+            (ab.overhead_pct.mean - 2.0).abs() < 1e-9,
+            "{:?}",
+            ab.overhead_pct
+        );
         assert_eq!(ab.latency_on_s.n, 2);
         assert_eq!(ab.sampler_on, on);
     }

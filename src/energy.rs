@@ -181,9 +181,15 @@ impl PowerSampler {
     /// between consecutive samples, so pauses do not dilute it.
     pub fn finish(mut self) -> (Vec<PowerSample>, f64) {
         self.stop.store(true, Ordering::Relaxed);
-        let samples = self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let samples = self
+            .handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         let gaps: Vec<f64> = samples.windows(2).map(|w| w[1].t_s - w[0].t_s).collect();
-        let rate = crate::stats::percentile(&gaps, 50.0).filter(|&g| g > 0.0).map_or(0.0, |g| 1.0 / g);
+        let rate = crate::stats::percentile(&gaps, 50.0)
+            .filter(|&g| g > 0.0)
+            .map_or(0.0, |g| 1.0 / g);
         (samples, rate)
     }
 }

@@ -8,6 +8,7 @@ pub mod energy;
 pub mod error;
 pub mod model;
 pub mod report;
+pub mod roofline;
 pub mod sim;
 pub mod stats;
 pub mod sweep;

@@ -192,6 +192,39 @@ enum Cmd {
         #[arg(long, default_value = "experiments/runs/cpu-demo")]
         out: PathBuf,
     },
+    /// Measure the device's roofline and place LLM kernels on it, with energy per kernel.
+    ///
+    /// Peaks: the best FLOP/s of square matrix products in f32, f16 and bf16, and the
+    /// bandwidth of a device-to-device copy (bytes read + written); ridge = peak / bandwidth.
+    /// Kernels at the shipped model's shapes (SmolLM2-135M) and a 7B model's (full preset):
+    /// linear layers at several (M, K, N), attention softmax(QK^T)V (prefill and one decode
+    /// step), RMSNorm, SiLU, RoPE, embedding lookup, Q4_1 quantized matmul. Latency: warmup,
+    /// then up to --repeats launches timed with CUDA events (GPU) or the wall clock (CPU):
+    /// median/p5/p95/min/max. Energy (GPU): the NVML energy counter over back-to-back
+    /// launches lasting --energy-seconds, raw and above the idle draw; null on the CPU.
+    /// Writes DIR/roofline.json and roofline.csv (after every kernel) and roofline.png/.svg.
+    ///
+    /// Example: perfwatt roofline --device cuda --out experiments/results/h100/roofline
+    Roofline {
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Kernel dtype: f32, f16, bf16 (default: bf16 on cuda, f32 on cpu).
+        #[arg(long)]
+        dtype: Option<String>,
+        /// Small shapes and few repeats (seconds on a CPU; what CI runs).
+        #[arg(long)]
+        quick: bool,
+        /// Timed launches per kernel (at most; at least 5 past --seconds-per-kernel).
+        #[arg(long)]
+        repeats: Option<usize>,
+        #[arg(long)]
+        seconds_per_kernel: Option<f64>,
+        #[arg(long, default_value_t = 1.0)]
+        energy_seconds: f64,
+        /// Output folder (default experiments/runs/roofline-DEVICE).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -302,6 +335,48 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Sweep { spec, out, report } => sweep(&spec, out, report)?,
+        Cmd::Roofline {
+            device,
+            dtype,
+            quick,
+            repeats,
+            seconds_per_kernel,
+            energy_seconds,
+            out,
+        } => {
+            use perfwatt::roofline::{Preset, RooflineConfig};
+            let mut cfg =
+                RooflineConfig::new(&device, if quick { Preset::Quick } else { Preset::Full });
+            if let Some(d) = dtype {
+                perfwatt::roofline::parse_dtype(&d)?;
+                cfg.dtype = d;
+            }
+            cfg.repeats = repeats.unwrap_or(cfg.repeats);
+            cfg.seconds_per_kernel = seconds_per_kernel.unwrap_or(cfg.seconds_per_kernel);
+            cfg.energy_seconds = energy_seconds;
+            let out =
+                out.unwrap_or_else(|| PathBuf::from(format!("experiments/runs/roofline-{device}")));
+            let bar = progress_bar(0, "roofline");
+            let stop = interrupt_flag();
+            let report = perfwatt::roofline::run_roofline(
+                &cfg,
+                &out,
+                perfwatt::roofline::Hooks {
+                    on_kernel: &mut |i, n, name| {
+                        bar.set_length(n as u64);
+                        bar.set_position(i as u64);
+                        bar.set_message(name.to_string());
+                    },
+                    interrupted: &|| stop.load(std::sync::atomic::Ordering::Relaxed),
+                },
+            )?;
+            bar.finish_and_clear();
+            print!("{}", perfwatt::roofline::to_table(&report));
+            println!(
+                "wrote {0}/roofline.json, roofline.csv, roofline.png, roofline.svg",
+                out.display()
+            );
+        }
         Cmd::Report { run_dir } => {
             println!("{}", perfwatt::report::write_report(&run_dir)?.display())
         }

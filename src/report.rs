@@ -19,11 +19,11 @@ use crate::sweep::{read_rows, Row};
 
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
-fn pe<E: std::fmt::Display>(e: E) -> Error {
+pub(crate) fn pe<E: std::fmt::Display>(e: E) -> Error {
     Error::Config(format!("plot: {e}"))
 }
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
@@ -34,16 +34,31 @@ fn register_font() {
 /// the PNG and the SVG backend (closures cannot be generic over the backend type).
 macro_rules! both {
     (|$root:ident| $body:block) => {
-        Both(
-            |$root: DrawingArea<BitMapBackend, Shift>| -> Result<()> { $body },
-            |$root: DrawingArea<SVGBackend, Shift>| -> Result<()> { $body },
+        $crate::report::Both(
+            |$root: plotters::prelude::DrawingArea<
+                plotters::prelude::BitMapBackend,
+                plotters::coord::Shift,
+            >|
+             -> $crate::error::Result<()> { $body },
+            |$root: plotters::prelude::DrawingArea<
+                plotters::prelude::SVGBackend,
+                plotters::coord::Shift,
+            >|
+             -> $crate::error::Result<()> { $body },
         )
     };
 }
 
-struct Both<A, B>(A, B);
+pub(crate) use both;
 
-fn render<A, B>(dir: &Path, name: &str, size: (u32, u32), f: Both<A, B>) -> Result<PathBuf>
+pub(crate) struct Both<A, B>(pub A, pub B);
+
+pub(crate) fn render<A, B>(
+    dir: &Path,
+    name: &str,
+    size: (u32, u32),
+    f: Both<A, B>,
+) -> Result<PathBuf>
 where
     A: Fn(DrawingArea<BitMapBackend, Shift>) -> Result<()>,
     B: Fn(DrawingArea<SVGBackend, Shift>) -> Result<()>,

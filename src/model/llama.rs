@@ -193,11 +193,14 @@ impl Linear {
 /// `alloc_zeros`), and its CUDA matmuls read that padding: every re-quantized model then
 /// generated only <|endoftext|> on an H100 (experiments/results/h100-2026-11-22).
 fn requantize(q: &QTensor, dt: GgmlDType, device: &Device) -> Result<QTensor> {
-    let f = q
-        .dequantize(device)
-        .map_err(me)?
-        .to_device(&Device::Cpu)
-        .map_err(me)?;
+    let f = q.dequantize(device).map_err(me)?;
+    quantize_onto(&f, dt, device)
+}
+
+/// Quantize `f` to `dt` on the CPU and load the blocks onto `device` the way GGUF tensors
+/// are loaded (see `requantize` for why not on the device).
+pub(crate) fn quantize_onto(f: &Tensor, dt: GgmlDType, device: &Device) -> Result<QTensor> {
+    let f = f.to_device(&Device::Cpu).map_err(me)?;
     let cpu = QTensor::quantize(&f, dt).map_err(me)?;
     if device.is_cpu() {
         return Ok(cpu);
