@@ -6,6 +6,9 @@
 #   2. overheads: NVML sampling at 1 Hz vs 50 Hz vs 200 Hz; bounded operand capture on/off
 #   3. batched decode 1..64 (q4_1)
 #   4. the sweep experiments/gpu.toml and its report
+#   5. roofline: peaks, kernels and energy per kernel (bf16 kernels, full preset)
+#   6. nvml: the NVML sampler's own cost, sampler on/paused in alternating runs of one
+#      process (ABBA), 50 Hz and 200 Hz, two processes each
 set -uo pipefail
 PW=${PW:-$HOME/pw}
 STEP=${1:-all}
@@ -48,6 +51,16 @@ if [ "$STEP" = all ] || [ "$STEP" = sweep ]; then
   log "sweep"
   $BIN sweep experiments/gpu.toml --out "$R/sweep" --report >> "$R/log.txt" 2>&1 || log "FAILED sweep"
   rm -f "$R"/sweep/points/*/operands.ops
+fi
+if [ "$STEP" = all ] || [ "$STEP" = roofline ] || [ "$STEP" = roofline-nvml ]; then
+  log "roofline"
+  $BIN roofline --device cuda --out "$R/roofline" >> "$R/log.txt" 2>&1 || log "FAILED roofline"
+  cp "$R/log.txt" "$R/roofline/log.txt" 2>/dev/null
+fi
+if [ "$STEP" = all ] || [ "$STEP" = nvml ] || [ "$STEP" = roofline-nvml ]; then
+  for i in 1 2; do
+    for hz in 50 200; do inf nvml_ab_${hz}hz_$i --dtype q4_1 --max-new-tokens 64 --warmup 3 --repeats 40 --sample-hz $hz --sampler-ab; done
+  done
 fi
 log done
 if [ -n "${OUT:-}" ]; then tar czf "$OUT/results-$STEP.tar.gz" --exclude='*.ops' -C "$(dirname "$R")" "$(basename "$R")"; fi
