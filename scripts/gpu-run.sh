@@ -9,6 +9,7 @@
 #   5. roofline: peaks, kernels and energy per kernel (bf16 kernels, full preset)
 #   6. nvml: the NVML sampler's own cost, sampler on/paused in alternating runs of one
 #      process (ABBA), 50 Hz and 200 Hz, two processes each
+#   7. nvml-long: the same with 600 short runs per process (roofline-nvml-long: 5 then 7)
 set -uo pipefail
 PW=${PW:-$HOME/pw}
 STEP=${1:-all}
@@ -52,7 +53,7 @@ if [ "$STEP" = all ] || [ "$STEP" = sweep ]; then
   $BIN sweep experiments/gpu.toml --out "$R/sweep" --report >> "$R/log.txt" 2>&1 || log "FAILED sweep"
   rm -f "$R"/sweep/points/*/operands.ops
 fi
-if [ "$STEP" = all ] || [ "$STEP" = roofline ] || [ "$STEP" = roofline-nvml ]; then
+if [ "$STEP" = all ] || [ "$STEP" = roofline ] || [ "$STEP" = roofline-nvml ] || [ "$STEP" = roofline-nvml-long ]; then
   log "roofline"
   $BIN roofline --device cuda --out "$R/roofline" >> "$R/log.txt" 2>&1 || log "FAILED roofline"
   cp "$R/log.txt" "$R/roofline/log.txt" 2>/dev/null
@@ -60,6 +61,15 @@ fi
 if [ "$STEP" = all ] || [ "$STEP" = nvml ] || [ "$STEP" = roofline-nvml ]; then
   for i in 1 2; do
     for hz in 50 200; do inf nvml_ab_${hz}hz_$i --dtype q4_1 --max-new-tokens 64 --warmup 3 --repeats 40 --sample-hz $hz --sampler-ab; done
+  done
+fi
+if [ "$STEP" = nvml-long ] || [ "$STEP" = roofline-nvml-long ]; then
+  # Many short runs (16 new tokens) for a tight paired CI; pinned to 4 cores so thread
+  # migrations add less noise (the sampler thread shares them with the token loop).
+  PIN=""; command -v taskset >/dev/null && PIN="taskset -c 2-5"
+  for run in 50hz_1:50 50hz_2:50 200hz_1:200; do
+    log "infer nvml_ab16_${run%%:*}"
+    $PIN $BIN infer --device cuda --out "$R/nvml_ab16_${run%%:*}.json" --dtype q4_1 --max-new-tokens 16 --warmup 5 --repeats 600 --sample-hz ${run##*:} --sampler-ab >> "$R/log.txt" 2>&1 || log "FAILED nvml_ab16_${run%%:*}"
   done
 fi
 log done

@@ -399,6 +399,10 @@ pub struct SamplerAb {
     pub latency_on_s: Estimate,
     pub latency_paused_s: Estimate,
     pub overhead_pct: Estimate,
+    /// Median over pairs and its bootstrap 95% CI: robust to the rare pair that straddles
+    /// a step in the machine's speed.
+    pub overhead_pct_median: f64,
+    pub overhead_pct_median_ci95: Option<(f64, f64)>,
     /// Sampler on (true) or paused (false) in each measured run, in order.
     pub sampler_on: Vec<bool>,
 }
@@ -428,6 +432,8 @@ impl SamplerAb {
             latency_on_s: Estimate::of(&arm(true))?,
             latency_paused_s: Estimate::of(&arm(false))?,
             overhead_pct: Estimate::of(&ratios)?,
+            overhead_pct_median: percentile(&ratios, 50.0)?,
+            overhead_pct_median_ci95: crate::stats::bootstrap_ci(&ratios, &ratios, |x, _| percentile(x, 50.0), 2000),
             sampler_on: runs.iter().map(|r| r.sampler_on).collect(),
         })
     }

@@ -538,8 +538,15 @@ fn infer_summary(r: &perfwatt::capture::InferReport) -> String {
         .as_ref()
         .map(|a| {
             format!(
-                "NVML sampler overhead: {:+.2}% [{:+.2}, {:+.2}] over {} run pairs\n",
-                a.overhead_pct.mean, a.overhead_pct.ci95_low, a.overhead_pct.ci95_high, a.pairs
+                "NVML sampler overhead over {} run pairs: mean {:+.2}% [{:+.2}, {:+.2}], median {:+.2}% {}\n",
+                a.pairs,
+                a.overhead_pct.mean,
+                a.overhead_pct.ci95_low,
+                a.overhead_pct.ci95_high,
+                a.overhead_pct_median,
+                a.overhead_pct_median_ci95
+                    .map(|(l, h)| format!("[{l:+.2}, {h:+.2}]"))
+                    .unwrap_or_default()
             )
         })
         .unwrap_or_default()

@@ -10,7 +10,13 @@
 //! back-to-back launches. Written as JSON + CSV (after every kernel, atomically) and a plot.
 //!
 //! FLOPs count 2 per multiply-add plus the elementwise operations named on each kernel;
-//! bytes count what candle's (unfused) implementation reads and writes, inputs once.
+//! bytes count what candle's (unfused) implementation reads and writes, inputs once, except
+//! for quantized matmuls, whose bytes are the packed weights plus activations (what a fused
+//! kernel must move; candle's CUDA kernels quantize activations to q8_1 on the way).
+//! Roofs: a kernel's compute roof is the matmul peak of its dtype; quantized matmuls (int8
+//! dot products on the GPU, no peak of their own here) use the highest measured peak.
+//! GPU latency by events includes candle's host-side launch work whenever the GPU waits
+//! for it, as a candle user sees it: small kernels show that floor (about 7-12 us).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -191,6 +197,8 @@ pub struct KernelResult {
     pub bytes_per_s: Option<f64>,
     /// min(peak FLOP/s of the roof dtype, intensity x peak bandwidth).
     pub roof_flop_per_s: Option<f64>,
+    /// Whose compute peak the roof is (the kernel's dtype; the highest peak for quantized).
+    pub roof_dtype: Option<String>,
     pub roof_fraction: Option<f64>,
     /// "memory" left of the ridge point, "compute" right of it.
     pub bound: Option<&'static str>,
@@ -228,8 +236,10 @@ struct Kernel {
     model: &'static str,
     shape: String,
     dtype: String,
-    /// Dtype whose matmul peak is this kernel's compute roof.
-    roof_dtype: DType,
+    /// Dtype whose matmul peak is this kernel's compute roof; None: the device's highest
+    /// measured peak (quantized matmuls, whose int8 / dequantizing kernels have no peak of
+    /// their own here).
+    roof_dtype: Option<DType>,
     flops: f64,
     bytes: f64,
     run: Box<dyn Fn() -> candle_core::Result<Tensor>>,
@@ -289,6 +299,36 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
     }
 }
 
+/// A device-to-device copy of `n` f32: cuMemcpyDtoDAsync on the GPU (cudarc), a candle
+/// in-place copy on the CPU. Returns a token tensor: the copy itself makes none.
+fn copy_kernel(
+    n: usize,
+    dev: &Device,
+) -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cd) = dev {
+        let stream = cd.cuda_stream();
+        let err =
+            |e: cudarc::driver::DriverError| candle_core::Error::Msg(format!("cuda copy: {e}"));
+        let src = stream.alloc_zeros::<f32>(n).map_err(err)?;
+        let dst = std::cell::RefCell::new(stream.alloc_zeros::<f32>(n).map_err(err)?);
+        let token = Tensor::zeros(1, DType::F32, dev)?;
+        return Ok(Box::new(move || {
+            stream
+                .memcpy_dtod(&src, &mut *dst.borrow_mut())
+                .map_err(err)?;
+            Ok(token.clone())
+        }));
+    }
+    // Ones, not zeros: a zeroed CPU buffer can be untouched pages that all read one cached page.
+    let src = Tensor::ones((64, n / 64), DType::F32, dev)?;
+    let dst = Tensor::ones((64, n / 64), DType::F32, dev)?;
+    Ok(Box::new(move || {
+        dst.slice_set(&src, 0, 0)?;
+        Ok(dst.clone())
+    }))
+}
+
 fn randn(shape: &[usize], dt: DType, dev: &Device) -> candle_core::Result<Tensor> {
     Tensor::randn(0f32, 1f32, shape, dev)?.to_dtype(dt)
 }
@@ -342,7 +382,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 "-",
                 format!("{n}x{n}x{n}"),
                 mdt.as_str().into(),
-                mdt,
+                Some(mdt),
                 2.0 * nf.powi(3),
                 3.0 * nf * nf * mdt.size_in_bytes() as f64,
                 run,
@@ -352,22 +392,14 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
     {
         // Copy into an existing buffer (no allocation): bytes read + written.
         let n = sz.copy_bytes / 4;
-        let run = (|| -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
-            // Ones, not zeros: a zeroed CPU buffer can be untouched pages that all read one cached page.
-            let src = Tensor::ones((64, n / 64), DType::F32, dev)?;
-            let dst = Tensor::ones((64, n / 64), DType::F32, dev)?;
-            Ok(Box::new(move || {
-                dst.slice_set(&src, 0, 0)?;
-                Ok(dst.clone())
-            }))
-        })();
+        let run = copy_kernel(n, dev);
         add(
             "copy".into(),
             "peak-copy",
             "-",
             format!("{} MiB", sz.copy_bytes >> 20),
             "f32".into(),
-            DType::F32,
+            Some(DType::F32),
             0.0,
             2.0 * sz.copy_bytes as f64,
             run,
@@ -390,7 +422,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                     m.name,
                     format!("M={rows} K={k} N={n}"),
                     dts.clone(),
-                    dt,
+                    Some(dt),
                     2.0 * mf * kf * nf,
                     es * (mf * kf + kf * nf + mf * nf),
                     run,
@@ -415,7 +447,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                         m.name,
                         format!("M={rows} K={k} N={n}"),
                         "q4_1/f32".into(),
-                        DType::F32,
+                        None,
                         2.0 * mf * kf * nf,
                         wbytes + 4.0 * (mf * kf + mf * nf),
                         run,
@@ -448,7 +480,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 m.name,
                 format!("H={nh} L={l} D={hd}"),
                 dts.clone(),
-                dt,
+                Some(dt),
                 flops,
                 bytes,
                 run,
@@ -472,7 +504,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 m.name,
                 format!("H={nh} Lq=1 Lkv={l} D={hd}"),
                 dts.clone(),
-                dt,
+                Some(dt),
                 4.0 * hf * lf * df + 6.0 * hf * lf,
                 es * (2.0 * hf * df + 2.0 * hf * lf * df + 6.0 * hf * lf),
                 run,
@@ -491,7 +523,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 m.name,
                 format!("T={t} H={h}"),
                 dts.clone(),
-                dt,
+                Some(dt),
                 4.0 * tf * hf,
                 es * (2.0 * tf * hf + hf),
                 run,
@@ -507,7 +539,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 m.name,
                 format!("T={t} F={f}"),
                 dts.clone(),
-                dt,
+                Some(dt),
                 4.0 * tf * ff,
                 es * 2.0 * tf * ff,
                 run,
@@ -527,7 +559,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 m.name,
                 format!("H={nh} T={t} D={hd}"),
                 dts.clone(),
-                dt,
+                Some(dt),
                 3.0 * n,
                 es * (2.0 * n + tf * hd as f64),
                 run,
@@ -548,7 +580,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 m.name,
                 format!("T={t} V={} H={h}", m.vocab),
                 dts.clone(),
-                dt,
+                Some(dt),
                 0.0,
                 es * 2.0 * tf * hf + 4.0 * tf,
                 run,
@@ -632,6 +664,7 @@ pub fn run_roofline(cfg: &RooflineConfig, out: &Path, hooks: Hooks<'_>) -> Resul
             bytes_per_s: per_s(k.bytes),
             timing,
             roof_flop_per_s: None,
+            roof_dtype: None,
             roof_fraction: None,
             bound: None,
             energy,
@@ -699,7 +732,7 @@ fn launch_energy(
 }
 
 /// Peaks from the rows measured so far, then every row's roof and bound.
-fn update_peaks(r: &mut RooflineReport, roof_dtypes: &[DType]) {
+fn update_peaks(r: &mut RooflineReport, roof_dtypes: &[Option<DType>]) {
     r.bandwidth_bytes_per_s = r
         .kernels
         .iter()
@@ -725,8 +758,15 @@ fn update_peaks(r: &mut RooflineReport, roof_dtypes: &[DType]) {
         })
         .collect();
     let peaks = r.peaks.clone();
+    let highest = peaks
+        .iter()
+        .reduce(|a, b| if b.flop_per_s > a.flop_per_s { b } else { a });
     for (k, dt) in r.kernels.iter_mut().zip(roof_dtypes) {
-        let peak = peaks.iter().find(|p| p.dtype == dt.as_str());
+        let peak = match dt {
+            Some(dt) => peaks.iter().find(|p| p.dtype == dt.as_str()),
+            None => highest,
+        };
+        k.roof_dtype = peak.map(|p| p.dtype.clone());
         let (Some(p), Some(bw), Some(achieved)) = (peak, bw, k.flop_per_s) else {
             continue;
         };
@@ -743,7 +783,7 @@ fn update_peaks(r: &mut RooflineReport, roof_dtypes: &[DType]) {
     }
 }
 
-const CSV_HEADER: &str = "name,category,model,shape,dtype,flops,bytes,intensity_flop_per_byte,median_s,p5_s,p95_s,min_s,max_s,repeats,flop_per_s,bytes_per_s,roof_flop_per_s,roof_fraction,bound,energy_launches,j_per_launch,j_per_launch_above_idle,avg_w,error";
+const CSV_HEADER: &str = "name,category,model,shape,dtype,flops,bytes,intensity_flop_per_byte,median_s,p5_s,p95_s,min_s,max_s,repeats,flop_per_s,bytes_per_s,roof_flop_per_s,roof_dtype,roof_fraction,bound,energy_launches,j_per_launch,j_per_launch_above_idle,avg_w,error";
 
 /// One row per kernel; empty cells where a figure is not available.
 pub fn to_csv(r: &RooflineReport) -> String {
@@ -778,6 +818,7 @@ pub fn to_csv(r: &RooflineReport) -> String {
             o(k.flop_per_s),
             o(k.bytes_per_s),
             o(k.roof_flop_per_s),
+            k.roof_dtype.clone().unwrap_or_default(),
             o(k.roof_fraction),
             k.bound.unwrap_or("").into(),
             e.map(|e| e.launches.to_string()).unwrap_or_default(),
