@@ -391,16 +391,18 @@ pub struct InferReport {
 }
 
 /// NVML sampler cost measured inside one process: adjacent measured runs (2i, 2i+1) form
-/// a pair, one with the sampler on and one paused (ABBA order); overhead_pct is the mean
-/// over pairs of (on / paused - 1) * 100.
+/// a pair, one with the sampler on and one paused (ABBA order). overhead_pct is the mean
+/// paired difference (on - paused) over the paused arm's mean latency, CI from the paired
+/// differences. (Not the mean of per-pair ratios: with noisy runs E[on/off] > E[on]/E[off],
+/// a bias of about the runs' squared coefficient of variation.)
 #[derive(Debug, Clone, Serialize)]
 pub struct SamplerAb {
     pub pairs: usize,
     pub latency_on_s: Estimate,
     pub latency_paused_s: Estimate,
     pub overhead_pct: Estimate,
-    /// Median over pairs and its bootstrap 95% CI: robust to the rare pair that straddles
-    /// a step in the machine's speed.
+    /// Median over pairs of (on / paused - 1) * 100 and its bootstrap 95% CI: robust to
+    /// the rare pair that straddles a step in the machine's speed.
     pub overhead_pct_median: f64,
     pub overhead_pct_median_ci95: Option<(f64, f64)>,
     /// Sampler on (true) or paused (false) in each measured run, in order.
@@ -415,25 +417,38 @@ impl SamplerAb {
                 .map(|r| r.total)
                 .collect::<Vec<_>>()
         };
-        let ratios: Vec<f64> = runs
+        let pairs: Vec<(f64, f64)> = runs
             .chunks_exact(2)
             .filter(|p| p[0].sampler_on != p[1].sampler_on)
             .map(|p| {
                 if p[0].sampler_on {
-                    p[0].total / p[1].total
+                    (p[0].total, p[1].total)
                 } else {
-                    p[1].total / p[0].total
+                    (p[1].total, p[0].total)
                 }
             })
-            .map(|r| (r - 1.0) * 100.0)
+            .collect();
+        let paused_mean = pairs.iter().map(|p| p.1).sum::<f64>() / pairs.len().max(1) as f64;
+        let diffs: Vec<f64> = pairs
+            .iter()
+            .map(|(on, off)| (on - off) / paused_mean * 100.0)
+            .collect();
+        let ratios: Vec<f64> = pairs
+            .iter()
+            .map(|(on, off)| (on / off - 1.0) * 100.0)
             .collect();
         Some(SamplerAb {
-            pairs: ratios.len(),
+            pairs: pairs.len(),
             latency_on_s: Estimate::of(&arm(true))?,
             latency_paused_s: Estimate::of(&arm(false))?,
-            overhead_pct: Estimate::of(&ratios)?,
+            overhead_pct: Estimate::of(&diffs)?,
             overhead_pct_median: percentile(&ratios, 50.0)?,
-            overhead_pct_median_ci95: crate::stats::bootstrap_ci(&ratios, &ratios, |x, _| percentile(x, 50.0), 2000),
+            overhead_pct_median_ci95: crate::stats::bootstrap_ci(
+                &ratios,
+                &ratios,
+                |x, _| percentile(x, 50.0),
+                2000,
+            ),
             sampler_on: runs.iter().map(|r| r.sampler_on).collect(),
         })
     }
