@@ -377,7 +377,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
             })();
             let nf = n as f64;
             add(
-                format!("matmul {n}"),
+                format!("matmul {} n={n}", mdt.as_str()),
                 "peak-matmul",
                 "-",
                 format!("{n}x{n}x{n}"),
