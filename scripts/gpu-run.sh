@@ -10,6 +10,7 @@
 #   6. nvml: the NVML sampler's own cost, sampler on/paused in alternating runs of one
 #      process (ABBA), 50 Hz and 200 Hz, two processes each
 #   7. nvml-long: the same with 600 short runs per process (roofline-nvml-long: 5 then 7)
+#   8. nvml-batch: the same A/B at batch 16 and 64 (GPU-bound runs, less run-to-run noise)
 set -uo pipefail
 PW=${PW:-$HOME/pw}
 STEP=${1:-all}
@@ -70,6 +71,14 @@ if [ "$STEP" = nvml-long ] || [ "$STEP" = roofline-nvml-long ]; then
   for run in 50hz_1:50 50hz_2:50 200hz_1:200; do
     log "infer nvml_ab16_${run%%:*}"
     $PIN $BIN infer --device cuda --out "$R/nvml_ab16_${run%%:*}.json" --dtype q4_1 --max-new-tokens 16 --warmup 5 --repeats 600 --sample-hz ${run##*:} --sampler-ab >> "$R/log.txt" 2>&1 || log "FAILED nvml_ab16_${run%%:*}"
+  done
+fi
+if [ "$STEP" = nvml-batch ]; then
+  # The same A/B where runs are GPU-bound (batch 16 and 64) and vary less than at batch 1.
+  PIN=""; command -v taskset >/dev/null && PIN="taskset -c 2-5"
+  for run in b16_50hz_1:16 b64_50hz_1:64 b16_50hz_2:16; do
+    log "infer nvml_ab_${run%%:*}"
+    $PIN $BIN infer --device cuda --out "$R/nvml_ab_${run%%:*}.json" --dtype q4_1 --batch ${run##*:} --max-new-tokens 64 --warmup 3 --repeats 120 --sample-hz 50 --sampler-ab >> "$R/log.txt" 2>&1 || log "FAILED nvml_ab_${run%%:*}"
   done
 fi
 log done
