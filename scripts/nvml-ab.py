@@ -15,20 +15,29 @@ def pairs(path):
     for i in range(0, len(lat) - 1, 2):
         if on[i] != on[i + 1]:
             out.append((lat[i], lat[i + 1]) if on[i] else (lat[i + 1], lat[i]))
-    return r["energy"]["sample_hz_target"], r["new_tokens"], out
+    return r["energy"]["sample_hz_target"], r["batch"], r["new_tokens"], out
 
-def line(name, ps):
+def rel_diffs(ps):
+    """(on - paused) of each pair, in % of the group's paused mean."""
     off = st.mean(p[1] for p in ps)
-    d = [(a - b) / off * 100 for a, b in ps]
+    return off, [(a - b) / off * 100 for a, b in ps]
+
+def line(name, d, off=None):
     m, h = st.mean(d), 1.96 * st.stdev(d) / math.sqrt(len(d))
-    return f"| {name} | {len(ps)} | {off:.4f} | {m:+.2f}% | [{m - h:+.2f}, {m + h:+.2f}] |"
+    off = f"{off:.4f}" if off is not None else "-"
+    return f"| {name} | {len(d)} | {off} | {m:+.2f}% | [{m - h:+.2f}, {m + h:+.2f}] |"
 
 print("| report | pairs | paused mean latency (s) | sampler overhead | 95% CI |")
 print("|---|---:|---:|---:|---|")
 pool = {}
 for f in sys.argv[1:]:
-    hz, t, ps = pairs(f)
-    print(line(f.split("/")[-1], ps))
-    pool.setdefault((hz, t), []).extend(ps)
-for (hz, t), ps in sorted(pool.items()):
-    print(line(f"pooled: {hz:g} Hz, {t} new tokens", ps))
+    hz, b, t, ps = pairs(f)
+    print(line(f.split("/")[-1], rel_diffs(ps)[1], rel_diffs(ps)[0]))
+    pool.setdefault((hz, b, t), []).extend(ps)
+alld = []
+for (hz, b, t), ps in sorted(pool.items()):
+    off, d = rel_diffs(ps)
+    alld += d
+    print(line(f"pooled: {hz:g} Hz, batch {b}, {t} new tokens", d, off))
+# Every configuration's pairs in % of its own paused mean, pooled.
+print(line("all configurations (each in % of its own paused mean)", alld))
