@@ -55,6 +55,10 @@ enum Cmd {
         /// Rows in the table's most-active list.
         #[arg(long, default_value_t = 20)]
         top: usize,
+        /// Threads: a file of 16 MiB or more (without --saif) is counted in pieces of its
+        /// body in parallel, joined in order. Default: all cores. 1 = one sequential pass.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Replay an operand stream into Verilator-simulated MAC units and count switching.
     ///
@@ -249,8 +253,14 @@ fn run(cli: Cli) -> Result<()> {
             saif,
             scope,
             top,
+            threads,
         } => {
-            let mut report = perfwatt::vcd::count_toggles_path_with(&file, saif.is_some())?;
+            let mut report = match threads {
+                Some(t) => {
+                    perfwatt::vcd::count_toggles_path_threads(&file, saif.is_some(), t.max(1))?
+                }
+                None => perfwatt::vcd::count_toggles_path_with(&file, saif.is_some())?,
+            };
             if let Some(p) = scope {
                 report.retain_scope(&p);
             }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::vcd_crate::vcd_crate_toggles;
-use perfwatt::vcd::{count_toggles, count_toggles_path, saif, ToggleReport};
+use perfwatt::vcd::{
+    count_toggles, count_toggles_path, count_toggles_path_threads, count_toggles_segmented, saif,
+    ToggleReport,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -36,6 +39,35 @@ fn assert_agrees_with_vcd_crate(path: &Path) {
         );
     }
     assert_eq!(ours.signals.len(), theirs.len());
+    assert_segments_agree(path);
+}
+
+/// Counting a file in 2..16 pieces on as many threads and joining them gives the
+/// sequential pass's counts, bit for bit.
+fn assert_segments_agree(path: &Path) {
+    let seq = count_toggles_path_threads(path, false, 1).unwrap();
+    let bits = |r: &ToggleReport| -> Vec<(String, Vec<(u64, u64)>)> {
+        r.signals
+            .iter()
+            .map(|s| {
+                (
+                    s.path.clone(),
+                    s.bits
+                        .iter()
+                        .map(|b| (b.toggles, b.x_transitions))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    for k in [2, 3, 5, 16] {
+        let par = count_toggles_segmented(path, k).unwrap();
+        assert_eq!(bits(&par), bits(&seq), "{} in {k} segments", path.display());
+        assert_eq!(
+            (par.end_time, par.value_changes),
+            (seq.end_time, seq.value_changes)
+        );
+    }
 }
 
 #[test]
@@ -127,6 +159,56 @@ fn big_generated_file_crosses_buffer_boundaries_and_matches_closed_form() {
     let expect: u64 = (0..8).map(|i| n >> i).sum();
     assert_eq!(r.signal("top.cnt").unwrap().toggles, expect);
     assert_eq!(r.signal("top.clk").unwrap().toggles, 2 * n);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("big.vcd");
+    std::fs::write(&f, &s).unwrap();
+    assert_segments_agree(&f);
+    assert_eq!(
+        count_toggles_segmented(&f, 7)
+            .unwrap()
+            .signal("top.cnt")
+            .unwrap()
+            .toggles,
+        expect
+    );
+}
+
+#[test]
+fn segmented_counting_falls_back_on_splits_it_cannot_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "$timescale 1ns $end\n$scope module t $end\n$var wire 4 ! v $end\n$upscope $end\n$enddefinitions $end\n";
+    let mut body = String::from("#0\nb0 !\n");
+    for t in 1..2000 {
+        body.push_str(&format!("#{t}\nb{:b} !\n", t % 16));
+        if t == 1000 {
+            // A comment holding time-stamp lines: a split inside it cannot be parsed alone.
+            // A comment holding time-stamp lines, a third of the file: some split of 16
+            // lands inside it, and that piece cannot be parsed alone.
+            body.push_str(&format!("$comment\n{}$end\n", "#5\nb1 !\n".repeat(1000)));
+        }
+    }
+    let f = dir.path().join("comment.vcd");
+    std::fs::write(&f, format!("{head}{body}")).unwrap();
+    assert_segments_agree(&f);
+    // Errors come out exactly as from the sequential pass (which reports them).
+    for (name, text) in [
+        ("backwards.vcd", format!("{head}{body}#5\nb1 !\n")),
+        ("truncated.vcd", format!("{head}{body}b10")),
+        ("unknown.vcd", format!("{head}{body}b1 ?\n")),
+    ] {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        let seq = count_toggles_path_threads(&f, false, 1)
+            .unwrap_err()
+            .to_string();
+        for k in [2, 4, 9] {
+            assert_eq!(
+                count_toggles_segmented(&f, k).unwrap_err().to_string(),
+                seq,
+                "{name}"
+            );
+        }
+    }
 }
 
 #[test]

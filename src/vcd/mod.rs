@@ -10,6 +10,6 @@ pub mod toggles;
 
 pub use parse::{parse_vcd, Header, Value, Var, VarKind, VcdVisitor};
 pub use toggles::{
-    count_toggles, count_toggles_path, count_toggles_path_with, count_toggles_with, BitActivity,
-    SignalToggles, ToggleReport,
+    count_toggles, count_toggles_path, count_toggles_path_threads, count_toggles_path_with,
+    count_toggles_segmented, count_toggles_with, BitActivity, SignalToggles, ToggleReport,
 };

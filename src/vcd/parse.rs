@@ -123,9 +123,43 @@ fn ws(i: &[u8]) -> IResult<&[u8], &[u8]> {
     take_while(is_ws)(i)
 }
 
-/// One whitespace-delimited token.
+/// One whitespace-delimited token: `preceded(ws, take_while1(is_tok))`, with the token's
+/// end found eight bytes at a time (the body's hot path: value bits and identifiers).
 fn token(i: &[u8]) -> IResult<&[u8], &[u8]> {
-    preceded(ws, take_while1(is_tok))(i)
+    let (i, _) = ws(i)?;
+    let n = token_len(i);
+    if n == i.len() {
+        // Streaming: the token may go on in the next chunk.
+        return Err(nom::Err::Incomplete(nom::Needed::new(1)));
+    }
+    if n == 0 {
+        return Err(nom::Err::Error(nom::error::Error::new(
+            i,
+            nom::error::ErrorKind::TakeWhile1,
+        )));
+    }
+    Ok((&i[n..], &i[..n]))
+}
+
+/// Length of the run of token bytes (0x21..=0x7e) at the start of `i`.
+#[inline]
+fn token_len(i: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut n = 0;
+    while let Some(c) = i.get(n..n + 8) {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        // High bit of each byte < 0x21 (whitespace, control) and of each byte >= 0x7f. Borrows
+        // and carries only run on from a byte already flagged, so the lowest flag is exact.
+        let below = w.wrapping_sub(0x21 * ONES) & !w & HIGH;
+        let above = (w.wrapping_add(ONES) | w) & HIGH;
+        let stop = below | above;
+        if stop != 0 {
+            return n + (stop.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + i[n..].iter().take_while(|&&c| is_tok(c)).count()
 }
 
 /// Text up to the next `$end`, and the `$end`.
@@ -506,6 +540,40 @@ pub fn parse_vcd<R: Read>(src: R, name: &str, visitor: &mut impl VcdVisitor) -> 
     let header = parse_header(&mut ch, &mut ids)?;
     visitor.header(&header)?;
     parse_body(&mut ch, &ids, &header, visitor)
+}
+
+/// A parsed header, its identifier table, and the byte offset where the body starts: what
+/// parsers of body segments need (see `toggles::count_toggles_segmented`).
+pub(crate) struct Prelude {
+    pub header: Header,
+    ids: IdTable,
+    pub body_offset: u64,
+}
+
+pub(crate) fn parse_prelude<R: Read>(src: R, name: &str) -> Result<Prelude> {
+    let mut ch = Chunks::new(src, name);
+    let mut ids = IdTable::new();
+    let header = parse_header(&mut ch, &mut ids)?;
+    Ok(Prelude {
+        header,
+        ids,
+        body_offset: ch.offset0 + ch.start as u64,
+    })
+}
+
+/// Parse a piece of the body that starts at a line boundary (`offset`: where, for error
+/// positions; line numbers count from the piece's start) into a visitor whose `header`
+/// has been called.
+pub(crate) fn parse_body_segment<R: Read>(
+    src: R,
+    name: &str,
+    prelude: &Prelude,
+    offset: u64,
+    visitor: &mut impl VcdVisitor,
+) -> Result<()> {
+    let mut ch = Chunks::new(src, name);
+    ch.offset0 = offset;
+    parse_body(&mut ch, &prelude.ids, &prelude.header, visitor)
 }
 
 fn parse_header<R: Read>(ch: &mut Chunks<R>, ids: &mut IdTable) -> Result<Header> {

@@ -135,6 +135,11 @@ pub struct ToggleCounter {
     times: Vec<[u64; 4]>,
     now: u64,
     changes: u64,
+    /// For joining counters of consecutive body segments: the first time stamp, each
+    /// packed var's first value, each wide-var bit's first value.
+    first_time: Option<u64>,
+    first: Vec<Packed>,
+    first_state: Vec<u8>,
 }
 
 impl ToggleCounter {
@@ -225,7 +230,9 @@ impl VcdVisitor for ToggleCounter {
             })
             .collect();
         self.packed = vec![Packed::default(); header.code_widths.len()];
+        self.first = vec![Packed::default(); header.code_widths.len()];
         self.state = vec![UNSET; n];
+        self.first_state = vec![UNSET; n];
         self.toggles = vec![0; n];
         self.x_transitions = vec![0; n];
         if self.durations {
@@ -238,10 +245,12 @@ impl VcdVisitor for ToggleCounter {
 
     #[inline]
     fn time(&mut self, t: u64) {
+        self.first_time.get_or_insert(t);
         self.now = t;
     }
 
-    #[inline]
+    // Inlined into the parser's loop: one body for the hot path, no call per change.
+    #[inline(always)]
     fn change(&mut self, code: u32, value: Value<'_>) -> std::result::Result<(), String> {
         let Value::Bits(v) = value else { return Ok(()) };
         self.changes += 1;
@@ -277,6 +286,7 @@ impl VcdVisitor for ToggleCounter {
             self.close_interval(idx, now);
             self.state[idx] = nb;
             if ob == UNSET {
+                self.first_state[idx] = nb;
                 continue;
             }
             if ob | nb <= 1 {
@@ -290,7 +300,77 @@ impl VcdVisitor for ToggleCounter {
 }
 
 impl ToggleCounter {
+    /// Toggles (0<->1) and x/z transitions between two packed values of the var at `base`.
     #[inline]
+    fn count_changes(&mut self, base: usize, old: &Packed, new: &Packed) {
+        let mut changed = (old.val ^ new.val) | (old.xz ^ new.xz) | (old.z ^ new.z);
+        let x = old.xz | new.xz;
+        while changed != 0 {
+            let i = changed.trailing_zeros() as usize;
+            changed &= changed - 1;
+            if x >> i & 1 == 0 {
+                self.toggles[base + i] += 1;
+            } else {
+                self.x_transitions[base + i] += 1;
+            }
+        }
+    }
+
+    /// Append `later`, a counter (without durations) that ran over the body segment right
+    /// after this one's, starting from nothing: its first value of each bit is compared with
+    /// this one's last value. False when time goes backwards across the boundary.
+    fn absorb(&mut self, later: ToggleCounter) -> bool {
+        if let (Some(_), Some(t)) = (self.first_time, later.first_time) {
+            if t < self.now {
+                return false;
+            }
+        }
+        for (a, b) in self.toggles.iter_mut().zip(&later.toggles) {
+            *a += b;
+        }
+        for (a, b) in self.x_transitions.iter_mut().zip(&later.x_transitions) {
+            *a += b;
+        }
+        for code in 0..self.packed.len() {
+            let (base, width) = (self.base[code], self.header.code_widths[code] as usize);
+            if width <= 64 {
+                let (old, first) = (self.packed[code], later.first[code]);
+                if first.set {
+                    if old.set {
+                        self.count_changes(base, &old, &first);
+                    } else {
+                        self.first[code] = first;
+                    }
+                    self.packed[code] = later.packed[code];
+                }
+                continue;
+            }
+            for i in base..base + width {
+                let (ob, nb) = (self.state[i], later.first_state[i]);
+                if nb == UNSET {
+                    continue;
+                }
+                if ob == UNSET {
+                    self.first_state[i] = nb;
+                } else if ob != nb {
+                    if ob | nb <= 1 {
+                        self.toggles[i] += 1;
+                    } else {
+                        self.x_transitions[i] += 1;
+                    }
+                }
+                self.state[i] = later.state[i];
+            }
+        }
+        self.changes += later.changes;
+        if later.first_time.is_some() {
+            self.first_time.get_or_insert(later.first_time.unwrap_or(0));
+            self.now = later.now;
+        }
+        true
+    }
+
+    #[inline(always)]
     fn change_packed(
         &mut self,
         code: usize,
@@ -338,6 +418,16 @@ impl ToggleCounter {
             set: true,
         };
         self.packed[code] = new;
+        if !old.set {
+            self.first[code] = new;
+        }
+        if !self.durations {
+            // Counting only: `packed` is the state, no per-bit bookkeeping.
+            if old.set {
+                self.count_changes(base, &old, &new);
+            }
+            return Ok(());
+        }
         let now = self.now;
         if !old.set {
             for i in 0..width {
@@ -398,13 +488,118 @@ pub fn count_toggles_with<R: Read>(src: R, name: &str, durations: bool) -> Resul
     Ok(c.finish(name))
 }
 
-/// Count toggles of a file (`-` reads stdin); see `count_toggles_with`.
+/// Count toggles of a file (`-` reads stdin); see `count_toggles_with`. Without durations,
+/// a file of 16 MiB or more is counted in segments on all cores (`count_toggles_segmented`).
 pub fn count_toggles_path_with(path: &Path, durations: bool) -> Result<ToggleReport> {
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(16);
+    count_toggles_path_threads(path, durations, cores)
+}
+
+/// `count_toggles_path_with` on at most `threads` threads.
+pub fn count_toggles_path_threads(
+    path: &Path,
+    durations: bool,
+    threads: usize,
+) -> Result<ToggleReport> {
     if path.as_os_str() == "-" {
         return count_toggles_with(std::io::stdin().lock(), "<stdin>", durations);
     }
+    let size = std::fs::metadata(path).at(path)?.len();
+    if !durations && threads > 1 && size >= 16 << 20 {
+        return count_toggles_segmented(path, threads);
+    }
     let f = std::fs::File::open(path).at(path)?;
     count_toggles_with(f, &path.display().to_string(), durations)
+}
+
+/// Count toggles (no durations) of a file in `segments` pieces of its body on as many
+/// threads, then join them in order. Pieces start at a time stamp (`#` at a line start);
+/// a piece that fails to parse (a split inside a `$comment`, or a real error) or a join
+/// that finds time going backwards sends the whole file through the sequential parser,
+/// which reports the first error with its exact line. Same counts as sequential (tests).
+pub fn count_toggles_segmented(path: &Path, segments: usize) -> Result<ToggleReport> {
+    use std::io::{Seek, SeekFrom};
+    let name = path.display().to_string();
+    let sequential = || count_toggles_with(std::fs::File::open(path).at(path)?, &name, false);
+    let prelude = crate::vcd::parse::parse_prelude(std::fs::File::open(path).at(path)?, &name)?;
+    let size = std::fs::metadata(path).at(path)?.len();
+    let mut starts = vec![prelude.body_offset];
+    let mut f = std::fs::File::open(path).at(path)?;
+    let mut window = vec![0u8; 1 << 16];
+    for k in 1..segments.max(1) {
+        let at = prelude.body_offset + (size - prelude.body_offset) * k as u64 / segments as u64;
+        if at <= *starts.last().unwrap_or(&0) {
+            continue;
+        }
+        f.seek(SeekFrom::Start(at)).at(path)?;
+        let n = read_full(&mut f, &mut window).at(path)?;
+        if let Some(i) = memchr::memmem::find(&window[..n], b"\n#") {
+            starts.push(at + i as u64 + 1);
+        }
+    }
+    starts.push(size);
+    let results: Vec<Result<ToggleCounter>> = std::thread::scope(|s| {
+        let handles: Vec<_> = starts
+            .windows(2)
+            .map(|w| {
+                let (start, end, prelude, name) = (w[0], w[1], &prelude, &name);
+                s.spawn(move || -> Result<ToggleCounter> {
+                    let mut f = std::fs::File::open(path).at(path)?;
+                    f.seek(SeekFrom::Start(start)).at(path)?;
+                    let mut c = ToggleCounter::new(false);
+                    c.header(&prelude.header)?;
+                    crate::vcd::parse::parse_body_segment(
+                        f.take(end - start),
+                        name,
+                        prelude,
+                        start,
+                        &mut c,
+                    )?;
+                    Ok(c)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(crate::Error::Config("VCD worker panicked".into())))
+            })
+            .collect()
+    });
+    let mut counters = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(c) => counters.push(c),
+            Err(_) => return sequential(),
+        }
+    }
+    let mut it = counters.into_iter();
+    let Some(mut total) = it.next() else {
+        return sequential();
+    };
+    for c in it {
+        if !total.absorb(c) {
+            return sequential();
+        }
+    }
+    Ok(total.finish(&name))
+}
+
+/// Read until `buf` is full or the input ends; the count read.
+fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Count toggles of a file with time-in-state; `-` reads stdin.
