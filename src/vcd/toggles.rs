@@ -565,7 +565,7 @@ pub fn count_toggles_segmented(path: &Path, segments: usize) -> Result<ToggleRep
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(crate::Error::Config("VCD worker panicked".into())))
+                    .unwrap_or_else(|_| Err(crate::error::Error::Config("VCD worker panicked".into())))
             })
             .collect()
     });
