@@ -99,6 +99,7 @@ fn main() {
                 build.include(&mdir);
                 shim.push_str(&format!("#include \"{prefix}.h\"\n"));
                 if lean {
+                    shim.push_str(&format!("#include \"{prefix}___024root.h\"\n"));
                     shim.push_str(&format!("PW_EXPORT_LEAN({prefix})\n"));
                     continue;
                 }

@@ -112,16 +112,33 @@ inline void pw_eval(M* m, const PwCycle& c, uint8_t clk) {
 
 // A lean model (built without --trace and --public-flat-rw, so Verilator may optimise every
 // internal signal away) for runs that count nothing. Same entry points as PW_EXPORT; it
-// cannot open a VCD (returns -1) and ignores the counting arguments.
+// cannot open a VCD (returns -1) and ignores the counting arguments. After the first
+// eval() (which runs the model's initialisation), each evaluation calls the root's _eval
+// directly: what eval() does besides it (init check, thread id, message-queue flush) is
+// idle work for a single-threaded model without $display, about a fifth of a tiny model's
+// evaluation.
 #define PW_EXPORT_LEAN(M)                                                                   \
+    void M##___024root___eval(M##___024root* vlSelf);                                       \
     PW_EXPORT_COMMON(M)                                                                     \
     extern "C" int pw_##M##_open_vcd(void*, const char*) { return -1; }                    \
     extern "C" void pw_##M##_run(void* h, const PwCycle* cyc, uint64_t n, uint64_t* t,     \
                                  int32_t, uint64_t*, uint64_t*, int32_t*) {                 \
         M* m = static_cast<PwHarness<M>*>(h)->m;                                            \
-        for (uint64_t i = 0; i < n; ++i) {                                                  \
+        uint64_t i = 0;                                                                     \
+        if (*t == 0 && n > 0) {                                                             \
+            for (uint8_t clk = 0; clk < 2; ++clk) pw_eval(m, cyc[0], clk);                  \
+            i = 1;                                                                          \
+        }                                                                                   \
+        for (; i < n; ++i) {                                                                \
             for (uint8_t clk = 0; clk < 2; ++clk) {                                         \
-                pw_eval(m, cyc[i], clk);                                                    \
+                const PwCycle& c = cyc[i];                                                  \
+                m->clk_i = clk;                                                             \
+                m->rst_ni = c.rst_n;                                                        \
+                m->valid_i = c.valid;                                                       \
+                m->clear_i = c.clear;                                                       \
+                m->a_i = c.a;                                                               \
+                m->b_i = c.b;                                                               \
+                M##___024root___eval(m->rootp);                                             \
             }                                                                               \
         }                                                                                   \
         *t += 2 * n;                                                                        \
