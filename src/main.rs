@@ -210,6 +210,7 @@ enum Cmd {
     ///
     /// Example: perfwatt roofline --device cuda --out experiments/results/h100/roofline
     Roofline {
+        /// cpu, or cuda (a build with --features cuda and an NVIDIA GPU).
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Kernel dtype: f32, f16, bf16 (default: bf16 on cuda, f32 on cpu).
@@ -221,8 +222,10 @@ enum Cmd {
         /// Timed launches per kernel (at most; at least 5 past --seconds-per-kernel).
         #[arg(long)]
         repeats: Option<usize>,
+        /// Stop timing a kernel after this long, once it has 5 launches (default 1 s; 0.2 with --quick).
         #[arg(long)]
         seconds_per_kernel: Option<f64>,
+        /// GPU only: back-to-back launches per kernel for its energy last at least this long.
         #[arg(long, default_value_t = 1.0)]
         energy_seconds: f64,
         /// Output folder (default experiments/runs/roofline-DEVICE).
