@@ -11,6 +11,7 @@
 #      process (ABBA), 50 Hz and 200 Hz, two processes each
 #   7. nvml-long: the same with 600 short runs per process (roofline-nvml-long: 5 then 7)
 #   8. nvml-batch: the same A/B at batch 16 and 64 (GPU-bound runs, less run-to-run noise)
+#   9. nvml-steps: the A/B per decode step within runs (batch 1 twice, batch 64)
 set -uo pipefail
 PW=${PW:-$HOME/pw}
 STEP=${1:-all}
@@ -61,7 +62,7 @@ if [ "$STEP" = all ] || [ "$STEP" = roofline ] || [ "$STEP" = roofline-nvml ] ||
 fi
 if [ "$STEP" = all ] || [ "$STEP" = nvml ] || [ "$STEP" = roofline-nvml ]; then
   for i in 1 2; do
-    for hz in 50 200; do inf nvml_ab_${hz}hz_$i --dtype q4_1 --max-new-tokens 64 --warmup 3 --repeats 40 --sample-hz $hz --sampler-ab; done
+    for hz in 50 200; do inf nvml_ab_${hz}hz_$i --dtype q4_1 --max-new-tokens 64 --warmup 3 --repeats 40 --sample-hz $hz --sampler-ab runs; done
   done
 fi
 if [ "$STEP" = nvml-long ] || [ "$STEP" = roofline-nvml-long ]; then
@@ -70,7 +71,7 @@ if [ "$STEP" = nvml-long ] || [ "$STEP" = roofline-nvml-long ]; then
   PIN=""; command -v taskset >/dev/null && PIN="taskset -c 2-5"
   for run in 50hz_1:50 50hz_2:50 200hz_1:200; do
     log "infer nvml_ab16_${run%%:*}"
-    $PIN $BIN infer --device cuda --out "$R/nvml_ab16_${run%%:*}.json" --dtype q4_1 --max-new-tokens 16 --warmup 5 --repeats 600 --sample-hz ${run##*:} --sampler-ab >> "$R/log.txt" 2>&1 || log "FAILED nvml_ab16_${run%%:*}"
+    $PIN $BIN infer --device cuda --out "$R/nvml_ab16_${run%%:*}.json" --dtype q4_1 --max-new-tokens 16 --warmup 5 --repeats 600 --sample-hz ${run##*:} --sampler-ab runs >> "$R/log.txt" 2>&1 || log "FAILED nvml_ab16_${run%%:*}"
   done
 fi
 if [ "$STEP" = nvml-batch ]; then
@@ -78,7 +79,15 @@ if [ "$STEP" = nvml-batch ]; then
   PIN=""; command -v taskset >/dev/null && PIN="taskset -c 2-5"
   for run in b16_50hz_1:16 b64_50hz_1:64 b16_50hz_2:16; do
     log "infer nvml_ab_${run%%:*}"
-    $PIN $BIN infer --device cuda --out "$R/nvml_ab_${run%%:*}.json" --dtype q4_1 --batch ${run##*:} --max-new-tokens 64 --warmup 3 --repeats 120 --sample-hz 50 --sampler-ab >> "$R/log.txt" 2>&1 || log "FAILED nvml_ab_${run%%:*}"
+    $PIN $BIN infer --device cuda --out "$R/nvml_ab_${run%%:*}.json" --dtype q4_1 --batch ${run##*:} --max-new-tokens 64 --warmup 3 --repeats 120 --sample-hz 50 --sampler-ab runs >> "$R/log.txt" 2>&1 || log "FAILED nvml_ab_${run%%:*}"
+  done
+fi
+if [ "$STEP" = nvml-steps ]; then
+  # Sampler on / paused alternating per decode step inside each run (ABBA over steps):
+  # thousands of adjacent-step pairs, which vary far less than whole runs.
+  for run in b1:1 b64:64 b1_2:1; do
+    log "infer nvml_steps_${run%%:*}"
+    $BIN infer --device cuda --out "$R/nvml_steps_${run%%:*}.json" --dtype q4_1 --batch ${run##*:} --max-new-tokens 64 --warmup 3 --repeats 120 --sample-hz 50 --sampler-ab steps >> "$R/log.txt" 2>&1 || log "FAILED nvml_steps_${run%%:*}"
   done
 fi
 log done

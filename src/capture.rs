@@ -66,9 +66,10 @@ pub struct InferConfig {
     /// Activation sparsity: zero |x| < tau at every projection's input (0 = off).
     pub sparsity_tau: f32,
     pub sample_hz: f64,
-    /// Measure the sampler's own cost: measured runs alternate sampler on / paused in
-    /// ABBA order (drift cancels) and the report gains a paired comparison.
-    pub sampler_ab: bool,
+    /// Measure the sampler's own cost: measured runs (`runs`) or the decode steps of each
+    /// measured run (`steps`) alternate sampler on / paused in ABBA order (drift cancels)
+    /// and the report gains a paired comparison.
+    pub sampler_ab: AbUnit,
     /// Grid carbon intensity for gCO2eq, g per kWh.
     pub grid_g_per_kwh: f64,
     pub idle_seconds: f64,
@@ -90,12 +91,22 @@ impl Default for InferConfig {
             kv_cache: true,
             sparsity_tau: 0.0,
             sample_hz: 50.0,
-            sampler_ab: false,
+            sampler_ab: AbUnit::Off,
             grid_g_per_kwh: 400.0,
             idle_seconds: 1.0,
             capture: None,
         }
     }
+}
+
+/// What the NVML sampler A/B alternates over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AbUnit {
+    #[default]
+    Off,
+    Runs,
+    Steps,
 }
 
 pub fn prompt_tokens(len: &str) -> Result<usize> {
@@ -397,6 +408,9 @@ pub struct InferReport {
 /// a bias of about the runs' squared coefficient of variation.)
 #[derive(Debug, Clone, Serialize)]
 pub struct SamplerAb {
+    /// What alternated: whole measured runs, or the decode steps within each run (latency
+    /// then means one step's: forward + argmax).
+    pub unit: AbUnit,
     pub pairs: usize,
     pub latency_on_s: Estimate,
     pub latency_paused_s: Estimate,
@@ -405,26 +419,28 @@ pub struct SamplerAb {
     /// the rare pair that straddles a step in the machine's speed.
     pub overhead_pct_median: f64,
     pub overhead_pct_median_ci95: Option<(f64, f64)>,
-    /// Sampler on (true) or paused (false) in each measured run, in order.
+    /// Sampler on (true) or paused (false) in each measured run, in order (runs only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sampler_on: Vec<bool>,
 }
 
 impl SamplerAb {
-    fn of(runs: &[RunTimes]) -> Option<SamplerAb> {
+    /// From (latency, sampler on) in order; items (2i, 2i+1) pair up.
+    fn of(unit: AbUnit, xs: &[(f64, bool)]) -> Option<SamplerAb> {
         let arm = |on: bool| {
-            runs.iter()
-                .filter(|r| r.sampler_on == on)
-                .map(|r| r.total)
+            xs.iter()
+                .filter(|x| x.1 == on)
+                .map(|x| x.0)
                 .collect::<Vec<_>>()
         };
-        let pairs: Vec<(f64, f64)> = runs
+        let pairs: Vec<(f64, f64)> = xs
             .chunks_exact(2)
-            .filter(|p| p[0].sampler_on != p[1].sampler_on)
+            .filter(|p| p[0].1 != p[1].1)
             .map(|p| {
-                if p[0].sampler_on {
-                    (p[0].total, p[1].total)
+                if p[0].1 {
+                    (p[0].0, p[1].0)
                 } else {
-                    (p[1].total, p[0].total)
+                    (p[1].0, p[0].0)
                 }
             })
             .collect();
@@ -438,6 +454,7 @@ impl SamplerAb {
             .map(|(on, off)| (on / off - 1.0) * 100.0)
             .collect();
         Some(SamplerAb {
+            unit,
             pairs: pairs.len(),
             latency_on_s: Estimate::of(&arm(true))?,
             latency_paused_s: Estimate::of(&arm(false))?,
@@ -449,7 +466,11 @@ impl SamplerAb {
                 |x, _| percentile(x, 50.0),
                 2000,
             ),
-            sampler_on: runs.iter().map(|r| r.sampler_on).collect(),
+            sampler_on: if unit == AbUnit::Runs {
+                xs.iter().map(|x| x.1).collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -533,15 +554,19 @@ pub fn run_infer(
         Some(spec) if capture_out.is_some() => Some(OperandCapture::new(spec.clone())?),
         _ => None,
     };
-    if cfg.sampler_ab && (capture.is_some() || cfg.repeats < 2) {
+    if cfg.sampler_ab != AbUnit::Off && (capture.is_some() || cfg.repeats < 2 || t < 3) {
         return Err(Error::Config(
-            "--sampler-ab needs at least 2 repeats and no capture (capture would sit in one arm)"
+            "--sampler-ab needs at least 2 repeats, 3 new tokens and no capture (capture would sit in one arm)"
                 .into(),
         ));
     }
     // ABBA: measured runs 0 and 3 of every 4 sample, 1 and 2 run with the sampler paused.
+    let ab_runs = cfg.sampler_ab == AbUnit::Runs;
     let sampler_on =
-        |run: usize| !cfg.sampler_ab || run < cfg.warmup || matches!((run - cfg.warmup) % 4, 0 | 3);
+        |run: usize| !ab_runs || run < cfg.warmup || matches!((run - cfg.warmup) % 4, 0 | 3);
+    // Per-step A/B: (step latency, sampler on) of measured runs, an even count per run so
+    // pairs never straddle two runs.
+    let mut ab_steps: Vec<(f64, bool)> = Vec::new();
     let total_runs = cfg.warmup + cfg.repeats;
     let mut runs = Vec::new();
     let mut generated: Vec<Vec<u32>> = Vec::new();
@@ -579,7 +604,15 @@ pub fn run_infer(
         for (s, &n) in seqs.iter_mut().zip(&next) {
             s.push(n);
         }
+        let mut run_steps: Vec<(f64, bool)> = Vec::new();
         for step in 1..t {
+            // ABBA over this run's decode steps.
+            let step_on = matches!((step - 1) % 4, 0 | 3);
+            let step_ab = measured && cfg.sampler_ab == AbUnit::Steps && sampler.is_some();
+            if let (true, Some(s)) = (step_ab, &sampler) {
+                s.set_paused(!step_on);
+            }
+            let step_start = Instant::now();
             let logits = if cfg.kv_cache {
                 let x = Tensor::new(next.as_slice(), &device)
                     .map_err(me)?
@@ -599,11 +632,19 @@ pub fn run_infer(
                 )?
             };
             next = argmax(&logits)?;
+            if step_ab {
+                run_steps.push((step_start.elapsed().as_secs_f64(), step_on));
+            }
             for (s, &n) in seqs.iter_mut().zip(&next) {
                 s.push(n);
             }
         }
         let total = start.elapsed().as_secs_f64();
+        if let Some(s) = &sampler {
+            s.set_paused(!sampler_on(run));
+        }
+        run_steps.truncate(run_steps.len() / 2 * 2);
+        ab_steps.extend(run_steps);
         let e2 = energy();
         set_phase(Phase::Idle);
         if measured {
@@ -749,10 +790,16 @@ pub fn run_infer(
             "total tokens/s",
         )?,
         run_latencies_s: runs.iter().map(|r| r.total).collect(),
-        sampler_ab: if cfg.sampler_ab {
-            SamplerAb::of(&runs)
-        } else {
-            None
+        sampler_ab: match cfg.sampler_ab {
+            AbUnit::Off => None,
+            AbUnit::Runs => SamplerAb::of(
+                AbUnit::Runs,
+                &runs
+                    .iter()
+                    .map(|r| (r.total, r.sampler_on))
+                    .collect::<Vec<_>>(),
+            ),
+            AbUnit::Steps => SamplerAb::of(AbUnit::Steps, &ab_steps),
         },
         flops_per_run: flops_run,
         peak_mem_mb,
@@ -817,7 +864,8 @@ mod tests {
                 e_decode: None,
             })
             .collect();
-        let ab = SamplerAb::of(&runs).unwrap();
+        let xs: Vec<(f64, bool)> = runs.iter().map(|r| (r.total, r.sampler_on)).collect();
+        let ab = SamplerAb::of(AbUnit::Runs, &xs).unwrap();
         assert_eq!(ab.pairs, 2);
         assert!(
             (ab.overhead_pct.mean - 2.0).abs() < 1e-9,

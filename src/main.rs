@@ -157,10 +157,11 @@ enum Cmd {
         /// NVML sampling rate.
         #[arg(long, default_value_t = 50.0)]
         sample_hz: f64,
-        /// Measure the NVML sampler's own cost: measured runs alternate sampler on and
-        /// paused (ABBA), and the report gains `sampler_ab` (paired overhead, 95% CI).
-        #[arg(long)]
-        sampler_ab: bool,
+        /// Measure the NVML sampler's own cost: measured runs (`runs`) or the decode steps
+        /// within each measured run (`steps`) alternate sampler on and paused (ABBA), and
+        /// the report gains `sampler_ab` (paired overhead, 95% CI). GPU only.
+        #[arg(long, value_enum, value_name = "UNIT", num_args = 0..=1, default_missing_value = "runs", default_value = "off")]
+        sampler_ab: AbArg,
         /// Grid carbon intensity for gCO2eq (g/kWh).
         #[arg(long, default_value_t = 400.0)]
         grid_intensity: f64,
@@ -232,6 +233,13 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AbArg {
+    Off,
+    Runs,
+    Steps,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -431,7 +439,11 @@ fn run(cli: Cli) -> Result<()> {
                 kv_cache: !no_kv_cache,
                 sparsity_tau: sparsity,
                 sample_hz,
-                sampler_ab,
+                sampler_ab: match sampler_ab {
+                    AbArg::Off => perfwatt::capture::AbUnit::Off,
+                    AbArg::Runs => perfwatt::capture::AbUnit::Runs,
+                    AbArg::Steps => perfwatt::capture::AbUnit::Steps,
+                },
                 grid_g_per_kwh: grid_intensity,
                 ..Default::default()
             };
@@ -551,8 +563,9 @@ fn infer_summary(r: &perfwatt::capture::InferReport) -> String {
         .as_ref()
         .map(|a| {
             format!(
-                "NVML sampler overhead over {} run pairs: mean {:+.2}% [{:+.2}, {:+.2}], median {:+.2}% {}\n",
+                "NVML sampler overhead over {} {} pairs: mean {:+.2}% [{:+.2}, {:+.2}], median {:+.2}% {}\n",
                 a.pairs,
+                if a.unit == perfwatt::capture::AbUnit::Steps { "decode-step" } else { "run" },
                 a.overhead_pct.mean,
                 a.overhead_pct.ci95_low,
                 a.overhead_pct.ci95_high,

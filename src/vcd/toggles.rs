@@ -564,8 +564,9 @@ pub fn count_toggles_segmented(path: &Path, segments: usize) -> Result<ToggleRep
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(crate::error::Error::Config("VCD worker panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(crate::error::Error::Config("VCD worker panicked".into()))
+                })
             })
             .collect()
     });
