@@ -10,6 +10,8 @@ import json, math, statistics as st, sys
 
 def pairs(path):
     r = json.load(open(path))
+    if r["sampler_ab"].get("unit", "runs") != "runs":
+        return None  # per-step reports: perfwatt's own summary is in the file
     lat, on = r["run_latencies_s"], r["sampler_ab"]["sampler_on"]
     out = []
     for i in range(0, len(lat) - 1, 2):
@@ -31,7 +33,13 @@ print("| report | pairs | paused mean latency (s) | sampler overhead | 95% CI |"
 print("|---|---:|---:|---:|---|")
 pool = {}
 for f in sys.argv[1:]:
-    hz, b, t, ps = pairs(f)
+    got = pairs(f)
+    if got is None:
+        a = json.load(open(f))["sampler_ab"]
+        o = a["overhead_pct"]
+        print(f"| {f.split('/')[-1]} (decode steps, perfwatt's figures) | {a['pairs']} | {a['latency_paused_s']['mean']:.5f} | {o['mean']:+.2f}% | [{o['ci95_low']:+.2f}, {o['ci95_high']:+.2f}] |")
+        continue
+    hz, b, t, ps = got
     print(line(f.split("/")[-1], rel_diffs(ps)[1], rel_diffs(ps)[0]))
     pool.setdefault((hz, b, t), []).extend(ps)
 alld = []
