@@ -242,8 +242,11 @@ struct Kernel {
     roof_dtype: Option<DType>,
     flops: f64,
     bytes: f64,
-    run: Box<dyn Fn() -> candle_core::Result<Tensor>>,
+    run: Launch,
 }
+
+/// Launches a kernel once on inputs allocated when it was built.
+type Launch = Box<dyn Fn() -> candle_core::Result<Tensor>>;
 
 /// Times one launch: CUDA events on the device's stream, or the wall clock on the CPU.
 enum Timer {
@@ -301,10 +304,7 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 
 /// A device-to-device copy of `n` f32: cuMemcpyDtoDAsync on the GPU (cudarc), a candle
 /// in-place copy on the CPU. Returns a token tensor: the copy itself makes none.
-fn copy_kernel(
-    n: usize,
-    dev: &Device,
-) -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
+fn copy_kernel(n: usize, dev: &Device) -> candle_core::Result<Launch> {
     #[cfg(feature = "cuda")]
     if let Device::Cuda(cd) = dev {
         let stream = cd.cuda_stream();
@@ -329,6 +329,28 @@ fn copy_kernel(
     }))
 }
 
+/// softmax(Q K^T / sqrt(d)) V for `lq` queries against `lkv` keys and values per head
+/// (no mask; heads after the GQA repeat).
+fn attention(
+    heads: usize,
+    lq: usize,
+    lkv: usize,
+    hd: usize,
+    dt: DType,
+    dev: &Device,
+) -> candle_core::Result<Launch> {
+    let q = randn(&[1, heads, lq, hd], dt, dev)?;
+    let (k, v) = (
+        randn(&[1, heads, lkv, hd], dt, dev)?,
+        randn(&[1, heads, lkv, hd], dt, dev)?,
+    );
+    let scale = 1.0 / (hd as f64).sqrt();
+    Ok(Box::new(move || {
+        let s = (q.matmul(&k.t()?)? * scale)?;
+        candle_nn::ops::softmax_last_dim(&s)?.matmul(&v)
+    }))
+}
+
 fn randn(shape: &[usize], dt: DType, dev: &Device) -> candle_core::Result<Tensor> {
     Tensor::randn(0f32, 1f32, shape, dev)?.to_dtype(dt)
 }
@@ -342,36 +364,35 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
     let mut ks = Vec::new();
     // A kernel whose inputs fail to allocate (e.g. a dtype the backend lacks) still gets a
     // row, with the error.
-    let mut add =
-        |name: String,
-         category,
-         model,
-         shape: String,
-         dtype: String,
-         roof_dtype,
-         flops: f64,
-         bytes: f64,
-         run: candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>>| {
-            let run = run.unwrap_or_else(|e| {
-                let msg = e.to_string();
-                Box::new(move || Err(candle_core::Error::Msg(msg.clone())))
-            });
-            ks.push(Kernel {
-                name,
-                category,
-                model,
-                shape,
-                dtype,
-                roof_dtype,
-                flops,
-                bytes,
-                run,
-            });
-        };
+    let mut add = |name: String,
+                   category,
+                   model,
+                   shape: String,
+                   dtype: String,
+                   roof_dtype,
+                   flops: f64,
+                   bytes: f64,
+                   run: candle_core::Result<Launch>| {
+        let run = run.unwrap_or_else(|e| {
+            let msg = e.to_string();
+            Box::new(move || Err(candle_core::Error::Msg(msg.clone())))
+        });
+        ks.push(Kernel {
+            name,
+            category,
+            model,
+            shape,
+            dtype,
+            roof_dtype,
+            flops,
+            bytes,
+            run,
+        });
+    };
 
     for mdt in [DType::F32, DType::F16, DType::BF16] {
         for &n in &sz.matmul {
-            let run = (|| -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
+            let run = (|| -> candle_core::Result<Launch> {
                 let (a, b) = (randn(&[n, n], mdt, dev)?, randn(&[n, n], mdt, dev)?);
                 Ok(Box::new(move || a.matmul(&b)))
             })();
@@ -410,11 +431,10 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
         let (h, f, nh, hd) = (m.hidden, m.ffn, m.heads, m.head_dim);
         for (proj, k, n) in [("q", h, h), ("up", h, f), ("down", f, h)] {
             for &rows in &sz.ms {
-                let run =
-                    (|| -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
-                        let (x, w) = (randn(&[rows, k], dt, dev)?, randn(&[n, k], dt, dev)?);
-                        Ok(Box::new(move || x.matmul(&w.t()?)))
-                    })();
+                let run = (|| -> candle_core::Result<Launch> {
+                    let (x, w) = (randn(&[rows, k], dt, dev)?, randn(&[n, k], dt, dev)?);
+                    Ok(Box::new(move || x.matmul(&w.t()?)))
+                })();
                 let (mf, kf, nf) = (rows as f64, k as f64, n as f64);
                 add(
                     format!("linear {proj} M={rows}"),
@@ -431,9 +451,10 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
             // Quantized weights (Q4_1 as shipped), f32 activations, candle's QMatMul.
             if proj != "q" {
                 for &rows in &sz.ms {
-                    let run = (|| -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
+                    let run = (|| -> candle_core::Result<Launch> {
                         let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu)?;
-                        let q = crate::model::llama::quantize_onto(&w, GgmlDType::Q4_1, dev).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                        let q = crate::model::llama::quantize_onto(&w, GgmlDType::Q4_1, dev)
+                            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                         let qm = QMatMul::from_qtensor(q)?;
                         let x = randn(&[rows, k], DType::F32, dev)?;
                         Ok(Box::new(move || qm.forward(&x)))
@@ -456,19 +477,8 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
             }
         }
         for &l in &sz.seq {
-            // softmax(Q K^T / sqrt(d)) V, full (prefill-like, no mask), heads after GQA repeat.
-            let run = (|| -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
-                let (q, k, v) = (
-                    randn(&[1, nh, l, hd], dt, dev)?,
-                    randn(&[1, nh, l, hd], dt, dev)?,
-                    randn(&[1, nh, l, hd], dt, dev)?,
-                );
-                let scale = 1.0 / (hd as f64).sqrt();
-                Ok(Box::new(move || {
-                    let s = (q.matmul(&k.t()?)? * scale)?;
-                    candle_nn::ops::softmax_last_dim(&s)?.matmul(&v)
-                }))
-            })();
+            // Prefill-like: L queries against L keys.
+            let run = attention(nh, l, l, hd, dt, dev);
             let (hf, lf, df) = (nh as f64, l as f64, hd as f64);
             // 2 matmuls + scale (1) + softmax (max, sub, exp, sum, div: 5) per score.
             let flops = 4.0 * hf * lf * lf * df + 6.0 * hf * lf * lf;
@@ -486,18 +496,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 run,
             );
             // One decode step: a query row against L cached keys and values.
-            let run = (|| -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
-                let (q, k, v) = (
-                    randn(&[1, nh, 1, hd], dt, dev)?,
-                    randn(&[1, nh, l, hd], dt, dev)?,
-                    randn(&[1, nh, l, hd], dt, dev)?,
-                );
-                let scale = 1.0 / (hd as f64).sqrt();
-                Ok(Box::new(move || {
-                    let s = (q.matmul(&k.t()?)? * scale)?;
-                    candle_nn::ops::softmax_last_dim(&s)?.matmul(&v)
-                }))
-            })();
+            let run = attention(nh, 1, l, hd, dt, dev);
             add(
                 format!("attention decode L={l}"),
                 "attention-decode",
@@ -512,7 +511,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
         }
         for &t in &sz.tokens {
             let (tf, hf, ff) = (t as f64, h as f64, f as f64);
-            let run = (|| -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
+            let run = (|| -> candle_core::Result<Launch> {
                 let (x, w) = (randn(&[t, h], dt, dev)?, randn(&[h], dt, dev)?);
                 Ok(Box::new(move || candle_nn::ops::rms_norm(&x, &w, 1e-5)))
             })();
@@ -528,7 +527,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 es * (2.0 * tf * hf + hf),
                 run,
             );
-            let run = (|| -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
+            let run = (|| -> candle_core::Result<Launch> {
                 let x = randn(&[t, f], dt, dev)?;
                 Ok(Box::new(move || x.silu()))
             })();
@@ -544,7 +543,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 es * 2.0 * tf * ff,
                 run,
             );
-            let run = (|| -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
+            let run = (|| -> candle_core::Result<Launch> {
                 let x = randn(&[1, nh, t, hd], dt, dev)?;
                 let (cos, sin) = (randn(&[t, hd / 2], dt, dev)?, randn(&[t, hd / 2], dt, dev)?);
                 Ok(Box::new(move || {
@@ -564,7 +563,7 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 es * (2.0 * n + tf * hd as f64),
                 run,
             );
-            let run = (|| -> candle_core::Result<Box<dyn Fn() -> candle_core::Result<Tensor>>> {
+            let run = (|| -> candle_core::Result<Launch> {
                 let table = randn(&[m.vocab, h], dt, dev)?;
                 let ids = Tensor::new(
                     (0..t as u32)

@@ -363,8 +363,8 @@ impl ToggleCounter {
             }
         }
         self.changes += later.changes;
-        if later.first_time.is_some() {
-            self.first_time.get_or_insert(later.first_time.unwrap_or(0));
+        if let Some(t) = later.first_time {
+            self.first_time.get_or_insert(t);
             self.now = later.now;
         }
         true
