@@ -1,6 +1,9 @@
 //! MAC simulation: exact dot products, the two counting paths, iverilog as a reference
 //! simulator, operand isolation's effect, and the .ops/.csv formats.
 
+#[allow(dead_code)]
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -195,18 +198,13 @@ fn iverilog_agrees_per_signal() {
                 .unwrap();
             assert!(st.success());
             let vcd = dir.path().join(format!("{}_{width}.vcd", d.name()));
-            let out = Command::new("vvp")
-                .arg("-n")
-                .arg(&exe)
-                .arg(format!("+stim={}", stim.display()))
-                .arg(format!("+n={cycles}"))
-                .arg(format!("+vcd={}", vcd.display()))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let out = common::run_ok(
+                Command::new("vvp")
+                    .arg("-n")
+                    .arg(&exe)
+                    .arg(format!("+stim={}", stim.display()))
+                    .arg(format!("+n={cycles}"))
+                    .arg(format!("+vcd={}", vcd.display())),
             );
             let ours = run(d, &s, &Counting::Fast);
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -296,15 +294,10 @@ fn cli_sim_json_shape() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("p.csv");
     std::fs::write(&csv, "a,b\n3,4\n0,9\n-2,5\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
-        .args(["sim", "--format", "json", "--operands"])
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+            .args(["sim", "--format", "json", "--operands"])
+            .arg(&csv),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let d = &v["designs"];
@@ -344,32 +337,27 @@ fn verilator_toggle_coverage_agrees() {
         let stim = dir.path().join(format!("stim_{}.hex", d.name()));
         std::fs::write(&stim, perfwatt::sim::stimulus_hex(&s, d).unwrap()).unwrap();
         let obj = dir.path().join(format!("obj_{}", d.name()));
-        let out = Command::new("verilator")
-            .args([
-                "--cc",
-                "--exe",
-                "--build",
-                "-j",
-                "2",
-                "--timing",
-                "--coverage-toggle",
-                "-Wno-fatal",
-                "--top-module",
-                "mac_tb",
-                "-GW=8",
-            ])
-            .arg(format!("-DDUT={}", d.module()))
-            .arg("--Mdir")
-            .arg(&obj)
-            .arg(root().join(format!("rtl/{}.v", d.module())))
-            .arg(root().join("tests/rtl/mac_tb.v"))
-            .arg(root().join("tests/rtl/cov_main.cpp"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::run_ok(
+            Command::new("verilator")
+                .args([
+                    "--cc",
+                    "--exe",
+                    "--build",
+                    "-j",
+                    "2",
+                    "--timing",
+                    "--coverage-toggle",
+                    "-Wno-fatal",
+                    "--top-module",
+                    "mac_tb",
+                    "-GW=8",
+                ])
+                .arg(format!("-DDUT={}", d.module()))
+                .arg("--Mdir")
+                .arg(&obj)
+                .arg(root().join(format!("rtl/{}.v", d.module())))
+                .arg(root().join("tests/rtl/mac_tb.v"))
+                .arg(root().join("tests/rtl/cov_main.cpp")),
         );
         let exec = Command::new(obj.join("Vmac_tb"))
             .current_dir(dir.path())

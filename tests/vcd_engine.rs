@@ -390,16 +390,11 @@ fn iverilog_vcd() {
         .status()
         .unwrap();
     assert!(st.success());
-    let out = Command::new("vvp")
-        .arg("-n")
-        .arg(&exe)
-        .arg(format!("+vcd={}", vcd.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        Command::new("vvp")
+            .arg("-n")
+            .arg(&exe)
+            .arg(format!("+vcd={}", vcd.display())),
     );
     check_counter_vcd(&vcd);
     // iverilog starts regs at x: the reset's x -> 0 is an x transition, not a toggle.
@@ -415,25 +410,14 @@ fn verilator_vcd() {
     );
     let dir = tempfile::tempdir().unwrap();
     let vcd = dir.path().join("vl.vcd");
-    let out = Command::new("verilator")
-        .args(["--binary", "--timing", "--trace", "-Wno-fatal", "--Mdir"])
-        .arg(dir.path().join("obj"))
-        .arg(root().join("tests/rtl/counter_tb.v"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        Command::new("verilator")
+            .args(["--binary", "--timing", "--trace", "-Wno-fatal", "--Mdir"])
+            .arg(dir.path().join("obj"))
+            .arg(root().join("tests/rtl/counter_tb.v")),
     );
-    let run = Command::new(dir.path().join("obj/Vcounter_tb"))
-        .arg(format!("+vcd={}", vcd.display()))
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    common::run_ok(
+        Command::new(dir.path().join("obj/Vcounter_tb")).arg(format!("+vcd={}", vcd.display())),
     );
     check_counter_vcd(&vcd);
 }
