@@ -100,7 +100,7 @@ impl Default for InferConfig {
 }
 
 /// What the NVML sampler A/B alternates over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AbUnit {
     #[default]
@@ -389,7 +389,7 @@ pub struct InferReport {
     pub tokens_per_s_total: Estimate,
     /// Latency of each measured run, in order (capture, when on, is in the first).
     pub run_latencies_s: Vec<f64>,
-    /// With `sampler_ab`: the sampler's cost, from pairs of adjacent runs.
+    /// With `sampler_ab`: the sampler's cost, from pairs of adjacent runs or decode steps.
     pub sampler_ab: Option<SamplerAb>,
     pub flops_per_run: f64,
     pub peak_mem_mb: Option<f64>,
@@ -401,8 +401,9 @@ pub struct InferReport {
     pub capture: Option<serde_json::Value>,
 }
 
-/// NVML sampler cost measured inside one process: adjacent measured runs (2i, 2i+1) form
-/// a pair, one with the sampler on and one paused (ABBA order). overhead_pct is the mean
+/// NVML sampler cost measured inside one process: adjacent measured runs, or adjacent decode
+/// steps of one run, (2i, 2i+1) form a pair, one with the sampler on and one paused (ABBA
+/// order). overhead_pct is the mean
 /// paired difference (on - paused) over the paused arm's mean latency, CI from the paired
 /// differences. (Not the mean of per-pair ratios: with noisy runs E[on/off] > E[on]/E[off],
 /// a bias of about the runs' squared coefficient of variation.)

@@ -161,7 +161,7 @@ enum Cmd {
         /// within each measured run (`steps`) alternate sampler on and paused (ABBA), and
         /// the report gains `sampler_ab` (paired overhead, 95% CI). GPU only.
         #[arg(long, value_enum, value_name = "UNIT", num_args = 0..=1, default_missing_value = "runs", default_value = "off")]
-        sampler_ab: AbArg,
+        sampler_ab: perfwatt::capture::AbUnit,
         /// Grid carbon intensity for gCO2eq (g/kWh).
         #[arg(long, default_value_t = 400.0)]
         grid_intensity: f64,
@@ -233,13 +233,6 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum AbArg {
-    Off,
-    Runs,
-    Steps,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -439,11 +432,7 @@ fn run(cli: Cli) -> Result<()> {
                 kv_cache: !no_kv_cache,
                 sparsity_tau: sparsity,
                 sample_hz,
-                sampler_ab: match sampler_ab {
-                    AbArg::Off => perfwatt::capture::AbUnit::Off,
-                    AbArg::Runs => perfwatt::capture::AbUnit::Runs,
-                    AbArg::Steps => perfwatt::capture::AbUnit::Steps,
-                },
+                sampler_ab,
                 grid_g_per_kwh: grid_intensity,
                 ..Default::default()
             };
