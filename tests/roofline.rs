@@ -31,7 +31,12 @@ fn cpu_quick_roofline_is_complete_and_consistent() {
     assert!(r.energy_reason.as_deref().unwrap().contains("CPU"));
     let bw = r.bandwidth_bytes_per_s.expect("copy bandwidth");
     assert!(bw > 1e8, "copy bandwidth {bw}");
-    let f32_peak = r.peaks.iter().find(|p| p.dtype == "f32").expect("f32 peak");
+    assert!(r.peaks.iter().any(|p| p.dtype == "f32"), "no f32 peak");
+    let highest = r
+        .peaks
+        .iter()
+        .reduce(|a, b| if b.flop_per_s > a.flop_per_s { b } else { a })
+        .unwrap();
     for p in &r.peaks {
         assert!(
             (p.ridge_flop_per_byte.unwrap() - p.flop_per_s / bw).abs() <= 1e-9 * p.flop_per_s / bw
@@ -70,15 +75,28 @@ fn cpu_quick_roofline_is_complete_and_consistent() {
         assert!(t.repeats >= 5, "{}", k.name);
         assert!(k.energy.is_none());
         assert_eq!(k.bytes_per_s.unwrap(), k.bytes / t.median_s);
-        if k.flops > 0.0 && k.dtype.ends_with("f32") {
+        if k.flops > 0.0 {
+            // Each kernel's roof: min(peak, intensity x bandwidth), with the peak of its own
+            // dtype, or for mixed kernels (q4_1/f32) the highest peak measured so far.
+            let roof_dtype = k.roof_dtype.as_deref().expect("roof dtype");
+            if ["f32", "f16", "bf16"].contains(&k.dtype.as_str()) {
+                assert_eq!(roof_dtype, k.dtype, "{}", k.name);
+            } else {
+                assert_eq!(roof_dtype, highest.dtype, "{}", k.name);
+            }
+            let peak = r
+                .peaks
+                .iter()
+                .find(|p| p.dtype == roof_dtype)
+                .unwrap_or_else(|| panic!("{}: no {roof_dtype} peak", k.name));
             let roof = k.roof_flop_per_s.unwrap();
-            // The f32 roof for f32 kernels: min(peak, intensity x bandwidth).
             assert!(
-                (roof - f32_peak.flop_per_s.min(k.intensity * bw)).abs() <= 1e-6 * roof,
-                "{}",
-                k.name
+                (roof - peak.flop_per_s.min(k.intensity * bw)).abs() <= 1e-6 * roof,
+                "{}: roof {roof} vs {roof_dtype} peak {} and bandwidth {bw}",
+                k.name,
+                peak.flop_per_s
             );
-            let ridge = f32_peak.ridge_flop_per_byte.unwrap();
+            let ridge = peak.ridge_flop_per_byte.unwrap();
             assert_eq!(
                 k.bound.unwrap(),
                 if k.intensity < ridge {
