@@ -116,12 +116,14 @@ inline void pw_eval(M* m, const PwCycle& c, uint8_t clk) {
 // eval() (which runs the model's initialisation), each evaluation calls the root's _eval
 // directly: what eval() does besides it (init check, thread id, message-queue flush) is
 // idle work for a single-threaded model without $display, about a fifth of a tiny model's
-// evaluation.
+// evaluation. build.rs compiles each model and its entry points as one translation unit,
+// so `flatten` can inline the whole scheduler (_eval, its regions and triggers) into the
+// loop: for a MAC, calls and reloads of the model's state are most of an evaluation.
 #define PW_EXPORT_LEAN(M)                                                                   \
     void M##___024root___eval(M##___024root* vlSelf);                                       \
     PW_EXPORT_COMMON(M)                                                                     \
     extern "C" int pw_##M##_open_vcd(void*, const char*) { return -1; }                    \
-    extern "C" void pw_##M##_run(void* h, const PwCycle* cyc, uint64_t n, uint64_t* t,     \
+    extern "C" __attribute__((flatten)) void pw_##M##_run(void* h, const PwCycle* cyc, uint64_t n, uint64_t* t,     \
                                  int32_t, uint64_t*, uint64_t*, int32_t*) {                 \
         M* m = static_cast<PwHarness<M>*>(h)->m;                                            \
         uint64_t i = 0;                                                                     \
