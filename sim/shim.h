@@ -115,33 +115,37 @@ inline void pw_eval(M* m, const PwCycle& c, uint8_t clk) {
 // cannot open a VCD (returns -1) and ignores the counting arguments. After the first
 // eval() (which runs the model's initialisation), each evaluation calls the root's _eval
 // directly: what eval() does besides it (init check, thread id, message-queue flush) is
-// idle work for a single-threaded model without $display, about a fifth of a tiny model's
-// evaluation. build.rs compiles each model and its entry points as one translation unit,
-// so `flatten` can inline the whole scheduler (_eval, its regions and triggers) into the
-// loop: for a MAC, calls and reloads of the model's state are most of an evaluation.
+// idle work for a single-threaded model without $display. The inputs are written into the
+// root's own fields (the model's port members are references to them: each store through
+// one reloads its pointer, since a 1-byte store may alias anything), once per cycle; the
+// rising edge changes only the clock. build.rs compiles each model and its entry points as
+// one translation unit, so `flatten` inlines the whole scheduler (_eval, its regions and
+// triggers) into the loop: for a MAC, calls and reloads are most of an evaluation.
 #define PW_EXPORT_LEAN(M)                                                                   \
     void M##___024root___eval(M##___024root* vlSelf);                                       \
     PW_EXPORT_COMMON(M)                                                                     \
     extern "C" int pw_##M##_open_vcd(void*, const char*) { return -1; }                    \
-    extern "C" __attribute__((flatten)) void pw_##M##_run(void* h, const PwCycle* cyc, uint64_t n, uint64_t* t,     \
-                                 int32_t, uint64_t*, uint64_t*, int32_t*) {                 \
+    extern "C" __attribute__((flatten)) void pw_##M##_run(                                  \
+        void* h, const PwCycle* cyc, uint64_t n, uint64_t* t, int32_t, uint64_t*, uint64_t*, \
+        int32_t*) {                                                                         \
         M* m = static_cast<PwHarness<M>*>(h)->m;                                            \
         uint64_t i = 0;                                                                     \
         if (*t == 0 && n > 0) {                                                             \
             for (uint8_t clk = 0; clk < 2; ++clk) pw_eval(m, cyc[0], clk);                  \
             i = 1;                                                                          \
         }                                                                                   \
+        M##___024root* r = m->rootp;                                                        \
         for (; i < n; ++i) {                                                                \
-            for (uint8_t clk = 0; clk < 2; ++clk) {                                         \
-                const PwCycle& c = cyc[i];                                                  \
-                m->clk_i = clk;                                                             \
-                m->rst_ni = c.rst_n;                                                        \
-                m->valid_i = c.valid;                                                       \
-                m->clear_i = c.clear;                                                       \
-                m->a_i = c.a;                                                               \
-                m->b_i = c.b;                                                               \
-                M##___024root___eval(m->rootp);                                             \
-            }                                                                               \
+            const PwCycle c = cyc[i];                                                       \
+            r->clk_i = 0;                                                                   \
+            r->rst_ni = c.rst_n;                                                            \
+            r->valid_i = c.valid;                                                           \
+            r->clear_i = c.clear;                                                           \
+            r->a_i = c.a;                                                                   \
+            r->b_i = c.b;                                                                   \
+            M##___024root___eval(r);                                                        \
+            r->clk_i = 1;                                                                   \
+            M##___024root___eval(r);                                                        \
         }                                                                                   \
         *t += 2 * n;                                                                        \
     }

@@ -103,11 +103,16 @@ fn exact_dot_products_both_designs_both_widths() {
 
 #[test]
 fn dot_len_restarts_the_accumulator() {
-    let mut s = synth::stream(Kind::Random, 1000, 8, 3);
+    // Longer than one 65,536-cycle chunk of the run loop, so the lean model's per-chunk
+    // entry (first evaluation only at time 0) is crossed too.
+    let n = 70_000;
+    let mut s = synth::stream(Kind::ActivationLike, n, 8, 3);
     s.meta = serde_json::json!({"source": "test", "dot_len": 64});
-    let last = &s.pairs[(999 / 64) * 64..];
+    let last = &s.pairs[((n - 1) / 64) * 64..];
     for d in Design::ALL {
-        assert_eq!(run(d, &s, &Counting::Fast).acc_final, dot(last));
+        for c in [Counting::Fast, Counting::None] {
+            assert_eq!(run(d, &s, &c).acc_final, dot(last), "{} {c:?}", d.name());
+        }
     }
 }
 
