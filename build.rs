@@ -116,10 +116,10 @@ fn main() {
                         .enumerate()
                         .map(|(i, s)| {
                             if PORTS.contains(s) {
-                                format!("out[{i}] = (uint64_t)m->{s}; ")
+                                format!("out[{i}] = (uint64_t)r->{s}; ")
                             } else {
                                 format!(
-                                    "out[{i}] = (uint64_t)m->rootp->{}__DOT__{s}; ",
+                                    "out[{i}] = (uint64_t)r->{}__DOT__{s}; ",
                                     design.module
                                 )
                             }

@@ -40,7 +40,7 @@ struct PwCycle {
     uint8_t pad;
 };
 
-// Drive one evaluation: the cycle's inputs with the clock at `clk`.
+// One evaluation through the model's public eval(): the inputs with the clock at `clk`.
 template <class M>
 inline void pw_eval(M* m, const PwCycle& c, uint8_t clk) {
     m->clk_i = clk;
@@ -52,100 +52,112 @@ inline void pw_eval(M* m, const PwCycle& c, uint8_t clk) {
     m->eval();
 }
 
-// Entry points every model has: create (tracing on or off), free, read the accumulator.
-#define PW_EXPORT_COMMON(M)                                                                 \
+// The run loop of every model: n cycles, each two evaluations (inputs with clk low at time
+// t, rising edge at t+1), dumping VCD if open. With count != 0 (full models only, NS > 0)
+// the NS sampled signals are read by `snap` after every evaluation and
+// toggles[k] += popcount(new ^ previous); prev/primed carry the state between calls.
+// The whole loop stays in C++: no call per half cycle.
+//
+// Speed, for simulate-only runs above all: after the first eval() (which initialises the
+// model), and unless a VCD is open, each evaluation calls the root's _eval (`root_eval`)
+// directly: what eval() adds (init check, thread id, message-queue flush, the trace's
+// activity flag) is idle work for a single-threaded model without $display or a dump.
+// The inputs are written into the root's own fields (the model's port members are
+// references to them: a store through one reloads its pointer, since a 1-byte store may
+// alias anything), once per cycle; the rising edge changes only the clock. build.rs
+// compiles each model and its entry points as one translation unit, so the `flatten`
+// entry points inline the whole scheduler (_eval, its regions and triggers) into this loop.
+template <int NS, class M, class Snap, class RootEval>
+inline __attribute__((always_inline)) void pw_run(PwHarness<M>* x, const PwCycle* cyc,
+                                                  uint64_t n, uint64_t* t, int32_t count,
+                                                  uint64_t* toggles, uint64_t* prev,
+                                                  int32_t* primed, Snap snap,
+                                                  RootEval root_eval) {
+    M* m = x->m;
+    auto* r = m->rootp;
+    VerilatedVcdC* const vcd = x->vcd;
+    const bool counting = NS > 0 && count;
+    /* Local copies: the pointers may alias, which would force memory traffic. */
+    uint64_t out[NS > 0 ? NS : 1], last[NS > 0 ? NS : 1], tgl[NS > 0 ? NS : 1];
+    uint64_t now = *t;
+    bool seen = counting && *primed;
+    for (int k = 0; k < NS; ++k) {
+        last[k] = counting ? prev[k] : 0;
+        tgl[k] = 0;
+    }
+    auto sampled = [&] {
+        if (vcd) vcd->dump(now);
+        ++now;
+        if (NS > 0 && counting) {
+            snap(r, out);
+            if (seen)
+                for (int k = 0; k < NS; ++k) tgl[k] += pw_popcount(out[k] ^ last[k]);
+            for (int k = 0; k < NS; ++k) last[k] = out[k];
+            seen = true;
+        }
+    };
+    uint64_t i = 0;
+    for (; i < n && (now == 0 || vcd); ++i) {
+        for (uint8_t clk = 0; clk < 2; ++clk) {
+            pw_eval(m, cyc[i], clk);
+            sampled();
+        }
+    }
+    for (; i < n; ++i) {
+        const PwCycle c = cyc[i];
+        r->clk_i = 0;
+        r->rst_ni = c.rst_n;
+        r->valid_i = c.valid;
+        r->clear_i = c.clear;
+        r->a_i = c.a;
+        r->b_i = c.b;
+        root_eval(r);
+        sampled();
+        r->clk_i = 1;
+        root_eval(r);
+        sampled();
+    }
+    *t = now;
+    if (counting) {
+        for (int k = 0; k < NS; ++k) {
+            toggles[k] += tgl[k];
+            prev[k] = last[k];
+        }
+        *primed = seen;
+    }
+}
+
+// Entry points every model has: create (tracing on or off), free, read the accumulator,
+// run (pw_run with this model's sampled signals).
+#define PW_EXPORT_COMMON(M, NS, SNAP)                                                       \
+    void M##___024root___eval(M##___024root* vlSelf);                                       \
     extern "C" void* pw_##M##_new(int trace) { return new PwHarness<M>(trace != 0); }      \
     extern "C" void pw_##M##_free(void* h) { delete static_cast<PwHarness<M>*>(h); }       \
     extern "C" uint64_t pw_##M##_acc(void* h) {                                            \
         return (uint64_t) static_cast<PwHarness<M>*>(h)->m->acc_o;                          \
+    }                                                                                       \
+    extern "C" __attribute__((flatten)) void pw_##M##_run(                                  \
+        void* h, const PwCycle* cyc, uint64_t n, uint64_t* t, int32_t count,                \
+        uint64_t* toggles, uint64_t* prev, int32_t* primed) {                               \
+        pw_run<NS>(                                                                         \
+            static_cast<PwHarness<M>*>(h), cyc, n, t, count, toggles, prev, primed,         \
+            [](M##___024root* r, uint64_t* out) { SNAP }, M##___024root___eval);            \
     }
 
-// pw_<M>_run: n cycles, each two evaluations (inputs with clk low at time t, rising edge at
-// t+1), dumping VCD if open. With count != 0 the NS sampled signals are read after every
-// evaluation and toggles[k] += popcount(new ^ previous); prev/primed carry the state between
-// calls. The whole loop stays in C++: no call per half cycle.
+// A full model (--trace, --public-flat-rw): VCD and the toggle fast path.
 #define PW_EXPORT(M, NS, SNAP)                                                              \
-    PW_EXPORT_COMMON(M)                                                                     \
+    PW_EXPORT_COMMON(M, NS, SNAP)                                                           \
     extern "C" int pw_##M##_open_vcd(void* h, const char* path) {                          \
         auto* x = static_cast<PwHarness<M>*>(h);                                            \
         x->vcd = new VerilatedVcdC;                                                         \
         x->m->trace(x->vcd, 99);                                                            \
         x->vcd->open(path);                                                                 \
         return x->vcd->isOpen() ? 0 : -1;                                                   \
-    }                                                                                       \
-    extern "C" void pw_##M##_run(void* h, const PwCycle* cyc, uint64_t n, uint64_t* t,     \
-                                 int32_t count, uint64_t* toggles, uint64_t* prev,          \
-                                 int32_t* primed) {                                         \
-        auto* x = static_cast<PwHarness<M>*>(h);                                            \
-        M* m = x->m;                                                                        \
-        /* Local copies: the pointers may alias, which would force memory traffic. */       \
-        uint64_t out[NS], last[NS], tgl[NS];                                                \
-        uint64_t now = *t;                                                                  \
-        bool seen = count && *primed;                                                       \
-        for (int k = 0; k < NS; ++k) {                                                      \
-            last[k] = count ? prev[k] : 0;                                                  \
-            tgl[k] = 0;                                                                     \
-        }                                                                                   \
-        for (uint64_t i = 0; i < n; ++i) {                                                  \
-            for (uint8_t clk = 0; clk < 2; ++clk) {                                         \
-                pw_eval(m, cyc[i], clk);                                                    \
-                if (x->vcd) x->vcd->dump(now);                                              \
-                ++now;                                                                      \
-                if (count) {                                                                \
-                    SNAP                                                                    \
-                    if (seen)                                                               \
-                        for (int k = 0; k < NS; ++k) tgl[k] += pw_popcount(out[k] ^ last[k]); \
-                    for (int k = 0; k < NS; ++k) last[k] = out[k];                          \
-                    seen = true;                                                            \
-                }                                                                           \
-            }                                                                               \
-        }                                                                                   \
-        *t = now;                                                                           \
-        if (count) {                                                                        \
-            for (int k = 0; k < NS; ++k) {                                                  \
-                toggles[k] += tgl[k];                                                       \
-                prev[k] = last[k];                                                          \
-            }                                                                               \
-            *primed = seen;                                                                 \
-        }                                                                                   \
     }
 
 // A lean model (built without --trace and --public-flat-rw, so Verilator may optimise every
-// internal signal away) for runs that count nothing. Same entry points as PW_EXPORT; it
-// cannot open a VCD (returns -1) and ignores the counting arguments. After the first
-// eval() (which runs the model's initialisation), each evaluation calls the root's _eval
-// directly: what eval() does besides it (init check, thread id, message-queue flush) is
-// idle work for a single-threaded model without $display. The inputs are written into the
-// root's own fields (the model's port members are references to them: each store through
-// one reloads its pointer, since a 1-byte store may alias anything), once per cycle; the
-// rising edge changes only the clock. build.rs compiles each model and its entry points as
-// one translation unit, so `flatten` inlines the whole scheduler (_eval, its regions and
-// triggers) into the loop: for a MAC, calls and reloads are most of an evaluation.
+// internal signal away) for runs that count nothing: it cannot open a VCD (returns -1) and
+// ignores the counting arguments.
 #define PW_EXPORT_LEAN(M)                                                                   \
-    void M##___024root___eval(M##___024root* vlSelf);                                       \
-    PW_EXPORT_COMMON(M)                                                                     \
-    extern "C" int pw_##M##_open_vcd(void*, const char*) { return -1; }                    \
-    extern "C" __attribute__((flatten)) void pw_##M##_run(                                  \
-        void* h, const PwCycle* cyc, uint64_t n, uint64_t* t, int32_t, uint64_t*, uint64_t*, \
-        int32_t*) {                                                                         \
-        M* m = static_cast<PwHarness<M>*>(h)->m;                                            \
-        uint64_t i = 0;                                                                     \
-        if (*t == 0 && n > 0) {                                                             \
-            for (uint8_t clk = 0; clk < 2; ++clk) pw_eval(m, cyc[0], clk);                  \
-            i = 1;                                                                          \
-        }                                                                                   \
-        M##___024root* r = m->rootp;                                                        \
-        for (; i < n; ++i) {                                                                \
-            const PwCycle c = cyc[i];                                                       \
-            r->clk_i = 0;                                                                   \
-            r->rst_ni = c.rst_n;                                                            \
-            r->valid_i = c.valid;                                                           \
-            r->clear_i = c.clear;                                                           \
-            r->a_i = c.a;                                                                   \
-            r->b_i = c.b;                                                                   \
-            M##___024root___eval(r);                                                        \
-            r->clk_i = 1;                                                                   \
-            M##___024root___eval(r);                                                        \
-        }                                                                                   \
-        *t += 2 * n;                                                                        \
-    }
+    PW_EXPORT_COMMON(M, 0, (void)r; (void)out;)                                             \
+    extern "C" int pw_##M##_open_vcd(void*, const char*) { return -1; }
