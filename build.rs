@@ -3,8 +3,9 @@
 //! In the spirit of the verilated-rs `verilator` crate, which cannot be used as is: its
 //! 0.1.6 release compiles a fixed list of Verilator-4 file names (`V<top>__Slow.cpp`) that
 //! Verilator 5 no longer writes. So: `verilator --cc` into OUT_DIR, then every .cpp that
-//! Verilator's own `V<top>_classes.mk` lists, plus the runtime from VERILATOR_ROOT/include,
-//! compiled with the `cc` crate, plus the extern "C" shim in sim/ that src/sim wraps.
+//! Verilator's own `V<top>_classes.mk` lists, included into one translation unit per model
+//! together with that model's extern "C" entry points from sim/shim.h (what src/sim wraps),
+//! compiled with the `cc` crate, plus the runtime from VERILATOR_ROOT/include.
 //! One model per (design, operand width): widths are Verilog parameters, fixed at build time.
 
 use std::path::{Path, PathBuf};
