@@ -119,10 +119,7 @@ fn main() {
                             if PORTS.contains(s) {
                                 format!("out[{i}] = (uint64_t)r->{s}; ")
                             } else {
-                                format!(
-                                    "out[{i}] = (uint64_t)r->{}__DOT__{s}; ",
-                                    design.module
-                                )
+                                format!("out[{i}] = (uint64_t)r->{}__DOT__{s}; ", design.module)
                             }
                         })
                         .collect();
