@@ -40,18 +40,6 @@ struct PwCycle {
     uint8_t pad;
 };
 
-// One evaluation through the model's public eval(): the inputs with the clock at `clk`.
-template <class M>
-inline void pw_eval(M* m, const PwCycle& c, uint8_t clk) {
-    m->clk_i = clk;
-    m->rst_ni = c.rst_n;
-    m->valid_i = c.valid;
-    m->clear_i = c.clear;
-    m->a_i = c.a;
-    m->b_i = c.b;
-    m->eval();
-}
-
 // The run loop of every model: n cycles, each two evaluations (inputs with clk low at time
 // t, rising edge at t+1), dumping VCD if open. With count != 0 (full models only, NS > 0)
 // the NS sampled signals are read by `snap` after every evaluation and
@@ -77,7 +65,7 @@ inline __attribute__((always_inline)) void pw_run(PwHarness<M>* x, const PwCycle
     auto* r = m->rootp;
     VerilatedVcdC* const vcd = x->vcd;
     const bool counting = NS > 0 && count;
-    /* Local copies: the pointers may alias, which would force memory traffic. */
+    // Local copies: the pointers may alias, which would force memory traffic.
     uint64_t out[NS > 0 ? NS : 1], last[NS > 0 ? NS : 1], tgl[NS > 0 ? NS : 1];
     uint64_t now = *t;
     bool seen = counting && *primed;
@@ -96,27 +84,23 @@ inline __attribute__((always_inline)) void pw_run(PwHarness<M>* x, const PwCycle
             seen = true;
         }
     };
-    uint64_t i = 0;
-    for (; i < n && (now == 0 || vcd); ++i) {
-        for (uint8_t clk = 0; clk < 2; ++clk) {
-            pw_eval(m, cyc[i], clk);
-            sampled();
-        }
-    }
-    for (; i < n; ++i) {
-        const PwCycle c = cyc[i];
+    // One cycle: the inputs with the clock low, then the rising edge (only the clock moves).
+    auto cycle = [&](const PwCycle c, auto eval) {
         r->clk_i = 0;
         r->rst_ni = c.rst_n;
         r->valid_i = c.valid;
         r->clear_i = c.clear;
         r->a_i = c.a;
         r->b_i = c.b;
-        root_eval(r);
+        eval();
         sampled();
         r->clk_i = 1;
-        root_eval(r);
+        eval();
         sampled();
-    }
+    };
+    uint64_t i = 0;
+    for (; i < n && (now == 0 || vcd); ++i) cycle(cyc[i], [m] { m->eval(); });
+    for (; i < n; ++i) cycle(cyc[i], [&] { root_eval(r); });
     *t = now;
     if (counting) {
         for (int k = 0; k < NS; ++k) {
