@@ -507,89 +507,217 @@ pub struct Progress<'a> {
     pub interrupted: &'a dyn Fn() -> bool,
 }
 
-/// Run the benchmark. `capture_out`: where to write the `.ops` stream when capturing.
+/// Run the benchmark: load, open the meter, warm up and measure, summarize. `capture_out`:
+/// where to write the `.ops` stream when capturing.
 pub fn run_infer(
     cfg: &InferConfig,
     capture_out: Option<&Path>,
     progress: Progress<'_>,
 ) -> Result<(InferReport, Vec<PowerSample>)> {
-    let Progress {
-        on_step,
-        interrupted,
-    } = progress;
     if cfg.batch == 0 || cfg.max_new_tokens == 0 || cfg.repeats == 0 {
         return Err(Error::Config(
             "batch, max_new_tokens and repeats must be at least 1".into(),
         ));
     }
-    let device = model::device(&cfg.device)?;
-    let t0 = Instant::now();
-    let (mut m, tok) = model::load(&cfg.model, cfg.precision, &device)?;
-    let load_s = t0.elapsed().as_secs_f64();
-    m.tau = cfg.sparsity_tau;
-    let l = prompt_tokens(&cfg.prompt_len)?;
-    let batch_ids = build_batch(&tok, &cfg.prompts, cfg.batch, l)?;
-    let t = cfg.max_new_tokens;
-
-    let gpu = if device.is_cuda() {
-        GpuMeter::open(0)
-    } else {
-        Err("device is the CPU: NVML measures GPUs only; energy fields are null".to_string())
-    };
-    let (meter, reason) = match gpu {
-        Ok(g) => (Some(g), None),
-        Err(r) => (None, Some(r)),
-    };
-    let idle_w = meter
-        .as_ref()
-        .and_then(|g| g.idle_power_w(Duration::from_secs_f64(cfg.idle_seconds)));
-    let sampler = meter.as_ref().map(|g| g.start_sampler(cfg.sample_hz));
-    let energy = || meter.as_ref().and_then(|g| g.energy_mj());
-    let set_phase = |p: Phase| {
-        if let Some(s) = &sampler {
-            s.set_phase(p)
-        }
-    };
-
+    let mut bench = Bench::load(cfg)?;
     let mut capture = match &cfg.capture {
         Some(spec) if capture_out.is_some() => Some(OperandCapture::new(spec.clone())?),
         _ => None,
     };
-    if cfg.sampler_ab != AbUnit::Off && (capture.is_some() || cfg.repeats < 2 || t < 3) {
+    if cfg.sampler_ab != AbUnit::Off && (capture.is_some() || cfg.repeats < 2 || bench.t < 3) {
         return Err(Error::Config(
             "--sampler-ab needs at least 2 repeats, 3 new tokens and no capture (capture would sit in one arm)"
                 .into(),
         ));
     }
-    // ABBA: measured runs 0 and 3 of every 4 sample, 1 and 2 run with the sampler paused.
-    let ab_runs = cfg.sampler_ab == AbUnit::Runs;
-    let sampler_on =
-        |run: usize| !ab_runs || run < cfg.warmup || matches!((run - cfg.warmup) % 4, 0 | 3);
-    // Per-step A/B: (step latency, sampler on) of measured runs, an even count per run so
-    // pairs never straddle two runs.
-    let mut ab_steps: Vec<(f64, bool)> = Vec::new();
-    let total_runs = cfg.warmup + cfg.repeats;
-    let mut runs = Vec::new();
-    let mut generated: Vec<Vec<u32>> = Vec::new();
-    for run in 0..total_runs {
-        if interrupted() {
-            return Err(Error::Interrupted);
-        }
-        let measured = run >= cfg.warmup;
-        let prompt = Tensor::new(batch_ids.clone(), &device).map_err(me)?;
-        let mut seqs = batch_ids.clone();
-        // Capture during the first measured repeat only.
-        let mut tap: Option<&mut OperandCapture> = match (&mut capture, run == cfg.warmup) {
-            (Some(c), true) => Some(c),
-            _ => None,
+    let meter = Meter::open(&bench.device, cfg);
+    let measured = bench.measure(&meter, capture.as_mut(), progress)?;
+    let (samples, achieved) = meter
+        .sampler
+        .map(|s| s.finish())
+        .map(|(s, r)| (s, Some(r)))
+        .unwrap_or((Vec::new(), None));
+    let energy = bench.energy_report(
+        &meter.gpu,
+        meter.reason,
+        meter.idle_w,
+        &measured.runs,
+        &samples,
+        achieved,
+    );
+    let capture_info = match (capture, capture_out) {
+        (Some(c), Some(path)) => Some(bench.write_capture(c, path)?),
+        _ => None,
+    };
+    let report = bench.summarize(&meter.gpu, measured, energy, capture_info)?;
+    Ok((report, samples))
+}
+
+/// The loaded model and the batch it will run, with the run's fixed sizes.
+struct Bench<'a> {
+    cfg: &'a InferConfig,
+    device: candle_core::Device,
+    m: Llama,
+    tok: Tokenizer,
+    load_s: f64,
+    batch_ids: Vec<Vec<u32>>,
+    /// Prompt tokens and new tokens per sequence.
+    l: usize,
+    t: usize,
+}
+
+/// NVML on a GPU run (all fields empty on the CPU, with the reason): the meter, the idle
+/// draw measured before any work, and the power sampler.
+struct Meter {
+    gpu: Option<GpuMeter>,
+    reason: Option<String>,
+    idle_w: Option<f64>,
+    sampler: Option<crate::energy::PowerSampler>,
+}
+
+impl Meter {
+    fn open(device: &candle_core::Device, cfg: &InferConfig) -> Meter {
+        let gpu = if device.is_cuda() {
+            GpuMeter::open(0)
+        } else {
+            Err("device is the CPU: NVML measures GPUs only; energy fields are null".to_string())
         };
+        let (gpu, reason) = match gpu {
+            Ok(g) => (Some(g), None),
+            Err(r) => (None, Some(r)),
+        };
+        let idle_w = gpu
+            .as_ref()
+            .and_then(|g| g.idle_power_w(Duration::from_secs_f64(cfg.idle_seconds)));
+        let sampler = gpu.as_ref().map(|g| g.start_sampler(cfg.sample_hz));
+        Meter {
+            gpu,
+            reason,
+            idle_w,
+            sampler,
+        }
+    }
+
+    fn energy_mj(&self) -> Option<u64> {
+        self.gpu.as_ref().and_then(|g| g.energy_mj())
+    }
+
+    fn set_phase(&self, p: Phase) {
+        if let Some(s) = &self.sampler {
+            s.set_phase(p)
+        }
+    }
+
+    fn set_paused(&self, paused: bool) {
+        if let Some(s) = &self.sampler {
+            s.set_paused(paused)
+        }
+    }
+}
+
+/// What the measured runs produced.
+struct Measured {
+    runs: Vec<RunTimes>,
+    /// Per-step sampler A/B: (step latency, sampler on) of measured runs.
+    ab_steps: Vec<(f64, bool)>,
+    /// New tokens of the last measured run, per sequence.
+    generated: Vec<Vec<u32>>,
+}
+
+/// One run's output: its times, its sequences (prompt + new tokens) and, under per-step
+/// A/B, its (step latency, sampler on) pairs.
+struct RunOutput {
+    times: RunTimes,
+    seqs: Vec<Vec<u32>>,
+    ab_steps: Vec<(f64, bool)>,
+}
+
+impl<'a> Bench<'a> {
+    fn load(cfg: &'a InferConfig) -> Result<Self> {
+        let device = model::device(&cfg.device)?;
+        let t0 = Instant::now();
+        let (mut m, tok) = model::load(&cfg.model, cfg.precision, &device)?;
+        let load_s = t0.elapsed().as_secs_f64();
+        m.tau = cfg.sparsity_tau;
+        let l = prompt_tokens(&cfg.prompt_len)?;
+        let batch_ids = build_batch(&tok, &cfg.prompts, cfg.batch, l)?;
+        Ok(Bench {
+            cfg,
+            device,
+            m,
+            tok,
+            load_s,
+            batch_ids,
+            l,
+            t: cfg.max_new_tokens,
+        })
+    }
+
+    /// Warm-up runs, then measured runs; capture (if any) during the first measured run.
+    fn measure(
+        &mut self,
+        meter: &Meter,
+        mut capture: Option<&mut OperandCapture>,
+        progress: Progress<'_>,
+    ) -> Result<Measured> {
+        let cfg = self.cfg;
+        // ABBA: measured runs 0 and 3 of every 4 sample, 1 and 2 run with the sampler paused.
+        let ab_runs = cfg.sampler_ab == AbUnit::Runs;
+        let sampler_on =
+            |run: usize| !ab_runs || run < cfg.warmup || matches!((run - cfg.warmup) % 4, 0 | 3);
+        let total_runs = cfg.warmup + cfg.repeats;
+        let mut out = Measured {
+            runs: Vec::new(),
+            ab_steps: Vec::new(),
+            generated: Vec::new(),
+        };
+        for run in 0..total_runs {
+            if (progress.interrupted)() {
+                return Err(Error::Interrupted);
+            }
+            let measured = run >= cfg.warmup;
+            let tap = if run == cfg.warmup {
+                capture.as_deref_mut()
+            } else {
+                None
+            };
+            // Before the run it applies to (until 2026-11-23 this was set after the run, so
+            // each run sampled as the one before it was meant to: whole-run A/B arms were
+            // mislabelled; per-step A/B was not affected).
+            meter.set_paused(!sampler_on(run));
+            let mut r = self.run_once(meter, measured, tap)?;
+            r.times.sampler_on = meter.sampler.is_some() && sampler_on(run);
+            // An even count per run, so A/B pairs never straddle two runs.
+            r.ab_steps.truncate(r.ab_steps.len() / 2 * 2);
+            out.ab_steps.extend(r.ab_steps);
+            meter.set_phase(Phase::Idle);
+            if measured {
+                out.runs.push(r.times);
+                out.generated = r.seqs.iter().map(|s| s[self.l..].to_vec()).collect();
+            }
+            (progress.on_step)(run + 1, total_runs);
+        }
+        Ok(out)
+    }
+
+    /// One run: prefill, then `t - 1` greedy decode steps, timed and metered per phase.
+    fn run_once(
+        &mut self,
+        meter: &Meter,
+        measured: bool,
+        mut tap: Option<&mut OperandCapture>,
+    ) -> Result<RunOutput> {
+        let (cfg, l, device) = (self.cfg, self.l, &self.device);
+        let m = &mut self.m;
+        let prompt = Tensor::new(self.batch_ids.clone(), device).map_err(me)?;
+        let mut seqs = self.batch_ids.clone();
         m.clear_kv_cache();
-        set_phase(if measured {
+        meter.set_phase(if measured {
             Phase::Prefill
         } else {
             Phase::Warmup
         });
-        let e0 = energy();
+        let e0 = meter.energy_mj();
         let start = Instant::now();
         let logits = m.forward(
             &prompt,
@@ -598,219 +726,228 @@ pub fn run_infer(
         )?;
         let mut next = argmax(&logits)?;
         let ttft = start.elapsed().as_secs_f64();
-        let e1 = energy();
+        let e1 = meter.energy_mj();
         if measured {
-            set_phase(Phase::Decode);
+            meter.set_phase(Phase::Decode);
         }
         for (s, &n) in seqs.iter_mut().zip(&next) {
             s.push(n);
         }
-        let mut run_steps: Vec<(f64, bool)> = Vec::new();
-        for step in 1..t {
+        let mut ab_steps: Vec<(f64, bool)> = Vec::new();
+        let step_ab = measured && cfg.sampler_ab == AbUnit::Steps && meter.sampler.is_some();
+        for step in 1..self.t {
             // ABBA over this run's decode steps.
             let step_on = matches!((step - 1) % 4, 0 | 3);
-            let step_ab = measured && cfg.sampler_ab == AbUnit::Steps && sampler.is_some();
-            if let (true, Some(s)) = (step_ab, &sampler) {
-                s.set_paused(!step_on);
+            if step_ab {
+                meter.set_paused(!step_on);
             }
             let step_start = Instant::now();
+            let tap = tap.as_deref_mut().map(|c| c as &mut dyn LinearTap);
             let logits = if cfg.kv_cache {
-                let x = Tensor::new(next.as_slice(), &device)
+                let x = Tensor::new(next.as_slice(), device)
                     .map_err(me)?
                     .unsqueeze(1)
                     .map_err(me)?;
-                m.forward(
-                    &x,
-                    l + step - 1,
-                    tap.as_deref_mut().map(|c| c as &mut dyn LinearTap),
-                )?
+                m.forward(&x, l + step - 1, tap)?
             } else {
                 m.clear_kv_cache();
-                m.forward(
-                    &Tensor::new(seqs.clone(), &device).map_err(me)?,
-                    0,
-                    tap.as_deref_mut().map(|c| c as &mut dyn LinearTap),
-                )?
+                m.forward(&Tensor::new(seqs.clone(), device).map_err(me)?, 0, tap)?
             };
             next = argmax(&logits)?;
             if step_ab {
-                run_steps.push((step_start.elapsed().as_secs_f64(), step_on));
+                ab_steps.push((step_start.elapsed().as_secs_f64(), step_on));
             }
             for (s, &n) in seqs.iter_mut().zip(&next) {
                 s.push(n);
             }
         }
         let total = start.elapsed().as_secs_f64();
-        if let Some(s) = &sampler {
-            s.set_paused(!sampler_on(run));
+        if step_ab {
+            meter.set_paused(false);
         }
-        run_steps.truncate(run_steps.len() / 2 * 2);
-        ab_steps.extend(run_steps);
-        let e2 = energy();
-        set_phase(Phase::Idle);
-        if measured {
-            runs.push(RunTimes {
+        let e2 = meter.energy_mj();
+        Ok(RunOutput {
+            times: RunTimes {
                 total,
                 ttft,
-                sampler_on: sampler.is_some() && sampler_on(run),
+                sampler_on: false,
                 e_prefill: EnergyWindow::between(e0, e1, ttft),
                 e_decode: EnergyWindow::between(e1, e2, total - ttft),
-            });
-            generated = seqs.iter().map(|s| s[l..].to_vec()).collect();
-        }
-        on_step(run + 1, total_runs);
+            },
+            seqs,
+            ab_steps,
+        })
     }
-    let (samples, achieved) = sampler
-        .map(|s| s.finish())
-        .map(|(s, r)| (s, Some(r)))
-        .unwrap_or((Vec::new(), None));
 
-    let b = cfg.batch as f64;
-    let per_run =
-        |f: &dyn Fn(&RunTimes) -> Option<f64>| -> Vec<f64> { runs.iter().filter_map(f).collect() };
-    let pooled = |f: &dyn Fn(&RunTimes) -> f64| -> Vec<f64> {
-        runs.iter()
-            .flat_map(|r| std::iter::repeat_n(f(r), cfg.batch))
-            .collect()
-    };
-    let est = |v: Vec<f64>| Estimate::of(&v);
-    let need = |o: Option<Estimate>, what: &str| {
-        o.ok_or_else(|| Error::Model(format!("no valid {what} measurements")))
-    };
-    let flops_run = flops(&m, cfg.batch, l, t, cfg.kv_cache);
-    let out_tokens = b * t as f64;
-    let joules = |r: &RunTimes| Some(r.e_prefill?.joules + r.e_decode?.joules);
-    let above =
-        |r: &RunTimes| Some(r.e_prefill?.above_idle(idle_w?) + r.e_decode?.above_idle(idle_w?));
-    let energy_report = if meter.is_some() {
-        let j_mean = est(per_run(&joules)).map(|e| e.mean);
+    fn out_tokens(&self) -> f64 {
+        (self.cfg.batch * self.t) as f64
+    }
+
+    fn flops_per_run(&self) -> f64 {
+        flops(&self.m, self.cfg.batch, self.l, self.t, self.cfg.kv_cache)
+    }
+
+    /// Energy figures over the measured runs, each a mean with its 95% CI.
+    fn energy_report(
+        &self,
+        gpu: &Option<GpuMeter>,
+        reason: Option<String>,
+        idle_w: Option<f64>,
+        runs: &[RunTimes],
+        samples: &[PowerSample],
+        achieved: Option<f64>,
+    ) -> EnergyReport {
+        let cfg = self.cfg;
+        let Some(gpu) = gpu else {
+            return EnergyReport {
+                available: false,
+                reason,
+                sample_hz_target: cfg.sample_hz,
+                ..Default::default()
+            };
+        };
+        let est = |f: &dyn Fn(&RunTimes) -> Option<f64>| {
+            Estimate::of(&runs.iter().filter_map(f).collect::<Vec<_>>())
+        };
+        let out_tokens = self.out_tokens();
+        let joules = |r: &RunTimes| Some(r.e_prefill?.joules + r.e_decode?.joules);
+        let above =
+            |r: &RunTimes| Some(r.e_prefill?.above_idle(idle_w?) + r.e_decode?.above_idle(idle_w?));
+        let in_run = || {
+            samples
+                .iter()
+                .filter(|s| matches!(s.phase, Phase::Prefill | Phase::Decode))
+        };
+        let j_mean = est(&joules).map(|e| e.mean);
+        let util: Vec<f64> = in_run()
+            .filter_map(|s| s.gpu_util_pct.map(|u| u as f64))
+            .collect();
         EnergyReport {
             available: true,
             reason,
-            gpu: meter.as_ref().map(|g| g.name.clone()),
+            gpu: Some(gpu.name.clone()),
             idle_w,
-            joules: est(per_run(&joules)),
-            joules_above_idle: est(per_run(&above)),
-            prefill_j: est(per_run(&|r| Some(r.e_prefill?.joules))),
-            decode_j: est(per_run(&|r| Some(r.e_decode?.joules))),
-            avg_w: est(per_run(&|r| Some(joules(r)? / r.total))),
-            peak_w: samples
-                .iter()
-                .filter(|s| matches!(s.phase, Phase::Prefill | Phase::Decode))
+            joules: est(&joules),
+            joules_above_idle: est(&above),
+            prefill_j: est(&|r| Some(r.e_prefill?.joules)),
+            decode_j: est(&|r| Some(r.e_decode?.joules)),
+            avg_w: est(&|r| Some(joules(r)? / r.total)),
+            peak_w: in_run()
                 .filter_map(|s| s.power_w)
                 .fold(None, |m, p| Some(m.map_or(p, |m: f64| m.max(p)))),
-            j_per_token: est(per_run(&|r| Some(joules(r)? / out_tokens))),
-            j_per_token_above_idle: est(per_run(&|r| Some(above(r)? / out_tokens))),
-            tokens_per_j: est(per_run(&|r| Some(out_tokens / joules(r)?))),
-            edp_js: est(per_run(&|r| Some(joules(r)? * r.total))),
-            gco2eq: est(per_run(&|r| Some(joules(r)? / 3.6e6 * cfg.grid_g_per_kwh))),
-            flop_per_j: j_mean.filter(|&j| j > 0.0).map(|j| flops_run / j),
-            gpu_util_pct: {
-                let u: Vec<f64> = samples
-                    .iter()
-                    .filter(|s| matches!(s.phase, Phase::Prefill | Phase::Decode))
-                    .filter_map(|s| s.gpu_util_pct.map(|u| u as f64))
-                    .collect();
-                (!u.is_empty()).then(|| u.iter().sum::<f64>() / u.len() as f64)
-            },
+            j_per_token: est(&|r| Some(joules(r)? / out_tokens)),
+            j_per_token_above_idle: est(&|r| Some(above(r)? / out_tokens)),
+            tokens_per_j: est(&|r| Some(out_tokens / joules(r)?)),
+            edp_js: est(&|r| Some(joules(r)? * r.total)),
+            gco2eq: est(&|r| Some(joules(r)? / 3.6e6 * cfg.grid_g_per_kwh)),
+            flop_per_j: j_mean
+                .filter(|&j| j > 0.0)
+                .map(|j| self.flops_per_run() / j),
+            gpu_util_pct: (!util.is_empty()).then(|| util.iter().sum::<f64>() / util.len() as f64),
             sample_hz_target: cfg.sample_hz,
             sample_hz_achieved: achieved,
             samples: samples.len(),
         }
-    } else {
-        EnergyReport {
-            available: false,
-            reason,
-            sample_hz_target: cfg.sample_hz,
-            ..Default::default()
-        }
-    };
+    }
 
-    let capture_info = match (capture, capture_out) {
-        (Some(c), Some(path)) => {
-            let provenance = serde_json::json!({
-                "source": format!("perfwatt infer: {} {} on {}", cfg.model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), cfg.precision.name(), cfg.device),
-                "precision": cfg.precision.name(), "sparsity_tau": cfg.sparsity_tau, "batch": cfg.batch,
-                "prompt_tokens": l, "kv_cache": cfg.kv_cache,
-            });
-            let stream = c.into_stream(provenance)?;
-            stream.write_ops(path)?;
-            Some(
-                serde_json::json!({"file": path.display().to_string(), "pairs": stream.pairs.len(), "width": stream.width, "zero_fraction": stream.zero_fraction()}),
-            )
-        }
-        _ => None,
-    };
+    /// Write the captured operands with their provenance; returns the report's summary.
+    fn write_capture(&self, c: OperandCapture, path: &Path) -> Result<serde_json::Value> {
+        let cfg = self.cfg;
+        let provenance = serde_json::json!({
+            "source": format!("perfwatt infer: {} {} on {}", cfg.model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), cfg.precision.name(), cfg.device),
+            "precision": cfg.precision.name(), "sparsity_tau": cfg.sparsity_tau, "batch": cfg.batch,
+            "prompt_tokens": self.l, "kv_cache": cfg.kv_cache,
+        });
+        let stream = c.into_stream(provenance)?;
+        stream.write_ops(path)?;
+        Ok(
+            serde_json::json!({"file": path.display().to_string(), "pairs": stream.pairs.len(), "width": stream.width, "zero_fraction": stream.zero_fraction()}),
+        )
+    }
 
-    let peak_mem_mb = if device.is_cuda() {
-        meter.as_ref().and_then(|g| g.memory_used_mb())
-    } else {
-        crate::energy::peak_rss_mb()
-    };
-    let report = InferReport {
-        schema: "perfwatt.infer/1",
-        config: cfg.clone(),
-        model: serde_json::json!({"file": cfg.model.display().to_string(), "config": m.config, "precision": cfg.precision.name(), "linear_params": m.linear_params()}),
-        device: if let Some(g) = &meter {
-            g.name.clone()
-        } else {
-            cfg.device.clone()
-        },
-        prompt_tokens: l,
-        batch: cfg.batch,
-        new_tokens: t,
-        load_s,
-        latency_s: Percentiles::of(&pooled(&|r| r.total))
-            .ok_or_else(|| Error::Model("no runs".into()))?,
-        ttft_s: Percentiles::of(&pooled(&|r| r.ttft))
-            .ok_or_else(|| Error::Model("no runs".into()))?,
-        tpot_s: Percentiles::of(&pooled(&|r| {
-            if t > 1 {
-                (r.total - r.ttft) / (t - 1) as f64
-            } else {
-                0.0
-            }
-        }))
-        .ok_or_else(|| Error::Model("no runs".into()))?,
-        tokens_per_s_input: need(
-            est(per_run(&|r| Some(b * l as f64 / r.ttft))),
-            "input tokens/s",
-        )?,
-        tokens_per_s_output: need(
-            est(per_run(&|r| Some(out_tokens / r.total))),
-            "output tokens/s",
-        )?,
-        tokens_per_s_decode: need(
-            est(per_run(&|r| {
-                Some(b * (t as f64 - 1.0).max(1.0) / (r.total - r.ttft).max(1e-9))
-            })),
-            "decode tokens/s",
-        )?,
-        tokens_per_s_total: need(
-            est(per_run(&|r| Some(b * (l + t) as f64 / r.total))),
-            "total tokens/s",
-        )?,
-        run_latencies_s: runs.iter().map(|r| r.total).collect(),
-        sampler_ab: match cfg.sampler_ab {
-            AbUnit::Off => None,
-            AbUnit::Runs => SamplerAb::of(
-                AbUnit::Runs,
+    /// The report: latency percentiles pooled per request, rates and energy per run.
+    fn summarize(
+        self,
+        gpu: &Option<GpuMeter>,
+        measured: Measured,
+        energy: EnergyReport,
+        capture: Option<serde_json::Value>,
+    ) -> Result<InferReport> {
+        let (cfg, l, t) = (self.cfg, self.l, self.t);
+        let runs = &measured.runs;
+        let b = cfg.batch as f64;
+        let out_tokens = self.out_tokens();
+        let rate = |f: &dyn Fn(&RunTimes) -> f64, what: &str| {
+            Estimate::of(&runs.iter().map(f).collect::<Vec<_>>())
+                .ok_or_else(|| Error::Model(format!("no valid {what} measurements")))
+        };
+        // Every request of a batch ends with its batch: one sample per request.
+        let pooled = |f: &dyn Fn(&RunTimes) -> f64| {
+            Percentiles::of(
                 &runs
                     .iter()
-                    .map(|r| (r.total, r.sampler_on))
+                    .flat_map(|r| std::iter::repeat_n(f(r), cfg.batch))
                     .collect::<Vec<_>>(),
-            ),
-            AbUnit::Steps => SamplerAb::of(AbUnit::Steps, &ab_steps),
-        },
-        flops_per_run: flops_run,
-        peak_mem_mb,
-        energy: energy_report,
-        generated: generated.iter().map(|g| tok.decode(g)).collect(),
-        tokens: generated,
-        prompt_ids: batch_ids,
-        capture: capture_info,
-    };
-    Ok((report, samples))
+            )
+            .ok_or_else(|| Error::Model("no runs".into()))
+        };
+        let peak_mem_mb = if self.device.is_cuda() {
+            gpu.as_ref().and_then(|g| g.memory_used_mb())
+        } else {
+            crate::energy::peak_rss_mb()
+        };
+        Ok(InferReport {
+            schema: "perfwatt.infer/1",
+            config: cfg.clone(),
+            model: serde_json::json!({"file": cfg.model.display().to_string(), "config": self.m.config, "precision": cfg.precision.name(), "linear_params": self.m.linear_params()}),
+            device: gpu
+                .as_ref()
+                .map_or_else(|| cfg.device.clone(), |g| g.name.clone()),
+            prompt_tokens: l,
+            batch: cfg.batch,
+            new_tokens: t,
+            load_s: self.load_s,
+            latency_s: pooled(&|r| r.total)?,
+            ttft_s: pooled(&|r| r.ttft)?,
+            tpot_s: pooled(&|r| {
+                if t > 1 {
+                    (r.total - r.ttft) / (t - 1) as f64
+                } else {
+                    0.0
+                }
+            })?,
+            tokens_per_s_input: rate(&|r| b * l as f64 / r.ttft, "input tokens/s")?,
+            tokens_per_s_output: rate(&|r| out_tokens / r.total, "output tokens/s")?,
+            tokens_per_s_decode: rate(
+                &|r| b * (t as f64 - 1.0).max(1.0) / (r.total - r.ttft).max(1e-9),
+                "decode tokens/s",
+            )?,
+            tokens_per_s_total: rate(&|r| b * (l + t) as f64 / r.total, "total tokens/s")?,
+            run_latencies_s: runs.iter().map(|r| r.total).collect(),
+            sampler_ab: match cfg.sampler_ab {
+                AbUnit::Off => None,
+                AbUnit::Runs => SamplerAb::of(
+                    AbUnit::Runs,
+                    &runs
+                        .iter()
+                        .map(|r| (r.total, r.sampler_on))
+                        .collect::<Vec<_>>(),
+                ),
+                AbUnit::Steps => SamplerAb::of(AbUnit::Steps, &measured.ab_steps),
+            },
+            flops_per_run: self.flops_per_run(),
+            peak_mem_mb,
+            energy,
+            generated: measured
+                .generated
+                .iter()
+                .map(|g| self.tok.decode(g))
+                .collect(),
+            tokens: measured.generated,
+            prompt_ids: self.batch_ids,
+            capture,
+        })
+    }
 }
 
 /// The power series as CSV (t_s, phase, power_w, energy_mj, gpu_util_pct, sm_clock_mhz,

@@ -1,12 +1,26 @@
 //! perfwatt: ties what LLM inference does on a GPU to what a MAC unit's gates do.
 //!
-//! Data flow: `capture` (runs `model`, measures with `energy`) -> `trace` (operand streams)
-//! -> `sim` (Verilator MAC units) -> `vcd` (toggle counting) -> `report`.
+//! The pipeline, one module per stage, each with a header saying what goes in and out:
+//!
+//! ```text
+//! capture (infer) -> trace (.ops streams) -> sim (Verilator MACs) -> vcd (toggles) -> report
+//! ```
+//!
+//! Layers, each importing only from the layers below it (no cycles, nothing reaches up):
+//! - leaves: `error`, `stats`, `plot` (PNG+SVG drawing), `energy` (NVML), `model` (candle);
+//! - formats the stages exchange, each read and written by one module: `trace` (operand
+//!   streams: capture writes them, sim reads them) and `vcd` (any simulator's VCD -> toggles;
+//!   sim counts its own dumps with it);
+//! - stages: `capture` (model + energy -> measurements and `.ops`), `sim` (streams ->
+//!   toggles);
+//! - drivers over the stages: `sweep` (capture and sim per point), `report` (a sweep's run
+//!   folder -> report.md), `roofline` (model kernels -> roofline).
 
 pub mod capture;
 pub mod energy;
 pub mod error;
 pub mod model;
+mod plot;
 pub mod report;
 pub mod roofline;
 pub mod sim;

@@ -355,41 +355,47 @@ fn randn(shape: &[usize], dt: DType, dev: &Device) -> candle_core::Result<Tensor
     Tensor::randn(0f32, 1f32, shape, dev)?.to_dtype(dt)
 }
 
-/// All kernels of a run, inputs allocated up front.
+/// All kernels of a run, inputs allocated up front, in report order: the peaks, then per
+/// model its projections (dense and quantized), attention, and elementwise kernels.
 fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
     let sz = sizes(cfg.preset, !dev.is_cpu());
     let dt = parse_dtype(&cfg.dtype)?;
-    let es = dt.size_in_bytes() as f64;
-    let dts = dt.as_str().to_string();
-    let mut ks = Vec::new();
-    // A kernel whose inputs fail to allocate (e.g. a dtype the backend lacks) still gets a
-    // row, with the error.
-    let mut add = |name: String,
-                   category,
-                   model,
-                   shape: String,
-                   dtype: String,
-                   roof_dtype,
-                   flops: f64,
-                   bytes: f64,
-                   run: candle_core::Result<Launch>| {
-        let run = run.unwrap_or_else(|e| {
-            let msg = e.to_string();
-            Box::new(move || Err(candle_core::Error::Msg(msg.clone())))
-        });
-        ks.push(Kernel {
-            name,
-            category,
-            model,
-            shape,
-            dtype,
-            roof_dtype,
-            flops,
-            bytes,
-            run,
-        });
-    };
+    let mut ks = peak_kernels(&sz, dev);
+    for m in &sz.models {
+        let (h, f) = (m.hidden, m.ffn);
+        for (proj, k, n) in [("q", h, h), ("up", h, f), ("down", f, h)] {
+            for &rows in &sz.ms {
+                ks.push(linear_kernel(m, proj, rows, k, n, dt, dev));
+            }
+            // Quantized weights (Q4_1 as shipped), f32 activations, candle's QMatMul.
+            if proj != "q" {
+                for &rows in &sz.ms {
+                    ks.push(qmatmul_kernel(m, proj, rows, k, n, dev));
+                }
+            }
+        }
+        for &l in &sz.seq {
+            ks.extend(attention_kernels(m, l, dt, dev));
+        }
+        for &t in &sz.tokens {
+            ks.extend(elementwise_kernels(m, t, dt, dev));
+        }
+    }
+    Ok(ks)
+}
 
+/// A kernel whose inputs failed to allocate (e.g. a dtype the backend lacks) still gets a
+/// row: its launch returns the error.
+fn launch_or_error(run: candle_core::Result<Launch>) -> Launch {
+    run.unwrap_or_else(|e| {
+        let msg = e.to_string();
+        Box::new(move || Err(candle_core::Error::Msg(msg.clone())))
+    })
+}
+
+/// Square matrix products in f32, f16 and bf16 (the compute peaks) and a copy (bandwidth).
+fn peak_kernels(sz: &Sizes, dev: &Device) -> Vec<Kernel> {
+    let mut ks = Vec::new();
     for mdt in [DType::F32, DType::F16, DType::BF16] {
         for &n in &sz.matmul {
             let run = (|| -> candle_core::Result<Launch> {
@@ -397,196 +403,221 @@ fn kernels(cfg: &RooflineConfig, dev: &Device) -> Result<Vec<Kernel>> {
                 Ok(Box::new(move || a.matmul(&b)))
             })();
             let nf = n as f64;
-            add(
-                format!("matmul {} n={n}", mdt.as_str()),
-                "peak-matmul",
-                "-",
-                format!("{n}x{n}x{n}"),
-                mdt.as_str().into(),
-                Some(mdt),
-                2.0 * nf.powi(3),
-                3.0 * nf * nf * mdt.size_in_bytes() as f64,
-                run,
-            );
+            ks.push(Kernel {
+                name: format!("matmul {} n={n}", mdt.as_str()),
+                category: "peak-matmul",
+                model: "-",
+                shape: format!("{n}x{n}x{n}"),
+                dtype: mdt.as_str().into(),
+                roof_dtype: Some(mdt),
+                flops: 2.0 * nf.powi(3),
+                bytes: 3.0 * nf * nf * mdt.size_in_bytes() as f64,
+                run: launch_or_error(run),
+            });
         }
     }
-    {
-        // Copy into an existing buffer (no allocation): bytes read + written.
-        let n = sz.copy_bytes / 4;
-        let run = copy_kernel(n, dev);
-        add(
-            "copy".into(),
-            "peak-copy",
-            "-",
-            format!("{} MiB", sz.copy_bytes >> 20),
-            "f32".into(),
-            Some(DType::F32),
-            0.0,
-            2.0 * sz.copy_bytes as f64,
-            run,
-        );
-    }
+    // Copy into an existing buffer (no allocation): bytes read + written.
+    ks.push(Kernel {
+        name: "copy".into(),
+        category: "peak-copy",
+        model: "-",
+        shape: format!("{} MiB", sz.copy_bytes >> 20),
+        dtype: "f32".into(),
+        roof_dtype: Some(DType::F32),
+        flops: 0.0,
+        bytes: 2.0 * sz.copy_bytes as f64,
+        run: launch_or_error(copy_kernel(sz.copy_bytes / 4, dev)),
+    });
+    ks
+}
 
-    for m in &sz.models {
-        let (h, f, nh, hd) = (m.hidden, m.ffn, m.heads, m.head_dim);
-        for (proj, k, n) in [("q", h, h), ("up", h, f), ("down", f, h)] {
-            for &rows in &sz.ms {
-                let run = (|| -> candle_core::Result<Launch> {
-                    let (x, w) = (randn(&[rows, k], dt, dev)?, randn(&[n, k], dt, dev)?);
-                    Ok(Box::new(move || x.matmul(&w.t()?)))
-                })();
-                let (mf, kf, nf) = (rows as f64, k as f64, n as f64);
-                add(
-                    format!("linear {proj} M={rows}"),
-                    "linear",
-                    m.name,
-                    format!("M={rows} K={k} N={n}"),
-                    dts.clone(),
-                    Some(dt),
-                    2.0 * mf * kf * nf,
-                    es * (mf * kf + kf * nf + mf * nf),
-                    run,
-                );
-            }
-            // Quantized weights (Q4_1 as shipped), f32 activations, candle's QMatMul.
-            if proj != "q" {
-                for &rows in &sz.ms {
-                    let run = (|| -> candle_core::Result<Launch> {
-                        let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu)?;
-                        let q = crate::model::llama::quantize_onto(&w, GgmlDType::Q4_1, dev)
-                            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                        let qm = QMatMul::from_qtensor(q)?;
-                        let x = randn(&[rows, k], DType::F32, dev)?;
-                        Ok(Box::new(move || qm.forward(&x)))
-                    })();
-                    let (mf, kf, nf) = (rows as f64, k as f64, n as f64);
-                    let wbytes = kf * nf * GgmlDType::Q4_1.type_size() as f64
-                        / GgmlDType::Q4_1.block_size() as f64;
-                    add(
-                        format!("qmatmul q4_1 {proj} M={rows}"),
-                        "qmatmul",
-                        m.name,
-                        format!("M={rows} K={k} N={n}"),
-                        "q4_1/f32".into(),
-                        None,
-                        2.0 * mf * kf * nf,
-                        wbytes + 4.0 * (mf * kf + mf * nf),
-                        run,
-                    );
-                }
-            }
-        }
-        for &l in &sz.seq {
-            // Prefill-like: L queries against L keys.
-            let run = attention(nh, l, l, hd, dt, dev);
-            let (hf, lf, df) = (nh as f64, l as f64, hd as f64);
-            // 2 matmuls + scale (1) + softmax (max, sub, exp, sum, div: 5) per score.
-            let flops = 4.0 * hf * lf * lf * df + 6.0 * hf * lf * lf;
-            // q, k, v, out; scores written, scaled (r+w), softmaxed (r+w), read by AV.
-            let bytes = es * (4.0 * hf * lf * df + 6.0 * hf * lf * lf);
-            add(
-                format!("attention L={l}"),
-                "attention",
-                m.name,
-                format!("H={nh} L={l} D={hd}"),
-                dts.clone(),
-                Some(dt),
-                flops,
-                bytes,
-                run,
-            );
-            // One decode step: a query row against L cached keys and values.
-            let run = attention(nh, 1, l, hd, dt, dev);
-            add(
-                format!("attention decode L={l}"),
-                "attention-decode",
-                m.name,
-                format!("H={nh} Lq=1 Lkv={l} D={hd}"),
-                dts.clone(),
-                Some(dt),
-                4.0 * hf * lf * df + 6.0 * hf * lf,
-                es * (2.0 * hf * df + 2.0 * hf * lf * df + 6.0 * hf * lf),
-                run,
-            );
-        }
-        for &t in &sz.tokens {
-            let (tf, hf, ff) = (t as f64, h as f64, f as f64);
-            let run = (|| -> candle_core::Result<Launch> {
-                let (x, w) = (randn(&[t, h], dt, dev)?, randn(&[h], dt, dev)?);
-                Ok(Box::new(move || candle_nn::ops::rms_norm(&x, &w, 1e-5)))
-            })();
-            // square, sum, scale by rsqrt, multiply by weight.
-            add(
-                format!("rmsnorm T={t}"),
-                "rmsnorm",
-                m.name,
-                format!("T={t} H={h}"),
-                dts.clone(),
-                Some(dt),
-                4.0 * tf * hf,
-                es * (2.0 * tf * hf + hf),
-                run,
-            );
-            let run = (|| -> candle_core::Result<Launch> {
-                let x = randn(&[t, f], dt, dev)?;
-                Ok(Box::new(move || x.silu()))
-            })();
-            // x / (1 + exp(-x)): negate, exp, add, divide.
-            add(
-                format!("silu T={t}"),
-                "silu",
-                m.name,
-                format!("T={t} F={f}"),
-                dts.clone(),
-                Some(dt),
-                4.0 * tf * ff,
-                es * 2.0 * tf * ff,
-                run,
-            );
-            let run = (|| -> candle_core::Result<Launch> {
-                let x = randn(&[1, nh, t, hd], dt, dev)?;
-                let (cos, sin) = (randn(&[t, hd / 2], dt, dev)?, randn(&[t, hd / 2], dt, dev)?);
-                Ok(Box::new(move || {
-                    candle_nn::rotary_emb::rope(&x, &cos, &sin)
-                }))
-            })();
-            let n = (nh * t * hd) as f64;
-            // 2 multiplies and an add per output element.
-            add(
-                format!("rope T={t}"),
-                "rope",
-                m.name,
-                format!("H={nh} T={t} D={hd}"),
-                dts.clone(),
-                Some(dt),
-                3.0 * n,
-                es * (2.0 * n + tf * hd as f64),
-                run,
-            );
-            let run = (|| -> candle_core::Result<Launch> {
-                let table = randn(&[m.vocab, h], dt, dev)?;
-                let ids = Tensor::new(
-                    (0..t as u32)
-                        .map(|i| (i * 7919) % m.vocab as u32)
-                        .collect::<Vec<_>>(),
-                    dev,
-                )?;
-                Ok(Box::new(move || table.index_select(&ids, 0)))
-            })();
-            add(
-                format!("embedding T={t}"),
-                "embedding",
-                m.name,
-                format!("T={t} V={} H={h}", m.vocab),
-                dts.clone(),
-                Some(dt),
-                0.0,
-                es * 2.0 * tf * hf + 4.0 * tf,
-                run,
-            );
-        }
+/// x [rows, k] times W^T, W [n, k]: a dense projection.
+fn linear_kernel(
+    m: &ModelShape,
+    proj: &str,
+    rows: usize,
+    k: usize,
+    n: usize,
+    dt: DType,
+    dev: &Device,
+) -> Kernel {
+    let run = (|| -> candle_core::Result<Launch> {
+        let (x, w) = (randn(&[rows, k], dt, dev)?, randn(&[n, k], dt, dev)?);
+        Ok(Box::new(move || x.matmul(&w.t()?)))
+    })();
+    let (mf, kf, nf) = (rows as f64, k as f64, n as f64);
+    model_kernel(
+        m,
+        dt,
+        format!("linear {proj} M={rows}"),
+        "linear",
+        format!("M={rows} K={k} N={n}"),
+        (
+            2.0 * mf * kf * nf,
+            dt.size_in_bytes() as f64 * (mf * kf + kf * nf + mf * nf),
+        ),
+        run,
+    )
+}
+
+/// A kernel of model `m` in dtype `dt`, roofed by that dtype's peak; `cost` is (FLOPs, bytes).
+fn model_kernel(
+    m: &ModelShape,
+    dt: DType,
+    name: String,
+    category: &'static str,
+    shape: String,
+    cost: (f64, f64),
+    run: candle_core::Result<Launch>,
+) -> Kernel {
+    Kernel {
+        name,
+        category,
+        model: m.name,
+        shape,
+        dtype: dt.as_str().into(),
+        roof_dtype: Some(dt),
+        flops: cost.0,
+        bytes: cost.1,
+        run: launch_or_error(run),
     }
-    Ok(ks)
+}
+
+/// The same projection with Q4_1 weights and f32 activations through candle's QMatMul;
+/// bytes are the packed weights plus activations.
+fn qmatmul_kernel(
+    m: &ModelShape,
+    proj: &str,
+    rows: usize,
+    k: usize,
+    n: usize,
+    dev: &Device,
+) -> Kernel {
+    let run = (|| -> candle_core::Result<Launch> {
+        let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu)?;
+        let q = crate::model::llama::quantize_onto(&w, GgmlDType::Q4_1, dev)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let qm = QMatMul::from_qtensor(q)?;
+        let x = randn(&[rows, k], DType::F32, dev)?;
+        Ok(Box::new(move || qm.forward(&x)))
+    })();
+    let (mf, kf, nf) = (rows as f64, k as f64, n as f64);
+    let wbytes = kf * nf * GgmlDType::Q4_1.type_size() as f64 / GgmlDType::Q4_1.block_size() as f64;
+    Kernel {
+        name: format!("qmatmul q4_1 {proj} M={rows}"),
+        category: "qmatmul",
+        model: m.name,
+        shape: format!("M={rows} K={k} N={n}"),
+        dtype: "q4_1/f32".into(),
+        roof_dtype: None,
+        flops: 2.0 * mf * kf * nf,
+        bytes: wbytes + 4.0 * (mf * kf + mf * nf),
+        run: launch_or_error(run),
+    }
+}
+
+/// Attention over `l` positions: prefill-like (L queries against L keys) and one decode
+/// step (a query row against L cached keys and values).
+fn attention_kernels(m: &ModelShape, l: usize, dt: DType, dev: &Device) -> [Kernel; 2] {
+    let (nh, hd) = (m.heads, m.head_dim);
+    let es = dt.size_in_bytes() as f64;
+    let (hf, lf, df) = (nh as f64, l as f64, hd as f64);
+    let kernel = |name, category, shape, flops, bytes, run| {
+        model_kernel(m, dt, name, category, shape, (flops, bytes), run)
+    };
+    [
+        kernel(
+            format!("attention L={l}"),
+            "attention",
+            format!("H={nh} L={l} D={hd}"),
+            // 2 matmuls + scale (1) + softmax (max, sub, exp, sum, div: 5) per score.
+            4.0 * hf * lf * lf * df + 6.0 * hf * lf * lf,
+            // q, k, v, out; scores written, scaled (r+w), softmaxed (r+w), read by AV.
+            es * (4.0 * hf * lf * df + 6.0 * hf * lf * lf),
+            attention(nh, l, l, hd, dt, dev),
+        ),
+        kernel(
+            format!("attention decode L={l}"),
+            "attention-decode",
+            format!("H={nh} Lq=1 Lkv={l} D={hd}"),
+            4.0 * hf * lf * df + 6.0 * hf * lf,
+            es * (2.0 * hf * df + 2.0 * hf * lf * df + 6.0 * hf * lf),
+            attention(nh, 1, l, hd, dt, dev),
+        ),
+    ]
+}
+
+/// RMSNorm, SiLU, RoPE and the embedding lookup over `t` tokens.
+fn elementwise_kernels(m: &ModelShape, t: usize, dt: DType, dev: &Device) -> [Kernel; 4] {
+    let (h, f, nh, hd) = (m.hidden, m.ffn, m.heads, m.head_dim);
+    let es = dt.size_in_bytes() as f64;
+    let (tf, hf, ff) = (t as f64, h as f64, f as f64);
+    let kernel = |name, category, shape, flops, bytes, run| {
+        model_kernel(m, dt, name, category, shape, (flops, bytes), run)
+    };
+    let rmsnorm = (|| -> candle_core::Result<Launch> {
+        let (x, w) = (randn(&[t, h], dt, dev)?, randn(&[h], dt, dev)?);
+        Ok(Box::new(move || candle_nn::ops::rms_norm(&x, &w, 1e-5)))
+    })();
+    let silu = (|| -> candle_core::Result<Launch> {
+        let x = randn(&[t, f], dt, dev)?;
+        Ok(Box::new(move || x.silu()))
+    })();
+    let rope = (|| -> candle_core::Result<Launch> {
+        let x = randn(&[1, nh, t, hd], dt, dev)?;
+        let (cos, sin) = (randn(&[t, hd / 2], dt, dev)?, randn(&[t, hd / 2], dt, dev)?);
+        Ok(Box::new(move || {
+            candle_nn::rotary_emb::rope(&x, &cos, &sin)
+        }))
+    })();
+    let embedding = (|| -> candle_core::Result<Launch> {
+        let table = randn(&[m.vocab, h], dt, dev)?;
+        let ids = Tensor::new(
+            (0..t as u32)
+                .map(|i| (i * 7919) % m.vocab as u32)
+                .collect::<Vec<_>>(),
+            dev,
+        )?;
+        Ok(Box::new(move || table.index_select(&ids, 0)))
+    })();
+    let n = (nh * t * hd) as f64;
+    [
+        // square, sum, scale by rsqrt, multiply by weight.
+        kernel(
+            format!("rmsnorm T={t}"),
+            "rmsnorm",
+            format!("T={t} H={h}"),
+            4.0 * tf * hf,
+            es * (2.0 * tf * hf + hf),
+            rmsnorm,
+        ),
+        // x / (1 + exp(-x)): negate, exp, add, divide.
+        kernel(
+            format!("silu T={t}"),
+            "silu",
+            format!("T={t} F={f}"),
+            4.0 * tf * ff,
+            es * 2.0 * tf * ff,
+            silu,
+        ),
+        // 2 multiplies and an add per output element.
+        kernel(
+            format!("rope T={t}"),
+            "rope",
+            format!("H={nh} T={t} D={hd}"),
+            3.0 * n,
+            es * (2.0 * n + tf * hd as f64),
+            rope,
+        ),
+        kernel(
+            format!("embedding T={t}"),
+            "embedding",
+            format!("T={t} V={} H={h}", m.vocab),
+            0.0,
+            es * 2.0 * tf * hf + 4.0 * tf,
+            embedding,
+        ),
+    ]
 }
 
 /// Progress and interruption hooks of a run.
@@ -915,9 +946,8 @@ pub fn to_table(r: &RooflineReport) -> String {
 /// Log-log roofline: the bandwidth slope and each dtype's compute roof, kernels as points
 /// by category (zero-FLOP kernels such as the embedding have no place on it: see the CSV).
 pub fn plot(r: &RooflineReport, out: &Path) -> Result<PathBuf> {
-    use crate::report::{both, pe, render};
+    use crate::plot::{both, pe, render};
     use plotters::prelude::*;
-    crate::report::register_font();
     let pts: Vec<(&str, f64, f64)> = r
         .kernels
         .iter()

@@ -1,5 +1,6 @@
-//! Small statistics used by `capture` and `report`: mean with a 95% t-interval,
-//! percentiles, Pearson and Spearman correlation, bootstrap CIs, least-squares fit.
+//! Small statistics, a leaf used by `capture`, `report` and the other reports: mean with a
+//! 95% t-interval, percentiles, Pearson and Spearman correlation, bootstrap CIs,
+//! least-squares fit, and a seeded random number generator.
 
 use serde::Serialize;
 
@@ -118,7 +119,7 @@ pub fn bootstrap_ci(
     if n < 3 {
         return None;
     }
-    let mut rng = crate::trace::synth::Rng::new(42);
+    let mut rng = Rng::new(42);
     let mut vals = Vec::with_capacity(iters);
     let (mut bx, mut by) = (vec![0.0; n], vec![0.0; n]);
     for _ in 0..iters {
@@ -156,6 +157,25 @@ pub fn linear_fit(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
         .sum::<f64>()
         / sxx;
     Some((my - b * mx, b))
+}
+
+/// xorshift64*: small, seedable, no dependency (bootstrap resampling, synthetic streams,
+/// operand patterns).
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 #[cfg(test)]

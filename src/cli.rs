@@ -1,0 +1,388 @@
+//! The command line's flags: one clap struct per subcommand, each converted once into the
+//! library's own config (the way ripgrep turns its flags into search arguments), so `main`
+//! only dispatches. Examples in `--help` are kept verbatim, one per line (`after_help`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use perfwatt::capture::{CaptureSpec, InferConfig};
+use perfwatt::roofline::{Preset, RooflineConfig};
+use perfwatt::sim::{Counting, Design};
+use perfwatt::trace::OperandStream;
+use perfwatt::Result;
+
+#[derive(Parser)]
+#[command(
+    name = "perfwatt",
+    version,
+    about = "Tie LLM inference energy on a GPU to switching activity of MAC units",
+    long_about = "perfwatt runs real LLM inference (candle), measures latency and NVML energy, \
+captures the operands of its matrix multiplies, replays them into Verilator-simulated MAC \
+units, and counts switching activity from VCD files.\n\n\
+Pipeline: infer --capture -> traces/*.ops -> sim -> toggles -> sweep/report"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Count per-signal toggles (0<->1 changes) in a VCD file from any simulator.
+    ///
+    /// The first value of a bit is not a toggle; changes into or out of x/z are counted
+    /// separately as x_transitions; real vars are tracked but not counted. Memory stays
+    /// constant whatever the file size.
+    #[command(after_help = "Examples:
+  perfwatt toggles sim.vcd
+  perfwatt toggles sim.vcd --format csv > toggles.csv
+  zcat big.vcd.gz | perfwatt toggles - --scope tb.dut --saif act.saif")]
+    Toggles(TogglesArgs),
+    /// Replay an operand stream into Verilator-simulated MAC units and count switching.
+    ///
+    /// Designs: `baseline` (operands and product latched every cycle), `isolated`
+    /// (operand isolation: multiplier inputs held on zero operands, accumulator enabled
+    /// only for non-zero products) and `signmag` (the baseline with sign-magnitude operands).
+    /// One pair per clock; the accumulator is checked against the exact dot product.
+    /// Without --vcd, toggles are counted inside the harness.
+    #[command(after_help = "Examples:
+  perfwatt sim --operands traces/sample_q4_1.ops
+  perfwatt sim --operands pairs.csv --width 16 --design isolated --format json
+  perfwatt sim --synthetic activation-like --pairs 100000 --vcd out/")]
+    Sim(SimArgs),
+    /// Run LLM inference (candle) like a benchmark, measure latency and energy, and
+    /// optionally capture matmul operands for `sim`.
+    ///
+    /// Metrics: latency p50/p95/p99 (pooled over repeats), TTFT, TPOT, tokens/s, and on a
+    /// GPU the NVML energy counter (prefill/decode split, idle-subtracted), power samples,
+    /// J/token, tokens/J, EDP, FLOP/J, gCO2eq; each with a 95% CI over --repeats. On the
+    /// CPU energy fields are null. Writes OUT.json and OUT.power.csv.
+    #[command(after_help = "Examples:
+  perfwatt infer --out results/base.json
+  perfwatt infer --dtype f16 --batch 4 --prompt-len medium --max-new-tokens 32
+  perfwatt infer --capture traces/q4_1.ops --capture-layers 0,15 --capture-projs q,down
+  perfwatt infer --device cuda --repeats 10 --out results/gpu.json")]
+    Infer(InferArgs),
+    /// Run a sweep of software optimizations: every point runs `infer` with capture, then
+    /// `sim` on the baseline and isolated MACs. Results go to DIR/results.{jsonl,csv},
+    /// written atomically after each point; rerunning resumes where it stopped.
+    #[command(after_help = "Example:
+  perfwatt sweep experiments/cpu-demo.toml && perfwatt report experiments/runs/cpu-demo")]
+    Sweep(SweepArgs),
+    /// Write report.md and plots (PNG + SVG) for a sweep's run folder.
+    Report { run_dir: PathBuf },
+    /// The main job on shipped defaults: the CPU demo sweep (experiments/cpu-demo.toml)
+    /// with the shipped model, then its report. Prints the report's path.
+    Demo {
+        #[arg(long, default_value = "experiments/runs/cpu-demo")]
+        out: PathBuf,
+    },
+    /// Measure the device's roofline and place LLM kernels on it, with energy per kernel.
+    ///
+    /// Peaks: the best FLOP/s of square matrix products in f32, f16 and bf16, and the
+    /// bandwidth of a device-to-device copy (bytes read + written); ridge = peak / bandwidth.
+    /// Kernels at the shipped model's shapes (SmolLM2-135M) and a 7B model's (full preset):
+    /// linear layers at several (M, K, N), attention softmax(QK^T)V (prefill and one decode
+    /// step), RMSNorm, SiLU, RoPE, embedding lookup, Q4_1 quantized matmul. Latency: warmup,
+    /// then up to --repeats launches timed with CUDA events (GPU) or the wall clock (CPU):
+    /// median/p5/p95/min/max. Energy (GPU): the NVML energy counter over back-to-back
+    /// launches lasting --energy-seconds, raw and above the idle draw; null on the CPU.
+    /// Writes DIR/roofline.json and roofline.csv (after every kernel) and roofline.png/.svg.
+    #[command(after_help = "Examples:
+  perfwatt roofline --quick
+  perfwatt roofline --device cuda --out experiments/results/h100/roofline")]
+    Roofline(RooflineArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TableFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Args)]
+pub struct TogglesArgs {
+    /// VCD file, or `-` for stdin.
+    pub file: PathBuf,
+    /// Output format: a table for people, JSON, or CSV (one row per signal).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: TableFormat,
+    /// Also write SAIF 2.0 activity (T0/T1/TX/TC/IG per net bit) to this file.
+    #[arg(long, value_name = "OUT.saif")]
+    pub saif: Option<PathBuf>,
+    /// Only report signals under this dotted scope path (e.g. `tb.dut`).
+    #[arg(long, value_name = "PREFIX")]
+    pub scope: Option<String>,
+    /// Rows in the table's most-active list.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Threads: a file of 16 MiB or more (without --saif) is counted in pieces of its
+    /// body in parallel, joined in order. Default: all cores. 1 = one sequential pass.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl TogglesArgs {
+    /// Count the file as the flags ask (threads, SAIF detail, scope).
+    pub fn count(&self) -> Result<perfwatt::vcd::toggles::ToggleReport> {
+        let saif = self.saif.is_some();
+        let mut report = match self.threads {
+            Some(t) => perfwatt::vcd::count_toggles_path_threads(&self.file, saif, t.max(1))?,
+            None => perfwatt::vcd::count_toggles_path_with(&self.file, saif)?,
+        };
+        if let Some(p) = &self.scope {
+            report.retain_scope(p);
+        }
+        Ok(report)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DesignChoice {
+    Baseline,
+    Isolated,
+    Signmag,
+    All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SimFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub struct SimArgs {
+    /// Operand stream: .ops (binary, from `infer --capture`) or .csv with header `a,b`.
+    #[arg(long, value_name = "FILE", required_unless_present = "synthetic")]
+    pub operands: Option<PathBuf>,
+    /// Use a generated stream instead of a file.
+    #[arg(long, value_enum, conflicts_with = "operands")]
+    pub synthetic: Option<perfwatt::trace::synth::Kind>,
+    /// Pairs in a --synthetic stream.
+    #[arg(long, default_value_t = 100_000)]
+    pub pairs: usize,
+    /// Operand width in bits for CSV and synthetic streams (.ops files carry their own).
+    #[arg(long, default_value_t = 8, value_parser = parse_width)]
+    pub width: u8,
+    #[arg(long, value_enum, default_value = "all")]
+    pub design: DesignChoice,
+    /// Dump VCD files into this folder and count toggles from them (slower, inspectable).
+    #[arg(long, value_name = "DIR")]
+    pub vcd: Option<PathBuf>,
+    /// Count both ways (VCD and in-harness) and fail unless they agree exactly.
+    #[arg(long, requires = "vcd")]
+    pub cross_check: bool,
+    /// Simulate without counting toggles (raw simulation speed).
+    #[arg(long, conflicts_with_all = ["vcd", "cross_check"])]
+    pub no_count: bool,
+    /// Write the stream as CSV (a,b) or as iverilog stimulus (hex words, see tests/rtl/mac_tb.v) and exit.
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: SimFormat,
+}
+
+impl SimArgs {
+    /// The operand stream: the file, or a generated one (seed 1).
+    pub fn stream(&self) -> Result<OperandStream> {
+        match (&self.operands, self.synthetic) {
+            (Some(p), _) => OperandStream::read(p, self.width),
+            (None, Some(kind)) => Ok(perfwatt::trace::synth::stream(
+                kind, self.pairs, self.width, 1,
+            )),
+            (None, None) => unreachable!("clap requires --operands or --synthetic"),
+        }
+    }
+
+    pub fn designs(&self) -> Vec<Design> {
+        match self.design {
+            DesignChoice::Baseline => vec![Design::Baseline],
+            DesignChoice::Isolated => vec![Design::Isolated],
+            DesignChoice::Signmag => vec![Design::Signmag],
+            DesignChoice::All => Design::ALL.to_vec(),
+        }
+    }
+
+    /// The design whose stimulus `--export` writes (sign-magnitude operands only when asked).
+    pub fn export_design(&self) -> Design {
+        match self.design {
+            DesignChoice::Signmag => Design::Signmag,
+            _ => Design::Baseline,
+        }
+    }
+
+    pub fn counting(&self) -> Counting {
+        match (&self.vcd, self.cross_check, self.no_count) {
+            (Some(d), true, _) => Counting::Both(d.clone()),
+            (Some(d), false, _) => Counting::Vcd(d.clone()),
+            (None, _, true) => Counting::None,
+            (None, _, false) => Counting::Fast,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct InferArgs {
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub device: String,
+    /// Weight format: q4_1 as shipped, re-quantized q8_0/q4_0/q4k, or dense f32/f16/bf16.
+    #[arg(long, value_enum, default_value = "q4_1")]
+    pub dtype: perfwatt::model::Precision,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Prompt tokens incl. chat template: short (40), medium (96), long (192), or a number.
+    #[arg(long, default_value = "short")]
+    pub prompt_len: String,
+    #[arg(long, default_value_t = 16)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Recompute the whole sequence every step instead of using a KV cache.
+    #[arg(long)]
+    pub no_kv_cache: bool,
+    /// Activation sparsity: zero |x| < TAU at every projection input.
+    #[arg(long, default_value_t = 0.0, value_name = "TAU")]
+    pub sparsity: f32,
+    /// Write captured operands (.ops) here.
+    #[arg(long, value_name = "FILE.ops")]
+    pub capture: Option<PathBuf>,
+    /// Layers to capture, comma-separated.
+    #[arg(long, default_value = "0,15,29", value_delimiter = ',')]
+    pub capture_layers: Vec<usize>,
+    /// Projections to capture: q,k,v,o,gate,up,down.
+    #[arg(long, default_value = "q,k,v,o,gate,up,down", value_delimiter = ',')]
+    pub capture_projs: Vec<String>,
+    #[arg(long, default_value_t = 500_000)]
+    pub capture_max_pairs: usize,
+    /// Weight rows each captured activation vector meets.
+    #[arg(long, default_value_t = 4)]
+    pub capture_rows: usize,
+    /// Captured operand width: 8 or 16 bits.
+    #[arg(long, default_value_t = 8, value_parser = parse_width)]
+    pub capture_width: u8,
+    /// NVML sampling rate.
+    #[arg(long, default_value_t = 50.0)]
+    pub sample_hz: f64,
+    /// Measure the NVML sampler's own cost: measured runs (`runs`) or the decode steps
+    /// within each measured run (`steps`) alternate sampler on and paused (ABBA), and
+    /// the report gains `sampler_ab` (paired overhead, 95% CI). GPU only.
+    #[arg(long, value_enum, value_name = "UNIT", num_args = 0..=1, default_missing_value = "runs", default_value = "off")]
+    pub sampler_ab: perfwatt::capture::AbUnit,
+    /// Grid carbon intensity for gCO2eq (g/kWh).
+    #[arg(long, default_value_t = 400.0)]
+    pub grid_intensity: f64,
+    /// GGUF model (default: models/SmolLM2-135M-Instruct.Q4_1.gguf or $PERFWATT_MODEL).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Prompt set, JSON lines with a "text" field.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    #[arg(long, default_value = "infer.json")]
+    pub out: PathBuf,
+}
+
+impl InferArgs {
+    pub fn config(&self) -> InferConfig {
+        let defaults = InferConfig::default();
+        InferConfig {
+            model: self.model.clone().unwrap_or(defaults.model),
+            prompts: self.prompts.clone().unwrap_or(defaults.prompts),
+            device: self.device.clone(),
+            precision: self.dtype,
+            batch: self.batch,
+            prompt_len: self.prompt_len.clone(),
+            max_new_tokens: self.max_new_tokens,
+            warmup: self.warmup,
+            repeats: self.repeats,
+            kv_cache: !self.no_kv_cache,
+            sparsity_tau: self.sparsity,
+            sample_hz: self.sample_hz,
+            sampler_ab: self.sampler_ab,
+            grid_g_per_kwh: self.grid_intensity,
+            capture: self.capture.is_some().then(|| CaptureSpec {
+                layers: self.capture_layers.clone(),
+                projs: self.capture_projs.clone(),
+                width: self.capture_width,
+                max_pairs: self.capture_max_pairs,
+                rows: self.capture_rows,
+            }),
+            ..defaults
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    /// Sweep spec (TOML): name, [base] infer settings, [capture], [axes] lists.
+    pub spec: PathBuf,
+    /// Run folder (default: experiments/runs/<name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also write the report when done.
+    #[arg(long)]
+    pub report: bool,
+}
+
+#[derive(Args)]
+pub struct RooflineArgs {
+    /// cpu, or cuda (a build with --features cuda and an NVIDIA GPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Kernel dtype: f32, f16, bf16 (default: bf16 on cuda, f32 on cpu).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Small shapes and few repeats (seconds on a CPU; what CI runs).
+    #[arg(long)]
+    pub quick: bool,
+    /// Timed launches per kernel (at most; at least 5 past --seconds-per-kernel).
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Stop timing a kernel after this long, once it has 5 launches (default 1 s; 0.2 with --quick).
+    #[arg(long)]
+    pub seconds_per_kernel: Option<f64>,
+    /// GPU only: back-to-back launches per kernel for its energy last at least this long.
+    #[arg(long, default_value_t = 1.0)]
+    pub energy_seconds: f64,
+    /// Output folder (default experiments/runs/roofline-DEVICE).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl RooflineArgs {
+    pub fn config(&self) -> Result<RooflineConfig> {
+        let mut cfg = RooflineConfig::new(
+            &self.device,
+            if self.quick {
+                Preset::Quick
+            } else {
+                Preset::Full
+            },
+        );
+        if let Some(d) = &self.dtype {
+            perfwatt::roofline::parse_dtype(d)?;
+            cfg.dtype = d.clone();
+        }
+        cfg.repeats = self.repeats.unwrap_or(cfg.repeats);
+        cfg.seconds_per_kernel = self.seconds_per_kernel.unwrap_or(cfg.seconds_per_kernel);
+        cfg.energy_seconds = self.energy_seconds;
+        Ok(cfg)
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("experiments/runs/roofline-{}", self.device)))
+    }
+}
+
+fn parse_width(s: &str) -> std::result::Result<u8, String> {
+    match s {
+        "8" => Ok(8),
+        "16" => Ok(16),
+        _ => Err("operand width must be 8 or 16".into()),
+    }
+}

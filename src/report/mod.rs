@@ -1,0 +1,654 @@
+//! The correlation report of a sweep (the last stage of the pipeline).
+//!
+//! In: a run folder (`results.jsonl`, per point `infer.power.csv`). Out: `report.md` and
+//! plots as PNG and SVG under `plots/`: toggles baseline vs isolated per configuration and
+//! per signal group; latency vs energy with the Pareto frontier; J/token (or, without
+//! energy, tokens/s) with CIs; the energy-or-latency metric against toggles per MAC with a
+//! fit, Pearson r and Spearman rho (bootstrap 95% CIs); power time series per point.
+//! Every sentence of findings is generated from the numbers it states. `write_report` is
+//! the list of its sections; `section` holds the builders other reports share.
+
+pub(crate) mod section;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::error::{write_atomic, Error, IoContext, Result};
+use crate::plot::{bars, both, legend, pe, render, scatter, BLUE, GREEN, ORANGE};
+use crate::stats::pearson;
+use crate::sweep::{read_rows, Row};
+use section::{table, Align, Correlation};
+
+/// Build report.md and plots for a run folder. Returns the report path.
+pub fn write_report(dir: &Path) -> Result<PathBuf> {
+    let sweep = Sweep::load(dir)?;
+    let sections = [
+        sweep.header(),
+        sweep.configurations(),
+        sweep.switching()?,
+        sweep.signal_groups()?,
+        sweep.latency_and_energy()?,
+        sweep.energy_delay(),
+        sweep.correlation()?,
+        sweep.power_series()?,
+    ];
+    let out = dir.join("report.md");
+    write_atomic(&out, sections.concat().as_bytes())?;
+    Ok(out)
+}
+
+/// A run folder's rows, split into usable and degenerate, with what every section needs.
+struct Sweep<'a> {
+    dir: &'a Path,
+    plots: PathBuf,
+    rows: Vec<Row>,
+    broken: Vec<Row>,
+    /// Compact configuration labels, for tables.
+    labels: Vec<String>,
+    /// Configuration numbers, for plots (long labels do not fit under bars; the tables
+    /// map numbers to settings).
+    nums: Vec<String>,
+    has_energy: bool,
+}
+
+fn fmt_ci(lo: f64, hi: f64) -> String {
+    format!("[{lo:.3}, {hi:.3}]")
+}
+
+fn na(o: Option<f64>, p: usize) -> String {
+    o.map(|v| format!("{v:.p$}"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// Min and max of a series.
+fn range(v: impl IntoIterator<Item = f64>) -> (f64, f64) {
+    v.into_iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)))
+}
+
+const BAR_HEIGHT: u32 = 480;
+
+impl<'a> Sweep<'a> {
+    fn load(dir: &'a Path) -> Result<Self> {
+        let all = read_rows(dir)?;
+        if all.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: no results.jsonl rows (run `perfwatt sweep` first)",
+                dir.display()
+            )));
+        }
+        // A configuration whose model output is only special tokens is broken, not slow or
+        // fast: keep it out of every comparison and say so.
+        let (rows, broken): (Vec<Row>, Vec<Row>) = all.into_iter().partition(|r| !degenerate(r));
+        if rows.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: every configuration produced degenerate output",
+                dir.display()
+            )));
+        }
+        let plots = dir.join("plots");
+        std::fs::create_dir_all(&plots).at(&plots)?;
+        Ok(Sweep {
+            dir,
+            plots,
+            labels: rows.iter().map(label).collect(),
+            nums: (1..=rows.len()).map(|i| i.to_string()).collect(),
+            has_energy: rows.iter().all(|r| r.j_per_token.is_some()),
+            rows,
+            broken,
+        })
+    }
+
+    /// Title, devices, repeats, and warnings about excluded rows or missing energy.
+    fn header(&self) -> String {
+        let rows = &self.rows;
+        let mut devices: Vec<String> = rows
+            .iter()
+            .map(|r| r.gpu.clone().unwrap_or_else(|| r.device.clone()))
+            .collect();
+        devices.dedup();
+        let mut md = format!(
+            "# perfwatt report: {}\n\n",
+            self.dir
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            md,
+            "{} configurations on {}; {} repeats each. Regenerate with `perfwatt report RUN_DIR` (this folder). Data: `results.csv` / `results.jsonl`.\n",
+            rows.len(),
+            devices.join(", "),
+            rows[0].repeats,
+        );
+        let broken = &self.broken;
+        if !broken.is_empty() {
+            let _ = writeln!(md, "> **Excluded: {} configuration(s) with degenerate output** (the model emitted only special tokens, e.g. `{}`), so their speed and energy are not comparable: {}. Their rows stay in results.csv.\n",
+                broken.len(),
+                broken[0].generated.chars().take(26).collect::<String>(),
+                broken.iter().map(|r| format!("`{}`", r.key)).collect::<Vec<_>>().join(", "));
+        }
+        if !self.has_energy {
+            let _ = writeln!(md, "> **No energy data**: these runs were on a device without NVML (the CPU). Energy columns are empty; where a plot would use J/token it uses seconds per output token instead, and says so.\n");
+        }
+        md
+    }
+
+    /// One line per configuration: speed, energy, operands, toggles.
+    fn configurations(&self) -> String {
+        use Align::{Left as L, Right as R};
+        let columns = [
+            ("#", L),
+            ("configuration", L),
+            ("latency p50 (s)", R),
+            ("95% CI of mean", L),
+            ("tok/s out", R),
+            ("J/token", R),
+            ("J/token above idle", R),
+            ("EDP (J*s)", R),
+            ("zero operands", R),
+            ("toggles/MAC base", R),
+            ("toggles/MAC isolated", R),
+            ("saving", R),
+        ];
+        let rows = self
+            .rows
+            .iter()
+            .zip(&self.labels)
+            .enumerate()
+            .map(|(i, (r, c))| {
+                vec![
+                    (i + 1).to_string(),
+                    c.clone(),
+                    format!("{:.3}", r.latency_p50_s),
+                    fmt_ci(r.latency_ci95_low_s, r.latency_ci95_high_s),
+                    format!("{:.1}", r.tokens_per_s_output),
+                    na(r.j_per_token, 4),
+                    na(r.j_per_token_above_idle, 4),
+                    na(r.edp_js, 3),
+                    format!("{:.1}%", 100.0 * r.zero_fraction),
+                    format!("{:.2}", r.baseline_toggles_per_mac),
+                    format!("{:.2}", r.isolated_toggles_per_mac),
+                    format!("{:.1}%", r.toggle_saving_pct),
+                ]
+            });
+        format!("## Configurations\n\n{}", table(&columns, rows))
+    }
+
+    /// Toggles per MAC of each design per configuration, the isolation saving against the
+    /// zero-operand fraction, and the operand-encoding comparison.
+    fn switching(&self) -> Result<String> {
+        let rows = &self.rows;
+        let mut series = vec![
+            (
+                "baseline",
+                BLUE,
+                rows.iter().map(|r| r.baseline_toggles_per_mac).collect(),
+            ),
+            (
+                "operand-isolated",
+                ORANGE,
+                rows.iter().map(|r| r.isolated_toggles_per_mac).collect(),
+            ),
+        ];
+        let signmag: Option<Vec<f64>> = rows.iter().map(|r| r.signmag_toggles_per_mac).collect();
+        if let Some(v) = &signmag {
+            series.push(("sign-magnitude", GREEN, v.clone()));
+        }
+        render(
+            &self.plots,
+            "toggles_per_config",
+            (1000, BAR_HEIGHT),
+            both!(|root| {
+                bars(
+                    &root,
+                    "MAC datapath toggles per operation (configuration #)",
+                    "toggles / MAC op",
+                    &self.nums,
+                    &series,
+                    None,
+                )
+            }),
+        )?;
+        let mut md = String::from(
+            "\n## Switching activity\n\n![toggles per configuration](plots/toggles_per_config.png)\n\n",
+        );
+        let savings: Vec<f64> = rows.iter().map(|r| r.toggle_saving_pct).collect();
+        let (smin, smax) = range(savings.iter().copied());
+        let zf: Vec<f64> = rows.iter().map(|r| r.zero_fraction).collect();
+        let (zmin, zmax) = range(zf.iter().copied());
+        let _ = write!(
+            md,
+            "Operand isolation removed {smin:.1}% to {smax:.1}% of the datapath toggles across these configurations, on operand streams where {:.1}% to {:.1}% of pairs had a zero operand.",
+            100.0 * zmin,
+            100.0 * zmax
+        );
+        if let Some(r) = pearson(&zf, &savings) {
+            let _ = write!(md, " Across configurations the saving tracks the zero-operand fraction with Pearson r = {r:.3} (n = {}).", rows.len());
+        }
+        if let Some(v) = &signmag {
+            let (lo, hi) = range(rows.iter().filter_map(|r| r.signmag_vs_baseline_pct));
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let _ = write!(
+                md,
+                "\n\nOperand encoding: the same baseline MAC fed sign-magnitude operands switched {lo:+.1}% to {hi:+.1}% relative to two's complement (mean {mean:.2} toggles/MAC), with no gating at all."
+            );
+        }
+        Ok(md)
+    }
+
+    /// Toggles per MAC by signal group, baseline vs isolated, averaged over configurations.
+    fn signal_groups(&self) -> Result<String> {
+        let rows = &self.rows;
+        let groups = ["multiplier inputs", "product", "accumulator", "control"];
+        let per = |f: fn(&Row) -> u64| {
+            rows.iter()
+                .map(|r| f(r) as f64 / r.pairs.max(1) as f64)
+                .sum::<f64>()
+                / rows.len() as f64
+        };
+        let gb = vec![
+            per(|r| r.baseline_mult_inputs),
+            per(|r| r.baseline_product),
+            per(|r| r.baseline_accumulator),
+            per(|r| r.baseline_control),
+        ];
+        let gi = vec![
+            per(|r| r.isolated_mult_inputs),
+            per(|r| r.isolated_product),
+            per(|r| r.isolated_accumulator),
+            per(|r| r.isolated_control),
+        ];
+        let gcats: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
+        render(
+            &self.plots,
+            "toggles_per_group",
+            (900, BAR_HEIGHT),
+            both!(|root| {
+                bars(
+                    &root,
+                    "Toggles per MAC op by signal group (mean over configurations)",
+                    "toggles / MAC op",
+                    &gcats,
+                    &[
+                        ("baseline", BLUE, gb.clone()),
+                        ("operand-isolated", ORANGE, gi.clone()),
+                    ],
+                    None,
+                )
+            }),
+        )?;
+        let columns = [
+            ("signal group", Align::Left),
+            ("baseline toggles/MAC", Align::Right),
+            ("isolated toggles/MAC", Align::Right),
+            ("change", Align::Right),
+        ];
+        let lines = (0..groups.len()).map(|i| {
+            let change = if gb[i] > 0.0 {
+                format!("{:+.1}%", 100.0 * (gi[i] - gb[i]) / gb[i])
+            } else {
+                "n/a".into()
+            };
+            vec![
+                groups[i].to_string(),
+                format!("{:.3}", gb[i]),
+                format!("{:.3}", gi[i]),
+                change,
+            ]
+        });
+        Ok(format!(
+            "\n\n![toggles per group](plots/toggles_per_group.png)\n\n{}\nThe isolated design's extra control toggles are its zero-detect flags (nz, nz_q, nz2_q): the price of the gating.\n",
+            table(&columns, lines)
+        ))
+    }
+
+    /// Latency vs energy per query with its Pareto frontier and J/token with CIs; without
+    /// energy, throughput.
+    fn latency_and_energy(&self) -> Result<String> {
+        let rows = &self.rows;
+        let mut md = String::from("\n## Latency and energy\n\n");
+        if !self.has_energy {
+            let tps: Vec<f64> = rows.iter().map(|r| r.tokens_per_s_output).collect();
+            render(
+                &self.plots,
+                "throughput",
+                (1000, BAR_HEIGHT),
+                both!(|root| {
+                    bars(
+                        &root,
+                        "Output tokens/s, CPU, no energy counter (configuration #)",
+                        "tokens / s",
+                        &self.nums,
+                        &[("tokens/s", BLUE, tps.clone())],
+                        None,
+                    )
+                }),
+            )?;
+            md.push_str("No latency-vs-energy plot or J/token chart: no energy was measured. Throughput instead:\n\n![throughput](plots/throughput.png)\n\n");
+            return Ok(md);
+        }
+        let pts: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| (r.latency_p50_s, r.energy_j.unwrap_or(0.0) / r.batch as f64))
+            .collect();
+        let front = pareto(&pts);
+        render(
+            &self.plots,
+            "latency_vs_energy",
+            (900, 600),
+            both!(|root| {
+                scatter(
+                    &root,
+                    "Latency vs energy per query",
+                    "latency p50 (s)",
+                    "energy per query (J)",
+                    &pts,
+                    "configurations",
+                    None,
+                    Some(&front),
+                )
+            }),
+        )?;
+        md.push_str("![latency vs energy](plots/latency_vs_energy.png)\n\nPareto-optimal configurations (no other is both faster and cheaper per query):\n\n");
+        for p in &front {
+            if let Some(i) = pts.iter().position(|q| q == p) {
+                let _ = writeln!(
+                    md,
+                    "- {}: {:.3} s, {:.3} J per query",
+                    self.labels[i], p.0, p.1
+                );
+            }
+        }
+        let jpt: Vec<f64> = rows.iter().map(|r| r.j_per_token.unwrap_or(0.0)).collect();
+        let errs: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.j_per_token_ci95_low.unwrap_or(0.0),
+                    r.j_per_token_ci95_high.unwrap_or(0.0),
+                )
+            })
+            .collect();
+        render(
+            &self.plots,
+            "j_per_token",
+            (1000, BAR_HEIGHT),
+            both!(|root| {
+                bars(
+                    &root,
+                    "GPU energy per output token, 95% CI (configuration #)",
+                    "J / token",
+                    &self.nums,
+                    &[("J/token", BLUE, jpt.clone())],
+                    Some(&errs),
+                )
+            }),
+        )?;
+        md.push_str("\n![J per token](plots/j_per_token.png)\n\n");
+        Ok(md)
+    }
+
+    /// Energy per run, latency, EDP and power per configuration.
+    fn energy_delay(&self) -> String {
+        let columns = [
+            ("configuration", Align::Left),
+            ("energy/run (J)", Align::Right),
+            ("latency mean (s)", Align::Right),
+            ("EDP (J*s)", Align::Right),
+            ("avg W", Align::Right),
+            ("peak W", Align::Right),
+            ("idle W", Align::Right),
+        ];
+        let lines = self.rows.iter().zip(&self.labels).map(|(r, c)| {
+            vec![
+                c.clone(),
+                na(r.energy_j, 3),
+                format!("{:.3}", r.latency_mean_s),
+                na(r.edp_js, 3),
+                na(r.avg_w, 1),
+                na(r.peak_w, 1),
+                na(r.idle_w, 1),
+            ]
+        });
+        format!("\n### Energy-delay product\n\navg W is energy (NVML counter) over time; peak W is the highest NVML power sample, a reading the driver itself averages over a short window, so it can sit below avg W on short runs.\n\n{}", table(&columns, lines))
+    }
+
+    /// J/token (or, without energy, seconds per token) against baseline toggles per MAC.
+    fn correlation(&self) -> Result<String> {
+        let rows = &self.rows;
+        let x: Vec<f64> = rows.iter().map(|r| r.baseline_toggles_per_mac).collect();
+        let (y, ylabel, what): (Vec<f64>, &str, &str) = if self.has_energy {
+            (
+                rows.iter().map(|r| r.j_per_token.unwrap_or(0.0)).collect(),
+                "GPU J / output token",
+                "GPU J/token",
+            )
+        } else {
+            (
+                rows.iter()
+                    .map(|r| 1.0 / r.tokens_per_s_output.max(1e-12))
+                    .collect(),
+                "CPU s / output token (no energy data)",
+                "CPU seconds per output token",
+            )
+        };
+        let c = Correlation {
+            x: &x,
+            y: &y,
+            x_name: "baseline toggles per MAC",
+            x_unit: "toggles/MAC",
+            y_name: what,
+            items: "configurations",
+        };
+        c.plot(
+            &self.plots,
+            "correlation",
+            "Software cost vs MAC switching",
+            "baseline MAC toggles per operation",
+            ylabel,
+        )?;
+        let mut md = format!(
+            "\n## Does switching activity move with {what}?\n\n![correlation](plots/correlation.png)\n\n"
+        );
+        match c.text() {
+            Some(t) => {
+                md.push_str(&t);
+                let _ = writeln!(md, "\nA caution on reading this: configurations change {what} mainly through arithmetic format and work per token (precision, batch, cache), while toggles per MAC change through the operand values (zeros, magnitudes). A correlation across a sweep says they move together under these optimizations, not that one causes the other.");
+            }
+            None => md.push_str(
+                "Correlation undefined: fewer than 2 configurations, or one variable did not vary.\n",
+            ),
+        }
+        Ok(md)
+    }
+
+    /// NVML power samples of each point with prefill and decode shaded (GPU runs only).
+    fn power_series(&self) -> Result<String> {
+        let mut md = String::from("\n## Power time series\n\n");
+        let mut any = false;
+        for r in &self.rows {
+            let p = self.dir.join("points").join(&r.key).join("infer.power.csv");
+            let Some(s) = read_power(&p) else { continue };
+            let name = format!("power_{}", r.key);
+            let title = format!("{} ({})", label(r), r.gpu.clone().unwrap_or_default());
+            render(
+                &self.plots,
+                &name,
+                (1000, 420),
+                both!(|root| { power_plot(&root, &title, &s) }),
+            )?;
+            let _ = writeln!(md, "![power {}](plots/{name}.png)\n", r.key);
+            any = true;
+        }
+        if !any {
+            md.push_str("None: NVML power samples exist only for GPU runs.\n");
+        }
+        Ok(md)
+    }
+}
+
+/// Short label of a row's configuration (what differs is what matters; keep it compact).
+fn label(r: &Row) -> String {
+    let mut s = format!(
+        "{} b{} p{} t{}",
+        r.precision, r.batch, r.prompt_tokens, r.new_tokens
+    );
+    if !r.kv_cache {
+        s.push_str(" nokv");
+    }
+    if r.sparsity_tau > 0.0 {
+        s.push_str(&format!(" tau{}", r.sparsity_tau));
+    }
+    if r.width != 8 {
+        s.push_str(&format!(" w{}", r.width));
+    }
+    s
+}
+
+/// Output made only of special tokens (`<|endoftext|>`...) or nothing: a broken configuration.
+pub fn degenerate(r: &Row) -> bool {
+    let mut t = r.generated.trim();
+    while let Some(rest) = t
+        .strip_prefix("<|")
+        .and_then(|s| s.split_once("|>"))
+        .map(|(_, rest)| rest.trim_start())
+    {
+        t = rest;
+    }
+    t.is_empty()
+}
+
+/// Points not dominated in (x, y), both lower-is-better, sorted by x.
+pub fn pareto(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, f64)> = pts
+        .iter()
+        .copied()
+        .filter(|p| {
+            !pts.iter()
+                .any(|q| q.0 <= p.0 && q.1 <= p.1 && (q.0 < p.0 || q.1 < p.1))
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v.dedup();
+    v
+}
+
+struct Series {
+    t: Vec<f64>,
+    w: Vec<f64>,
+    phase: Vec<String>,
+}
+
+fn read_power(path: &Path) -> Option<Series> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut s = Series {
+        t: vec![],
+        w: vec![],
+        phase: vec![],
+    };
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if let (Some(t), Some(p), Some(w)) = (
+            f.first().and_then(|v| v.parse().ok()),
+            f.get(1),
+            f.get(2).and_then(|v| v.parse().ok()),
+        ) {
+            s.t.push(t);
+            s.phase.push(p.to_string());
+            s.w.push(w);
+        }
+    }
+    (!s.t.is_empty()).then_some(s)
+}
+
+fn power_plot<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    s: &Series,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let t1 = s.t.last().copied().unwrap_or(1.0);
+    let wmax = s.w.iter().fold(0f64, |m, &v| m.max(v)) * 1.1;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..t1, 0f64..wmax.max(1.0))
+        .map_err(pe)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("GPU power (W)")
+        .draw()
+        .map_err(pe)?;
+    // Shade prefill and decode spans.
+    for (phase, color, name) in [
+        ("prefill", ORANGE.mix(0.25), "prefill"),
+        ("decode", GREEN.mix(0.2), "decode"),
+    ] {
+        let mut spans = Vec::new();
+        let mut start = None;
+        for i in 0..s.t.len() {
+            let on = s.phase[i] == phase;
+            match (on, start) {
+                (true, None) => start = Some(s.t[i]),
+                (false, Some(a)) => {
+                    spans.push((a, s.t[i]));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(a) = start {
+            spans.push((a, t1));
+        }
+        chart
+            .draw_series(
+                spans
+                    .iter()
+                    .map(|&(a, b)| Rectangle::new([(a, 0.0), (b, wmax)], color.filled())),
+            )
+            .map_err(pe)?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .draw_series(LineSeries::new(
+            s.t.iter().copied().zip(s.w.iter().copied()),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(pe)?
+        .label("power")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE.stroke_width(2)));
+    legend(&mut chart)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn degenerate_output() {
+        let mut r: super::Row = serde_json::from_str(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/row.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(!super::degenerate(&r));
+        r.generated = "<|endoftext|><|endoftext|> <|im_end|>".into();
+        assert!(super::degenerate(&r));
+        r.generated = "<|im_start|>Paris".into();
+        assert!(!super::degenerate(&r));
+    }
+
+    #[test]
+    fn pareto_front() {
+        let f = super::pareto(&[(1.0, 5.0), (2.0, 3.0), (3.0, 4.0), (4.0, 1.0), (2.0, 3.0)]);
+        assert_eq!(f, vec![(1.0, 5.0), (2.0, 3.0), (4.0, 1.0)]);
+    }
+}

@@ -1,0 +1,154 @@
+//! Section builders that more than one report needs: markdown tables, and a correlation
+//! between a switching measure and a cost (scatter with its least-squares fit, Pearson r
+//! and Spearman rho with bootstrap CIs, in words). In: numbers. Out: markdown and plots.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::plot::{both, render, scatter};
+use crate::stats::{bootstrap_ci, linear_fit, pearson, spearman};
+
+/// Column alignment in a markdown table.
+#[derive(Clone, Copy)]
+pub(crate) enum Align {
+    Left,
+    Right,
+}
+
+/// A markdown table: header, alignment line, one line per row (cells already formatted).
+pub(crate) fn table(
+    columns: &[(&str, Align)],
+    rows: impl IntoIterator<Item = Vec<String>>,
+) -> String {
+    let line = |cells: &[&str]| format!("| {} |\n", cells.join(" | "));
+    let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    let mut s = line(&names);
+    let aligns: Vec<&str> = columns
+        .iter()
+        .map(|c| match c.1 {
+            Align::Left => "---",
+            Align::Right => "---:",
+        })
+        .collect();
+    s.push_str(&format!("|{}|\n", aligns.join("|")));
+    for r in rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        s.push_str(&line(&cells));
+    }
+    s
+}
+
+/// What a correlation section compares: `y` (a cost) against `x` (switching), over
+/// `items` (e.g. "configurations", "patterns").
+pub(crate) struct Correlation<'a> {
+    pub x: &'a [f64],
+    pub y: &'a [f64],
+    /// x in words ("baseline toggles per MAC") and its unit in a formula ("toggles/MAC").
+    pub x_name: &'a str,
+    pub x_unit: &'a str,
+    /// y in words ("GPU J/token").
+    pub y_name: &'a str,
+    pub items: &'a str,
+}
+
+impl Correlation<'_> {
+    /// Scatter of (x, y) with its least-squares fit, as `plots/NAME.{png,svg}`.
+    pub(crate) fn plot(
+        &self,
+        plots: &Path,
+        name: &str,
+        title: &str,
+        xl: &str,
+        yl: &str,
+    ) -> Result<()> {
+        let fit = linear_fit(self.x, self.y);
+        let pts: Vec<(f64, f64)> = self.x.iter().copied().zip(self.y.iter().copied()).collect();
+        render(
+            plots,
+            name,
+            (900, 600),
+            both!(|root| { scatter(&root, title, xl, yl, &pts, self.items, fit, None) }),
+        )?;
+        Ok(())
+    }
+
+    /// The finding in words, every number from the data: r and rho with 95% bootstrap CIs,
+    /// strength and direction, the fit, and a warning when the CI includes zero. None when
+    /// the correlation is undefined (fewer than 2 items, or a variable that does not vary).
+    pub(crate) fn text(&self) -> Option<String> {
+        let (x, y) = (self.x, self.y);
+        let (r, rho) = (pearson(x, y)?, spearman(x, y)?);
+        let r_ci = bootstrap_ci(x, y, pearson, 2000);
+        let rho_ci = bootstrap_ci(x, y, spearman, 2000);
+        let ci = |c: Option<(f64, f64)>| {
+            c.map(|(a, b)| format!("95% bootstrap CI [{a:.2}, {b:.2}]"))
+                .unwrap_or_else(|| format!("CI needs at least 3 {}", self.items))
+        };
+        let strength = match r.abs() {
+            a if a >= 0.7 => "strong",
+            a if a >= 0.4 => "moderate",
+            a if a >= 0.2 => "weak",
+            _ => "no meaningful",
+        };
+        let dir = if r >= 0.0 { "positive" } else { "negative" };
+        let mut md = format!(
+            "Pearson r = {r:.3} ({}), Spearman rho = {rho:.3} ({}), n = {}: a {strength} {dir} linear association between {} and {}.",
+            ci(r_ci),
+            ci(rho_ci),
+            x.len(),
+            self.x_name,
+            self.y_name
+        );
+        if let Some((a, b)) = linear_fit(x, y) {
+            let sign = if b < 0.0 { "-" } else { "+" };
+            md.push_str(&format!(
+                " Fit: {} = {a:.4} {sign} {:.4} x {}.\n",
+                self.y_name,
+                b.abs(),
+                self.x_unit
+            ));
+        }
+        if r_ci.is_none_or(|(lo, hi)| lo < 0.0 && hi > 0.0) {
+            md.push_str(&format!("\nThe interval includes zero (or cannot be computed): with this many {} the data do not establish a correlation either way.\n", self.items));
+        }
+        Some(md)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_and_rows() {
+        let t = table(
+            &[("a", Align::Left), ("b", Align::Right)],
+            [vec!["1".into(), "2".into()]],
+        );
+        assert_eq!(t, "| a | b |\n|---|---:|\n| 1 | 2 |\n");
+    }
+
+    #[test]
+    fn correlation_words_follow_the_numbers() {
+        let x: Vec<f64> = (0..20).map(f64::from).collect();
+        let y: Vec<f64> = x.iter().map(|v| 2.0 * v + 1.0).collect();
+        let c = Correlation {
+            x: &x,
+            y: &y,
+            x_name: "t",
+            x_unit: "t",
+            y_name: "J",
+            items: "patterns",
+        };
+        let t = c.text().unwrap();
+        assert!(
+            t.contains("Pearson r = 1.000") && t.contains("strong positive"),
+            "{t}"
+        );
+        assert!(t.contains("J = 1.0000 + 2.0000 x t."), "{t}");
+        assert!(!t.contains("includes zero"), "{t}");
+        let flat = vec![1.0; 20];
+        let c = Correlation { y: &flat, ..c };
+        assert!(c.text().is_none());
+    }
+}

@@ -1,0 +1,53 @@
+//! The command line as a user meets it: `--help` teaches with examples, one per line.
+
+use std::process::Command;
+
+fn help(cmd: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .args([cmd, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{cmd} --help failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn help_examples_are_verbatim_one_per_line() {
+    for (cmd, example) in [
+        (
+            "toggles",
+            "perfwatt toggles sim.vcd --format csv > toggles.csv",
+        ),
+        ("sim", "perfwatt sim --operands traces/sample_q4_1.ops"),
+        (
+            "infer",
+            "perfwatt infer --dtype f16 --batch 4 --prompt-len medium --max-new-tokens 32",
+        ),
+        (
+            "sweep",
+            "perfwatt sweep experiments/cpu-demo.toml && perfwatt report experiments/runs/cpu-demo",
+        ),
+        ("roofline", "perfwatt roofline --quick"),
+    ] {
+        let text = help(cmd);
+        let examples = text
+            .split_once("Example")
+            .unwrap_or_else(|| panic!("{cmd} --help has no examples:\n{text}"))
+            .1;
+        assert!(
+            examples.lines().any(|l| l.trim() == example),
+            "{cmd} --help: example not on a line of its own:\n{examples}"
+        );
+        // Every example line is one command: none runs into the next.
+        for l in examples
+            .lines()
+            .filter(|l| l.trim_start().starts_with("perfwatt"))
+        {
+            assert_eq!(
+                l.matches("perfwatt ").count() - l.matches("&& perfwatt").count(),
+                1,
+                "{l}"
+            );
+        }
+    }
+}
