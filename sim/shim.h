@@ -1,5 +1,6 @@
-// extern "C" shim over a Verilator model of a MAC design: create, run cycles (optionally
-// dumping VCD and counting toggles of the sampled signals), read the accumulator, free. build.rs instantiates PW_EXPORT once per (design, width) model
+// extern "C" shim over a Verilator model of a MAC or dot-product design: create, run cycles
+// (optionally dumping VCD and counting toggles of the sampled signals), read the
+// accumulator, free. build.rs instantiates PW_EXPORT once per model (design, parameters)
 // with the snapshot body generated from sim/signals.rs.
 #pragma once
 #include <cstdint>
@@ -30,15 +31,39 @@ struct PwHarness {
 // compiler's portable fallback.
 static inline uint64_t pw_popcount(uint64_t x) { return (uint64_t)__builtin_popcountll(x); }
 
-// One clock cycle's inputs; the same layout as `Cycle` in src/sim.rs.
+// One clock cycle's inputs; the layout src/sim.rs writes (NW 32-bit words per operand port,
+// lane 0 in the low bits of word 0; then the control bytes). NW = 1 for the serial MACs.
+template <int NW>
 struct PwCycle {
-    uint32_t a;
-    uint32_t b;
+    uint32_t a[NW];
+    uint32_t b[NW];
     uint8_t rst_n;
     uint8_t valid;
     uint8_t clear;
     uint8_t pad;
 };
+
+// Drive an operand port from its words: a scalar port (up to 64 bits) or a VlWide.
+template <class T, int NW>
+static inline void pw_set(T& port, const uint32_t (&w)[NW]) {
+    uint64_t v = w[0];
+    if (NW > 1) v |= (uint64_t)w[NW > 1 ? 1 : 0] << 32;
+    port = (T)v;
+}
+template <std::size_t N, int NW>
+static inline void pw_set(VlWide<N>& port, const uint32_t (&w)[NW]) {
+    static_assert(N <= (std::size_t)NW, "cycle record narrower than the port");
+    for (std::size_t i = 0; i < N; ++i) port.at(i) = w[i];
+}
+
+// Append a signal to the snapshot: one 64-bit slot, or ceil(bits / 64) for a VlWide.
+template <class T>
+static inline void pw_snap(uint64_t*& o, const T& v) { *o++ = (uint64_t)v; }
+template <std::size_t N>
+static inline void pw_snap(uint64_t*& o, const VlWide<N>& v) {
+    for (std::size_t i = 0; i < N; i += 2)
+        *o++ = (uint64_t)v.at(i) | (i + 1 < N ? (uint64_t)v.at(i + 1) << 32 : 0);
+}
 
 // The run loop of every model: n cycles, each two evaluations (inputs with clk low at time
 // t, rising edge at t+1), dumping VCD if open. With count != 0 (full models only, NS > 0)
@@ -55,8 +80,8 @@ struct PwCycle {
 // alias anything), once per cycle; the rising edge changes only the clock. build.rs
 // compiles each model and its entry points as one translation unit, so the `flatten`
 // entry points inline the whole scheduler (_eval, its regions and triggers) into this loop.
-template <int NS, class M, class Snap, class RootEval>
-inline __attribute__((always_inline)) void pw_run(PwHarness<M>* x, const PwCycle* cyc,
+template <int NS, int NW, class M, class Snap, class RootEval>
+inline __attribute__((always_inline)) void pw_run(PwHarness<M>* x, const PwCycle<NW>* cyc,
                                                   uint64_t n, uint64_t* t, int32_t count,
                                                   uint64_t* toggles, uint64_t* prev,
                                                   int32_t* primed, Snap snap,
@@ -85,13 +110,13 @@ inline __attribute__((always_inline)) void pw_run(PwHarness<M>* x, const PwCycle
         }
     };
     // One cycle: the inputs with the clock low, then the rising edge (only the clock moves).
-    auto cycle = [&](const PwCycle c, auto eval) {
+    auto cycle = [&](const PwCycle<NW>& c, auto eval) {
         r->clk_i = 0;
         r->rst_ni = c.rst_n;
         r->valid_i = c.valid;
         r->clear_i = c.clear;
-        r->a_i = c.a;
-        r->b_i = c.b;
+        pw_set(r->a_i, c.a);
+        pw_set(r->b_i, c.b);
         eval();
         sampled();
         r->clk_i = 1;
@@ -112,8 +137,8 @@ inline __attribute__((always_inline)) void pw_run(PwHarness<M>* x, const PwCycle
 }
 
 // Entry points every model has: create (tracing on or off), free, read the accumulator,
-// run (pw_run with this model's sampled signals).
-#define PW_EXPORT_COMMON(M, NS, SNAP)                                                       \
+// run (pw_run with this model's cycle record and sampled signals: NS snapshot slots).
+#define PW_EXPORT_COMMON(M, NW, NS, SNAP)                                                       \
     void M##___024root___eval(M##___024root* vlSelf);                                       \
     extern "C" void* pw_##M##_new(int trace) { return new PwHarness<M>(trace != 0); }      \
     extern "C" void pw_##M##_free(void* h) { delete static_cast<PwHarness<M>*>(h); }       \
@@ -121,16 +146,17 @@ inline __attribute__((always_inline)) void pw_run(PwHarness<M>* x, const PwCycle
         return (uint64_t) static_cast<PwHarness<M>*>(h)->m->acc_o;                          \
     }                                                                                       \
     extern "C" __attribute__((flatten)) void pw_##M##_run(                                  \
-        void* h, const PwCycle* cyc, uint64_t n, uint64_t* t, int32_t count,                \
+        void* h, const void* cyc, uint64_t n, uint64_t* t, int32_t count,                   \
         uint64_t* toggles, uint64_t* prev, int32_t* primed) {                               \
-        pw_run<NS>(                                                                         \
-            static_cast<PwHarness<M>*>(h), cyc, n, t, count, toggles, prev, primed,         \
+        pw_run<NS, NW>(                                                                     \
+            static_cast<PwHarness<M>*>(h), static_cast<const PwCycle<NW>*>(cyc), n, t,       \
+            count, toggles, prev, primed,                                                   \
             [](M##___024root* r, uint64_t* out) { SNAP }, M##___024root___eval);            \
     }
 
 // A full model (--trace, --public-flat-rw): VCD and the toggle fast path.
-#define PW_EXPORT(M, NS, SNAP)                                                              \
-    PW_EXPORT_COMMON(M, NS, SNAP)                                                           \
+#define PW_EXPORT(M, NW, NS, SNAP)                                                          \
+    PW_EXPORT_COMMON(M, NW, NS, SNAP)                                                           \
     extern "C" int pw_##M##_open_vcd(void* h, const char* path) {                          \
         auto* x = static_cast<PwHarness<M>*>(h);                                            \
         x->vcd = new VerilatedVcdC;                                                         \
@@ -142,6 +168,6 @@ inline __attribute__((always_inline)) void pw_run(PwHarness<M>* x, const PwCycle
 // A lean model (built without --trace and --public-flat-rw, so Verilator may optimise every
 // internal signal away) for runs that count nothing: it cannot open a VCD (returns -1) and
 // ignores the counting arguments.
-#define PW_EXPORT_LEAN(M)                                                                   \
-    PW_EXPORT_COMMON(M, 0, (void)r; (void)out;)                                             \
+#define PW_EXPORT_LEAN(M, NW)                                                               \
+    PW_EXPORT_COMMON(M, NW, 0, (void)r; (void)out;)                                             \
     extern "C" int pw_##M##_open_vcd(void*, const char*) { return -1; }

@@ -38,16 +38,21 @@ pub enum Cmd {
   perfwatt toggles sim.vcd --format csv > toggles.csv
   zcat big.vcd.gz | perfwatt toggles - --scope tb.dut --saif act.saif")]
     Toggles(TogglesArgs),
-    /// Replay an operand stream into Verilator-simulated MAC units and count switching.
+    /// Replay an operand stream into Verilator-simulated datapaths and count switching.
     ///
-    /// Designs: `baseline` (operands and product latched every cycle), `isolated`
-    /// (operand isolation: multiplier inputs held on zero operands, accumulator enabled
-    /// only for non-zero products) and `signmag` (the baseline with sign-magnitude operands).
-    /// One pair per clock; the accumulator is checked against the exact dot product.
+    /// Serial MACs, one pair per clock: `baseline` (operands and product latched every
+    /// cycle), `isolated` (operand isolation: multiplier inputs held on zero operands,
+    /// accumulator enabled only for non-zero products), `signmag` (the baseline with
+    /// sign-magnitude operands). Dot-product units, a K-slice of --lanes pairs per clock
+    /// (each lane sees every W-th element of K, as in a tensor core): `dot` and
+    /// `dot-isolated` (per-lane isolation), int8 x int8 or int8 x uint4 (q4_1 weights) as
+    /// the stream's formats say. `all` runs every design that can take the stream and says
+    /// which it skipped and why. The accumulator is checked against the exact dot product.
     /// Without --vcd, toggles are counted inside the harness.
     #[command(after_help = "Examples:
   perfwatt sim --operands traces/sample_q4_1.ops
   perfwatt sim --operands pairs.csv --width 16 --design isolated --format json
+  perfwatt sim --operands traces/sample_q4_1.ops --design dot --lanes 64
   perfwatt sim --synthetic activation-like --pairs 100000 --vcd out/")]
     Sim(SimArgs),
     /// Run LLM inference (candle) like a benchmark, measure latency and energy, and
@@ -143,6 +148,8 @@ pub enum DesignChoice {
     Baseline,
     Isolated,
     Signmag,
+    Dot,
+    DotIsolated,
     All,
 }
 
@@ -168,6 +175,10 @@ pub struct SimArgs {
     pub width: u8,
     #[arg(long, value_enum, default_value = "all")]
     pub design: DesignChoice,
+    /// Lanes of the dot-product units (built: 4, 16, 64). The stream's dot-product
+    /// length must be a multiple of it.
+    #[arg(long, default_value_t = perfwatt::sim::DEFAULT_LANES)]
+    pub lanes: u32,
     /// Dump VCD files into this folder and count toggles from them (slower, inspectable).
     #[arg(long, value_name = "DIR")]
     pub vcd: Option<PathBuf>,
@@ -201,14 +212,22 @@ impl SimArgs {
             DesignChoice::Baseline => vec![Design::Baseline],
             DesignChoice::Isolated => vec![Design::Isolated],
             DesignChoice::Signmag => vec![Design::Signmag],
+            DesignChoice::Dot => vec![Design::Dot],
+            DesignChoice::DotIsolated => vec![Design::DotIsolated],
             DesignChoice::All => Design::ALL.to_vec(),
         }
     }
 
-    /// The design whose stimulus `--export` writes (sign-magnitude operands only when asked).
+    /// `--design all` skips the designs that cannot take the stream; a design named
+    /// alone must run.
+    pub fn skip_unfit(&self) -> bool {
+        matches!(self.design, DesignChoice::All)
+    }
+
+    /// The design whose stimulus `--export` writes: the one named, or the baseline.
     pub fn export_design(&self) -> Design {
-        match self.design {
-            DesignChoice::Signmag => Design::Signmag,
+        match self.designs().as_slice() {
+            [one] => *one,
             _ => Design::Baseline,
         }
     }

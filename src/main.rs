@@ -48,20 +48,31 @@ fn toggles(a: &TogglesArgs) -> Result<()> {
 fn sim(a: &SimArgs) -> Result<()> {
     let stream = a.stream()?;
     if let Some(path) = &a.export {
-        return export_stream(&stream, path, a.export_design());
+        return export_stream(&stream, path, a.export_design(), a.lanes);
     }
     let counting = a.counting();
     let n = stream.pairs.len() as u64;
     let mut results = Vec::new();
+    let mut failed = Vec::new();
     for d in a.designs() {
+        // Under `--design all`, a design that cannot take this stream is skipped, saying why.
+        if let Err(why) = d.params_for(&stream, a.lanes) {
+            if a.skip_unfit() {
+                eprintln!("perfwatt: skipped {why}");
+                continue;
+            }
+            return Err(why);
+        }
         let bar = progress_bar(n, &format!("sim {}", d.name()));
-        results.push(perfwatt::sim::simulate(
-            d,
-            &stream,
-            &counting,
-            &mut |done| bar.set_position(done),
-        )?);
+        let r = perfwatt::sim::simulate_lanes(d, a.lanes, &stream, &counting, &mut |done| {
+            bar.set_position(done)
+        });
         bar.finish_and_clear();
+        // One design's failure does not stop the others; the run still fails at the end.
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) => failed.push(e.to_string()),
+        }
     }
     let report = perfwatt::sim::SimReport::new(&stream, results);
     match a.format {
@@ -71,14 +82,20 @@ fn sim(a: &SimArgs) -> Result<()> {
         ),
         SimFormat::Table => print!("{}", report.to_table()),
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(perfwatt::Error::Sim(failed.join("; ")))
+    }
 }
 
-/// `sim --export`: the stream as CSV (by extension) or as iverilog stimulus for `design`.
+/// `sim --export`: the stream as CSV (by extension) or as iverilog stimulus for `design`
+/// (a dot unit with `lanes` lanes).
 fn export_stream(
     stream: &perfwatt::trace::OperandStream,
     path: &Path,
     design: perfwatt::sim::Design,
+    lanes: u32,
 ) -> Result<()> {
     let bytes = if path.extension().is_some_and(|e| e == "csv") {
         let mut v = Vec::new();
@@ -87,7 +104,7 @@ fn export_stream(
             .map_err(|e| perfwatt::Error::io(path, e))?;
         v
     } else {
-        perfwatt::sim::stimulus_hex(stream, design)?.into_bytes()
+        perfwatt::sim::stimulus_hex(stream, design, lanes)?.into_bytes()
     };
     perfwatt::error::write_atomic(path, &bytes)
 }

@@ -1,14 +1,19 @@
-//! Replays an operand stream into the Verilator-built MAC models and counts switching.
+//! Replays an operand stream into the Verilator-built datapaths and counts switching.
 //!
-//! In: an `OperandStream`, a design (baseline / isolated) and how to count. Out:
-//! `DesignResult`: cycles, the accumulator read back, per-signal toggles, cycles/s.
+//! In: an `OperandStream`, a design (serial MACs: baseline / isolated / signmag; W-lane
+//! dot-product units: dot / dot-isolated) and how to count. Out: `DesignResult`: cycles,
+//! the accumulator read back (checked against the exact dot product), per-signal toggles,
+//! cycles/s.
 //!
-//! Schedule, one operand pair per clock cycle: 2 reset cycles, the pairs (clear_i with the
-//! first pair of each dot product), 2 drain cycles. Each cycle is two evaluations: inputs
-//! change with clk low (time 2k), rising edge (time 2k+1). Toggles are counted at those
-//! points, either from the VCD Verilator dumps (through `vcd`) or, without any file, by
-//! snapshotting the sampled signals after each evaluation (`Counting::Fast`). Both see the
-//! same values at the same times, so they agree exactly (tested).
+//! Schedule: 2 reset cycles, then one operand pair per clock cycle for a serial MAC, or one
+//! K-slice of LANES pairs per cycle for a dot unit (lane j of slice c takes pair c*LANES+j
+//! of the stream, so each lane sees every LANES-th element of a dot product), clear_i
+//! with the first pair or slice of each dot product, then drain cycles (the pipeline
+//! depth). Each cycle is two evaluations: inputs change with clk low (time 2k), rising
+//! edge (time 2k+1). Toggles are counted at those points, either from the VCD Verilator
+//! dumps (through `vcd`) or, without any file, by snapshotting the sampled signals after
+//! each evaluation (`Counting::Fast`). Both see the same values at the same times, so they
+//! agree exactly (tested).
 
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CString};
@@ -18,52 +23,140 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::trace::{wrap_signed, OperandStream};
+use crate::trace::{wrap_signed, ElemFormat, OperandStream};
 
 // build.rs uses the rest of this file (ports, model names).
 #[allow(dead_code)]
 mod layout {
     include!("../sim/signals.rs");
 }
-pub use layout::{ACC_W, WIDTHS};
+pub use layout::{Params, ACC_W, LANES, WIDTHS};
+
+/// Lanes of a dot-product unit when none are asked for.
+pub const DEFAULT_LANES: u32 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Design {
+    /// Serial MAC: one pair per cycle, every register loads every cycle.
     Baseline,
+    /// Serial MAC with operand isolation.
     Isolated,
     /// The baseline with sign-magnitude operands (an operand-encoding experiment).
     Signmag,
+    /// W-lane dot-product unit: a K-slice of W pairs per cycle, adder tree, accumulator.
+    Dot,
+    /// The dot unit with per-lane operand isolation.
+    DotIsolated,
 }
 
 impl Design {
-    pub const ALL: [Design; 3] = [Design::Baseline, Design::Isolated, Design::Signmag];
+    /// Every design, in `DESIGNS` order (sim/signals.rs).
+    pub const ALL: [Design; 5] = [
+        Design::Baseline,
+        Design::Isolated,
+        Design::Signmag,
+        Design::Dot,
+        Design::DotIsolated,
+    ];
+    /// The serial MACs the sweep compares (one pair per cycle).
+    pub const MACS: [Design; 3] = [Design::Baseline, Design::Isolated, Design::Signmag];
+
     pub fn name(self) -> &'static str {
         match self {
             Design::Baseline => "baseline",
             Design::Isolated => "isolated",
             Design::Signmag => "signmag",
+            Design::Dot => "dot",
+            Design::DotIsolated => "dot-isolated",
         }
     }
 
-    /// The bits driven onto a_i/b_i for `v`: two's complement, or sign-magnitude for
-    /// `Signmag` (which cannot encode the two's-complement minimum).
-    pub fn encode(self, v: i16, width: u32) -> Result<u32> {
-        let mask = (1u32 << width) - 1;
-        match self {
-            Design::Signmag if v as i32 == -(1 << (width - 1)) => Err(Error::Sim(format!(
-                "sign-magnitude cannot encode {v} in {width} bits (range is +-{})",
-                (1 << (width - 1)) - 1
-            ))),
-            Design::Signmag if v < 0 => Ok((1 << (width - 1)) | (-(v as i32)) as u32),
-            _ => Ok(v as u32 & mask),
+    pub fn module(self) -> &'static str {
+        layout::DESIGNS[self as usize].module
+    }
+
+    pub fn is_dot(self) -> bool {
+        matches!(self, Design::Dot | Design::DotIsolated)
+    }
+
+    /// Cycles from a pair's (or slice's) clock edge to its effect on acc_o.
+    fn drain(self) -> usize {
+        if self.is_dot() {
+            3
+        } else {
+            2
         }
     }
-    pub fn module(self) -> &'static str {
-        self.layout().module
+
+    /// The model parameters that take `stream`, or why this design cannot.
+    pub fn params_for(self, stream: &OperandStream, lanes: u32) -> Result<Params> {
+        let (fa, fb) = (stream.a_format, stream.b_format);
+        let cannot = |why: String| {
+            Err(Error::Sim(format!(
+                "{}: cannot take a {} stream: {why}",
+                self.name(),
+                stream.format_name()
+            )))
+        };
+        if !stream.is_integer() {
+            return cannot("an integer datapath needs integer operands".into());
+        }
+        if !self.is_dot() {
+            let w = stream.width as u32;
+            return Ok(Params {
+                lanes: 1,
+                a_w: w,
+                b_w: w,
+                a_signed: true,
+                b_signed: true,
+            });
+        }
+        if !LANES.contains(&lanes) {
+            return cannot(format!(
+                "no model built for {lanes} lanes (built: {LANES:?})"
+            ));
+        }
+        // int8 x uint4 when the weights are nibbles, else int8 x int8 when both fit.
+        let fits8 = |f: ElemFormat| matches!(f, ElemFormat::I4 | ElemFormat::U4 | ElemFormat::I8);
+        let (b_w, b_signed) = match fb {
+            ElemFormat::U4 => (4, false),
+            f if fits8(f) => (8, true),
+            _ => return cannot("operands wider than 8 bits (built: i8 x i8, i8 x u4)".into()),
+        };
+        if !fits8(fa) {
+            return cannot("activations wider than 8 bits".into());
+        }
+        let l = lanes as usize;
+        let misaligned = stream
+            .dot_starts()
+            .iter()
+            .enumerate()
+            .find(|&(i, &s)| s && i % l != 0)
+            .map(|(i, _)| i)
+            .or((!stream.pairs.len().is_multiple_of(l)).then_some(stream.pairs.len()));
+        if let Some(i) = misaligned {
+            return cannot(format!(
+                "the dot product length (K) must be a multiple of the lane count {lanes}: a dot product starts or the stream ends at pair {i}"
+            ));
+        }
+        Ok(Params {
+            lanes,
+            a_w: 8,
+            b_w,
+            a_signed: true,
+            b_signed,
+        })
     }
-    fn layout(self) -> &'static layout::DesignSignals {
-        &layout::DESIGNS[self as usize]
+
+    /// The bits driven onto one lane of a_i (`is_a`) or b_i for `v`: two's complement of
+    /// the port's width, or for `Signmag` a sign and a W-bit magnitude.
+    fn encode(self, v: i16, p: Params, is_a: bool) -> u32 {
+        let w = if is_a { p.a_w } else { p.b_w };
+        match self {
+            Design::Signmag => ((v < 0) as u32) << w | (v as i32).unsigned_abs(),
+            _ => v as u32 & ((1u32 << w) - 1),
+        }
     }
 }
 
@@ -86,20 +179,11 @@ pub fn signal_group(name: &str) -> &'static str {
         "a_i" | "b_i" => "operand ports",
         "a_q" | "b_q" => "multiplier inputs",
         "mult" | "prod_q" | "mag_prod" => "product",
+        "sum_q" => "adder tree",
+        n if n.starts_with("g_level[") => "adder tree",
         "addend" | "acc_q" | "acc_o" | "mag" => "accumulator",
         "clk_i" => "clock",
         _ => "control",
-    }
-}
-
-fn signal_width(design: Design, name: &str, w: u32) -> u32 {
-    match (design, name) {
-        (_, "a_i" | "b_i" | "a_q" | "b_q") => w,
-        (Design::Signmag, "mult" | "prod_q") => 2 * w - 1,
-        (_, "mag_prod") => 2 * w - 2,
-        (_, "mult" | "prod_q") => 2 * w,
-        (_, "addend" | "acc_q" | "acc_o" | "mag") => ACC_W,
-        _ => 1,
     }
 }
 
@@ -114,8 +198,14 @@ pub struct SignalCount {
 #[derive(Debug, Clone, Serialize)]
 pub struct DesignResult {
     pub design: &'static str,
+    /// Operand width of a serial MAC; the activation width of a dot unit.
     pub width: u32,
+    /// 1 for a serial MAC.
+    pub lanes: u32,
+    /// "i8 x i8", "i8 x u4": the operand formats the model was built for.
+    pub format: String,
     pub acc_width: u32,
+    /// MAC operations (operand pairs).
     pub pairs: u64,
     pub cycles: u64,
     /// Accumulator after the last operand, signed, ACC_W bits.
@@ -125,6 +215,7 @@ pub struct DesignResult {
     pub total_toggles: u64,
     /// Toggles without the clock and the operand ports (identical in every design).
     pub datapath_toggles: u64,
+    /// Datapath toggles per MAC operation (per pair, whatever the lanes).
     pub toggles_per_pair: f64,
     pub groups: BTreeMap<&'static str, u64>,
     pub signals: Vec<SignalCount>,
@@ -141,7 +232,7 @@ type FreeFn = unsafe extern "C" fn(*mut c_void);
 type OpenVcdFn = unsafe extern "C" fn(*mut c_void, *const std::ffi::c_char) -> i32;
 type RunFn = unsafe extern "C" fn(
     *mut c_void,
-    *const Cycle,
+    *const c_void,
     u64,
     *mut u64,
     i32,
@@ -151,18 +242,6 @@ type RunFn = unsafe extern "C" fn(
 );
 type AccFn = unsafe extern "C" fn(*mut c_void) -> u64;
 
-/// One clock cycle's inputs; the layout of `PwCycle` in sim/shim.h.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Cycle {
-    a: u32,
-    b: u32,
-    rst_n: u8,
-    valid: u8,
-    clear: u8,
-    pad: u8,
-}
-
 struct ModelApi {
     new: NewFn,
     free: FreeFn,
@@ -171,94 +250,72 @@ struct ModelApi {
     acc: AccFn,
 }
 
-macro_rules! model_api {
-    ($name:ident, $prefix:literal) => {
-        mod $name {
-            use std::ffi::c_void;
-            extern "C" {
-                #[link_name = concat!("pw_", $prefix, "_new")]
-                pub fn new(trace: i32) -> *mut c_void;
-                #[link_name = concat!("pw_", $prefix, "_free")]
-                pub fn free(h: *mut c_void);
-                #[link_name = concat!("pw_", $prefix, "_open_vcd")]
-                pub fn open_vcd(h: *mut c_void, path: *const std::ffi::c_char) -> i32;
-                #[link_name = concat!("pw_", $prefix, "_run")]
-                pub fn run(
-                    h: *mut c_void,
-                    cyc: *const super::Cycle,
-                    n: u64,
-                    t: *mut u64,
-                    count: i32,
-                    toggles: *mut u64,
-                    prev: *mut u64,
-                    primed: *mut i32,
-                );
-                #[link_name = concat!("pw_", $prefix, "_acc")]
-                pub fn acc(h: *mut c_void) -> u64;
-            }
+/// The entry points of every model build.rs built, by model name (OUT_DIR/models.rs lists
+/// them as `models_table!(Vmac_baseline_w8, ...)`).
+macro_rules! models_table {
+    ($($m:ident),* $(,)?) => {
+        #[allow(non_snake_case)]
+        mod ffi {
+            $(pub mod $m {
+                use std::ffi::c_void;
+                extern "C" {
+                    #[link_name = concat!("pw_", stringify!($m), "_new")]
+                    pub fn new(trace: i32) -> *mut c_void;
+                    #[link_name = concat!("pw_", stringify!($m), "_free")]
+                    pub fn free(h: *mut c_void);
+                    #[link_name = concat!("pw_", stringify!($m), "_open_vcd")]
+                    pub fn open_vcd(h: *mut c_void, path: *const std::ffi::c_char) -> i32;
+                    #[link_name = concat!("pw_", stringify!($m), "_run")]
+                    pub fn run(h: *mut c_void, cyc: *const c_void, n: u64, t: *mut u64,
+                        count: i32, toggles: *mut u64, prev: *mut u64, primed: *mut i32);
+                    #[link_name = concat!("pw_", stringify!($m), "_acc")]
+                    pub fn acc(h: *mut c_void) -> u64;
+                }
+            })*
         }
-        const _: () = (); // keep the macro an item list
+        static MODELS: &[(&str, ModelApi)] = &[$((
+            stringify!($m),
+            ModelApi {
+                new: ffi::$m::new,
+                free: ffi::$m::free,
+                open_vcd: ffi::$m::open_vcd,
+                run: ffi::$m::run,
+                acc: ffi::$m::acc,
+            },
+        )),*];
     };
 }
-
-model_api!(baseline_w8, "Vmac_baseline_w8");
-model_api!(baseline_w16, "Vmac_baseline_w16");
-model_api!(isolated_w8, "Vmac_isolated_w8");
-model_api!(isolated_w16, "Vmac_isolated_w16");
-model_api!(signmag_w8, "Vmac_signmag_w8");
-model_api!(signmag_w16, "Vmac_signmag_w16");
-model_api!(baseline_w8_lean, "Vmac_baseline_w8_lean");
-model_api!(baseline_w16_lean, "Vmac_baseline_w16_lean");
-model_api!(isolated_w8_lean, "Vmac_isolated_w8_lean");
-model_api!(isolated_w16_lean, "Vmac_isolated_w16_lean");
-model_api!(signmag_w8_lean, "Vmac_signmag_w8_lean");
-model_api!(signmag_w16_lean, "Vmac_signmag_w16_lean");
-
-macro_rules! api_of {
-    ($m:ident) => {
-        ModelApi {
-            new: $m::new,
-            free: $m::free,
-            open_vcd: $m::open_vcd,
-            run: $m::run,
-            acc: $m::acc,
-        }
-    };
-}
+include!(concat!(env!("OUT_DIR"), "/models.rs"));
 
 /// `lean`: the model built without tracing or public signals (simulate-only runs).
-fn api(design: Design, width: u32, lean: bool) -> Result<ModelApi> {
-    Ok(match (design, width) {
-        (Design::Baseline, 8) if lean => api_of!(baseline_w8_lean),
-        (Design::Baseline, 16) if lean => api_of!(baseline_w16_lean),
-        (Design::Isolated, 8) if lean => api_of!(isolated_w8_lean),
-        (Design::Isolated, 16) if lean => api_of!(isolated_w16_lean),
-        (Design::Signmag, 8) if lean => api_of!(signmag_w8_lean),
-        (Design::Signmag, 16) if lean => api_of!(signmag_w16_lean),
-        (Design::Baseline, 8) => api_of!(baseline_w8),
-        (Design::Baseline, 16) => api_of!(baseline_w16),
-        (Design::Isolated, 8) => api_of!(isolated_w8),
-        (Design::Isolated, 16) => api_of!(isolated_w16),
-        (Design::Signmag, 8) => api_of!(signmag_w8),
-        (Design::Signmag, 16) => api_of!(signmag_w16),
-        _ => {
-            return Err(Error::Sim(format!(
-                "no model built for operand width {width} (built: {WIDTHS:?})"
-            )))
-        }
-    })
+fn api(design: Design, p: Params, lean: bool) -> Result<&'static ModelApi> {
+    let name = if lean {
+        layout::lean_model_name(design.module(), p)
+    } else {
+        layout::model_name(design.module(), p)
+    };
+    MODELS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, api)| api)
+        .ok_or_else(|| {
+            Error::Sim(format!(
+                "{}: no model built for these parameters ({name}; serial MACs: widths {WIDTHS:?}, dot units: lanes {LANES:?})",
+                design.name()
+            ))
+        })
 }
 
 /// One live model. Freed on drop (which also closes its VCD).
 struct Model {
-    api: ModelApi,
+    api: &'static ModelApi,
     h: *mut c_void,
     t: u64,
 }
 
 impl Model {
-    fn new(design: Design, width: u32, vcd: Option<&Path>, lean: bool) -> Result<Self> {
-        let api = api(design, width, lean)?;
+    fn new(design: Design, p: Params, vcd: Option<&Path>, lean: bool) -> Result<Self> {
+        let api = api(design, p, lean)?;
         // SAFETY: the shim allocates a harness; `h` is only used through this struct.
         let h = unsafe { (api.new)(vcd.is_some() as i32) };
         let m = Model { api, h, t: 0 };
@@ -275,8 +332,13 @@ impl Model {
         }
         Ok(m)
     }
-    /// Run `cycles`; with `counter`, count toggles of the sampled signals.
-    fn run(&mut self, cycles: &[Cycle], counter: Option<&mut FastCounter>) {
+    /// Run the cycles of `s`; with `counter`, count toggles of the sampled signals.
+    fn run(
+        &mut self,
+        s: &Schedule,
+        range: std::ops::Range<usize>,
+        counter: Option<&mut FastCounter>,
+    ) {
         let (count, toggles, prev, primed) = match counter {
             Some(c) => (
                 1,
@@ -291,13 +353,15 @@ impl Model {
                 std::ptr::null_mut(),
             ),
         };
-        // SAFETY: `h` is live; the counter's arrays have one slot per sampled signal (the
-        // layout the shim was generated with) and are only touched when `count` is 1.
+        let words = &s.words[range.start * s.stride..range.end * s.stride];
+        // SAFETY: `h` is live; `words` holds whole cycle records of the layout this model
+        // was built with (`PwCycle<NW>`, `stride` = 2 NW + 1 words); the counter's arrays
+        // have one slot per snapshot slot and are only touched when `count` is 1.
         unsafe {
             (self.api.run)(
                 self.h,
-                cycles.as_ptr(),
-                cycles.len() as u64,
+                words.as_ptr() as *const c_void,
+                range.len() as u64,
                 &mut self.t,
                 count,
                 toggles,
@@ -319,7 +383,7 @@ impl Drop for Model {
     }
 }
 
-/// Per-signal toggle counts kept across `Model::run` calls (filled in by the shim:
+/// Per-slot toggle counts kept across `Model::run` calls (filled in by the shim:
 /// popcount of what changed between consecutive evaluations).
 struct FastCounter {
     prev: Vec<u64>,
@@ -337,60 +401,128 @@ impl FastCounter {
     }
 }
 
-/// Simulate `design` on `stream`. `progress` is called with pairs done so far.
+/// The cycle records a model replays: `PwCycle<NW>` of sim/shim.h, flattened into 32-bit
+/// words (a's NW words, b's NW words, then rst_n | valid << 8 | clear << 16).
+struct Schedule {
+    stride: usize,
+    /// Bits per lane of a_i and b_i.
+    a_w: u32,
+    b_w: u32,
+    words: Vec<u32>,
+}
+
+impl Schedule {
+    fn cycles(&self) -> usize {
+        self.words.len() / self.stride
+    }
+
+    /// One cycle: lanes of a and b (already encoded) packed from bit 0 up.
+    fn push(&mut self, rst_n: bool, valid: bool, clear: bool, a: &[u32], b: &[u32]) {
+        let nw = (self.stride - 1) / 2;
+        let at = self.words.len();
+        self.words.resize(at + self.stride, 0);
+        let words = &mut self.words;
+        let mut pack = |vals: &[u32], w: u32, base: usize| {
+            for (j, &v) in vals.iter().enumerate() {
+                let bit = j as u32 * w;
+                let (word, off) = ((bit / 32) as usize, bit % 32);
+                words[base + word] |= v << off;
+                if off + w > 32 {
+                    words[base + word + 1] |= v >> (32 - off);
+                }
+            }
+        };
+        pack(a, self.a_w, at);
+        pack(b, self.b_w, at + nw);
+        self.words[at + 2 * nw] = rst_n as u32 | (valid as u32) << 8 | (clear as u32) << 16;
+    }
+}
+
+/// The schedule of `stream` on `design` with parameters `p` (from `params_for`, which
+/// checked that dot products start on slice boundaries): reset, the pairs (a K-slice of
+/// `p.lanes` per cycle), drain.
+fn schedule(design: Design, p: Params, stream: &OperandStream) -> Result<Schedule> {
+    let lanes = p.lanes as usize;
+    let starts = stream.dot_starts();
+    let nw = layout::cycle_words(design.module(), p);
+    let (aw, bw) = if design == Design::Signmag {
+        (p.a_w + 1, p.b_w + 1)
+    } else {
+        (p.a_w, p.b_w)
+    };
+    let mut s = Schedule {
+        stride: 2 * nw + 1,
+        a_w: aw,
+        b_w: bw,
+        words: Vec::with_capacity((stream.pairs.len() / lanes + 8) * (2 * nw + 1)),
+    };
+    let idle = vec![0u32; lanes];
+    s.push(false, false, false, &idle, &idle);
+    s.push(false, false, false, &idle, &idle);
+    let (mut a, mut b) = (vec![0u32; lanes], vec![0u32; lanes]);
+    for (c, slice) in stream.pairs.chunks_exact(lanes).enumerate() {
+        for (j, &(x, w)) in slice.iter().enumerate() {
+            a[j] = design.encode(x, p, true);
+            b[j] = design.encode(w, p, false);
+        }
+        s.push(true, true, starts[c * lanes], &a, &b);
+    }
+    for _ in 0..design.drain() {
+        s.push(true, false, false, &idle, &idle);
+    }
+    Ok(s)
+}
+
+/// Simulate `design` on `stream` (dot units with `DEFAULT_LANES`). `progress` is called
+/// with pairs done so far.
 pub fn simulate(
     design: Design,
     stream: &OperandStream,
     counting: &Counting,
     progress: &mut dyn FnMut(u64),
 ) -> Result<DesignResult> {
-    let width = stream.width as u32;
+    simulate_lanes(design, DEFAULT_LANES, stream, counting, progress)
+}
+
+/// Simulate `design` (a dot unit with `lanes` lanes) on `stream`.
+pub fn simulate_lanes(
+    design: Design,
+    lanes: u32,
+    stream: &OperandStream,
+    counting: &Counting,
+    progress: &mut dyn FnMut(u64),
+) -> Result<DesignResult> {
+    let p = design.params_for(stream, lanes)?;
     let vcd_path = match counting {
         Counting::Vcd(d) | Counting::Both(d) => {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-            Some(d.join(format!("{}_w{width}.vcd", design.name())))
+            Some(d.join(format!("{}.vcd", layout::model_name(design.module(), p))))
         }
         _ => None,
     };
+    let sched = schedule(design, p, stream)?;
     let lean = matches!(counting, Counting::None);
-    let mut model = Model::new(design, width, vcd_path.as_deref(), lean)?;
-    let names = design.layout().signals;
-    let fast = matches!(counting, Counting::Fast | Counting::Both(_));
-    let mut fc = FastCounter::new(names.len());
-    let starts = stream.dot_starts();
-    let encoded: Vec<(u32, u32)> = stream
-        .pairs
+    let mut model = Model::new(design, p, vcd_path.as_deref(), lean)?;
+    let names = layout::signals(design.module(), p);
+    let widths: Vec<u32> = names
         .iter()
-        .map(|&(a, b)| Ok((design.encode(a, width)?, design.encode(b, width)?)))
-        .collect::<Result<_>>()?;
-
-    let cyc = |rst_n: u8, valid: u8, clear: u8, a: u32, b: u32| Cycle {
-        a,
-        b,
-        rst_n,
-        valid,
-        clear,
-        pad: 0,
-    };
-    let mut schedule = Vec::with_capacity(encoded.len() + 4);
-    schedule.extend([cyc(0, 0, 0, 0, 0); 2]);
-    schedule.extend(
-        encoded
-            .iter()
-            .zip(&starts)
-            .map(|(&(a, b), &s)| cyc(1, 1, s as u8, a, b)),
-    );
-    schedule.extend([cyc(1, 0, 0, 0, 0); 2]);
+        .map(|n| layout::signal_width(design.module(), p, n))
+        .collect();
+    let slots: usize = widths.iter().map(|&w| layout::snapshot_slots(w)).sum();
+    let fast = matches!(counting, Counting::Fast | Counting::Both(_));
+    let mut fc = FastCounter::new(slots);
 
     let start = Instant::now();
-    let mut done = 0u64;
-    for chunk in schedule.chunks(1 << 16) {
-        model.run(chunk, fast.then_some(&mut fc));
-        done += chunk.len() as u64;
-        progress(done.saturating_sub(2).min(stream.pairs.len() as u64));
+    let n = sched.cycles();
+    let chunk = (1usize << 16).div_ceil(p.lanes as usize);
+    let mut at = 0;
+    while at < n {
+        let end = (at + chunk).min(n);
+        model.run(&sched, at..end, fast.then_some(&mut fc));
+        at = end;
+        progress(((at.saturating_sub(2)) * p.lanes as usize).min(stream.pairs.len()) as u64);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cycles = stream.pairs.len() as u64 + 4;
     let acc_final = wrap_signed(model.acc(), ACC_W);
     drop(model); // closes the VCD
     let acc_expected = stream.expected_acc(ACC_W);
@@ -400,20 +532,21 @@ pub fn simulate(
             design.name()
         )));
     }
-
+    let module = design.module();
+    let mut slot = fc.toggles.iter();
     let fast_signals: Vec<SignalCount> = names
         .iter()
-        .zip(&fc.toggles)
-        .map(|(n, &t)| SignalCount {
-            path: format!("{}.{n}", design.module()),
-            width: signal_width(design, n, width),
-            toggles: t,
+        .zip(&widths)
+        .map(|(n, &w)| SignalCount {
+            path: format!("{module}.{n}"),
+            width: w,
+            toggles: slot.by_ref().take(layout::snapshot_slots(w)).sum(),
             group: signal_group(n),
         })
         .collect();
     let (signals, how) = match (&vcd_path, counting) {
-        (Some(p), _) => {
-            let vcd_signals = count_vcd(p, design, width)?;
+        (Some(path), _) => {
+            let vcd_signals = count_vcd(path, module, &names)?;
             if let Counting::Both(_) = counting {
                 if vcd_signals != fast_signals {
                     return Err(Error::Sim(format!(
@@ -427,6 +560,32 @@ pub fn simulate(
         (None, Counting::Fast) => (fast_signals, "fast"),
         _ => (Vec::new(), "none"),
     };
+    Ok(summarize(
+        design,
+        p,
+        stream,
+        signals,
+        how,
+        (acc_final, acc_expected),
+        n as u64,
+        elapsed,
+        vcd_path,
+    ))
+}
+
+/// Totals, datapath toggles and groups of one run.
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    design: Design,
+    p: Params,
+    stream: &OperandStream,
+    signals: Vec<SignalCount>,
+    counting: &'static str,
+    (acc_final, acc_expected): (i64, i64),
+    cycles: u64,
+    elapsed: f64,
+    vcd: Option<PathBuf>,
+) -> DesignResult {
     let total: u64 = signals.iter().map(|s| s.toggles).sum();
     let datapath: u64 = signals
         .iter()
@@ -437,9 +596,12 @@ pub fn simulate(
     for s in &signals {
         *groups.entry(s.group).or_insert(0) += s.toggles;
     }
-    Ok(DesignResult {
+    let fmt = |w: u32, signed: bool| format!("{}{w}", if signed { "i" } else { "u" });
+    DesignResult {
         design: design.name(),
-        width,
+        width: p.a_w,
+        lanes: p.lanes,
+        format: format!("{} x {}", fmt(p.a_w, p.a_signed), fmt(p.b_w, p.b_signed)),
         acc_width: ACC_W,
         pairs: stream.pairs.len() as u64,
         cycles,
@@ -454,38 +616,32 @@ pub fn simulate(
         },
         groups,
         signals,
-        counting: how,
+        counting,
         cycles_per_s: cycles as f64 / elapsed.max(1e-9),
-        vcd: vcd_path.map(|p| p.display().to_string()),
-    })
+        vcd: vcd.map(|p| p.display().to_string()),
+    }
 }
 
 /// Count the VCD Verilator wrote, restricted to the design's sampled signals, in the
-/// fast path's order (Verilator puts the design under a `TOP` scope).
-fn count_vcd(path: &Path, design: Design, width: u32) -> Result<Vec<SignalCount>> {
+/// fast path's order (Verilator puts the design under a `TOP` scope; a generate block's
+/// signal `g_level[1].s` sits in the scope `g_level[1]`).
+fn count_vcd(path: &Path, module: &str, names: &[String]) -> Result<Vec<SignalCount>> {
     let report = crate::vcd::count_toggles_path(path)?;
-    design
-        .layout()
-        .signals
+    names
         .iter()
         .map(|n| {
-            let p = format!("TOP.{}.{n}", design.module());
+            let p = format!("TOP.{module}.{n}");
             let s = report
                 .signal(&p)
                 .ok_or_else(|| Error::Sim(format!("{}: signal {p} missing", path.display())))?;
             Ok(SignalCount {
-                path: format!("{}.{n}", design.module()),
+                path: format!("{module}.{n}"),
                 width: s.width,
                 toggles: s.toggles,
                 group: signal_group(n),
             })
         })
-        .collect::<Result<Vec<_>>>()
-        .inspect(|v| {
-            debug_assert!(v.iter().all(
-                |s| s.width == signal_width(design, s.path.rsplit('.').next().unwrap(), width)
-            ));
-        })
+        .collect()
 }
 
 /// Verilator version the models were built with.
@@ -544,9 +700,9 @@ impl SimReport {
                 d.cycles_per_s
             ));
         }
-        let Some(base) = self.designs.first() else {
+        if self.designs.is_empty() {
             return out;
-        };
+        }
         let pct = |b: u64, x: u64| {
             if b == 0 {
                 "n/a".to_string()
@@ -580,7 +736,12 @@ impl SimReport {
             }
             out.push('\n');
         };
-        for g in base.groups.keys() {
+        let groups: std::collections::BTreeSet<&str> = self
+            .designs
+            .iter()
+            .flat_map(|d| d.groups.keys().copied())
+            .collect();
+        for g in groups {
             let vals = self
                 .designs
                 .iter()
@@ -588,10 +749,16 @@ impl SimReport {
                 .collect();
             row(&mut out, &format!("[{g}]"), vals);
         }
-        let mut names: Vec<&str> = Vec::new();
+        // A signal's name within its design (`g_level[1].s` keeps its scope).
+        let local = |s: &SignalCount| {
+            s.path
+                .split_once('.')
+                .map_or(s.path.clone(), |p| p.1.to_string())
+        };
+        let mut names: Vec<String> = Vec::new();
         for d in &self.designs {
             for s in &d.signals {
-                let n = s.path.rsplit('.').next().unwrap_or(&s.path);
+                let n = local(s);
                 if !names.contains(&n) {
                     names.push(n);
                 }
@@ -601,12 +768,7 @@ impl SimReport {
             let vals = self
                 .designs
                 .iter()
-                .map(|d| {
-                    d.signals
-                        .iter()
-                        .find(|s| s.path.ends_with(&format!(".{n}")))
-                        .map(|s| s.toggles)
-                })
+                .map(|d| d.signals.iter().find(|s| local(s) == n).map(|s| s.toggles))
                 .collect();
             row(&mut out, &format!("  {n}"), vals);
         }
@@ -621,25 +783,40 @@ impl SimReport {
 }
 
 /// The stream as the stimulus tests/rtl/mac_tb.v replays in iverilog: one hex word per
-/// cycle, {rst_n, valid, clear, a, b} (a, b encoded for `design`), with this module's schedule (2 reset cycles, the
-/// pairs, 2 drain cycles). Used to cross-check and to time iverilog on the same data.
-pub fn stimulus_hex(stream: &OperandStream, design: Design) -> Result<String> {
-    let w = stream.width as u32;
-    let word = |rst: u64, valid: u64, clear: u64, a: i16, b: i16| -> Result<u64> {
-        let (a, b) = (design.encode(a, w)? as u64, design.encode(b, w)? as u64);
-        Ok((rst << (2 * w + 2)) | (valid << (2 * w + 1)) | (clear << (2 * w)) | (a << w) | b)
-    };
-    let starts = stream.dot_starts();
-    let mut out = String::with_capacity((stream.pairs.len() + 4) * 10);
-    let mut push = |x: u64| {
-        out.push_str(&format!("{x:x}\n"));
-    };
-    push(word(0, 0, 0, 0, 0)?);
-    push(word(0, 0, 0, 0, 0)?);
-    for (i, &(a, b)) in stream.pairs.iter().enumerate() {
-        push(word(1, 1, starts[i] as u64, a, b)?);
+/// cycle, {rst_n, valid, clear, a_i, b_i} (the ports' bits as `design` takes them, a dot
+/// unit's lanes packed), with this module's schedule (reset, the pairs or slices, drain).
+/// Used to cross-check and to time iverilog on the same data.
+pub fn stimulus_hex(stream: &OperandStream, design: Design, lanes: u32) -> Result<String> {
+    let p = design.params_for(stream, lanes)?;
+    let sched = schedule(design, p, stream)?;
+    let width = |port| layout::signal_width(design.module(), p, port) as usize;
+    let (aw, bw) = (width("a_i"), width("b_i"));
+    let nw = (sched.stride - 1) / 2;
+    let bits = bw + aw + 3;
+    let mut out = String::with_capacity(sched.cycles() * (bits.div_ceil(4) + 1));
+    for rec in sched.words.chunks_exact(sched.stride) {
+        // The word, little-endian in 32-bit pieces: b, then a, then the control bits.
+        let mut word = vec![0u32; bits.div_ceil(32)];
+        let mut put = |at: usize, v: u32, n: usize| {
+            for k in 0..n.min(32) {
+                if v >> k & 1 == 1 {
+                    word[(at + k) / 32] |= 1 << ((at + k) % 32);
+                }
+            }
+        };
+        for (i, &w) in rec[nw..2 * nw].iter().enumerate() {
+            put(i * 32, w, bw.saturating_sub(i * 32));
+        }
+        for (i, &w) in rec[..nw].iter().enumerate() {
+            put(bw + i * 32, w, aw.saturating_sub(i * 32));
+        }
+        let flags = rec[2 * nw];
+        put(bw + aw, flags >> 16 & 1, 1);
+        put(bw + aw + 1, flags >> 8 & 1, 1);
+        put(bw + aw + 2, flags & 1, 1);
+        let hex: String = word.iter().rev().map(|w| format!("{w:08x}")).collect();
+        out.push_str(&hex[hex.len() - bits.div_ceil(4)..]);
+        out.push('\n');
     }
-    push(word(1, 0, 0, 0, 0)?);
-    push(word(1, 0, 0, 0, 0)?);
     Ok(out)
 }

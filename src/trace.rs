@@ -11,8 +11,15 @@
 //!   count    u64      number of pairs
 //!   meta_len u32      length of the JSON metadata
 //!   meta     JSON     where the operands came from (model, layer, projection, scales...)
-//!   pairs    count * 2 * (width/8) bytes: a0 b0 a1 b1 ... as signed integers
+//!                     and `format`: {"a": FMT, "b": FMT, "arithmetic": "..."}, the number
+//!                     format of each operand as the kernel multiplies it (i4, u4, i8,
+//!                     i16, bf16, f16). Files without it (all before 2026-11-23) hold
+//!                     signed integers of `width` bits in both operands.
+//!   pairs    count * 2 * (width/8) bytes: a0 b0 a1 b1 ... as signed integers, or for
+//!            bf16/f16 the 16-bit patterns (width 16)
 //!   crc32    u32      CRC-32 (IEEE) of every byte before it
+//!
+//! By convention `a` is the activation and `b` the weight.
 
 use std::io::Write;
 use std::path::Path;
@@ -23,21 +30,141 @@ pub const OPS_MAGIC: &[u8; 8] = b"PWOPS\r\n\x1a";
 pub const OPS_VERSION: u16 = 1;
 const FIXED_HEADER: usize = 8 + 2 + 1 + 1 + 8 + 4;
 
+/// The number format of one operand, as the kernel multiplies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ElemFormat {
+    /// Signed 4-bit integer (-8..=7), stored in one byte.
+    I4,
+    /// Unsigned 4-bit integer (0..=15): GGUF q4_1's nibbles, stored in one byte.
+    U4,
+    I8,
+    I16,
+    /// bfloat16 bit patterns.
+    Bf16,
+    /// IEEE half-precision bit patterns.
+    F16,
+}
+
+impl ElemFormat {
+    pub const ALL: [ElemFormat; 6] = [
+        ElemFormat::I4,
+        ElemFormat::U4,
+        ElemFormat::I8,
+        ElemFormat::I16,
+        ElemFormat::Bf16,
+        ElemFormat::F16,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ElemFormat::I4 => "i4",
+            ElemFormat::U4 => "u4",
+            ElemFormat::I8 => "i8",
+            ElemFormat::I16 => "i16",
+            ElemFormat::Bf16 => "bf16",
+            ElemFormat::F16 => "f16",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// The signed integer format of a storage width (what files without a format hold).
+    pub fn int_of_width(width: u8) -> Self {
+        if width == 16 {
+            ElemFormat::I16
+        } else {
+            ElemFormat::I8
+        }
+    }
+
+    /// Bits of storage per value in a stream: 8 for formats up to 8 bits, else 16.
+    pub fn storage_width(self) -> u8 {
+        match self {
+            ElemFormat::I4 | ElemFormat::U4 | ElemFormat::I8 => 8,
+            _ => 16,
+        }
+    }
+
+    /// The value range of an integer format; None for floating point.
+    pub fn int_range(self) -> Option<(i32, i32)> {
+        match self {
+            ElemFormat::I4 => Some((-8, 7)),
+            ElemFormat::U4 => Some((0, 15)),
+            ElemFormat::I8 => Some((-128, 127)),
+            ElemFormat::I16 => Some((-32768, 32767)),
+            ElemFormat::Bf16 | ElemFormat::F16 => None,
+        }
+    }
+
+    /// Is the stored value a zero (for floats: +0 or -0)?
+    pub fn is_zero(self, v: i16) -> bool {
+        match self.int_range() {
+            Some(_) => v == 0,
+            None => v & 0x7fff == 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperandStream {
-    /// Operand width in bits (8 or 16); every value fits in it as a signed integer.
+    /// Storage width in bits (8 or 16): each value is a signed integer of this width, or a
+    /// 16-bit float pattern.
     pub width: u8,
+    /// Number formats of the activation (a) and the weight (b).
+    pub a_format: ElemFormat,
+    pub b_format: ElemFormat,
     pub pairs: Vec<(i16, i16)>,
     /// Provenance. Known keys: `source`, `dot_len` (pairs per dot product: the MAC clears
-    /// its accumulator every `dot_len` pairs), `scale_a`, `scale_b`.
+    /// its accumulator every `dot_len` pairs), `scale_a`, `scale_b`, `format` (see the
+    /// module header; kept equal to `a_format`/`b_format`).
     pub meta: serde_json::Value,
 }
 
 impl OperandStream {
+    /// Signed integers of `width` bits in both operands, unless `meta.format` says otherwise.
     pub fn new(width: u8, pairs: Vec<(i16, i16)>, meta: serde_json::Value) -> Result<Self> {
-        let s = OperandStream { width, pairs, meta };
+        let (a_format, b_format) = formats_of(&meta, width)?;
+        let s = OperandStream {
+            width,
+            a_format,
+            b_format,
+            pairs,
+            meta,
+        };
         s.validate()?;
         Ok(s)
+    }
+
+    /// A stream in the given formats; `arithmetic` names the kernel's arithmetic, e.g.
+    /// "q4_1: u4 weights x q8_1 activations". Recorded in `meta.format`.
+    pub fn with_formats(
+        a_format: ElemFormat,
+        b_format: ElemFormat,
+        arithmetic: &str,
+        pairs: Vec<(i16, i16)>,
+        mut meta: serde_json::Value,
+    ) -> Result<Self> {
+        let width = a_format.storage_width().max(b_format.storage_width());
+        if let Some(m) = meta.as_object_mut() {
+            m.insert(
+                "format".into(),
+                serde_json::json!({"a": a_format.name(), "b": b_format.name(), "arithmetic": arithmetic}),
+            );
+        }
+        Self::new(width, pairs, meta)
+    }
+
+    /// "i8 x u4" (activation x weight).
+    pub fn format_name(&self) -> String {
+        format!("{} x {}", self.a_format.name(), self.b_format.name())
+    }
+
+    /// Both operands integers (what the integer datapaths take)?
+    pub fn is_integer(&self) -> bool {
+        self.a_format.int_range().is_some() && self.b_format.int_range().is_some()
     }
 
     pub fn range(width: u8) -> (i32, i32) {
@@ -51,13 +178,29 @@ impl OperandStream {
                 self.width
             )));
         }
-        let (lo, hi) = Self::range(self.width);
-        if let Some((i, &(a, b))) = self.pairs.iter().enumerate().find(|(_, &(a, b))| {
-            !(lo..=hi).contains(&(a as i32)) || !(lo..=hi).contains(&(b as i32))
-        }) {
+        for f in [self.a_format, self.b_format] {
+            if f.storage_width() > self.width {
+                return Err(Error::Trace(format!(
+                    "format {} needs {}-bit storage, the stream has {} bits",
+                    f.name(),
+                    f.storage_width(),
+                    self.width
+                )));
+            }
+        }
+        let fits = |v: i16, f: ElemFormat| {
+            f.int_range()
+                .is_none_or(|(lo, hi)| (lo..=hi).contains(&(v as i32)))
+        };
+        if let Some((i, &(a, b))) = self
+            .pairs
+            .iter()
+            .enumerate()
+            .find(|(_, &(a, b))| !fits(a, self.a_format) || !fits(b, self.b_format))
+        {
             return Err(Error::Trace(format!(
-                "pair {i} ({a}, {b}) does not fit in {} bits",
-                self.width
+                "pair {i} ({a}, {b}) does not fit the stream's formats {}",
+                self.format_name()
             )));
         }
         Ok(())
@@ -119,7 +262,7 @@ impl OperandStream {
         }
         self.pairs
             .iter()
-            .filter(|&&(a, b)| a == 0 || b == 0)
+            .filter(|&&(a, b)| self.a_format.is_zero(a) || self.b_format.is_zero(b))
             .count() as f64
             / self.pairs.len() as f64
     }
@@ -218,7 +361,7 @@ impl OperandStream {
                 })
                 .collect()
         };
-        Ok(OperandStream { width, pairs, meta })
+        OperandStream::new(width, pairs, meta).map_err(|e| bad(e.to_string()))
     }
 
     /// CSV with header `a,b`, one pair per row. `width` bounds the values.
@@ -299,6 +442,24 @@ impl OperandStream {
 }
 
 /// Low `bits` of `v`, sign-extended.
+/// The operand formats a stream's metadata names (`format.a`, `format.b`), else signed
+/// integers of the storage width.
+fn formats_of(meta: &serde_json::Value, width: u8) -> Result<(ElemFormat, ElemFormat)> {
+    let Some(f) = meta.get("format") else {
+        let i = ElemFormat::int_of_width(width);
+        return Ok((i, i));
+    };
+    let one = |k: &str| {
+        let name = f.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        ElemFormat::parse(name).ok_or_else(|| {
+            Error::Trace(format!(
+                "metadata format.{k} = '{name}': expected one of i4, u4, i8, i16, bf16, f16"
+            ))
+        })
+    };
+    Ok((one("a")?, one("b")?))
+}
+
 pub fn wrap_signed(v: u64, bits: u32) -> i64 {
     if bits >= 64 {
         return v as i64;
@@ -359,7 +520,7 @@ pub mod synth {
             })
             .collect();
         let meta = serde_json::json!({"source": format!("synthetic:{kind:?}"), "seed": seed});
-        OperandStream { width, pairs, meta }
+        OperandStream::new(width, pairs, meta).expect("synthetic values fit their width")
     }
 }
 

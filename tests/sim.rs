@@ -7,9 +7,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use perfwatt::sim::{simulate, Counting, Design, DesignResult};
+use perfwatt::sim::{simulate, simulate_lanes, Counting, Design, DesignResult};
 use perfwatt::trace::synth::{self, Kind};
-use perfwatt::trace::OperandStream;
+use perfwatt::trace::{ElemFormat, OperandStream};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,15 +58,9 @@ fn exact_dot_products_both_designs_both_widths() {
         ];
         for (name, pairs) in cases {
             let s = stream(width, pairs.clone());
-            for d in Design::ALL {
-                // Sign-magnitude has no code for the two's-complement minimum: a clear error.
-                if d == Design::Signmag && pairs.iter().any(|&(a, b)| a == lo || b == lo) {
-                    let e = simulate(d, &s, &Counting::Fast, &mut |_| {})
-                        .unwrap_err()
-                        .to_string();
-                    assert!(e.contains("sign-magnitude cannot encode"), "{e}");
-                    continue;
-                }
+            // Every serial MAC takes the full range, the sign-magnitude one included (its
+            // W+1-bit operands encode -2^(W-1)).
+            for d in Design::MACS {
                 let r = run(d, &s, &Counting::Fast);
                 assert_eq!(r.acc_final, dot(&pairs), "{name} w{width} {}", d.name());
                 assert_eq!(r.cycles, pairs.len() as u64 + 4);
@@ -79,26 +73,125 @@ fn exact_dot_products_both_designs_both_widths() {
                 );
             }
         }
-        // Sign-magnitude extremes that exist: +-(2^(W-1)-1).
-        let s = stream(
-            width,
-            vec![
-                (lo + 1, hi),
-                (hi, hi),
-                (lo + 1, lo + 1),
-                (-1, 1),
-                (0, lo + 1),
-            ],
-        );
-        let pairs = s.pairs.clone();
-        assert_eq!(
-            run(Design::Signmag, &s, &Counting::Fast).acc_final,
-            dot(&pairs)
-        );
     }
     // 16-bit extremes overflow 32 bits: the accumulator wraps.
     let pairs = vec![(i16::MIN, i16::MIN); 5];
     assert_eq!(dot(&pairs), (5i64 << 30) as i32 as i64);
+}
+
+/// Dot-product units: exact against the Rust dot product for every lane count and operand
+/// format, on 1M random pairs and on edge cases; K not a multiple of the lanes is refused.
+#[test]
+fn dot_units_are_exact_for_every_lane_count_and_format() {
+    let n = 1 << 20;
+    let random = synth::stream(Kind::Random, n, 8, 31).pairs;
+    let int8 = |pairs: Vec<(i16, i16)>, dot_len: usize| {
+        OperandStream::new(
+            8,
+            pairs,
+            serde_json::json!({"source": "test", "dot_len": dot_len}),
+        )
+        .unwrap()
+    };
+    let u4 = |pairs: Vec<(i16, i16)>, dot_len: usize| {
+        let pairs = pairs
+            .into_iter()
+            .map(|(a, b)| (a, b.rem_euclid(16)))
+            .collect();
+        let meta = serde_json::json!({"source": "test", "dot_len": dot_len});
+        OperandStream::with_formats(ElemFormat::I8, ElemFormat::U4, "test", pairs, meta).unwrap()
+    };
+    let m = 4096;
+    let edges: Vec<(&str, Vec<(i16, i16)>)> = vec![
+        ("all -128", vec![(-128, -128); m]),
+        ("max magnitudes", vec![(-128, 127); m]),
+        (
+            "alternating signs",
+            (0..m as i16)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        (127, -128)
+                    } else {
+                        (-128, -128)
+                    }
+                })
+                .collect(),
+        ),
+        ("all zero", vec![(0, 0); m]),
+        (
+            "sparse",
+            synth::stream(Kind::ActivationLike, m, 8, 32).pairs,
+        ),
+    ];
+    for lanes in perfwatt::sim::LANES.iter().copied() {
+        let mut cases = vec![
+            ("random 1M".to_string(), int8(random.clone(), 4096)),
+            ("random 1M u4".into(), u4(random.clone(), 4096)),
+        ];
+        for (name, p) in &edges {
+            cases.push((name.to_string(), int8(p.clone(), 1024)));
+            cases.push((format!("{name} u4"), u4(p.clone(), 1024)));
+        }
+        for (name, s) in &cases {
+            let last = &s.pairs[s.pairs.len() - s.dot_len().unwrap()..];
+            for d in [Design::Dot, Design::DotIsolated] {
+                let r = simulate_lanes(d, lanes, s, &Counting::Fast, &mut |_| {}).unwrap();
+                assert_eq!(r.acc_final, dot(last), "{name} {} l{lanes}", d.name());
+                assert_eq!(r.cycles, (s.pairs.len() / lanes as usize) as u64 + 5);
+                let lean = simulate_lanes(d, lanes, s, &Counting::None, &mut |_| {}).unwrap();
+                assert_eq!(
+                    lean.acc_final,
+                    r.acc_final,
+                    "lean {name} {} l{lanes}",
+                    d.name()
+                );
+            }
+        }
+    }
+    // K not a multiple of the lanes, and formats a dot unit cannot take: clear errors.
+    let e = simulate_lanes(
+        Design::Dot,
+        16,
+        &int8(random[..1000].to_vec(), 100),
+        &Counting::Fast,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("multiple of the lane count 16"), "{e}");
+    let wide = synth::stream(Kind::Random, 64, 16, 1);
+    let e = simulate(Design::Dot, &wide, &Counting::Fast, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot take a i16 x i16 stream"), "{e}");
+}
+
+/// Per-lane isolation saves switching on sparse real-like data and computes the same.
+#[test]
+fn dot_isolation_saves_on_sparse_data() {
+    let mut s = synth::stream(Kind::HalfZero, 16_384, 8, 5);
+    s.meta = serde_json::json!({"source": "test", "dot_len": 256});
+    let b = run(Design::Dot, &s, &Counting::Fast);
+    let i = run(Design::DotIsolated, &s, &Counting::Fast);
+    assert!(
+        i.datapath_toggles < b.datapath_toggles * 9 / 10,
+        "{} vs {}",
+        i.datapath_toggles,
+        b.datapath_toggles
+    );
+    assert!(i.groups["multiplier inputs"] < b.groups["multiplier inputs"] * 7 / 10);
+    // The product registers hold the same values (0 for a zero lane), so they and the
+    // tree switch exactly as in the baseline unit.
+    let toggles = |r: &DesignResult, n: &str| {
+        r.signals
+            .iter()
+            .find(|x| x.path.ends_with(n))
+            .unwrap()
+            .toggles
+    };
+    for n in [".prod_q", ".g_level[1].s", ".g_level[4].s"] {
+        assert_eq!(toggles(&i, n), toggles(&b, n), "{n}");
+    }
 }
 
 #[test]
@@ -124,8 +217,11 @@ fn vcd_and_fast_counts_agree_exactly() {
         (Kind::ActivationLike, 8),
         (Kind::HalfZero, 16),
     ] {
-        let s = synth::stream(kind, 5000, width, 11);
-        for d in Design::ALL {
+        let s = synth::stream(kind, 5120, width, 11);
+        for d in Design::ALL
+            .into_iter()
+            .filter(|d| d.params_for(&s, 16).is_ok())
+        {
             // Counting::Both fails the run unless the two paths agree signal by signal.
             let both = run(d, &s, &Counting::Both(dir.path().to_path_buf()));
             let fast = run(d, &s, &Counting::Fast);
@@ -171,7 +267,8 @@ fn have(tool: &str) -> bool {
     Command::new(tool).arg("-V").output().is_ok()
 }
 
-/// iverilog simulates the same RTL on the same stream: per-signal toggles must match.
+/// iverilog simulates the same RTL on the same stream: per-signal toggles must match, for
+/// every design (serial MACs at both widths, dot units in both formats).
 #[test]
 fn iverilog_agrees_per_signal() {
     assert!(
@@ -179,53 +276,92 @@ fn iverilog_agrees_per_signal() {
         "iverilog is not installed: run `make deps`"
     );
     let dir = tempfile::tempdir().unwrap();
+    let mut q4 = synth::stream(Kind::ActivationLike, 1536, 8, 22);
+    q4.pairs.iter_mut().for_each(|p| p.1 = p.1.rem_euclid(16));
+    let q4 = OperandStream::with_formats(
+        ElemFormat::I8,
+        ElemFormat::U4,
+        "test",
+        q4.pairs,
+        serde_json::json!({"source": "test", "dot_len": 96}),
+    )
+    .unwrap();
     for (kind, width) in [(Kind::ActivationLike, 8u8), (Kind::Random, 16u8)] {
-        let mut s = synth::stream(kind, 1500, width, 21);
-        s.meta = serde_json::json!({"source": "test", "dot_len": 100});
+        let mut s = synth::stream(kind, 1536, width, 21);
+        s.meta = serde_json::json!({"source": "test", "dot_len": 96});
         for d in Design::ALL {
-            let stim_text = perfwatt::sim::stimulus_hex(&s, d).unwrap();
-            let cycles = stim_text.lines().count();
-            assert_eq!(cycles, s.pairs.len() + 4);
-            let stim = dir.path().join("stim.hex");
-            std::fs::write(&stim, &stim_text).unwrap();
-            let exe = dir.path().join(format!("{}_{width}.vvp", d.name()));
-            let st = Command::new("iverilog")
-                .args([
-                    "-g2012",
-                    &format!("-DDUT={}", d.module()),
-                    &format!("-Pmac_tb.W={width}"),
-                    "-o",
-                ])
-                .arg(&exe)
-                .arg(root().join(format!("rtl/{}.v", d.module())))
-                .arg(root().join("tests/rtl/mac_tb.v"))
-                .status()
-                .unwrap();
-            assert!(st.success());
-            let vcd = dir.path().join(format!("{}_{width}.vcd", d.name()));
-            let out = common::run_ok(
-                Command::new("vvp")
-                    .arg("-n")
-                    .arg(&exe)
-                    .arg(format!("+stim={}", stim.display()))
-                    .arg(format!("+n={cycles}"))
-                    .arg(format!("+vcd={}", vcd.display())),
-            );
-            let ours = run(d, &s, &Counting::Fast);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                stdout.contains(&format!("acc={}", ours.acc_final)),
-                "{stdout}"
-            );
-            let iv = perfwatt::vcd::count_toggles_path(&vcd).unwrap();
-            for sig in &ours.signals {
-                let name = sig.path.rsplit('.').next().unwrap();
-                let theirs = iv
-                    .signal(&format!("mac_tb.dut.{name}"))
-                    .unwrap_or_else(|| panic!("{name} not in iverilog VCD"));
-                assert_eq!(theirs.toggles, sig.toggles, "{} w{width} {name}", d.name());
+            for (s, lanes) in [(&s, 16), (&s, 4), (&q4, 16)] {
+                if d.params_for(s, lanes).is_err() || (!d.is_dot() && lanes != 16) {
+                    continue;
+                }
+                iverilog_vs_ours(dir.path(), d, lanes, s);
             }
         }
+    }
+}
+
+fn iverilog_vs_ours(dir: &std::path::Path, d: Design, lanes: u32, s: &OperandStream) {
+    let ours = simulate_lanes(d, lanes, s, &Counting::Fast, &mut |_| {}).unwrap();
+    let tag = format!("{} l{lanes} {}", d.name(), ours.format);
+    let stim_text = perfwatt::sim::stimulus_hex(s, d, lanes).unwrap();
+    let cycles = stim_text.lines().count();
+    assert_eq!(cycles as u64, ours.cycles, "{tag}");
+    let stim = dir.join("stim.hex");
+    std::fs::write(&stim, &stim_text).unwrap();
+    let port = |n: &str| {
+        ours.signals
+            .iter()
+            .find(|x| x.path.ends_with(n))
+            .unwrap()
+            .width
+    };
+    let params = if d.is_dot() {
+        let (a, b) = ours.format.split_once(" x ").unwrap();
+        format!(
+            ".LANES({lanes}),.A_W({}),.B_W({}),.A_SIGNED({}),.B_SIGNED({})",
+            &a[1..],
+            &b[1..],
+            a.starts_with('i') as u8,
+            b.starts_with('i') as u8
+        )
+    } else {
+        format!(".W({})", ours.width)
+    };
+    let exe = dir.join("tb.vvp");
+    let st = Command::new("iverilog")
+        .args(["-g2012", &format!("-DDUT={}", d.module())])
+        .arg(format!("-DDUT_PARAMS={params}"))
+        .arg(format!("-Pmac_tb.W={}", ours.width))
+        .arg(format!("-Pmac_tb.A_PW={}", port(".a_i")))
+        .arg(format!("-Pmac_tb.B_PW={}", port(".b_i")))
+        .arg("-o")
+        .arg(&exe)
+        .arg(root().join(format!("rtl/{}.v", d.module())))
+        .arg(root().join("tests/rtl/mac_tb.v"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "{tag}");
+    let vcd = dir.join("tb.vcd");
+    let out = common::run_ok(
+        Command::new("vvp")
+            .arg("-n")
+            .arg(&exe)
+            .arg(format!("+stim={}", stim.display()))
+            .arg(format!("+n={cycles}"))
+            .arg(format!("+vcd={}", vcd.display())),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("acc={}", ours.acc_final)),
+        "{tag}: {stdout}"
+    );
+    let iv = perfwatt::vcd::count_toggles_path(&vcd).unwrap();
+    for sig in &ours.signals {
+        let name = sig.path.split_once('.').unwrap().1;
+        let theirs = iv
+            .signal(&format!("mac_tb.dut.{name}"))
+            .unwrap_or_else(|| panic!("{tag}: {name} not in iverilog VCD"));
+        assert_eq!(theirs.toggles, sig.toggles, "{tag} {name}");
     }
 }
 
@@ -338,9 +474,11 @@ fn verilator_toggle_coverage_agrees() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = synth::stream(Kind::ActivationLike, 400, 8, 4);
     s.meta = serde_json::json!({"source": "test", "dot_len": 64});
-    for d in Design::ALL {
+    // The serial MACs (the dot units are cross-checked against iverilog above).
+    for d in Design::MACS {
         let stim = dir.path().join(format!("stim_{}.hex", d.name()));
-        std::fs::write(&stim, perfwatt::sim::stimulus_hex(&s, d).unwrap()).unwrap();
+        std::fs::write(&stim, perfwatt::sim::stimulus_hex(&s, d, 1).unwrap()).unwrap();
+        let port_w = if d == Design::Signmag { 9 } else { 8 };
         let obj = dir.path().join(format!("obj_{}", d.name()));
         common::run_ok(
             Command::new("verilator")
@@ -357,6 +495,8 @@ fn verilator_toggle_coverage_agrees() {
                     "mac_tb",
                     "-GW=8",
                 ])
+                .arg(format!("-GA_PW={port_w}"))
+                .arg(format!("-GB_PW={port_w}"))
                 .arg(format!("-DDUT={}", d.module()))
                 .arg("--Mdir")
                 .arg(&obj)

@@ -1,19 +1,29 @@
-// iverilog testbench for the MAC designs: replays a stimulus file of one hex word per
-// clock cycle, {rst_n, valid, clear, a, b}, with the same schedule as src/sim.rs (inputs
-// change with clk low at time 2k, rising edge at 2k+1), and dumps the DUT's signals.
+// iverilog testbench for every datapath in rtl/: replays a stimulus file of one hex word
+// per clock cycle, {rst_n, valid, clear, a_i, b_i}, with the same schedule as src/sim.rs
+// (inputs change with clk low at time 2k, rising edge at 2k+1), and dumps the DUT's
+// signals. A_PW / B_PW are the operand ports' widths (W for a serial MAC, W+1 for the
+// sign-magnitude one, LANES x bits for a dot unit); DUT_PARAMS the DUT's parameters.
 // Build: iverilog -g2012 -DDUT=mac_baseline -Pmac_tb.W=8 rtl/mac_baseline.v tests/rtl/mac_tb.v
+//        iverilog -g2012 -DDUT=dot_unit '-DDUT_PARAMS=.LANES(16),.A_W(8),.B_W(4),.B_SIGNED(0)'
+//                 -Pmac_tb.A_PW=128 -Pmac_tb.B_PW=64 rtl/dot_unit.v tests/rtl/mac_tb.v
 // Run:   vvp a.out +stim=FILE +n=CYCLES +vcd=OUT.vcd   (+nodump: no VCD, for timing)
 `timescale 1ns/1ps
+`ifndef DUT_PARAMS
+`define DUT_PARAMS .W(W)
+`endif
 module mac_tb;
   parameter int W = 8;
+  parameter int A_PW = W;
+  parameter int B_PW = W;
   localparam int MAXN = 1 << 20;
   reg clk = 1'b0, rst_n = 1'b0, valid = 1'b0, clear = 1'b0;
-  reg [W-1:0] a = '0, b = '0;
+  reg [A_PW-1:0] a = '0;
+  reg [B_PW-1:0] b = '0;
   wire [31:0] acc;
-  reg [2*W+2:0] stim [0:MAXN-1];
+  reg [A_PW+B_PW+2:0] stim [0:MAXN-1];
   reg [8*256-1:0] stim_file, vcd_file;
   integer n, i;
-  `DUT #(.W(W)) dut (.clk_i(clk), .rst_ni(rst_n), .valid_i(valid), .clear_i(clear), .a_i(a), .b_i(b), .acc_o(acc));
+  `DUT #(`DUT_PARAMS) dut (.clk_i(clk), .rst_ni(rst_n), .valid_i(valid), .clear_i(clear), .a_i(a), .b_i(b), .acc_o(acc));
   initial begin
     if (!$value$plusargs("stim=%s", stim_file)) $fatal(1, "+stim=FILE missing");
     if (!$value$plusargs("n=%d", n)) $fatal(1, "+n=CYCLES missing");
