@@ -12,6 +12,9 @@
 #   7. nvml-long: the same with 600 short runs per process (roofline-nvml-long: 5 then 7)
 #   8. nvml-batch: the same A/B at batch 16 and 64 (GPU-bound runs, less run-to-run noise)
 #   9. nvml-steps: the A/B per decode step within runs (batch 1 twice, batch 64)
+#  10. gemm-energy: data-dependent GEMM energy (int8 + bf16, 8192^3, every pattern, real
+#      SmolLM2 operands, K permutation) against the RTL hardware models; written straight
+#      into $OUT/gemm-energy so that a run stopped at the time limit keeps its rounds
 set -uo pipefail
 PW=${PW:-$HOME/pw}
 STEP=${1:-all}
@@ -73,6 +76,13 @@ if [ "$STEP" = nvml-long ] || [ "$STEP" = roofline-nvml-long ]; then
     log "infer nvml_ab16_${run%%:*}"
     $PIN $BIN infer --device cuda --out "$R/nvml_ab16_${run%%:*}.json" --dtype q4_1 --max-new-tokens 16 --warmup 5 --repeats 600 --sample-hz ${run##*:} --sampler-ab runs >> "$R/log.txt" 2>&1 || log "FAILED nvml_ab16_${run%%:*}"
   done
+fi
+if [ "$STEP" = gemm-energy ]; then
+  log "gemm-energy"
+  G=${OUT:-$R}/gemm-energy
+  $BIN gemm-energy --device cuda --dtype int8,bf16 --seconds "${GE_SECONDS:-2}" --rounds "${GE_ROUNDS:-3}" --out "$G" >> "$R/log.txt" 2>&1 || log "FAILED gemm-energy"
+  tar -C "$G" -czf "${OUT:-$R}/gemm-energy-plots.tgz" plots 2>/dev/null
+  cp "$R/log.txt" "${OUT:-$R}/gemm-energy-log.txt"
 fi
 if [ "$STEP" = nvml-batch ]; then
   # The same A/B where runs are GPU-bound (batch 16 and 64) and vary less than at batch 1.

@@ -97,6 +97,119 @@ pub enum Cmd {
   perfwatt roofline --quick
   perfwatt roofline --device cuda --out experiments/results/h100/roofline")]
     Roofline(RooflineArgs),
+    /// Measure how a GEMM's energy depends on its operand data, and how well the switching
+    /// of hardware models (RTL MACs, dot-product units, operand bit flips) predicts it.
+    ///
+    /// For each dtype and operand pattern (value distributions, bit similarity, placement,
+    /// sparsity, real SmolLM2 activations and weights, or your own .npy matrices): GEMMs of
+    /// one shape back to back for --seconds after a warm-up, energy from the NVML counter,
+    /// --rounds rounds in alternating order (mean and 95% CI over rounds), SM clock and
+    /// clock-event reasons, idle power before and after. The RTL side replays
+    /// --sample-dots dot products of each pattern into the designs of rtl/. A K-permuted
+    /// twin of the --permute patterns (int8: bit-identical output, checked) measures an
+    /// exact software optimization. On the CPU: time only, small shapes (what CI runs).
+    /// Writes DIR/points.jsonl as it goes (a rerun resumes), results.{json,csv}, report.md
+    /// and plots.
+    #[command(after_help = "Examples:
+  perfwatt gemm-energy
+  perfwatt gemm-energy --device cuda --dtype int8,bf16 --out experiments/results/h100/gemm-energy
+  perfwatt gemm-energy --device cuda --dtype int8 --patterns zeros,normal,sparse50-a --seconds 3
+  perfwatt gemm-energy --device cuda --dtype int8 --operands A.npy B.npy")]
+    GemmEnergy(GemmEnergyArgs),
+}
+
+#[derive(Args)]
+pub struct GemmEnergyArgs {
+    /// cpu, or cuda (a build with --features cuda and an NVIDIA GPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// GEMM element types, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "int8,bf16")]
+    pub dtype: Vec<perfwatt::gemm_energy::patterns::Dtype>,
+    /// M,K,N (default 8192,8192,8192 on cuda, 64,256,64 on cpu).
+    #[arg(long, value_name = "M,K,N")]
+    pub shape: Option<String>,
+    /// Synthetic patterns, comma-separated, or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub patterns: Vec<String>,
+    /// Leave out the real SmolLM2 operand patterns (which need the model).
+    #[arg(long)]
+    pub no_real: bool,
+    /// Your operands instead of the patterns: A (M x K) and B (K x N) as .npy (int8,
+    /// float16, float32 or float64); the shape comes from them.
+    #[arg(long, num_args = 2, value_names = ["A.npy", "B.npy"])]
+    pub operands: Option<Vec<PathBuf>>,
+    /// Patterns that get a K-permuted twin (int8 only), comma-separated; `none` for none.
+    #[arg(long, value_delimiter = ',', default_value = "normal,llm-down-l15")]
+    pub permute: Vec<String>,
+    /// Timed seconds per pattern and round (default 2 on cuda, 0.05 on cpu).
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Rounds per pattern (interleaved, alternating order).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Lanes of the dot-product unit models (4, 16 or 64).
+    #[arg(long, default_value_t = 16)]
+    pub lanes: u32,
+    /// Dot products (full K) per pattern replayed into the hardware models.
+    #[arg(long, default_value_t = 16)]
+    pub sample_dots: usize,
+    /// GGUF model for the real patterns (default: the shipped one or $PERFWATT_MODEL).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Output folder (default experiments/runs/gemm-energy-DEVICE).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl GemmEnergyArgs {
+    pub fn config(&self) -> Result<perfwatt::gemm_energy::GemmConfig> {
+        use perfwatt::gemm_energy::patterns::Shape;
+        let mut c = perfwatt::gemm_energy::GemmConfig::new(&self.device);
+        c.dtypes = self.dtype.clone();
+        if let Some(s) = &self.shape {
+            let v: Vec<usize> = s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            let [m, k, n] = v[..] else {
+                return Err(perfwatt::Error::Config(format!(
+                    "--shape '{s}': three positive integers M,K,N"
+                )));
+            };
+            if m == 0 || k == 0 || n == 0 {
+                return Err(perfwatt::Error::Config(format!(
+                    "--shape '{s}': three positive integers M,K,N"
+                )));
+            }
+            c.shape = Shape { m, k, n };
+        }
+        c.patterns = self
+            .patterns
+            .iter()
+            .filter(|p| *p != "all")
+            .cloned()
+            .collect();
+        c.real = !self.no_real;
+        if let Some(m) = &self.model {
+            c.model = m.clone();
+        }
+        c.operands = self.operands.as_ref().map(|v| (v[0].clone(), v[1].clone()));
+        c.permute = self
+            .permute
+            .iter()
+            .filter(|p| *p != "none")
+            .cloned()
+            .collect();
+        c.seconds = self.seconds.unwrap_or(c.seconds);
+        c.rounds = self.rounds.max(1);
+        c.lanes = self.lanes;
+        c.sample_dots = self.sample_dots.max(1);
+        Ok(c)
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("experiments/runs/gemm-energy-{}", self.device))
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -101,6 +101,32 @@ impl GpuMeter {
         )
     }
 
+    /// The SM clock now, MHz.
+    pub fn sm_clock_mhz(&self) -> Option<u32> {
+        self.nvml
+            .device_by_index(self.index)
+            .ok()?
+            .clock_info(Clock::SM)
+            .ok()
+    }
+
+    /// Why the clocks are held down now (NVML's clock-event reasons, e.g. SW_POWER_CAP),
+    /// without the idle reason.
+    pub fn clock_events(&self) -> Vec<String> {
+        let Some(r) = self
+            .nvml
+            .device_by_index(self.index)
+            .ok()
+            .and_then(|d| d.current_throttle_reasons().ok())
+        else {
+            return Vec::new();
+        };
+        r.iter_names()
+            .map(|(name, _)| name.to_string())
+            .filter(|n| n != "GPU_IDLE" && n != "NONE")
+            .collect()
+    }
+
     /// Mean power over `d` from the energy counter (the card's idle draw when nothing runs).
     pub fn idle_power_w(&self, d: Duration) -> Option<f64> {
         let e0 = self.energy_mj()?;

@@ -19,6 +19,7 @@
 pub mod capture;
 pub mod energy;
 pub mod error;
+pub mod gemm_energy;
 pub mod model;
 mod plot;
 pub mod report;

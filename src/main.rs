@@ -28,6 +28,7 @@ fn run(cli: Cli) -> Result<()> {
             true,
         ),
         Cmd::Roofline(a) => roofline(&a.config()?, &a.out_dir()),
+        Cmd::GemmEnergy(a) => gemm_energy(&a.config()?, &a.out_dir()),
     }
 }
 
@@ -153,6 +154,31 @@ fn roofline(cfg: &perfwatt::roofline::RooflineConfig, out: &Path) -> Result<()> 
     print!("{}", perfwatt::roofline::to_table(&report));
     println!(
         "wrote {0}/roofline.json, roofline.csv, roofline.png, roofline.svg",
+        out.display()
+    );
+    Ok(())
+}
+
+fn gemm_energy(cfg: &perfwatt::gemm_energy::GemmConfig, out: &Path) -> Result<()> {
+    let bar = progress_bar(0, "gemm-energy");
+    let stop = interrupt_flag();
+    let report = perfwatt::gemm_energy::run_gemm_energy(
+        cfg,
+        out,
+        perfwatt::gemm_energy::Hooks {
+            on_point: &mut |i, n, name| {
+                bar.set_length(n as u64);
+                bar.set_position(i as u64);
+                bar.set_message(name.to_string());
+            },
+            interrupted: &|| stop.load(Ordering::Relaxed),
+        },
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "{} patterns on {}; wrote {}/report.md, results.csv, results.json",
+        report.points.len(),
+        report.device,
         out.display()
     );
     Ok(())

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 /// Mean of repeated measurements with its 95% confidence interval (Student t).
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Estimate {
     pub mean: f64,
     pub ci95_low: f64,
@@ -159,6 +159,28 @@ pub fn linear_fit(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
     Some((my - b * mx, b))
 }
 
+/// Leave-one-out prediction errors of the least-squares line: for each point, the line fit
+/// to all the others predicts it; |predicted - actual| / |actual| in %. Empty with fewer
+/// than 3 points (a line through 1 point is undefined).
+pub fn loo_errors_pct(x: &[f64], y: &[f64]) -> Vec<f64> {
+    if x.len() < 3 {
+        return Vec::new();
+    }
+    (0..x.len())
+        .filter_map(|i| {
+            let (xs, ys): (Vec<f64>, Vec<f64>) = x
+                .iter()
+                .zip(y)
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, (&a, &b))| (a, b))
+                .unzip();
+            let (a, b) = linear_fit(&xs, &ys)?;
+            (y[i] != 0.0).then(|| ((a + b * x[i] - y[i]) / y[i]).abs() * 100.0)
+        })
+        .collect()
+}
+
 /// xorshift64*: small, seedable, no dependency (bootstrap resampling, synthetic streams,
 /// operand patterns).
 pub struct Rng(u64);
@@ -181,6 +203,18 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loo_errors_are_zero_on_a_line_and_grow_off_it() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert!(loo_errors_pct(&x, &[3.0, 5.0, 7.0, 9.0])
+            .iter()
+            .all(|e| e.abs() < 1e-9));
+        let e = loo_errors_pct(&x, &[3.0, 5.0, 9.0, 9.0]);
+        assert_eq!(e.len(), 4);
+        assert!(e[2] > 10.0, "{e:?}");
+        assert!(loo_errors_pct(&x[..2], &[1.0, 2.0]).is_empty());
+    }
 
     #[test]
     fn estimates_and_correlations() {

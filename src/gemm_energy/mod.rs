@@ -1,0 +1,654 @@
+//! Data-dependent GEMM energy, explained by switching: `perfwatt gemm-energy`.
+//!
+//! In: dtypes, a GEMM shape, operand patterns (synthetic, real LLM operands, user `.npy`
+//! matrices), a device. Out: a run folder with `points.jsonl` (one row per pattern and
+//! round, written as it goes: a rerun resumes), `results.{json,csv}` (per pattern: energy
+//! per GEMM with a 95% CI over rounds, power, TOPS, SM clock, throttle reasons, and toggles
+//! per MAC under every hardware model), and `report.md` with plots.
+//!
+//! Measurement (GPU): per point, launches of the same GEMM back to back for `seconds` after
+//! a warm-up, energy from the NVML total-energy counter, rounds interleaved in alternating
+//! order so that thermal drift hits every pattern alike; idle power before and after. On
+//! the CPU, time only (energy null: no RAPL on these machines). The RTL side needs no
+//! device: sampled dot products of each pattern go through `hw`.
+
+#[cfg(feature = "cuda")]
+mod gpu;
+pub mod hw;
+pub mod npy;
+pub mod patterns;
+pub mod real;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{write_atomic, Error, IoContext, Result};
+use crate::stats::{percentile, Estimate};
+use hw::HwModel;
+use patterns::{Dtype, Family, Operands, Shape};
+
+/// One `perfwatt gemm-energy` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct GemmConfig {
+    /// cpu, or cuda (a build with the `cuda` feature).
+    pub device: String,
+    pub dtypes: Vec<Dtype>,
+    pub shape: Shape,
+    /// Synthetic pattern names; empty = all.
+    pub patterns: Vec<String>,
+    /// Add the real LLM patterns (needs the model), from one prefill of this many prompts
+    /// of this many tokens.
+    pub real: bool,
+    pub real_prompts: usize,
+    pub real_tokens: usize,
+    pub model: PathBuf,
+    pub prompts: PathBuf,
+    /// User operands: A [M, K] and B [K, N] `.npy` (the shape then comes from them).
+    pub operands: Option<(PathBuf, PathBuf)>,
+    /// Add a K-permuted twin of these patterns (int8 only: bit-identical products).
+    pub permute: Vec<String>,
+    pub seconds: f64,
+    pub warmup_seconds: f64,
+    pub rounds: usize,
+    /// Lanes of the dot-product unit hardware models (and of the permutation's model).
+    pub lanes: u32,
+    /// Output elements whose dot products the hardware models replay.
+    pub sample_dots: usize,
+    pub seed: u64,
+    /// Idle power windows before and after the run (seconds each, GPU).
+    pub idle_seconds: f64,
+}
+
+impl GemmConfig {
+    /// Defaults for a device: 8192^3 and 2 s x 3 rounds on the GPU; 64x256x64 and 0.05 s
+    /// on the CPU (seconds, for CI).
+    pub fn new(device: &str) -> Self {
+        let gpu = device != "cpu";
+        GemmConfig {
+            device: device.into(),
+            dtypes: vec![Dtype::Int8, Dtype::Bf16],
+            shape: if gpu {
+                Shape {
+                    m: 8192,
+                    k: 8192,
+                    n: 8192,
+                }
+            } else {
+                Shape {
+                    m: 64,
+                    k: 256,
+                    n: 64,
+                }
+            },
+            patterns: Vec::new(),
+            real: true,
+            real_prompts: if gpu { 8 } else { 2 },
+            real_tokens: if gpu { 192 } else { 96 },
+            model: crate::model::default_model_path(),
+            prompts: crate::asset_path("experiments/prompts.jsonl"),
+            operands: None,
+            permute: vec!["normal".into(), "llm-down-l15".into()],
+            seconds: if gpu { 2.0 } else { 0.05 },
+            warmup_seconds: if gpu { 0.5 } else { 0.01 },
+            rounds: 3,
+            lanes: 16,
+            sample_dots: 16,
+            seed: 1,
+            idle_seconds: if gpu { 5.0 } else { 0.0 },
+        }
+    }
+}
+
+/// What one timed loop of one GEMM measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Measurement {
+    pub gemms: u64,
+    pub seconds: f64,
+    /// NVML energy counter over the loop (None on the CPU).
+    pub joules: Option<f64>,
+    pub sm_mhz_median: Option<f64>,
+    pub power_w_median: Option<f64>,
+    /// Clock-event (throttle) reasons seen during the loop.
+    pub throttle: Vec<String>,
+}
+
+/// A device that runs GEMMs: CPU (reference loops, time only) or CUDA (cuBLAS + NVML).
+pub trait GemmDevice {
+    fn name(&self) -> String;
+    /// Make `ops` the current GEMM (upload, allocate the output).
+    fn load(&mut self, ops: &Operands) -> Result<()>;
+    /// Run the current GEMM back to back: `warmup` seconds, then at least `seconds` timed.
+    fn measure(&mut self, warmup: f64, seconds: f64) -> Result<Measurement>;
+    /// The current GEMM's output, for exactness checks (int8: i32 values; float: f32 bits).
+    fn output(&mut self) -> Result<Vec<i64>>;
+    /// Mean power over a window with nothing running (None without NVML).
+    fn idle_w(&mut self, seconds: f64) -> Option<f64>;
+    fn power_limit_w(&self) -> Option<f64>;
+}
+
+/// C = A B^T on the host: int8 in i64, floats in f32 (as bits). The reference every device
+/// is checked against, and the CPU device's workload.
+pub fn reference_gemm(ops: &Operands) -> Vec<i64> {
+    let Shape { m, k, n } = ops.shape;
+    let mut c = vec![0i64; m * n];
+    let value = |v: i16| -> f32 {
+        match ops.dtype {
+            Dtype::Int8 => v as f32,
+            Dtype::Bf16 => f32::from_bits((v as u16 as u32) << 16),
+            Dtype::F16 => half::f16::from_bits(v as u16).to_f32(),
+        }
+    };
+    for i in 0..m {
+        let a = &ops.a[i * k..(i + 1) * k];
+        for j in 0..n {
+            let b = &ops.b[j * k..(j + 1) * k];
+            c[i * n + j] = if ops.dtype == Dtype::Int8 {
+                a.iter().zip(b).map(|(&x, &y)| x as i64 * y as i64).sum()
+            } else {
+                a.iter()
+                    .zip(b)
+                    .map(|(&x, &y)| value(x) * value(y))
+                    .sum::<f32>()
+                    .to_bits() as i64
+            };
+        }
+    }
+    c
+}
+
+/// The CPU: reference loops, timed; no energy.
+pub struct CpuDevice {
+    ops: Option<Operands>,
+}
+
+impl GemmDevice for CpuDevice {
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+    fn load(&mut self, ops: &Operands) -> Result<()> {
+        self.ops = Some(ops.clone());
+        Ok(())
+    }
+    fn measure(&mut self, warmup: f64, seconds: f64) -> Result<Measurement> {
+        let ops = self
+            .ops
+            .as_ref()
+            .ok_or_else(|| Error::Config("no GEMM loaded".into()))?;
+        let t0 = Instant::now();
+        while t0.elapsed().as_secs_f64() < warmup {
+            std::hint::black_box(reference_gemm(ops));
+        }
+        let (t, mut gemms) = (Instant::now(), 0);
+        while gemms == 0 || t.elapsed().as_secs_f64() < seconds {
+            std::hint::black_box(reference_gemm(ops));
+            gemms += 1;
+        }
+        Ok(Measurement {
+            gemms,
+            seconds: t.elapsed().as_secs_f64(),
+            ..Default::default()
+        })
+    }
+    fn output(&mut self) -> Result<Vec<i64>> {
+        Ok(reference_gemm(
+            self.ops
+                .as_ref()
+                .ok_or_else(|| Error::Config("no GEMM loaded".into()))?,
+        ))
+    }
+    fn idle_w(&mut self, _: f64) -> Option<f64> {
+        None
+    }
+    fn power_limit_w(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// The device `cfg.device` names.
+pub fn open_device(device: &str) -> Result<Box<dyn GemmDevice>> {
+    match device {
+        "cpu" => Ok(Box::new(CpuDevice { ops: None })),
+        "cuda" => open_cuda(),
+        d => Err(Error::Config(format!("device '{d}': cpu or cuda"))),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda() -> Result<Box<dyn GemmDevice>> {
+    Ok(Box::new(gpu::CudaDevice::open(0)?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda() -> Result<Box<dyn GemmDevice>> {
+    Err(Error::Config(
+        "--device cuda: this perfwatt was built without CUDA (cargo build --release --features cuda)".into(),
+    ))
+}
+
+/// One pattern of one dtype: its operands are generated when measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PointInfo {
+    pub dtype: Dtype,
+    pub pattern: String,
+    pub family: Family,
+    pub about: String,
+    /// Fraction of zero elements in A and B.
+    pub zero_a: f64,
+    pub zero_b: f64,
+    /// Toggles per MAC under each hardware model.
+    pub toggles: BTreeMap<String, f64>,
+}
+
+/// One timed round of one point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoundRow {
+    pub dtype: Dtype,
+    pub pattern: String,
+    pub round: usize,
+    pub m: Measurement,
+}
+
+/// Per point over its rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointResult {
+    #[serde(flatten)]
+    pub info: PointInfo,
+    pub rounds: usize,
+    /// Energy per GEMM (J), and above the idle draw over the same time.
+    pub j_per_gemm: Option<Estimate>,
+    pub j_per_gemm_above_idle: Option<Estimate>,
+    pub s_per_gemm: Estimate,
+    pub avg_w: Option<Estimate>,
+    pub tops: Estimate,
+    pub pj_per_mac: Option<f64>,
+    pub sm_mhz_median: Option<f64>,
+    pub throttle: Vec<String>,
+}
+
+/// The K-permutation experiment on one pattern: the same GEMM with K reordered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Permutation {
+    pub dtype: Dtype,
+    pub pattern: String,
+    pub lanes: u32,
+    /// The permuted GEMM's output equals the original's, element for element (on the device).
+    pub identical: bool,
+    /// Predicted change of toggles/MAC per hardware model, %.
+    pub predicted_pct: BTreeMap<String, f64>,
+    /// Measured change of energy per GEMM, % (mean of per-round paired changes, 95% CI).
+    pub measured_pct: Option<Estimate>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GemmReport {
+    pub schema: &'static str,
+    pub config: GemmConfig,
+    pub device: String,
+    pub power_limit_w: Option<f64>,
+    pub idle_w_before: Option<f64>,
+    pub idle_w_after: Option<f64>,
+    pub points: Vec<PointResult>,
+    pub permutations: Vec<Permutation>,
+}
+
+/// Progress and interruption hooks.
+pub struct Hooks<'a> {
+    pub on_point: &'a mut dyn FnMut(usize, usize, &str),
+    pub interrupted: &'a dyn Fn() -> bool,
+}
+
+/// Name of the K-permuted twin of a pattern.
+pub fn permuted_name(pattern: &str) -> String {
+    format!("{pattern}+kperm")
+}
+
+/// Every point of the run with its operands; the (original, permuted) point pairs.
+struct Plan {
+    points: Vec<(PointInfo, Operands)>,
+    permutations: Vec<(usize, usize)>,
+}
+
+/// Generate every point's operands and run the hardware models on them.
+fn plan(cfg: &GemmConfig) -> Result<Plan> {
+    let user = match &cfg.operands {
+        Some((a, b)) => Some((npy::Array::read(a)?, npy::Array::read(b)?)),
+        None => None,
+    };
+    let real = if cfg.real && user.is_none() {
+        real::real_matrices(&cfg.model, &cfg.prompts, cfg.real_prompts, cfg.real_tokens)?
+    } else {
+        Vec::new()
+    };
+    let selected: Vec<&patterns::Pattern> = if cfg.patterns.is_empty() {
+        patterns::PATTERNS.iter().collect()
+    } else {
+        cfg.patterns
+            .iter()
+            .map(|n| {
+                patterns::find(n).ok_or_else(|| {
+                    let names: Vec<&str> = patterns::PATTERNS.iter().map(|p| p.name).collect();
+                    Error::Config(format!("pattern '{n}': one of {}", names.join(", ")))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    // What to build, then built on all cores (8192^2 operands take seconds each).
+    type Build<'a> = (
+        Dtype,
+        String,
+        Family,
+        String,
+        Box<dyn Fn() -> Result<Operands> + Sync + 'a>,
+    );
+    let mut specs: Vec<Build> = Vec::new();
+    for &dtype in &cfg.dtypes {
+        if let Some((a, b)) = &user {
+            let about = format!("{} x {}", a.file, b.file);
+            specs.push((
+                dtype,
+                "user".into(),
+                Family::User,
+                about,
+                Box::new(move || patterns::user_operands(dtype, a, b)),
+            ));
+            continue;
+        }
+        for &p in &selected {
+            specs.push((
+                dtype,
+                p.name.into(),
+                p.family,
+                p.about.into(),
+                Box::new(move || Ok(p.operands(dtype, cfg.shape, cfg.seed))),
+            ));
+        }
+        for (name, x, w) in &real {
+            let about = format!(
+                "SmolLM2-135M {name}: {} activation rows x {} weight rows of K = {}, tiled",
+                x.rows, w.rows, x.cols
+            );
+            specs.push((
+                dtype,
+                name.to_string(),
+                Family::Real,
+                about,
+                Box::new(move || Ok(patterns::real_operands(dtype, cfg.shape, x, w))),
+            ));
+        }
+    }
+    let built = par_map(&specs, |(dtype, name, family, about, make)| {
+        let ops = make()?;
+        let models = HwModel::for_dtype(*dtype, cfg.lanes);
+        let base = (info(&ops, name, *family, about, cfg, &models)?, ops);
+        // The K-permuted twin (int8: exact), ordered for the dot unit's lanes.
+        let twin = if *dtype == Dtype::Int8 && cfg.permute.contains(name) {
+            let order = hw::greedy_k_order(&base.1, cfg.lanes as usize, 64);
+            let ops = base.1.permute_k(&order);
+            let about = format!("{name} with K reordered to minimize bit flips per lane ({} lanes, greedy nearest neighbour)", cfg.lanes);
+            Some((
+                info(&ops, &permuted_name(name), *family, &about, cfg, &models)?,
+                ops,
+            ))
+        } else {
+            None
+        };
+        Ok((base, twin))
+    })?;
+    let mut out = Plan {
+        points: Vec::new(),
+        permutations: Vec::new(),
+    };
+    for (base, twin) in built {
+        out.points.push(base);
+        if let Some(t) = twin {
+            let i = out.points.len() - 1;
+            out.points.push(t);
+            out.permutations.push((i, i + 1));
+        }
+    }
+    Ok(out)
+}
+
+/// `f` over `items` on all cores, results in order; the first error wins.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<Result<R>>>> =
+        std::sync::Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                results.lock().expect("no panics while held")[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("no panics while held")
+        .into_iter()
+        .map(|r| r.expect("every item was processed"))
+        .collect()
+}
+
+fn info(
+    ops: &Operands,
+    name: &str,
+    family: Family,
+    about: &str,
+    cfg: &GemmConfig,
+    models: &[HwModel],
+) -> Result<PointInfo> {
+    let outputs = hw::sample_outputs(ops, cfg.sample_dots);
+    let zeros = |x: &[i16]| {
+        x.iter().filter(|&&v| ops.dtype.format().is_zero(v)).count() as f64 / x.len().max(1) as f64
+    };
+    Ok(PointInfo {
+        dtype: ops.dtype,
+        pattern: name.into(),
+        family,
+        about: about.into(),
+        zero_a: zeros(&ops.a),
+        zero_b: zeros(&ops.b),
+        toggles: hw::toggles_per_mac(ops, &outputs, models)?,
+    })
+}
+
+fn read_rounds(path: &Path) -> Result<Vec<RoundRow>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::Parse {
+                file: path.display().to_string(),
+                line: i as u64 + 1,
+                offset: 0,
+                msg: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Run everything: plan, idle, rounds (resuming from `points.jsonl`), summarize, report.
+pub fn run_gemm_energy(cfg: &GemmConfig, out: &Path, hooks: Hooks<'_>) -> Result<GemmReport> {
+    std::fs::create_dir_all(out).at(out)?;
+    let mut dev = open_device(&cfg.device)?;
+    let plan = plan(cfg)?;
+    let rounds_path = out.join("points.jsonl");
+    let mut rows = read_rounds(&rounds_path)?;
+    let idle_before = dev.idle_w(cfg.idle_seconds);
+    let total = plan.points.len() * cfg.rounds;
+    let mut done = rows.len();
+    let mut exact = vec![None; plan.permutations.len()];
+    for round in 0..cfg.rounds {
+        // Alternating order: drift over a round hits the patterns in reverse next round.
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..plan.points.len()).collect()
+        } else {
+            (0..plan.points.len()).rev().collect()
+        };
+        for i in order {
+            let (info, ops) = &plan.points[i];
+            if rows
+                .iter()
+                .any(|r| r.round == round && r.dtype == info.dtype && r.pattern == info.pattern)
+            {
+                continue;
+            }
+            if (hooks.interrupted)() {
+                return Err(Error::Interrupted);
+            }
+            (hooks.on_point)(
+                done,
+                total,
+                &format!("{} {}", info.dtype.name(), info.pattern),
+            );
+            dev.load(ops)?;
+            let m = dev.measure(cfg.warmup_seconds, cfg.seconds)?;
+            if let Some(p) = plan
+                .permutations
+                .iter()
+                .position(|p| p.1 == i)
+                .filter(|&p| exact[p].is_none())
+            {
+                let permuted = dev.output()?;
+                dev.load(&plan.points[plan.permutations[p].0].1)?;
+                exact[p] = Some(dev.output()? == permuted);
+            }
+            rows.push(RoundRow {
+                dtype: info.dtype,
+                pattern: info.pattern.clone(),
+                round,
+                m,
+            });
+            let text: String = rows
+                .iter()
+                .map(|r| serde_json::to_string(r).expect("json") + "\n")
+                .collect();
+            write_atomic(&rounds_path, text.as_bytes())?;
+            done += 1;
+        }
+    }
+    (hooks.on_point)(total, total, "idle");
+    let idle_after = dev.idle_w(cfg.idle_seconds);
+    let idle = match (idle_before, idle_after) {
+        (Some(a), Some(b)) => Some((a + b) / 2.0),
+        (a, b) => a.or(b),
+    };
+    let points: Vec<PointResult> = plan
+        .points
+        .iter()
+        .map(|(info, _)| summarize(info, &rows, cfg.shape, idle))
+        .collect();
+    let permutations = plan
+        .permutations
+        .iter()
+        .zip(&exact)
+        .map(|(&(orig, perm), &same)| {
+            permutation(
+                &plan.points[orig].0,
+                &plan.points[perm].0,
+                &rows,
+                same.unwrap_or(false),
+                cfg.lanes,
+            )
+        })
+        .collect();
+    let report = GemmReport {
+        schema: "perfwatt.gemm-energy/1",
+        config: cfg.clone(),
+        device: dev.name(),
+        power_limit_w: dev.power_limit_w(),
+        idle_w_before: idle_before,
+        idle_w_after: idle_after,
+        points,
+        permutations,
+    };
+    write_atomic(
+        &out.join("results.json"),
+        (serde_json::to_string_pretty(&report).expect("json") + "\n").as_bytes(),
+    )?;
+    write_atomic(&out.join("results.csv"), report::to_csv(&report).as_bytes())?;
+    report::write_report(&report, out)?;
+    Ok(report)
+}
+
+fn summarize(
+    info: &PointInfo,
+    rows: &[RoundRow],
+    shape: Shape,
+    idle_w: Option<f64>,
+) -> PointResult {
+    let mine: Vec<&RoundRow> = rows
+        .iter()
+        .filter(|r| r.dtype == info.dtype && r.pattern == info.pattern)
+        .collect();
+    let est = |f: &dyn Fn(&Measurement) -> Option<f64>| {
+        Estimate::of(&mine.iter().filter_map(|r| f(&r.m)).collect::<Vec<_>>())
+    };
+    let per = |m: &Measurement, v: f64| v / m.gemms.max(1) as f64;
+    let j = est(&|m| Some(per(m, m.joules?)));
+    let clocks: Vec<f64> = mine.iter().filter_map(|r| r.m.sm_mhz_median).collect();
+    let mut throttle: Vec<String> = mine
+        .iter()
+        .flat_map(|r| r.m.throttle.iter().cloned())
+        .collect();
+    throttle.sort();
+    throttle.dedup();
+    PointResult {
+        info: info.clone(),
+        rounds: mine.len(),
+        pj_per_mac: j.map(|e| e.mean / shape.macs() * 1e12),
+        j_per_gemm: j,
+        j_per_gemm_above_idle: est(&|m| Some(per(m, m.joules? - idle_w? * m.seconds))),
+        s_per_gemm: est(&|m| Some(per(m, m.seconds))).unwrap_or_default(),
+        avg_w: est(&|m| Some(m.joules? / m.seconds)),
+        tops: est(&|m| Some(2.0 * shape.macs() * m.gemms as f64 / m.seconds / 1e12))
+            .unwrap_or_default(),
+        sm_mhz_median: percentile(&clocks, 50.0),
+        throttle,
+    }
+}
+
+fn permutation(
+    orig: &PointInfo,
+    perm: &PointInfo,
+    rows: &[RoundRow],
+    identical: bool,
+    lanes: u32,
+) -> Permutation {
+    let j = |name: &str, round: usize| {
+        rows.iter()
+            .find(|r| r.dtype == orig.dtype && r.pattern == name && r.round == round)
+            .and_then(|r| Some(r.m.joules? / r.m.gemms.max(1) as f64))
+    };
+    let rounds = rows.iter().map(|r| r.round + 1).max().unwrap_or(0);
+    let changes: Vec<f64> = (0..rounds)
+        .filter_map(|r| Some((j(&perm.pattern, r)? / j(&orig.pattern, r)? - 1.0) * 100.0))
+        .collect();
+    Permutation {
+        dtype: orig.dtype,
+        pattern: orig.pattern.clone(),
+        lanes,
+        identical,
+        predicted_pct: orig
+            .toggles
+            .iter()
+            .filter_map(|(k, &v)| {
+                Some((k.clone(), (perm.toggles.get(k)? / v - 1.0) * 100.0)).filter(|_| v > 0.0)
+            })
+            .collect(),
+        measured_pct: Estimate::of(&changes),
+    }
+}
