@@ -30,8 +30,8 @@ impl HwModel {
         match self {
             HwModel::Rtl(d, l) if d.is_dot() => format!("{} x{l} (RTL)", d.name()),
             HwModel::Rtl(d, _) => format!("{} MAC (RTL)", d.name()),
-            HwModel::BitFlips(1) => "operand bit flips, serial".into(),
-            HwModel::BitFlips(l) => format!("operand bit flips, {l} lanes"),
+            HwModel::BitFlips(1) => "operand bit flips serial".into(),
+            HwModel::BitFlips(l) => format!("operand bit flips x{l}"),
         }
     }
 

@@ -62,16 +62,17 @@ impl Array {
             .collect::<Result<_>>()?;
         let count: usize = shape.iter().product();
         let body = &data[hstart + hlen..];
-        let size =
-            match descr.as_str() {
-                "|i1" | "<i1" => 1,
-                "<f2" => 2,
-                "<f4" => 4,
-                "<f8" => 8,
-                d => return Err(bad(format!(
+        let size = match descr.as_str() {
+            "|i1" | "<i1" => 1,
+            "<f2" => 2,
+            "<f4" => 4,
+            "<f8" => 8,
+            d => {
+                return Err(bad(format!(
                     "dtype '{d}' unsupported (int8, float16, float32 or float64, little-endian)"
-                ))),
-            };
+                )))
+            }
+        };
         if body.len() != count * size {
             return Err(bad(format!(
                 "shape {shape:?} of {descr} needs {} bytes of data, the file has {}",

@@ -353,10 +353,10 @@ pub fn to_csv(r: &GemmReport) -> String {
     for p in &r.points {
         let _ = write!(
             out,
-            "{},{},{:?},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             p.info.dtype.name(),
             csv_field(&p.info.pattern),
-            p.info.family,
+            format!("{:?}", p.info.family).to_lowercase(),
             p.info.zero_a,
             p.info.zero_b,
             p.rounds,

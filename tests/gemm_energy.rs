@@ -1,0 +1,236 @@
+//! gemm-energy on the CPU (what CI can run): the whole pipeline end to end with real
+//! SmolLM2 operands, resume, the K permutation's exactness, user .npy operands, and one
+//! clear line for each kind of bad input.
+
+use std::path::Path;
+use std::process::Command;
+
+use perfwatt::gemm_energy::patterns::{Dtype, Shape};
+use perfwatt::gemm_energy::{run_gemm_energy, GemmConfig, Hooks};
+
+fn cfg() -> GemmConfig {
+    let mut c = GemmConfig::new("cpu");
+    c.shape = Shape {
+        m: 32,
+        k: 256,
+        n: 32,
+    };
+    c.patterns = ["zeros", "normal", "sparse90-a", "2:4-b", "alternating"]
+        .map(String::from)
+        .to_vec();
+    c.seconds = 0.005;
+    c.warmup_seconds = 0.0;
+    c.rounds = 2;
+    c.real_prompts = 1;
+    c.real_tokens = 48;
+    c
+}
+
+fn run(c: &GemmConfig, out: &Path) -> perfwatt::gemm_energy::GemmReport {
+    run_gemm_energy(
+        c,
+        out,
+        Hooks {
+            on_point: &mut |_, _, _| {},
+            interrupted: &|| false,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn cpu_run_is_complete_exact_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ge");
+    let r = run(&cfg(), &out);
+    // 5 synthetic + 3 real per dtype, + 2 K-permuted twins for int8.
+    let count = |d: Dtype| r.points.iter().filter(|p| p.info.dtype == d).count();
+    assert_eq!((count(Dtype::Int8), count(Dtype::Bf16)), (10, 8));
+    assert!(r
+        .points
+        .iter()
+        .all(|p| p.rounds == 2 && p.j_per_gemm.is_none() && p.s_per_gemm.mean > 0.0));
+    let p = |d: Dtype, n: &str| {
+        r.points
+            .iter()
+            .find(|p| p.info.dtype == d && p.info.pattern == n)
+            .unwrap()
+    };
+    // The hardware models see what the patterns are made of.
+    let base = "baseline MAC (RTL)";
+    // Zeros switch only the control (a clear per dot product).
+    assert!(p(Dtype::Int8, "zeros").info.toggles[base] < 0.1);
+    assert!(p(Dtype::Int8, "normal").info.toggles[base] > 40.0);
+    assert!(
+        p(Dtype::Int8, "sparse90-a").info.toggles["isolated MAC (RTL)"]
+            < p(Dtype::Int8, "sparse90-a").info.toggles[base] / 1.5
+    );
+    assert_eq!(
+        p(Dtype::Int8, "alternating").info.toggles["operand bit flips x16"],
+        0.0
+    );
+    assert!(
+        p(Dtype::Int8, "llm-q-l0").info.zero_a > 0.0
+            && p(Dtype::Bf16, "llm-down-l15").info.toggles.len() == 2
+    );
+    // The K permutation leaves the int8 product identical and lowers the lane model's flips.
+    assert_eq!(r.permutations.len(), 2);
+    for perm in &r.permutations {
+        assert!(perm.identical, "{}", perm.pattern);
+        assert!(
+            perm.predicted_pct["operand bit flips x16"] < 0.0,
+            "{:?}",
+            perm.predicted_pct
+        );
+    }
+    // Outputs: CSV with one row per point and as many fields as its header; report; plots.
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let n = csv.lines().next().unwrap().split(',').count();
+    assert_eq!(csv.lines().count(), 1 + 18);
+    assert!(csv.lines().all(|l| l.split(',').count() == n), "{csv}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for s in [
+        "## int8",
+        "## bf16",
+        "which hardware model predicts",
+        "leave-one-out",
+        "K permutation",
+        "No energy data",
+    ] {
+        assert!(md.contains(s), "report lacks {s}");
+    }
+    assert!(
+        out.join("plots/int8_dot_x16__RTL_.png").exists()
+            && out.join("plots/bf16_operand_bit_flips_serial.svg").exists()
+    );
+    // A rerun finds every round done: nothing is measured again.
+    let rounds = std::fs::read_to_string(out.join("points.jsonl")).unwrap();
+    run(&cfg(), &out);
+    assert_eq!(
+        std::fs::read_to_string(out.join("points.jsonl")).unwrap(),
+        rounds
+    );
+}
+
+fn npy_i8(path: &Path, rows: usize, cols: usize, f: impl Fn(usize) -> i8) {
+    let mut h = format!("{{'descr': '|i1', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    v.extend_from_slice(h.as_bytes());
+    v.extend((0..rows * cols).map(|i| f(i) as u8));
+    std::fs::write(path, v).unwrap();
+}
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .arg("gemm-energy")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn user_operands_and_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
+    npy_i8(&a, 16, 64, |i| (i % 7) as i8 - 3);
+    npy_i8(&b, 64, 8, |i| (i % 5) as i8 - 2);
+    let out = dir.path().join("u");
+    let (ok, err) = cli(&[
+        "--dtype",
+        "int8",
+        "--operands",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--seconds",
+        "0.001",
+        "--rounds",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(r["points"][0]["pattern"], "user");
+    assert_eq!(r["points"].as_array().unwrap().len(), 1);
+    // Each bad input: exit 1 and one line saying what is wrong.
+    let bad_k = dir.path().join("k.npy");
+    npy_i8(&bad_k, 16, 60, |_| 1);
+    let bad_b = dir.path().join("kb.npy");
+    npy_i8(&bad_b, 60, 8, |_| 1);
+    let wrong_inner = dir.path().join("w.npy");
+    npy_i8(&wrong_inner, 32, 8, |_| 1);
+    for (args, want) in [
+        (vec!["--device", "cuda", "--no-real"], "built without CUDA"),
+        (
+            vec![
+                "--dtype",
+                "int8",
+                "--operands",
+                a.to_str().unwrap(),
+                wrong_inner.to_str().unwrap(),
+            ],
+            "inner dimensions differ",
+        ),
+        (
+            vec![
+                "--dtype",
+                "int8",
+                "--operands",
+                bad_k.to_str().unwrap(),
+                bad_b.to_str().unwrap(),
+                "--permute",
+                "none",
+            ],
+            "multiple of the lane count 16",
+        ),
+        (vec!["--shape", "8,8"], "three positive integers"),
+        (vec!["--patterns", "nope", "--no-real"], "pattern 'nope'"),
+    ] {
+        let mut full = args.clone();
+        full.extend([
+            "--out",
+            dir.path().join("x").to_str().unwrap().to_string().leak(),
+        ]);
+        let (ok, err) = cli(&full);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(
+            err.contains(want) && err.trim().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    // A float array is not an int8 operand.
+    let f = dir.path().join("f.npy");
+    let mut h = "{'descr': '<f4', 'fortran_order': False, 'shape': (16, 64), }".to_string();
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    v.extend_from_slice(h.as_bytes());
+    v.extend((0..16 * 64).flat_map(|i| (i as f32 * 0.5).to_le_bytes()));
+    std::fs::write(&f, v).unwrap();
+    let (ok, err) = cli(&[
+        "--dtype",
+        "int8",
+        "--operands",
+        f.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        dir.path().join("y").to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("f.npy") && err.contains("not an int8"),
+        "{err}"
+    );
+}
