@@ -112,17 +112,25 @@ fn cpu_run_is_complete_exact_and_resumes() {
     );
 }
 
-fn npy_i8(path: &Path, rows: usize, cols: usize, f: impl Fn(usize) -> i8) {
-    let mut h = format!("{{'descr': '|i1', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    while (10 + h.len() + 1) % 64 != 0 {
-        h.push(' ');
-    }
+/// A .npy file (format 1.0) of `descr` and `shape` with `body` as its data.
+fn npy(path: &Path, descr: &str, shape: (usize, usize), body: &[u8]) {
+    let mut h = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}, {}), }}",
+        shape.0, shape.1
+    );
+    let pad = 63 - (10 + h.len()) % 64;
+    h.extend(std::iter::repeat_n(' ', pad));
     h.push('\n');
     let mut v = b"\x93NUMPY\x01\x00".to_vec();
     v.extend_from_slice(&(h.len() as u16).to_le_bytes());
     v.extend_from_slice(h.as_bytes());
-    v.extend((0..rows * cols).map(|i| f(i) as u8));
+    v.extend_from_slice(body);
     std::fs::write(path, v).unwrap();
+}
+
+fn npy_i8(path: &Path, rows: usize, cols: usize, f: impl Fn(usize) -> i8) {
+    let body: Vec<u8> = (0..rows * cols).map(|i| f(i) as u8).collect();
+    npy(path, "|i1", (rows, cols), &body);
 }
 
 fn cli(args: &[&str]) -> (bool, String) {
@@ -210,16 +218,10 @@ fn user_operands_and_bad_input() {
     }
     // A float array is not an int8 operand.
     let f = dir.path().join("f.npy");
-    let mut h = "{'descr': '<f4', 'fortran_order': False, 'shape': (16, 64), }".to_string();
-    while (10 + h.len() + 1) % 64 != 0 {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut v = b"\x93NUMPY\x01\x00".to_vec();
-    v.extend_from_slice(&(h.len() as u16).to_le_bytes());
-    v.extend_from_slice(h.as_bytes());
-    v.extend((0..16 * 64).flat_map(|i| (i as f32 * 0.5).to_le_bytes()));
-    std::fs::write(&f, v).unwrap();
+    let body: Vec<u8> = (0..16 * 64)
+        .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+        .collect();
+    npy(&f, "<f4", (16, 64), &body);
     let (ok, err) = cli(&[
         "--dtype",
         "int8",
