@@ -686,12 +686,12 @@ impl SimReport {
                 .unwrap_or("?")
         );
         out.push_str(&format!(
-            "{:<10} {:>12} {:>14} {:>14} {:>10} {:>14}\n",
+            "{:<13} {:>12} {:>14} {:>14} {:>10} {:>14}\n",
             "design", "cycles", "acc_final", "datapath tgl", "tgl/pair", "cycles/s"
         ));
         for d in &self.designs {
             out.push_str(&format!(
-                "{:<10} {:>12} {:>14} {:>14} {:>10.2} {:>14.0}\n",
+                "{:<13} {:>12} {:>14} {:>14} {:>10.2} {:>14.0}\n",
                 d.design,
                 d.cycles,
                 d.acc_final,

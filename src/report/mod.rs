@@ -458,6 +458,7 @@ impl<'a> Sweep<'a> {
             Some(t) => {
                 md.push_str(&t);
                 let _ = writeln!(md, "\nA caution on reading this: configurations change {what} mainly through arithmetic format and work per token (precision, batch, cache), while toggles per MAC change through the operand values (zeros, magnitudes). A correlation across a sweep says they move together under these optimizations, not that one causes the other.");
+                let _ = writeln!(md, "\nWhere operand data does move GPU energy, in GEMMs that keep the GPU busy, `perfwatt gemm-energy` measures it and ranks hardware models by how well their toggles predict it: see its H100 report, `experiments/results/h100-2026-11-23/gemm-energy/report.md` in the perfwatt repository.");
             }
             None => md.push_str(
                 "Correlation undefined: fewer than 2 configurations, or one variable did not vary.\n",
