@@ -393,7 +393,8 @@ pub struct InferArgs {
     /// Weight rows each captured activation vector meets.
     #[arg(long, default_value_t = 4)]
     pub capture_rows: usize,
-    /// Captured operand width: 8 or 16 bits.
+    /// 8: the quantized kernel's own integers (q4_1: u4 x q8_1 int8, q8_0/q4_0 likewise;
+    /// int8 for f32/f16/bf16/q4k); 16: int16, one scale per tensor.
     #[arg(long, default_value_t = 8, value_parser = parse_width)]
     pub capture_width: u8,
     /// NVML sampling rate.
@@ -441,6 +442,7 @@ impl InferArgs {
                 width: self.capture_width,
                 max_pairs: self.capture_max_pairs,
                 rows: self.capture_rows,
+                ..CaptureSpec::default()
             }),
             ..defaults
         }

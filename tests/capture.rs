@@ -65,11 +65,18 @@ fn capture_leaves_tokens_unchanged_and_replays_exactly() {
         max_pairs: 40_000,
         rows: 2,
         width: 8,
+        ..CaptureSpec::default()
     });
     let captured = infer(&c, Some(&ops));
     assert_eq!(plain.tokens, captured.tokens);
+    // The capture run is not among the measured runs.
+    assert_eq!(captured.run_latencies_s.len(), 1);
     let s = OperandStream::read(&ops, 8).unwrap();
     assert_eq!(s.width, 8);
+    // q4_1 as the kernel multiplies it: uint4 weight nibbles x q8_1 int8 activations.
+    assert_eq!(s.format_name(), "i8 x u4");
+    assert!(s.meta["format"]["arithmetic"].as_str().unwrap().starts_with("q4_1"));
+    assert!(s.pairs.iter().all(|&(a, b)| a.abs() <= 127 && (0..=15).contains(&b)));
     assert!(
         s.pairs.len() <= 40_000 && s.pairs.len() > 30_000,
         "{}",
@@ -82,18 +89,54 @@ fn capture_leaves_tokens_unchanged_and_replays_exactly() {
         .map(|g| g["dot_len"].as_u64().unwrap())
         .collect();
     assert_eq!(dot, vec![576, 1536, 576, 1536]); // q and down of layer 0, then layer 29
-    assert!(s
-        .pairs
-        .iter()
-        .all(|&(a, b)| a.abs() <= 127 && b.abs() <= 127));
-    assert!(
-        s.pairs.iter().any(|&(a, _)| a.abs() == 127),
-        "per-tensor scale maps max |x| to 127"
-    );
-    // The MACs compute the captured dot products exactly (simulate checks acc vs Rust).
-    for d in Design::MACS {
-        simulate(d, &s, &Counting::Fast, &mut |_| {}).unwrap();
+    // Sampled from the whole run: prefill positions past the template and 5 decode steps.
+    let prompt = captured.prompt_tokens as u64;
+    for g in segs {
+        let seen = g["vectors_seen"].as_u64().unwrap();
+        assert!(seen > 5 && seen < prompt + 5, "{g}");
     }
+    // Per-block scales: every 32-element block's largest |x| maps to 127, so far fewer
+    // zero activations than the per-tensor quantization gave (~30%).
+    assert!(s.pairs.iter().any(|&(a, _)| a.abs() == 127));
+    assert!(s.zero_fraction() < 0.2, "{}", s.zero_fraction());
+    // Every datapath computes the captured dot products exactly (simulate checks acc vs Rust),
+    // the dot units in their int8 x uint4 build.
+    for d in Design::ALL {
+        let r = simulate(d, &s, &Counting::Fast, &mut |_| {}).unwrap();
+        if d.is_dot() {
+            assert_eq!(r.format, "i8 x u4");
+        }
+    }
+}
+
+/// Each precision is captured in its kernel's format, so precision moves the toggles.
+#[test]
+fn precision_changes_the_captured_format_and_the_toggles() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut per = Vec::new();
+    for (dtype, format, arith) in [
+        (Precision::Q8_0, "i8 x i8", "q8_0"),
+        (Precision::Q4_0, "i8 x i4", "q4_0"),
+        (Precision::F32, "i8 x i8", "f32: captured as int8"),
+    ] {
+        let mut c = cfg(3);
+        c.precision = dtype;
+        c.capture = Some(CaptureSpec {
+            layers: vec![0],
+            projs: vec!["q".into()],
+            max_pairs: 20_000,
+            rows: 2,
+            ..CaptureSpec::default()
+        });
+        let p = dir.path().join(format!("{}.ops", dtype.name()));
+        infer(&c, Some(&p));
+        let s = OperandStream::read(&p, 8).unwrap();
+        assert_eq!(s.format_name(), format, "{}", dtype.name());
+        assert!(s.meta["format"]["arithmetic"].as_str().unwrap().starts_with(arith));
+        per.push(simulate(Design::Baseline, &s, &Counting::Fast, &mut |_| {}).unwrap().toggles_per_pair);
+    }
+    // int8 weights switch more bits than 4-bit ones.
+    assert!(per[0] > per[1] + 1.0, "{per:?}");
 }
 
 #[test]
@@ -150,7 +193,7 @@ fn sparsity_zeroes_more_operands() {
         projs: vec!["down".into()],
         max_pairs: 30_000,
         rows: 2,
-        width: 8,
+        ..CaptureSpec::default()
     };
     let mut zero_frac = Vec::new();
     for tau in [0.0f32, 0.05] {

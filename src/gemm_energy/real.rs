@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use crate::error::Result;
 use crate::gemm_energy::patterns::RealMatrix;
 use crate::model::llama::me;
-use crate::model::{self, LinearId, LinearTap, Precision};
+use crate::model::{self, LinearId, LinearTap, Precision, WeightView};
 
 /// The projections the real patterns use: (pattern name, layer, projection).
 pub const REAL: &[(&str, usize, &str)] = &[
@@ -43,14 +43,9 @@ impl LinearTap for MatrixTap {
         id.layer.is_some_and(|l| self.want.contains(&(l, id.proj)))
     }
 
-    fn record(
-        &mut self,
-        id: &LinearId,
-        x: &Tensor,
-        weight: &dyn Fn() -> Result<Tensor>,
-    ) -> Result<()> {
+    fn record(&mut self, id: &LinearId, x: &Tensor, weight: &WeightView) -> Result<()> {
         if !self.got.iter().any(|g| &g.0 == id) {
-            self.got.push((id.clone(), matrix(x)?, matrix(&weight()?)?));
+            self.got.push((id.clone(), matrix(x)?, matrix(&weight.f32()?)?));
         }
         Ok(())
     }

@@ -81,13 +81,28 @@ pub struct LinearId {
 /// Sees every projection's input activations (after sparsity) and, on request, its weight.
 pub trait LinearTap {
     fn wants(&self, id: &LinearId) -> bool;
-    /// `x`: [batch, seq, in] f32. `weight()`: [out, in] f32.
-    fn record(
-        &mut self,
-        id: &LinearId,
-        x: &Tensor,
-        weight: &dyn Fn() -> Result<Tensor>,
-    ) -> Result<()>;
+    /// `x`: [batch, seq, in] f32 (seq > 1: a prefill from position 0; seq = 1: a decode
+    /// step). `weight`: the projection's weight, dequantized or as stored.
+    fn record(&mut self, id: &LinearId, x: &Tensor, weight: &WeightView) -> Result<()>;
+}
+
+/// A projection's weight as a tap sees it: dequantized, or as the kernel stores it.
+pub struct WeightView<'a>(&'a Linear);
+
+impl WeightView<'_> {
+    /// [out, in] f32.
+    pub fn f32(&self) -> Result<Tensor> {
+        self.0.weight_f32()
+    }
+
+    /// A quantized weight's GGUF blocks: their type and raw bytes, row after row (what
+    /// the quantized matmul reads); None for a dense weight.
+    pub fn blocks(&self) -> Result<Option<(GgmlDType, Vec<u8>)>> {
+        match &self.0.w {
+            Weight::Quant(_, q) => Ok(Some((q.dtype(), q.data().map_err(me)?.into_owned()))),
+            Weight::Dense(_) => Ok(None),
+        }
+    }
 }
 
 enum Weight {
@@ -170,7 +185,7 @@ impl Linear {
         };
         if let Some(t) = tap.as_deref_mut() {
             if t.wants(&self.id) {
-                t.record(&self.id, &x, &|| self.weight_f32())?;
+                t.record(&self.id, &x, &WeightView(self))?;
             }
         }
         match &self.w {

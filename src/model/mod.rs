@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
-pub use llama::{argmax, Config, Linear, LinearId, LinearTap, Llama, Precision};
+pub use llama::{argmax, Config, Linear, LinearId, LinearTap, Llama, Precision, WeightView};
 pub use tokenizer::Tokenizer;
 
 use crate::error::{Error, IoContext, Result};

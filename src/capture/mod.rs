@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::energy::{EnergyWindow, GpuMeter, Phase, PowerSample};
 use crate::error::{write_atomic, Error, Result};
-use crate::model::{self, argmax, LinearId, LinearTap, Llama, Precision, Tokenizer};
+use crate::model::{self, argmax, LinearTap, Llama, Precision, Tokenizer};
 use crate::stats::{percentile, Estimate};
-use crate::trace::OperandStream;
+
+mod operands;
+pub use operands::OperandCapture;
 
 use crate::model::llama::me;
 
@@ -28,10 +30,13 @@ use crate::model::llama::me;
 pub struct CaptureSpec {
     pub layers: Vec<usize>,
     pub projs: Vec<String>,
-    /// Operand width: 8 or 16 (int8 / int16, symmetric, per-tensor scale).
+    /// 8: the quantized kernel's own integers (int8 for formats without one); 16: int16
+    /// with one scale per tensor.
     pub width: u8,
     pub max_pairs: usize,
     pub rows: usize,
+    /// Seed of the reservoir sampling of activation vectors.
+    pub seed: u64,
 }
 
 impl Default for CaptureSpec {
@@ -44,6 +49,7 @@ impl Default for CaptureSpec {
             width: 8,
             max_pairs: 500_000,
             rows: 4,
+            seed: 1,
         }
     }
 }
@@ -122,6 +128,9 @@ pub fn prompt_tokens(len: &str) -> Result<usize> {
     }
 }
 
+/// The chat template's head, which every prompt starts with.
+const CHAT_HEAD: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n";
+
 /// Chat-formatted prompts of exactly `len` tokens: prompts whose user text is long enough
 /// are cut to fit (the template's head and tail kept), taken in file order, repeated to
 /// fill the batch. Equal lengths make batches exact (no padding).
@@ -132,7 +141,7 @@ pub fn build_batch(
     len: usize,
 ) -> Result<Vec<Vec<u32>>> {
     let text = std::fs::read_to_string(prompts).map_err(|e| Error::io(prompts, e))?;
-    let head = tok.encode("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n")?;
+    let head = tok.encode(CHAT_HEAD)?;
     let tail = tok.encode("<|im_end|>\n<|im_start|>assistant\n")?;
     let need = len
         .checked_sub(head.len() + tail.len())
@@ -176,150 +185,6 @@ pub fn build_batch(
         )));
     }
     Ok((0..batch).map(|i| fits[i % fits.len()].clone()).collect())
-}
-
-// ------------------------------------------------------------------ operand capture
-
-struct Segment {
-    id: LinearId,
-    k: usize,
-    rows: Vec<usize>,
-    /// The chosen weight rows, [rows.len() * k].
-    w: Vec<f32>,
-    w_absmax: f32,
-    /// Captured activation vectors, concatenated.
-    xs: Vec<f32>,
-}
-
-/// A `LinearTap` that keeps activation vectors and the weight rows they meet, up to a
-/// pair budget split evenly across the chosen (layer, projection)s.
-pub struct OperandCapture {
-    spec: CaptureSpec,
-    segments: Vec<Segment>,
-    per_segment: usize,
-    pub enabled: bool,
-}
-
-impl OperandCapture {
-    pub fn new(spec: CaptureSpec) -> Result<Self> {
-        if spec.width != 8 && spec.width != 16 {
-            return Err(Error::Config("capture width must be 8 or 16".into()));
-        }
-        let n = (spec.layers.len() * spec.projs.len()).max(1);
-        let per_segment = spec.max_pairs / n;
-        Ok(OperandCapture {
-            spec,
-            segments: Vec::new(),
-            per_segment,
-            enabled: true,
-        })
-    }
-
-    pub fn pairs(&self) -> usize {
-        self.segments
-            .iter()
-            .map(|s| s.xs.len() / s.k * s.rows.len() * s.k)
-            .sum()
-    }
-
-    /// Quantize and lay out the pairs. Scales: max |x| over the segment's captured
-    /// activations, max |w| over the whole weight tensor, each mapped to the largest
-    /// symmetric integer (127 or 32767).
-    pub fn into_stream(self, provenance: serde_json::Value) -> Result<OperandStream> {
-        let qmax = ((1i32 << (self.spec.width - 1)) - 1) as f32;
-        let mut pairs = Vec::with_capacity(self.pairs());
-        let mut segs = Vec::new();
-        for s in &self.segments {
-            let x_absmax = s.xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let sx = if x_absmax > 0.0 { x_absmax / qmax } else { 1.0 };
-            let sw = if s.w_absmax > 0.0 {
-                s.w_absmax / qmax
-            } else {
-                1.0
-            };
-            let q = |v: f32, sc: f32| (v / sc).round().clamp(-qmax, qmax) as i16;
-            let start = pairs.len();
-            for x in s.xs.chunks_exact(s.k) {
-                for r in 0..s.rows.len() {
-                    let w = &s.w[r * s.k..(r + 1) * s.k];
-                    pairs.extend(x.iter().zip(w).map(|(&a, &b)| (q(a, sx), q(b, sw))));
-                }
-            }
-            let n = pairs.len() - start;
-            let zeros = pairs[start..].iter().filter(|p| p.0 == 0).count();
-            segs.push(serde_json::json!({
-                "layer": s.id.layer, "proj": s.id.proj, "start": start, "pairs": n, "dot_len": s.k,
-                "vectors": s.xs.len() / s.k, "rows": s.rows, "scale_a": sx, "scale_b": sw,
-                "a_zero_fraction": if n > 0 { zeros as f64 / n as f64 } else { 0.0 },
-            }));
-        }
-        let mut meta = provenance;
-        meta["segments"] = serde_json::Value::Array(segs);
-        meta["quantization"] = serde_json::json!(format!(
-            "symmetric int{}, per-tensor scale, round to nearest",
-            self.spec.width
-        ));
-        meta["order"] = serde_json::json!("per segment: for each activation vector, for each weight row j, for i in 0..dot_len: (x_i, w_ji)");
-        OperandStream::new(self.spec.width, pairs, meta)
-    }
-}
-
-impl LinearTap for OperandCapture {
-    fn wants(&self, id: &LinearId) -> bool {
-        self.enabled
-            && id.layer.is_some_and(|l| self.spec.layers.contains(&l))
-            && self.spec.projs.iter().any(|p| p == id.proj)
-    }
-
-    fn record(
-        &mut self,
-        id: &LinearId,
-        x: &Tensor,
-        weight: &dyn Fn() -> Result<Tensor>,
-    ) -> Result<()> {
-        let idx = match self.segments.iter().position(|s| &s.id == id) {
-            Some(i) => i,
-            None => {
-                let w = weight()?;
-                let (n, k) = w.dims2().map_err(me)?;
-                let rows: Vec<usize> = (0..self.spec.rows.min(n))
-                    .map(|r| r * n / self.spec.rows.min(n))
-                    .collect();
-                let all = w.flatten_all().map_err(me)?.to_vec1::<f32>().map_err(me)?;
-                let w_absmax = all.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let w_rows = rows
-                    .iter()
-                    .flat_map(|&r| all[r * k..(r + 1) * k].iter().copied())
-                    .collect();
-                self.segments.push(Segment {
-                    id: id.clone(),
-                    k,
-                    rows,
-                    w: w_rows,
-                    w_absmax,
-                    xs: Vec::new(),
-                });
-                self.segments.len() - 1
-            }
-        };
-        let s = &mut self.segments[idx];
-        let per_vector = s.rows.len() * s.k;
-        let have = s.xs.len() / s.k * per_vector;
-        let room = self.per_segment.saturating_sub(have) / per_vector.max(1);
-        if room == 0 {
-            return Ok(());
-        }
-        let flat = x
-            .flatten_all()
-            .map_err(me)?
-            .to_dtype(candle_core::DType::F32)
-            .map_err(me)?
-            .to_vec1::<f32>()
-            .map_err(me)?;
-        let vectors = flat.len() / s.k;
-        s.xs.extend_from_slice(&flat[..vectors.min(room) * s.k]);
-        Ok(())
-    }
 }
 
 // ------------------------------------------------------------------ the benchmark run
@@ -520,18 +385,33 @@ pub fn run_infer(
         ));
     }
     let mut bench = Bench::load(cfg)?;
-    let mut capture = match &cfg.capture {
-        Some(spec) if capture_out.is_some() => Some(OperandCapture::new(spec.clone())?),
+    let capture = match &cfg.capture {
+        Some(spec) if capture_out.is_some() => {
+            let skip = bench.tok.encode(CHAT_HEAD)?.len();
+            Some(OperandCapture::new(spec.clone(), skip)?)
+        }
         _ => None,
     };
-    if cfg.sampler_ab != AbUnit::Off && (capture.is_some() || cfg.repeats < 2 || bench.t < 3) {
+    if cfg.sampler_ab != AbUnit::Off && (cfg.repeats < 2 || bench.t < 3) {
         return Err(Error::Config(
-            "--sampler-ab needs at least 2 repeats, 3 new tokens and no capture (capture would sit in one arm)"
-                .into(),
+            "--sampler-ab needs at least 2 repeats and 3 new tokens".into(),
         ));
     }
     let meter = Meter::open(&bench.device, cfg);
-    let measured = bench.measure(&meter, capture.as_mut(), progress)?;
+    let measured = bench.measure(&meter, progress)?;
+    // The capture has a run of its own, after the measured ones: what it costs is in no
+    // measurement, and it must produce the same tokens.
+    let capture = match capture {
+        Some(mut c) => {
+            let r = bench.run_once(&meter, false, Some(&mut c))?;
+            let tokens: Vec<Vec<u32>> = r.seqs.iter().map(|s| s[bench.l..].to_vec()).collect();
+            if tokens != measured.generated {
+                return Err(Error::Model("the capture run generated other tokens than the measured runs".into()));
+            }
+            Some(c)
+        }
+        None => None,
+    };
     let (samples, achieved) = meter
         .sampler
         .map(|s| s.finish())
@@ -653,13 +533,8 @@ impl<'a> Bench<'a> {
         })
     }
 
-    /// Warm-up runs, then measured runs; capture (if any) during the first measured run.
-    fn measure(
-        &mut self,
-        meter: &Meter,
-        mut capture: Option<&mut OperandCapture>,
-        progress: Progress<'_>,
-    ) -> Result<Measured> {
+    /// Warm-up runs, then measured runs.
+    fn measure(&mut self, meter: &Meter, progress: Progress<'_>) -> Result<Measured> {
         let cfg = self.cfg;
         // ABBA: measured runs 0 and 3 of every 4 sample, 1 and 2 run with the sampler paused.
         let ab_runs = cfg.sampler_ab == AbUnit::Runs;
@@ -676,16 +551,11 @@ impl<'a> Bench<'a> {
                 return Err(Error::Interrupted);
             }
             let measured = run >= cfg.warmup;
-            let tap = if run == cfg.warmup {
-                capture.as_deref_mut()
-            } else {
-                None
-            };
             // Before the run it applies to (until 2026-11-23 this was set after the run, so
             // each run sampled as the one before it was meant to: whole-run A/B arms were
             // mislabelled; per-step A/B was not affected).
             meter.set_paused(!sampler_on(run));
-            let mut r = self.run_once(meter, measured, tap)?;
+            let mut r = self.run_once(meter, measured, None)?;
             r.times.sampler_on = meter.sampler.is_some() && sampler_on(run);
             // An even count per run, so A/B pairs never straddle two runs.
             r.ab_steps.truncate(r.ab_steps.len() / 2 * 2);
@@ -858,10 +728,10 @@ impl<'a> Bench<'a> {
             "precision": cfg.precision.name(), "sparsity_tau": cfg.sparsity_tau, "batch": cfg.batch,
             "prompt_tokens": self.l, "kv_cache": cfg.kv_cache,
         });
-        let stream = c.into_stream(provenance)?;
+        let stream = c.into_stream(cfg.precision.name(), provenance)?;
         stream.write_ops(path)?;
         Ok(
-            serde_json::json!({"file": path.display().to_string(), "pairs": stream.pairs.len(), "width": stream.width, "zero_fraction": stream.zero_fraction()}),
+            serde_json::json!({"file": path.display().to_string(), "pairs": stream.pairs.len(), "width": stream.width, "format": stream.format_name(), "zero_fraction": stream.zero_fraction()}),
         )
     }
 
