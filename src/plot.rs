@@ -84,6 +84,8 @@ where
 pub(crate) const BLUE: RGBColor = RGBColor(31, 119, 180);
 pub(crate) const ORANGE: RGBColor = RGBColor(255, 127, 14);
 pub(crate) const GREEN: RGBColor = RGBColor(44, 160, 44);
+pub(crate) const RED: RGBColor = RGBColor(214, 39, 40);
+pub(crate) const PURPLE: RGBColor = RGBColor(148, 103, 189);
 
 /// Grouped bars: for each category, one bar per series, optional error bars on the first.
 pub(crate) fn bars<DB: DrawingBackend>(

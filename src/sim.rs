@@ -655,6 +655,8 @@ pub struct SimReport {
     pub source: serde_json::Value,
     pub pairs: u64,
     pub width: u8,
+    /// Operand formats, activation x weight ("i8 x u4").
+    pub format: String,
     pub zero_fraction: f64,
     pub verilator: &'static str,
     pub designs: Vec<DesignResult>,
@@ -666,6 +668,7 @@ impl SimReport {
             source: stream.meta.clone(),
             pairs: stream.pairs.len() as u64,
             width: stream.width,
+            format: stream.format_name(),
             zero_fraction: stream.zero_fraction(),
             verilator: verilator_version(),
             designs,
@@ -676,9 +679,9 @@ impl SimReport {
     /// relative to the first design (the baseline).
     pub fn to_table(&self) -> String {
         let mut out = format!(
-            "stream: {} pairs, {}-bit, {:.1}% with a zero operand ({})\n\n",
+            "stream: {} pairs, {}, {:.1}% with a zero operand ({})\n\n",
             self.pairs,
-            self.width,
+            self.format,
             100.0 * self.zero_fraction,
             self.source
                 .get("source")

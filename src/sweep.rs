@@ -195,6 +195,14 @@ pub struct Row {
     pub signmag_mult_inputs: Option<u64>,
     #[serde(default)]
     pub signmag_vs_baseline_pct: Option<f64>,
+    /// The operand formats captured ("i8 x u4" for q4_1...); absent in older runs.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// The 16-lane dot-product units (absent in older runs and for 16-bit streams).
+    #[serde(default)]
+    pub dot_toggles_per_mac: Option<f64>,
+    #[serde(default)]
+    pub dot_isolated_toggles_per_mac: Option<f64>,
 }
 
 impl Row {
@@ -202,6 +210,7 @@ impl Row {
         let e = &r.energy;
         let (b, i, sm) = (&sim.designs[0], &sim.designs[1], sim.designs.get(2));
         let g = |d: &crate::sim::DesignResult, k: &str| d.groups.get(k).copied().unwrap_or(0);
+        let design = |name: &str| sim.designs.iter().find(|d| d.design == name);
         let mean = |o: Option<crate::stats::Estimate>| o.map(|e| e.mean);
         Row {
             key,
@@ -268,6 +277,9 @@ impl Row {
                 100.0 * (d.datapath_toggles as f64 - b.datapath_toggles as f64)
                     / b.datapath_toggles as f64
             }),
+            format: Some(sim.format.clone()),
+            dot_toggles_per_mac: design("dot").map(|d| d.toggles_per_pair),
+            dot_isolated_toggles_per_mac: design("dot-isolated").map(|d| d.toggles_per_pair),
         }
     }
 }
@@ -390,8 +402,12 @@ pub fn run_sweep(
         )?;
         write_report(&report, &samples, &pdir.join("infer.json"))?;
         let stream = OperandStream::read(&ops, 8)?;
+        // Every design that can take the stream's format (dot units: int8 and int4).
         let mut results = Vec::new();
-        for d in Design::ALL {
+        for d in Design::ALL
+            .into_iter()
+            .filter(|d| d.params_for(&stream, crate::sim::DEFAULT_LANES).is_ok())
+        {
             results.push(simulate(d, &stream, &Counting::Fast, &mut |_| {})?);
         }
         let sim = SimReport::new(&stream, results);

@@ -75,8 +75,14 @@ fn capture_leaves_tokens_unchanged_and_replays_exactly() {
     assert_eq!(s.width, 8);
     // q4_1 as the kernel multiplies it: uint4 weight nibbles x q8_1 int8 activations.
     assert_eq!(s.format_name(), "i8 x u4");
-    assert!(s.meta["format"]["arithmetic"].as_str().unwrap().starts_with("q4_1"));
-    assert!(s.pairs.iter().all(|&(a, b)| a.abs() <= 127 && (0..=15).contains(&b)));
+    assert!(s.meta["format"]["arithmetic"]
+        .as_str()
+        .unwrap()
+        .starts_with("q4_1"));
+    assert!(s
+        .pairs
+        .iter()
+        .all(|&(a, b)| a.abs() <= 127 && (0..=15).contains(&b)));
     assert!(
         s.pairs.len() <= 40_000 && s.pairs.len() > 30_000,
         "{}",
@@ -89,7 +95,7 @@ fn capture_leaves_tokens_unchanged_and_replays_exactly() {
         .map(|g| g["dot_len"].as_u64().unwrap())
         .collect();
     assert_eq!(dot, vec![576, 1536, 576, 1536]); // q and down of layer 0, then layer 29
-    // Sampled from the whole run: prefill positions past the template and 5 decode steps.
+                                                 // Sampled from the whole run: prefill positions past the template and 5 decode steps.
     let prompt = captured.prompt_tokens as u64;
     for g in segs {
         let seen = g["vectors_seen"].as_u64().unwrap();
@@ -132,8 +138,15 @@ fn precision_changes_the_captured_format_and_the_toggles() {
         infer(&c, Some(&p));
         let s = OperandStream::read(&p, 8).unwrap();
         assert_eq!(s.format_name(), format, "{}", dtype.name());
-        assert!(s.meta["format"]["arithmetic"].as_str().unwrap().starts_with(arith));
-        per.push(simulate(Design::Baseline, &s, &Counting::Fast, &mut |_| {}).unwrap().toggles_per_pair);
+        assert!(s.meta["format"]["arithmetic"]
+            .as_str()
+            .unwrap()
+            .starts_with(arith));
+        per.push(
+            simulate(Design::Baseline, &s, &Counting::Fast, &mut |_| {})
+                .unwrap()
+                .toggles_per_pair,
+        );
     }
     // int8 weights switch more bits than 4-bit ones.
     assert!(per[0] > per[1] + 1.0, "{per:?}");

@@ -406,7 +406,9 @@ pub fn run_infer(
             let r = bench.run_once(&meter, false, Some(&mut c))?;
             let tokens: Vec<Vec<u32>> = r.seqs.iter().map(|s| s[bench.l..].to_vec()).collect();
             if tokens != measured.generated {
-                return Err(Error::Model("the capture run generated other tokens than the measured runs".into()));
+                return Err(Error::Model(
+                    "the capture run generated other tokens than the measured runs".into(),
+                ));
             }
             Some(c)
         }

@@ -132,17 +132,33 @@ impl OperandCapture {
         let n = (spec.layers.len() * spec.projs.len()).max(1);
         let per_segment = spec.max_pairs / n;
         let rng = Rng::new(spec.seed);
-        Ok(OperandCapture { spec, segments: Vec::new(), per_segment, skip_positions, rng })
+        Ok(OperandCapture {
+            spec,
+            segments: Vec::new(),
+            per_segment,
+            skip_positions,
+            rng,
+        })
     }
 
     pub fn pairs(&self) -> usize {
-        self.segments.iter().map(|s| s.xs.len() / s.k * s.rows.len() * s.k).sum()
+        self.segments
+            .iter()
+            .map(|s| s.xs.len() / s.k * s.rows.len() * s.k)
+            .sum()
     }
 
     /// Encode and lay out the pairs: per segment, for each sampled vector, for each weight
     /// row j, for i in 0..k: (x_i, w_ji).
-    pub fn into_stream(self, precision: &str, provenance: serde_json::Value) -> Result<OperandStream> {
-        let encoding = self.segments.first().map_or(Encoding::Int8Blocks, |s| s.encoding);
+    pub fn into_stream(
+        self,
+        precision: &str,
+        provenance: serde_json::Value,
+    ) -> Result<OperandStream> {
+        let encoding = self
+            .segments
+            .first()
+            .map_or(Encoding::Int8Blocks, |s| s.encoding);
         let mut pairs = Vec::with_capacity(self.pairs());
         let mut segs = Vec::new();
         for s in &self.segments {
@@ -180,18 +196,30 @@ fn encode(s: &Segment) -> (Vec<i16>, Vec<i16>, serde_json::Value) {
             let qmax = 32767f32;
             let x_absmax = s.xs.iter().fold(0f32, |m, v| m.max(v.abs()));
             let sx = if x_absmax > 0.0 { x_absmax / qmax } else { 1.0 };
-            let sw = if s.w_absmax > 0.0 { s.w_absmax / qmax } else { 1.0 };
+            let sw = if s.w_absmax > 0.0 {
+                s.w_absmax / qmax
+            } else {
+                1.0
+            };
             let q = |v: f32, sc: f32| (v / sc).round().clamp(-qmax, qmax) as i16;
             let xq = s.xs.iter().map(|&v| q(v, sx)).collect();
             let wq = s.w_f32.iter().map(|&v| q(v, sw)).collect();
-            (xq, wq, serde_json::json!({"a": sx, "b": sw, "per": "tensor"}))
+            (
+                xq,
+                wq,
+                serde_json::json!({"a": sx, "b": sw, "per": "tensor"}),
+            )
         }
         _ => {
             let mut xq = Vec::with_capacity(s.xs.len());
             for b in s.xs.chunks_exact(QK) {
                 q8_block(b, &mut xq);
             }
-            (xq, s.w.clone(), serde_json::json!({"a": "per 32-element block", "b": if s.encoding == Encoding::Int8Blocks { "per row" } else { "GGUF blocks" }}))
+            (
+                xq,
+                s.w.clone(),
+                serde_json::json!({"a": "per 32-element block", "b": if s.encoding == Encoding::Int8Blocks { "per row" } else { "GGUF blocks" }}),
+            )
         }
     }
 }
@@ -203,10 +231,15 @@ impl Segment {
         let count = spec.rows.min(n);
         let rows: Vec<usize> = (0..count).map(|r| r * n / count).collect();
         let all = w.flatten_all().map_err(me)?.to_vec1::<f32>().map_err(me)?;
-        let w_f32: Vec<f32> = rows.iter().flat_map(|&r| all[r * k..(r + 1) * k].iter().copied()).collect();
+        let w_f32: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| all[r * k..(r + 1) * k].iter().copied())
+            .collect();
         let w_absmax = all.iter().fold(0f32, |m, v| m.max(v.abs()));
         let kernel = match weight.blocks()? {
-            Some((dt, data)) if spec.width == 8 && k % QK == 0 => kernel_rows(dt, &data, k, &rows).map(|w| (dt, w)),
+            Some((dt, data)) if spec.width == 8 && k % QK == 0 => {
+                kernel_rows(dt, &data, k, &rows).map(|w| (dt, w))
+            }
             _ => None,
         };
         let (encoding, w) = match kernel {
@@ -223,15 +256,30 @@ impl Segment {
             }
         };
         if encoding == Encoding::Int8Blocks && k % QK != 0 {
-            return Err(Error::Config(format!("capture: {}.{} has K = {k}, not a multiple of {QK}", id.layer.unwrap_or(0), id.proj)));
+            return Err(Error::Config(format!(
+                "capture: {}.{} has K = {k}, not a multiple of {QK}",
+                id.layer.unwrap_or(0),
+                id.proj
+            )));
         }
-        Ok(Segment { id: id.clone(), k, rows, encoding, w, w_f32, w_absmax, xs: Vec::new(), seen: 0 })
+        Ok(Segment {
+            id: id.clone(),
+            k,
+            rows,
+            encoding,
+            w,
+            w_f32,
+            w_absmax,
+            xs: Vec::new(),
+            seen: 0,
+        })
     }
 }
 
 impl LinearTap for OperandCapture {
     fn wants(&self, id: &LinearId) -> bool {
-        id.layer.is_some_and(|l| self.spec.layers.contains(&l)) && self.spec.projs.iter().any(|p| p == id.proj)
+        id.layer.is_some_and(|l| self.spec.layers.contains(&l))
+            && self.spec.projs.iter().any(|p| p == id.proj)
     }
 
     fn record(&mut self, id: &LinearId, x: &Tensor, weight: &WeightView) -> Result<()> {
@@ -253,7 +301,11 @@ impl LinearTap for OperandCapture {
         let s = &mut self.segments[idx];
         let cap = (self.per_segment / (s.rows.len() * s.k).max(1)).max(1);
         // A prefill starts at position 0: its template positions are skipped.
-        let skip = if seq > 1 { self.skip_positions.min(seq) } else { 0 };
+        let skip = if seq > 1 {
+            self.skip_positions.min(seq)
+        } else {
+            0
+        };
         for b in 0..batch {
             for p in skip..seq {
                 let v = &flat[(b * seq + p) * s.k..][..s.k];
@@ -291,7 +343,10 @@ mod tests {
 
     #[test]
     fn q8_blocks_scale_each_block_to_127() {
-        let xs: Vec<f32> = (0..32).map(|i| i as f32 * 0.1).chain((0..32).map(|i| -(i as f32))).collect();
+        let xs: Vec<f32> = (0..32)
+            .map(|i| i as f32 * 0.1)
+            .chain((0..32).map(|i| -(i as f32)))
+            .collect();
         let mut q = Vec::new();
         for b in xs.chunks_exact(32) {
             q8_block(b, &mut q);

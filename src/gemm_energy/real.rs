@@ -45,7 +45,8 @@ impl LinearTap for MatrixTap {
 
     fn record(&mut self, id: &LinearId, x: &Tensor, weight: &WeightView) -> Result<()> {
         if !self.got.iter().any(|g| &g.0 == id) {
-            self.got.push((id.clone(), matrix(x)?, matrix(&weight.f32()?)?));
+            self.got
+                .push((id.clone(), matrix(x)?, matrix(&weight.f32()?)?));
         }
         Ok(())
     }
