@@ -51,6 +51,13 @@ pub const DESIGNS: &[DesignSignals] = &[
             "acc_q",
         ],
     },
+    DesignSignals {
+        module: "mac_bf16",
+        signals: &[
+            "clk_i", "rst_ni", "valid_i", "clear_i", "a_i", "b_i", "acc_o", "a_q", "b_q", "valid_q", "clear_q",
+            "mult", "prod_q", "valid2_q", "clear2_q", "sum", "acc_q",
+        ],
+    },
 ];
 
 /// Parameters of one built model. Serial MACs: one lane, W-bit operands (`a_w == b_w`).
@@ -92,6 +99,8 @@ pub fn models() -> Vec<(&'static str, Params)> {
                     v.push((d.module, Params { lanes, a_w, b_w, a_signed, b_signed }));
                 }
             }
+        } else if d.module == "mac_bf16" {
+            v.push((d.module, Params { lanes: 1, a_w: 16, b_w: 16, a_signed: true, b_signed: true }));
         } else {
             for &w in WIDTHS {
                 v.push((d.module, Params { lanes: 1, a_w: w, b_w: w, a_signed: true, b_signed: true }));
@@ -128,6 +137,8 @@ pub fn verilog_params(module: &str, p: Params) -> Vec<String> {
             format!("-GA_SIGNED={}", p.a_signed as u32),
             format!("-GB_SIGNED={}", p.b_signed as u32),
         ]
+    } else if module == "mac_bf16" {
+        Vec::new()
     } else {
         vec![format!("-GW={}", p.a_w)]
     }
@@ -175,7 +186,7 @@ pub fn signal_width(module: &str, p: Params, name: &str) -> u32 {
         "mult" | "prod_q" => p.lanes * pw,
         "nz" | "nz_q" | "nz2_q" => p.lanes,
         "sum_q" => pw + log2(p.lanes),
-        "addend" | "acc_q" | "acc_o" | "mag" => ACC_W,
+        "addend" | "acc_q" | "acc_o" | "mag" | "sum" => ACC_W,
         _ => 1,
     }
 }

@@ -263,6 +263,7 @@ pub enum DesignChoice {
     Signmag,
     Dot,
     DotIsolated,
+    Bf16,
     All,
 }
 
@@ -327,6 +328,7 @@ impl SimArgs {
             DesignChoice::Signmag => vec![Design::Signmag],
             DesignChoice::Dot => vec![Design::Dot],
             DesignChoice::DotIsolated => vec![Design::DotIsolated],
+            DesignChoice::Bf16 => vec![Design::Bf16],
             DesignChoice::All => Design::ALL.to_vec(),
         }
     }

@@ -71,7 +71,7 @@ fn cpu_run_is_complete_exact_and_resumes() {
     );
     assert!(
         p(Dtype::Int8, "llm-q-l0").info.zero_a > 0.0
-            && p(Dtype::Bf16, "llm-down-l15").info.toggles.len() == 2
+            && p(Dtype::Bf16, "llm-down-l15").info.toggles.len() == 3
     );
     // The K permutation leaves the int8 product identical and lowers the lane model's flips.
     assert_eq!(r.permutations.len(), 2);

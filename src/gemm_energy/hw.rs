@@ -5,8 +5,8 @@
 //! hardware model: the RTL designs of rtl/ through `sim` (serial MACs that see consecutive K
 //! elements; W-lane dot-product units whose lanes each see every W-th element), and two
 //! operand-bit-flip counts that need no RTL (bits that change between the operands one
-//! multiplier input sees in a row: serial, and per lane). The float dtypes have no RTL
-//! datapath here yet, so only the bit-flip models apply to them.
+//! multiplier input sees in a row: serial, and per lane). bf16 has a serial RTL MAC (fp32
+//! accumulation); f16 has only the bit-flip models.
 
 use std::collections::BTreeMap;
 
@@ -38,12 +38,16 @@ impl HwModel {
     /// Every model that applies to `dtype`, with dot units of `lanes` lanes.
     pub fn for_dtype(dtype: Dtype, lanes: u32) -> Vec<HwModel> {
         let mut v = Vec::new();
-        if dtype == Dtype::Int8 {
-            v.extend(Design::MACS.map(|d| HwModel::Rtl(d, 1)));
-            v.extend([
-                HwModel::Rtl(Design::Dot, lanes),
-                HwModel::Rtl(Design::DotIsolated, lanes),
-            ]);
+        match dtype {
+            Dtype::Int8 => {
+                v.extend(Design::MACS.map(|d| HwModel::Rtl(d, 1)));
+                v.extend([
+                    HwModel::Rtl(Design::Dot, lanes),
+                    HwModel::Rtl(Design::DotIsolated, lanes),
+                ]);
+            }
+            Dtype::Bf16 => v.push(HwModel::Rtl(Design::Bf16, 1)),
+            Dtype::F16 => {}
         }
         v.extend([HwModel::BitFlips(1), HwModel::BitFlips(lanes)]);
         v

@@ -25,10 +25,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::trace::{wrap_signed, ElemFormat, OperandStream};
 
+pub mod fp;
+
 // build.rs uses the rest of this file (ports, model names).
 #[allow(dead_code)]
 mod layout {
-    include!("../sim/signals.rs");
+    include!("../../sim/signals.rs");
 }
 pub use layout::{Params, ACC_W, LANES, WIDTHS};
 
@@ -48,16 +50,19 @@ pub enum Design {
     Dot,
     /// The dot unit with per-lane operand isolation.
     DotIsolated,
+    /// Serial bf16 x bf16 MAC into an fp32 accumulator (exact product, one rounding per add).
+    Bf16,
 }
 
 impl Design {
     /// Every design, in `DESIGNS` order (sim/signals.rs).
-    pub const ALL: [Design; 5] = [
+    pub const ALL: [Design; 6] = [
         Design::Baseline,
         Design::Isolated,
         Design::Signmag,
         Design::Dot,
         Design::DotIsolated,
+        Design::Bf16,
     ];
     /// The serial MACs the sweep compares (one pair per cycle).
     pub const MACS: [Design; 3] = [Design::Baseline, Design::Isolated, Design::Signmag];
@@ -69,6 +74,7 @@ impl Design {
             Design::Signmag => "signmag",
             Design::Dot => "dot",
             Design::DotIsolated => "dot-isolated",
+            Design::Bf16 => "bf16",
         }
     }
 
@@ -99,6 +105,18 @@ impl Design {
                 stream.format_name()
             )))
         };
+        if self == Design::Bf16 {
+            if (fa, fb) != (ElemFormat::Bf16, ElemFormat::Bf16) {
+                return cannot("the bf16 MAC takes bf16 x bf16 operands".into());
+            }
+            return Ok(Params {
+                lanes: 1,
+                a_w: 16,
+                b_w: 16,
+                a_signed: true,
+                b_signed: true,
+            });
+        }
         if !stream.is_integer() {
             return cannot("an integer datapath needs integer operands".into());
         }
@@ -181,7 +199,7 @@ pub fn signal_group(name: &str) -> &'static str {
         "mult" | "prod_q" | "mag_prod" => "product",
         "sum_q" => "adder tree",
         n if n.starts_with("g_level[") => "adder tree",
-        "addend" | "acc_q" | "acc_o" | "mag" => "accumulator",
+        "addend" | "acc_q" | "acc_o" | "mag" | "sum" => "accumulator",
         "clk_i" => "clock",
         _ => "control",
     }
@@ -525,7 +543,12 @@ pub fn simulate_lanes(
     let elapsed = start.elapsed().as_secs_f64();
     let acc_final = wrap_signed(model.acc(), ACC_W);
     drop(model); // closes the VCD
-    let acc_expected = stream.expected_acc(ACC_W);
+    let acc_expected = if design == Design::Bf16 {
+        let start = stream.dot_starts().iter().rposition(|&f| f).unwrap_or(0);
+        fp::mac_bf16(&stream.pairs[start.min(stream.pairs.len())..]) as i32 as i64
+    } else {
+        stream.expected_acc(ACC_W)
+    };
     if acc_final != acc_expected {
         return Err(Error::Sim(format!(
             "{}: accumulator {acc_final} != expected dot product {acc_expected}",
