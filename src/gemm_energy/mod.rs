@@ -480,19 +480,167 @@ fn read_rounds(path: &Path) -> Result<Vec<RoundRow>> {
         .collect()
 }
 
+/// What an earlier run of the same folder found (its results.json): the device, its idle
+/// draw and power limit, and which permuted GEMMs matched their originals. Used when
+/// nothing is left to measure, so that new hardware models can score old measurements
+/// without the device.
+#[derive(Default)]
+struct Prior {
+    device: Option<String>,
+    power_limit_w: Option<f64>,
+    idle_w_before: Option<f64>,
+    idle_w_after: Option<f64>,
+    identical: Vec<(String, String, bool)>,
+}
+
+impl Prior {
+    fn read(out: &Path) -> Prior {
+        let Some(v) = std::fs::read_to_string(out.join("results.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        else {
+            return Prior::default();
+        };
+        let f = |k: &str| v.get(k).and_then(|x| x.as_f64());
+        Prior {
+            device: v.get("device").and_then(|d| d.as_str()).map(String::from),
+            power_limit_w: f("power_limit_w"),
+            idle_w_before: f("idle_w_before"),
+            idle_w_after: f("idle_w_after"),
+            identical: v["permutations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some((
+                        p["dtype"].as_str()?.to_string(),
+                        p["pattern"].as_str()?.to_string(),
+                        p["identical"].as_bool()?,
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    fn identical(&self, info: &PointInfo) -> Option<bool> {
+        self.identical
+            .iter()
+            .find(|(d, p, _)| d == info.dtype.name() && *p == info.pattern)
+            .map(|x| x.2)
+    }
+}
+
 /// Run everything: plan, idle, rounds (resuming from `points.jsonl`), summarize, report.
-pub fn run_gemm_energy(cfg: &GemmConfig, out: &Path, hooks: Hooks<'_>) -> Result<GemmReport> {
+/// With every round already measured, the device is not opened: the hardware models are
+/// run again on the same operands and the results and report rewritten.
+pub fn run_gemm_energy(cfg: &GemmConfig, out: &Path, mut hooks: Hooks<'_>) -> Result<GemmReport> {
     std::fs::create_dir_all(out).at(out)?;
-    let mut dev = open_device(&cfg.device)?;
-    let plan = plan(cfg)?;
     let rounds_path = out.join("points.jsonl");
+    // The device first: a missing one is reported before minutes of operand generation,
+    // unless this folder holds rounds that may already be complete.
+    let dev = open_device(&cfg.device);
+    if !rounds_path.exists() {
+        dev.as_ref().map_err(|e| Error::Config(e.to_string()))?;
+    }
+    let plan = plan(cfg)?;
     let mut rows = read_rounds(&rounds_path)?;
-    let idle_before = dev.idle_w(cfg.idle_seconds);
+    let prior = Prior::read(out);
+    let mut exact: Vec<Option<bool>> = plan
+        .permutations
+        .iter()
+        .map(|&(orig, _)| prior.identical(&plan.points[orig].0))
+        .collect();
+    let missing = plan.points.iter().any(|(info, _)| {
+        (0..cfg.rounds).any(|round| {
+            !rows
+                .iter()
+                .any(|r| r.round == round && r.dtype == info.dtype && r.pattern == info.pattern)
+        })
+    });
+    let (device, power_limit_w, idle_w_before, idle_w_after) = if missing {
+        let mut dev = dev?;
+        let before = dev.idle_w(cfg.idle_seconds);
+        measure_rounds(
+            dev.as_mut(),
+            cfg,
+            &plan,
+            &mut rows,
+            &rounds_path,
+            &mut exact,
+            &mut hooks,
+        )?;
+        (hooks.on_point)(
+            plan.points.len() * cfg.rounds,
+            plan.points.len() * cfg.rounds,
+            "idle",
+        );
+        let after = dev.idle_w(cfg.idle_seconds);
+        (dev.name(), dev.power_limit_w(), before, after)
+    } else {
+        (
+            prior.device.clone().unwrap_or_else(|| cfg.device.clone()),
+            prior.power_limit_w,
+            prior.idle_w_before,
+            prior.idle_w_after,
+        )
+    };
+    let idle = match (idle_w_before, idle_w_after) {
+        (Some(a), Some(b)) => Some((a + b) / 2.0),
+        (a, b) => a.or(b),
+    };
+    let points: Vec<PointResult> = plan
+        .points
+        .iter()
+        .map(|(info, _)| summarize(info, &rows, cfg.shape, idle))
+        .collect();
+    let permutations = plan
+        .permutations
+        .iter()
+        .zip(&exact)
+        .map(|(&(orig, perm), &same)| {
+            permutation(
+                &plan.points[orig].0,
+                &plan.points[perm].0,
+                &rows,
+                same.unwrap_or(false),
+                cfg.lanes,
+            )
+        })
+        .collect();
+    let report = GemmReport {
+        schema: "perfwatt.gemm-energy/1",
+        config: cfg.clone(),
+        device,
+        power_limit_w,
+        idle_w_before,
+        idle_w_after,
+        points,
+        permutations,
+    };
+    write_atomic(
+        &out.join("results.json"),
+        (serde_json::to_string_pretty(&report).expect("json") + "\n").as_bytes(),
+    )?;
+    write_atomic(&out.join("results.csv"), report::to_csv(&report).as_bytes())?;
+    report::write_report(&report, out)?;
+    Ok(report)
+}
+
+/// Every round not yet in `rows`, in alternating order (drift over a round hits the
+/// patterns in reverse next round), each appended to `points.jsonl` as it finishes; a
+/// permuted GEMM's output is compared with its original's once.
+fn measure_rounds(
+    dev: &mut dyn GemmDevice,
+    cfg: &GemmConfig,
+    plan: &Plan,
+    rows: &mut Vec<RoundRow>,
+    rounds_path: &Path,
+    exact: &mut [Option<bool>],
+    hooks: &mut Hooks<'_>,
+) -> Result<()> {
     let total = plan.points.len() * cfg.rounds;
     let mut done = rows.len();
-    let mut exact = vec![None; plan.permutations.len()];
     for round in 0..cfg.rounds {
-        // Alternating order: drift over a round hits the patterns in reverse next round.
         let order: Vec<usize> = if round % 2 == 0 {
             (0..plan.points.len()).collect()
         } else {
@@ -536,52 +684,11 @@ pub fn run_gemm_energy(cfg: &GemmConfig, out: &Path, hooks: Hooks<'_>) -> Result
                 .iter()
                 .map(|r| serde_json::to_string(r).expect("json") + "\n")
                 .collect();
-            write_atomic(&rounds_path, text.as_bytes())?;
+            write_atomic(rounds_path, text.as_bytes())?;
             done += 1;
         }
     }
-    (hooks.on_point)(total, total, "idle");
-    let idle_after = dev.idle_w(cfg.idle_seconds);
-    let idle = match (idle_before, idle_after) {
-        (Some(a), Some(b)) => Some((a + b) / 2.0),
-        (a, b) => a.or(b),
-    };
-    let points: Vec<PointResult> = plan
-        .points
-        .iter()
-        .map(|(info, _)| summarize(info, &rows, cfg.shape, idle))
-        .collect();
-    let permutations = plan
-        .permutations
-        .iter()
-        .zip(&exact)
-        .map(|(&(orig, perm), &same)| {
-            permutation(
-                &plan.points[orig].0,
-                &plan.points[perm].0,
-                &rows,
-                same.unwrap_or(false),
-                cfg.lanes,
-            )
-        })
-        .collect();
-    let report = GemmReport {
-        schema: "perfwatt.gemm-energy/1",
-        config: cfg.clone(),
-        device: dev.name(),
-        power_limit_w: dev.power_limit_w(),
-        idle_w_before: idle_before,
-        idle_w_after: idle_after,
-        points,
-        permutations,
-    };
-    write_atomic(
-        &out.join("results.json"),
-        (serde_json::to_string_pretty(&report).expect("json") + "\n").as_bytes(),
-    )?;
-    write_atomic(&out.join("results.csv"), report::to_csv(&report).as_bytes())?;
-    report::write_report(&report, out)?;
-    Ok(report)
+    Ok(())
 }
 
 fn summarize(
