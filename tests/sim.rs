@@ -74,6 +74,18 @@ fn exact_dot_products_both_designs_both_widths() {
             }
         }
     }
+    // 1M random pairs per width, one dot product: every serial MAC exact.
+    for width in [8u8, 16] {
+        let s = synth::stream(Kind::Random, 1 << 20, width, 17);
+        for d in Design::MACS {
+            assert_eq!(
+                run(d, &s, &Counting::None).acc_final,
+                dot(&s.pairs),
+                "1M w{width} {}",
+                d.name()
+            );
+        }
+    }
     // 16-bit extremes overflow 32 bits: the accumulator wraps.
     let pairs = vec![(i16::MIN, i16::MIN); 5];
     assert_eq!(dot(&pairs), (5i64 << 30) as i32 as i64);
@@ -310,6 +322,21 @@ fn vcd_and_fast_counts_agree_exactly() {
         (Kind::HalfZero, 16),
     ] {
         let s = synth::stream(kind, 5120, width, 11);
+        // The same stream's 16-bit patterns as bf16 operands, for the bf16 MAC.
+        let pairs = s
+            .pairs
+            .iter()
+            .map(|&(a, b)| (a.wrapping_mul(97), b.wrapping_mul(89)))
+            .collect();
+        let meta = serde_json::json!({"dot_len": 64});
+        let bf =
+            OperandStream::with_formats(ElemFormat::Bf16, ElemFormat::Bf16, "test", pairs, meta)
+                .unwrap();
+        let both = run(Design::Bf16, &bf, &Counting::Both(dir.path().to_path_buf()));
+        assert_eq!(
+            both.signals,
+            run(Design::Bf16, &bf, &Counting::Fast).signals
+        );
         for d in Design::ALL
             .into_iter()
             .filter(|d| d.params_for(&s, 16).is_ok())
