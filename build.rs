@@ -120,6 +120,8 @@ fn verilate(
             "--x-initial",
             "0",
         ])
+        // Submodules (rtl/dot_tree.v) are found by name in rtl/.
+        .args(["-y", "rtl"])
         .args(verilog_params(module, params))
         .args(["--prefix", prefix, "--top-module", module, "--Mdir"])
         .arg(&mdir)

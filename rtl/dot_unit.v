@@ -7,8 +7,8 @@
 //                          every cycle
 //   comb     mult          LANES products, P_W bits each (exact: no rounding, no overflow)
 //   stage 2  prod_q        registered products
-//   comb     g_level[l].s  a binary adder tree, level l holding LANES>>l partial sums of
-//                          P_W+l bits (exact widths: no adder is wider than its sum needs)
+//   comb     u_tree        a binary adder tree (rtl/dot_tree.v), level l holding LANES>>l
+//                          partial sums of P_W+l bits (exact widths)
 //   stage 3  sum_q         the tree's registered root, S_W = P_W + log2(LANES) bits
 //   stage 4  acc_q         acc_q + sum_q (sign-extended, wraps at ACC_W bits)
 //
@@ -59,22 +59,9 @@ module dot_unit #(
     assign mult[j*P_W +: P_W] = p;
   end
 
-  // Adder tree: level 0 is prod_q; node i of level l adds nodes 2i and 2i+1 of level l-1,
-  // each sign-extended by one bit.
-  for (genvar l = 0; l <= LOG; l++) begin : g_level
-    logic [(LANES>>l)*(P_W+l)-1:0] s;
-    if (l == 0) begin : g_leaves
-      assign s = prod_q;
-    end else begin : g_adders
-      for (genvar i = 0; i < (LANES >> l); i++) begin : g_node
-        localparam int CW = P_W + l - 1;
-        logic signed [CW-1:0] lhs, rhs;
-        assign lhs = g_level[l-1].s[(2*i)*CW +: CW];
-        assign rhs = g_level[l-1].s[(2*i+1)*CW +: CW];
-        assign s[i*(CW+1) +: CW+1] = {lhs[CW-1], lhs} + {rhs[CW-1], rhs};
-      end
-    end
-  end
+  // The adder tree (rtl/dot_tree.v): g_level[l].s inside u_tree.
+  logic [S_W-1:0] tree_sum;
+  dot_tree #(.LANES(LANES), .P_W(P_W)) u_tree (.prod_i(prod_q), .sum_o(tree_sum));
 
   assign addend = !valid3_q ? '0 : {{(ACC_W-S_W){sum_q[S_W-1]}}, sum_q};
   assign acc_o  = acc_q;
@@ -100,7 +87,7 @@ module dot_unit #(
       prod_q   <= mult;
       valid2_q <= valid_q;
       clear2_q <= clear_q;
-      sum_q    <= g_level[LOG].s;
+      sum_q    <= $signed(tree_sum);
       valid3_q <= valid2_q;
       clear3_q <= clear2_q;
       acc_q    <= (clear3_q ? '0 : acc_q) + addend;

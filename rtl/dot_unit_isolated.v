@@ -70,21 +70,9 @@ module dot_unit_isolated #(
     end
   end
 
-  // The same adder tree as dot_unit.
-  for (genvar l = 0; l <= LOG; l++) begin : g_level
-    logic [(LANES>>l)*(P_W+l)-1:0] s;
-    if (l == 0) begin : g_leaves
-      assign s = prod_q;
-    end else begin : g_adders
-      for (genvar i = 0; i < (LANES >> l); i++) begin : g_node
-        localparam int CW = P_W + l - 1;
-        logic signed [CW-1:0] lhs, rhs;
-        assign lhs = g_level[l-1].s[(2*i)*CW +: CW];
-        assign rhs = g_level[l-1].s[(2*i+1)*CW +: CW];
-        assign s[i*(CW+1) +: CW+1] = {lhs[CW-1], lhs} + {rhs[CW-1], rhs};
-      end
-    end
-  end
+  // The adder tree (rtl/dot_tree.v): g_level[l].s inside u_tree.
+  logic [S_W-1:0] tree_sum;
+  dot_tree #(.LANES(LANES), .P_W(P_W)) u_tree (.prod_i(prod_q), .sum_o(tree_sum));
 
   assign addend = {{(ACC_W-S_W){sum_q[S_W-1]}}, sum_q};
   assign acc_o  = acc_q;
@@ -106,7 +94,7 @@ module dot_unit_isolated #(
       clear3_q <= clear2_q;
       any2_q   <= |nz_q;
       any3_q   <= any2_q;
-      if (any2_q) sum_q <= g_level[LOG].s;
+      if (any2_q) sum_q <= $signed(tree_sum);
       if (any3_q) acc_q <= (clear3_q ? '0 : acc_q) + addend;
       else if (clear3_q) acc_q <= '0;
     end

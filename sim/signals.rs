@@ -4,7 +4,7 @@
 // truth for both sides of the FFI. Signal order is the layout of the snapshot array.
 
 /// A design (one module in rtl/) and the signals it samples, in snapshot order.
-/// `g_level[*].s` stands for the adder tree's levels 1..=log2(LANES).
+/// `u_tree.g_level[*].s` stands for the adder tree's levels 1..=log2(LANES).
 pub struct DesignSignals {
     pub module: &'static str,
     pub signals: &'static [&'static str],
@@ -39,7 +39,7 @@ pub const DESIGNS: &[DesignSignals] = &[
         module: "dot_unit",
         signals: &[
             "clk_i", "rst_ni", "valid_i", "clear_i", "a_i", "b_i", "acc_o", "a_q", "b_q", "valid_q", "clear_q",
-            "mult", "prod_q", "valid2_q", "clear2_q", "g_level[*].s", "sum_q", "valid3_q", "clear3_q", "addend",
+            "mult", "prod_q", "valid2_q", "clear2_q", "u_tree.g_level[*].s", "sum_q", "valid3_q", "clear3_q", "addend",
             "acc_q",
         ],
     },
@@ -47,7 +47,7 @@ pub const DESIGNS: &[DesignSignals] = &[
         module: "dot_unit_isolated",
         signals: &[
             "clk_i", "rst_ni", "valid_i", "clear_i", "a_i", "b_i", "acc_o", "nz", "a_q", "b_q", "nz_q", "clear_q",
-            "mult", "prod_q", "any2_q", "clear2_q", "g_level[*].s", "sum_q", "any3_q", "clear3_q", "addend",
+            "mult", "prod_q", "any2_q", "clear2_q", "u_tree.g_level[*].s", "sum_q", "any3_q", "clear3_q", "addend",
             "acc_q",
         ],
     },
@@ -154,13 +154,13 @@ pub fn product_width(p: Params) -> u32 {
     p.a_w + p.b_w + u32::from(!p.a_signed && !p.b_signed)
 }
 
-/// The sampled signals of a model, `g_level[*].s` expanded to its tree levels.
+/// The sampled signals of a model, `u_tree.g_level[*].s` expanded to its tree levels.
 pub fn signals(module: &str, p: Params) -> Vec<String> {
     let d = DESIGNS.iter().find(|d| d.module == module).expect("known design");
     let mut v = Vec::new();
     for s in d.signals {
-        if *s == "g_level[*].s" {
-            v.extend((1..=log2(p.lanes)).map(|l| format!("g_level[{l}].s")));
+        if let Some(scope) = s.strip_suffix("g_level[*].s") {
+            v.extend((1..=log2(p.lanes)).map(|l| format!("{scope}g_level[{l}].s")));
         } else {
             v.push(s.to_string());
         }
@@ -172,7 +172,10 @@ pub fn signals(module: &str, p: Params) -> Vec<String> {
 pub fn signal_width(module: &str, p: Params, name: &str) -> u32 {
     let pw = product_width(p);
     let signmag = module == "mac_signmag";
-    if let Some(level) = name.strip_prefix("g_level[").and_then(|r| r.strip_suffix("].s")) {
+    if let Some(level) = name
+        .split_once("g_level[")
+        .and_then(|(_, r)| r.strip_suffix("].s"))
+    {
         let l: u32 = level.parse().expect("tree level");
         return (p.lanes >> l) * (pw + l);
     }

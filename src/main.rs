@@ -142,11 +142,7 @@ fn roofline(cfg: &perfwatt::roofline::RooflineConfig, out: &Path) -> Result<()> 
         cfg,
         out,
         perfwatt::roofline::Hooks {
-            on_kernel: &mut |i, n, name| {
-                bar.set_length(n as u64);
-                bar.set_position(i as u64);
-                bar.set_message(name.to_string());
-            },
+            on_kernel: &mut item_progress(&bar),
             interrupted: &|| stop.load(Ordering::Relaxed),
         },
     )?;
@@ -166,11 +162,7 @@ fn gemm_energy(cfg: &perfwatt::gemm_energy::GemmConfig, out: &Path) -> Result<()
         cfg,
         out,
         perfwatt::gemm_energy::Hooks {
-            on_point: &mut |i, n, name| {
-                bar.set_length(n as u64);
-                bar.set_position(i as u64);
-                bar.set_message(name.to_string());
-            },
+            on_point: &mut item_progress(&bar),
             interrupted: &|| stop.load(Ordering::Relaxed),
         },
     )?;
@@ -293,6 +285,15 @@ fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         f
     })
     .clone()
+}
+
+/// Feeds `bar` from a job that reports (items done, items in all, current item).
+fn item_progress(bar: &indicatif::ProgressBar) -> impl FnMut(usize, usize, &str) + '_ {
+    move |i, n, name| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64);
+        bar.set_message(name.to_string());
+    }
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.

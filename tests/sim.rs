@@ -473,6 +473,7 @@ fn iverilog_vs_ours(dir: &std::path::Path, d: Design, lanes: u32, s: &OperandStr
         .arg("-o")
         .arg(&exe)
         .arg(root().join(format!("rtl/{}.v", d.module())))
+        .args(d.is_dot().then(|| root().join("rtl/dot_tree.v")))
         .arg(root().join("tests/rtl/mac_tb.v"))
         .status()
         .unwrap();

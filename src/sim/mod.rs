@@ -198,7 +198,7 @@ pub fn signal_group(name: &str) -> &'static str {
         "a_q" | "b_q" => "multiplier inputs",
         "mult" | "prod_q" | "mag_prod" => "product",
         "sum_q" => "adder tree",
-        n if n.starts_with("g_level[") => "adder tree",
+        n if n.contains("g_level[") => "adder tree",
         "addend" | "acc_q" | "acc_o" | "mag" | "sum" => "accumulator",
         "clk_i" => "clock",
         _ => "control",
