@@ -246,11 +246,18 @@ impl OperandStream {
         flags
     }
 
-    /// The dot product of the last segment (see `dot_starts`), wrapped to `acc_w` bits and
-    /// read back as signed: what the MAC's accumulator must hold at the end.
-    pub fn expected_acc(&self, acc_w: u32) -> i64 {
+    /// The pairs of the last dot product (see `dot_starts`): what an accumulator holds at
+    /// the end of the stream.
+    pub fn last_dot(&self) -> &[(i16, i16)] {
         let start = self.dot_starts().iter().rposition(|&f| f).unwrap_or(0);
-        let sum = self.pairs[start.min(self.pairs.len())..]
+        &self.pairs[start.min(self.pairs.len())..]
+    }
+
+    /// The last dot product (`last_dot`), wrapped to `acc_w` bits and read back as signed:
+    /// what an integer MAC's accumulator must hold at the end.
+    pub fn expected_acc(&self, acc_w: u32) -> i64 {
+        let sum = self
+            .last_dot()
             .iter()
             .fold(0i64, |s, &(a, b)| s.wrapping_add(a as i64 * b as i64));
         wrap_signed(sum as u64, acc_w)

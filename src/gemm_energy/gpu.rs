@@ -241,7 +241,7 @@ impl GemmDevice for CudaDevice {
             seconds: elapsed,
             joules: power.map(|p| p * elapsed),
             sm_mhz_median: percentile(&clocks, 50.0),
-            power_w_median: power,
+            power_w: power,
             throttle: events,
         })
     }

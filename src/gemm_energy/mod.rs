@@ -111,7 +111,10 @@ pub struct Measurement {
     /// NVML energy counter over the loop (None on the CPU).
     pub joules: Option<f64>,
     pub sm_mhz_median: Option<f64>,
-    pub power_w_median: Option<f64>,
+    /// Mean power from the energy counter between its first and last update in the loop
+    /// (named `power_w_median` in rounds written before 2026-11-23 12:30, though a mean).
+    #[serde(alias = "power_w_median")]
+    pub power_w: Option<f64>,
     /// Clock-event (throttle) reasons seen during the loop.
     pub throttle: Vec<String>,
 }

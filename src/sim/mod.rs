@@ -544,8 +544,7 @@ pub fn simulate_lanes(
     let acc_final = wrap_signed(model.acc(), ACC_W);
     drop(model); // closes the VCD
     let acc_expected = if design == Design::Bf16 {
-        let start = stream.dot_starts().iter().rposition(|&f| f).unwrap_or(0);
-        fp::mac_bf16(&stream.pairs[start.min(stream.pairs.len())..]) as i32 as i64
+        fp::mac_bf16(stream.last_dot()) as i32 as i64
     } else {
         stream.expected_acc(ACC_W)
     };
