@@ -34,6 +34,7 @@ lint:
 	verilator --lint-only -Wall rtl/mac_isolated.v
 	verilator --lint-only -Wall rtl/mac_signmag.v
 	verilator --lint-only -Wall rtl/mac_bf16.v
+	for l in 4 16; do verilator --lint-only -Wall -GLANES=$$l rtl/dot_bf16.v; done
 	for l in 4 16 64; do for f in "-GB_W=8" "-GB_W=4 -GB_SIGNED=0"; do \
 	  verilator --lint-only -Wall -y rtl -GLANES=$$l $$f rtl/dot_unit.v && verilator --lint-only -Wall -y rtl -GLANES=$$l $$f rtl/dot_unit_isolated.v; done; done
 	$(CARGO) clippy --all-targets

@@ -58,6 +58,13 @@ pub const DESIGNS: &[DesignSignals] = &[
             "mult", "prod_q", "valid2_q", "clear2_q", "sum", "acc_q",
         ],
     },
+    DesignSignals {
+        module: "dot_bf16",
+        signals: &[
+            "clk_i", "rst_ni", "valid_i", "clear_i", "a_i", "b_i", "acc_o", "a_q", "b_q", "valid_q", "clear_q",
+            "mult", "prod_q", "valid2_q", "clear2_q", "emax", "aligned", "tree_sum", "sum", "acc_q",
+        ],
+    },
 ];
 
 /// Parameters of one built model. Serial MACs: one lane, W-bit operands (`a_w == b_w`).
@@ -80,6 +87,17 @@ pub const WIDTHS: &[u32] = &[8, 16];
 /// Lane counts the dot-product units are built for.
 pub const LANES: &[u32] = &[4, 16, 64];
 
+/// Lane counts the fused bf16 dot unit is built for (a 64-lane one would double the build
+/// time for a shape no tensor core has).
+pub const BF16_LANES: &[u32] = &[4, 16];
+
+/// Bits below fp32's 24-bit significand the fused bf16 dot unit keeps when it aligns its
+/// terms (rtl/dot_bf16.v's EXTRA; src/sim/fp.rs uses the same).
+pub const BF16_DOT_EXTRA: u32 = 3;
+
+/// Bits of one product record of the fused bf16 dot unit ({nan, inf, sign, esum, man}).
+const BF16_PRODUCT_BITS: u32 = 28;
+
 /// Operand formats the dot-product units are built for: (a_w, b_w, a_signed, b_signed).
 /// int8 x int8 (q8_0, int8 GEMMs); int8 activations x uint4 weights (q4_1: the nibbles,
 /// scale and minimum applied outside the integer dot product, as llama.cpp's kernels do).
@@ -99,6 +117,10 @@ pub fn models() -> Vec<(&'static str, Params)> {
                     v.push((d.module, Params { lanes, a_w, b_w, a_signed, b_signed }));
                 }
             }
+        } else if d.module == "dot_bf16" {
+            for &lanes in BF16_LANES {
+                v.push((d.module, Params { lanes, a_w: 16, b_w: 16, a_signed: true, b_signed: true }));
+            }
         } else if d.module == "mac_bf16" {
             v.push((d.module, Params { lanes: 1, a_w: 16, b_w: 16, a_signed: true, b_signed: true }));
         } else {
@@ -117,6 +139,8 @@ fn fmt_name(bits: u32, signed: bool) -> String {
 pub fn model_name(module: &str, p: Params) -> String {
     if is_dot(module) {
         format!("V{module}_l{}_{}{}", p.lanes, fmt_name(p.a_w, p.a_signed), fmt_name(p.b_w, p.b_signed))
+    } else if module == "dot_bf16" {
+        format!("V{module}_l{}", p.lanes)
     } else {
         format!("V{module}_w{}", p.a_w)
     }
@@ -137,6 +161,8 @@ pub fn verilog_params(module: &str, p: Params) -> Vec<String> {
             format!("-GA_SIGNED={}", p.a_signed as u32),
             format!("-GB_SIGNED={}", p.b_signed as u32),
         ]
+    } else if module == "dot_bf16" {
+        vec![format!("-GLANES={}", p.lanes), format!("-GEXTRA={BF16_DOT_EXTRA}")]
     } else if module == "mac_bf16" {
         Vec::new()
     } else {
@@ -178,6 +204,17 @@ pub fn signal_width(module: &str, p: Params, name: &str) -> u32 {
     {
         let l: u32 = level.parse().expect("tree level");
         return (p.lanes >> l) * (pw + l);
+    }
+    if module == "dot_bf16" {
+        let f = 24 + BF16_DOT_EXTRA;
+        let terms = p.lanes + 1;
+        match name {
+            "mult" | "prod_q" => return p.lanes * BF16_PRODUCT_BITS,
+            "emax" => return 10,
+            "aligned" => return terms * (f + 1),
+            "tree_sum" => return f + 1 + (32 - (terms - 1).leading_zeros()),
+            _ => {}
+        }
     }
     match name {
         // Sign-magnitude operands: a sign and a W-bit magnitude (so -2^(W-1) has a code).

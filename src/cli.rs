@@ -264,6 +264,7 @@ pub enum DesignChoice {
     Dot,
     DotIsolated,
     Bf16,
+    Bf16Dot,
     All,
 }
 
@@ -289,7 +290,7 @@ pub struct SimArgs {
     pub width: u8,
     #[arg(long, value_enum, default_value = "all")]
     pub design: DesignChoice,
-    /// Lanes of the dot-product units (built: 4, 16, 64). The stream's dot-product
+    /// Lanes of the dot-product units (built: 4, 16, 64; bf16-dot: 4, 16). The stream's dot-product
     /// length must be a multiple of it.
     #[arg(long, default_value_t = perfwatt::sim::DEFAULT_LANES)]
     pub lanes: u32,
@@ -329,6 +330,7 @@ impl SimArgs {
             DesignChoice::Dot => vec![Design::Dot],
             DesignChoice::DotIsolated => vec![Design::DotIsolated],
             DesignChoice::Bf16 => vec![Design::Bf16],
+            DesignChoice::Bf16Dot => vec![Design::Bf16Dot],
             DesignChoice::All => Design::ALL.to_vec(),
         }
     }

@@ -178,11 +178,12 @@ fn dot_units_are_exact_for_every_lane_count_and_format() {
     assert!(e.contains("cannot take a i16 x i16 stream"), "{e}");
 }
 
-/// The bf16 MAC's fp32 accumulator equals the Rust reference bit for bit: one long
-/// accumulation of 1M products, thousands of short random dot products over the whole
-/// exponent range (specials included), and hand-picked edge cases.
+/// The bf16 MAC's and the fused bf16 dot unit's (4 and 16 lanes) fp32 accumulators equal
+/// the Rust references bit for bit: one long accumulation of 1M products, thousands of
+/// short random dot products over the whole exponent range (specials included), and
+/// hand-picked edge cases (padded with +0 x +0 to whole slices).
 #[test]
-fn bf16_mac_is_bit_exact() {
+fn bf16_datapaths_are_bit_exact() {
     let mut r = perfwatt::stats::Rng::new(9);
     let mut bits = |exp_lo: u64, exp_span: u64| -> i16 {
         let sign = (r.next_u64() & 1) << 15;
@@ -195,12 +196,19 @@ fn bf16_mac_is_bit_exact() {
             .unwrap()
     };
     let kinds = std::cell::RefCell::new(std::collections::BTreeMap::<&str, usize>::new());
+    let designs = [(Design::Bf16, 1), (Design::Bf16Dot, 4), (Design::Bf16Dot, 16)];
     let check = |s: &OperandStream, what: &str| {
-        let r = simulate(Design::Bf16, s, &Counting::Fast, &mut |_| {})
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
         let start = s.pairs.len() - s.dot_len().unwrap();
-        let want = perfwatt::sim::fp::mac_bf16(&s.pairs[start..]);
-        assert_eq!(r.acc_final as i32 as u32, want, "{what}");
+        for (d, lanes) in designs {
+            let r = simulate_lanes(d, lanes, s, &Counting::Fast, &mut |_| {})
+                .unwrap_or_else(|e| panic!("{what} {} x{lanes}: {e}", d.name()));
+            let want = match d {
+                Design::Bf16 => perfwatt::sim::fp::mac_bf16(&s.pairs[start..]),
+                _ => perfwatt::sim::fp::dot_bf16(&s.pairs[start..], lanes as usize),
+            };
+            assert_eq!(r.acc_final as i32 as u32, want, "{what} {} x{lanes}", d.name());
+        }
+        let want = perfwatt::sim::fp::dot_bf16(&s.pairs[start..], 16);
         let v = f32::from_bits(want);
         let kind = if v.is_nan() {
             "nan"
@@ -254,8 +262,9 @@ fn bf16_mac_is_bit_exact() {
         ),
         ("inf - inf", vec![(h(0x7f80), one), (h(0xff80), one)]),
     ] {
-        let n = pairs.len();
-        check(&bf16(pairs, n), what);
+        let mut pairs = pairs;
+        pairs.resize(16, (0, 0));
+        check(&bf16(pairs, 16), what);
     }
     // The random cases reached every kind of result.
     let kinds = kinds.into_inner();
@@ -332,11 +341,10 @@ fn vcd_and_fast_counts_agree_exactly() {
         let bf =
             OperandStream::with_formats(ElemFormat::Bf16, ElemFormat::Bf16, "test", pairs, meta)
                 .unwrap();
-        let both = run(Design::Bf16, &bf, &Counting::Both(dir.path().to_path_buf()));
-        assert_eq!(
-            both.signals,
-            run(Design::Bf16, &bf, &Counting::Fast).signals
-        );
+        for d in [Design::Bf16, Design::Bf16Dot] {
+            let both = run(d, &bf, &Counting::Both(dir.path().to_path_buf()));
+            assert_eq!(both.signals, run(d, &bf, &Counting::Fast).signals);
+        }
         for d in Design::ALL
             .into_iter()
             .filter(|d| d.params_for(&s, 16).is_ok())
@@ -412,6 +420,8 @@ fn iverilog_agrees_per_signal() {
     )
     .unwrap();
     iverilog_vs_ours(dir.path(), Design::Bf16, 1, &bf);
+    iverilog_vs_ours(dir.path(), Design::Bf16Dot, 16, &bf);
+    iverilog_vs_ours(dir.path(), Design::Bf16Dot, 4, &bf);
     let q4 = OperandStream::with_formats(
         ElemFormat::I8,
         ElemFormat::U4,
@@ -449,7 +459,9 @@ fn iverilog_vs_ours(dir: &std::path::Path, d: Design, lanes: u32, s: &OperandStr
             .unwrap()
             .width
     };
-    let params = if d.is_dot() {
+    let params = if d == Design::Bf16Dot {
+        format!(".LANES({lanes})")
+    } else if d.is_dot() {
         let (a, b) = ours.format.split_once(" x ").unwrap();
         format!(
             ".LANES({lanes}),.A_W({}),.B_W({}),.A_SIGNED({}),.B_SIGNED({})",
@@ -473,7 +485,7 @@ fn iverilog_vs_ours(dir: &std::path::Path, d: Design, lanes: u32, s: &OperandStr
         .arg("-o")
         .arg(&exe)
         .arg(root().join(format!("rtl/{}.v", d.module())))
-        .args(d.is_dot().then(|| root().join("rtl/dot_tree.v")))
+        .args((d.is_dot() && !d.is_bf16()).then(|| root().join("rtl/dot_tree.v")))
         .arg(root().join("tests/rtl/mac_tb.v"))
         .status()
         .unwrap();

@@ -6,7 +6,8 @@
 //! elements; W-lane dot-product units whose lanes each see every W-th element), and two
 //! operand-bit-flip counts that need no RTL (bits that change between the operands one
 //! multiplier input sees in a row: serial, and per lane). bf16 has a serial RTL MAC (fp32
-//! accumulation); f16 has only the bit-flip models.
+//! accumulation, rounded per add) and the fused W-lane dot unit (rounded once per slice);
+//! f16 has only the bit-flip models.
 
 use std::collections::BTreeMap;
 
@@ -46,7 +47,12 @@ impl HwModel {
                     HwModel::Rtl(Design::DotIsolated, lanes),
                 ]);
             }
-            Dtype::Bf16 => v.push(HwModel::Rtl(Design::Bf16, 1)),
+            Dtype::Bf16 => {
+                v.push(HwModel::Rtl(Design::Bf16, 1));
+                if crate::sim::BF16_LANES.contains(&lanes) {
+                    v.push(HwModel::Rtl(Design::Bf16Dot, lanes));
+                }
+            }
             Dtype::F16 => {}
         }
         v.extend([HwModel::BitFlips(1), HwModel::BitFlips(lanes)]);

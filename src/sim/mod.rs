@@ -32,7 +32,7 @@ pub mod fp;
 mod layout {
     include!("../../sim/signals.rs");
 }
-pub use layout::{Params, ACC_W, LANES, WIDTHS};
+pub use layout::{Params, ACC_W, BF16_DOT_EXTRA, BF16_LANES, LANES, WIDTHS};
 
 /// Lanes of a dot-product unit when none are asked for.
 pub const DEFAULT_LANES: u32 = 16;
@@ -52,17 +52,21 @@ pub enum Design {
     DotIsolated,
     /// Serial bf16 x bf16 MAC into an fp32 accumulator (exact product, one rounding per add).
     Bf16,
+    /// W-lane fused bf16 dot unit, tensor-core style: a K-slice of W products and the fp32
+    /// accumulator aligned to the largest exponent, summed, rounded once.
+    Bf16Dot,
 }
 
 impl Design {
     /// Every design, in `DESIGNS` order (sim/signals.rs).
-    pub const ALL: [Design; 6] = [
+    pub const ALL: [Design; 7] = [
         Design::Baseline,
         Design::Isolated,
         Design::Signmag,
         Design::Dot,
         Design::DotIsolated,
         Design::Bf16,
+        Design::Bf16Dot,
     ];
     /// The serial MACs the sweep compares (one pair per cycle).
     pub const MACS: [Design; 3] = [Design::Baseline, Design::Isolated, Design::Signmag];
@@ -75,6 +79,7 @@ impl Design {
             Design::Dot => "dot",
             Design::DotIsolated => "dot-isolated",
             Design::Bf16 => "bf16",
+            Design::Bf16Dot => "bf16-dot",
         }
     }
 
@@ -82,16 +87,21 @@ impl Design {
         layout::DESIGNS[self as usize].module
     }
 
+    /// Takes a K-slice of `lanes` pairs per cycle (a dot-product unit).
     pub fn is_dot(self) -> bool {
-        matches!(self, Design::Dot | Design::DotIsolated)
+        matches!(self, Design::Dot | Design::DotIsolated | Design::Bf16Dot)
+    }
+
+    /// Multiplies bf16 operands into an fp32 accumulator.
+    pub fn is_bf16(self) -> bool {
+        matches!(self, Design::Bf16 | Design::Bf16Dot)
     }
 
     /// Cycles from a pair's (or slice's) clock edge to its effect on acc_o.
     fn drain(self) -> usize {
-        if self.is_dot() {
-            3
-        } else {
-            2
+        match self {
+            Design::Dot | Design::DotIsolated => 3,
+            _ => 2,
         }
     }
 
@@ -105,45 +115,48 @@ impl Design {
                 stream.format_name()
             )))
         };
-        if self == Design::Bf16 {
-            if (fa, fb) != (ElemFormat::Bf16, ElemFormat::Bf16) {
-                return cannot("the bf16 MAC takes bf16 x bf16 operands".into());
-            }
-            return Ok(Params {
-                lanes: 1,
-                a_w: 16,
-                b_w: 16,
-                a_signed: true,
-                b_signed: true,
-            });
-        }
-        if !stream.is_integer() {
-            return cannot("an integer datapath needs integer operands".into());
-        }
-        if !self.is_dot() {
-            let w = stream.width as u32;
-            return Ok(Params {
-                lanes: 1,
-                a_w: w,
-                b_w: w,
-                a_signed: true,
-                b_signed: true,
-            });
-        }
-        if !LANES.contains(&lanes) {
-            return cannot(format!(
-                "no model built for {lanes} lanes (built: {LANES:?})"
-            ));
-        }
-        // int8 x uint4 when the weights are nibbles, else int8 x int8 when both fit.
-        let fits8 = |f: ElemFormat| matches!(f, ElemFormat::I4 | ElemFormat::U4 | ElemFormat::I8);
-        let (b_w, b_signed) = match fb {
-            ElemFormat::U4 => (4, false),
-            f if fits8(f) => (8, true),
-            _ => return cannot("operands wider than 8 bits (built: i8 x i8, i8 x u4)".into()),
+        let params = |a_w, b_w, b_signed| Params {
+            lanes: if self.is_dot() { lanes } else { 1 },
+            a_w,
+            b_w,
+            a_signed: true,
+            b_signed,
         };
-        if !fits8(fa) {
-            return cannot("activations wider than 8 bits".into());
+        let p = if self.is_bf16() {
+            if (fa, fb) != (ElemFormat::Bf16, ElemFormat::Bf16) {
+                return cannot(format!("{} takes bf16 x bf16 operands", self.name()));
+            }
+            params(16, 16, true)
+        } else if !stream.is_integer() {
+            return cannot("an integer datapath needs integer operands".into());
+        } else if !self.is_dot() {
+            let w = stream.width as u32;
+            params(w, w, true)
+        } else {
+            // int8 x uint4 when the weights are nibbles, else int8 x int8 when both fit.
+            let fits8 =
+                |f: ElemFormat| matches!(f, ElemFormat::I4 | ElemFormat::U4 | ElemFormat::I8);
+            if !fits8(fa) {
+                return cannot("activations wider than 8 bits".into());
+            }
+            match fb {
+                ElemFormat::U4 => params(8, 4, false),
+                f if fits8(f) => params(8, 8, true),
+                _ => {
+                    return cannot(
+                        "operands wider than 8 bits (built: i8 x i8, i8 x u4)".into(),
+                    )
+                }
+            }
+        };
+        if !self.is_dot() {
+            return Ok(p);
+        }
+        let built = if self.is_bf16() { BF16_LANES } else { LANES };
+        if !built.contains(&lanes) {
+            return cannot(format!(
+                "no model built for {lanes} lanes (built: {built:?})"
+            ));
         }
         let l = lanes as usize;
         let misaligned = stream
@@ -158,13 +171,7 @@ impl Design {
                 "the dot product length (K) must be a multiple of the lane count {lanes}: a dot product starts or the stream ends at pair {i}"
             ));
         }
-        Ok(Params {
-            lanes,
-            a_w: 8,
-            b_w,
-            a_signed: true,
-            b_signed,
-        })
+        Ok(p)
     }
 
     /// The bits driven onto one lane of a_i (`is_a`) or b_i for `v`: two's complement of
@@ -197,7 +204,7 @@ pub fn signal_group(name: &str) -> &'static str {
         "a_i" | "b_i" => "operand ports",
         "a_q" | "b_q" => "multiplier inputs",
         "mult" | "prod_q" | "mag_prod" => "product",
-        "sum_q" => "adder tree",
+        "sum_q" | "emax" | "aligned" | "tree_sum" => "adder tree",
         n if n.contains("g_level[") => "adder tree",
         "addend" | "acc_q" | "acc_o" | "mag" | "sum" => "accumulator",
         "clk_i" => "clock",
@@ -545,6 +552,8 @@ pub fn simulate_lanes(
     drop(model); // closes the VCD
     let acc_expected = if design == Design::Bf16 {
         fp::mac_bf16(stream.last_dot()) as i32 as i64
+    } else if design == Design::Bf16Dot {
+        fp::dot_bf16(stream.last_dot(), p.lanes as usize) as i32 as i64
     } else {
         stream.expected_acc(ACC_W)
     };
@@ -623,7 +632,11 @@ fn summarize(
         design: design.name(),
         width: p.a_w,
         lanes: p.lanes,
-        format: format!("{} x {}", fmt(p.a_w, p.a_signed), fmt(p.b_w, p.b_signed)),
+        format: if design.is_bf16() {
+            "bf16 x bf16".into()
+        } else {
+            format!("{} x {}", fmt(p.a_w, p.a_signed), fmt(p.b_w, p.b_signed))
+        },
         acc_width: ACC_W,
         pairs: stream.pairs.len() as u64,
         cycles,
