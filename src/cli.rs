@@ -52,6 +52,7 @@ pub enum Cmd {
     #[command(after_help = "Examples:
   perfwatt sim --operands traces/sample_q4_1.ops
   perfwatt sim --operands pairs.csv --width 16 --design isolated --format json
+  perfwatt sim --operands floats.csv --csv-format bf16 --design bf16-dot --lanes 16
   perfwatt sim --operands traces/sample_q4_1.ops --design dot --lanes 64
   perfwatt sim --synthetic activation-like --pairs 100000 --vcd out/")]
     Sim(SimArgs),
@@ -288,6 +289,10 @@ pub struct SimArgs {
     /// Operand width in bits for CSV and synthetic streams (.ops files carry their own).
     #[arg(long, default_value_t = 8, value_parser = parse_width)]
     pub width: u8,
+    /// Number format of both CSV columns, instead of --width's signed integers: i4, u4,
+    /// i8, i16, or bf16/f16 (decimal numbers, rounded to the format).
+    #[arg(long, value_name = "FORMAT", value_parser = parse_elem_format)]
+    pub csv_format: Option<perfwatt::trace::ElemFormat>,
     #[arg(long, value_enum, default_value = "all")]
     pub design: DesignChoice,
     /// Lanes of the dot-product units (built: 4, 16, 64; bf16-dot: 4, 16). The stream's dot-product
@@ -314,7 +319,11 @@ impl SimArgs {
     /// The operand stream: the file, or a generated one (seed 1).
     pub fn stream(&self) -> Result<OperandStream> {
         match (&self.operands, self.synthetic) {
-            (Some(p), _) => OperandStream::read(p, self.width),
+            (Some(p), _) => OperandStream::read_as(
+                p,
+                self.csv_format
+                    .unwrap_or(perfwatt::trace::ElemFormat::int_of_width(self.width)),
+            ),
             (None, Some(kind)) => Ok(perfwatt::trace::synth::stream(
                 kind, self.pairs, self.width, 1,
             )),
@@ -523,4 +532,9 @@ fn parse_width(s: &str) -> std::result::Result<u8, String> {
         "16" => Ok(16),
         _ => Err("operand width must be 8 or 16".into()),
     }
+}
+
+fn parse_elem_format(s: &str) -> std::result::Result<perfwatt::trace::ElemFormat, String> {
+    perfwatt::trace::ElemFormat::parse(s)
+        .ok_or_else(|| format!("'{s}': expected one of i4, u4, i8, i16, bf16, f16"))
 }

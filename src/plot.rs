@@ -101,7 +101,7 @@ where
 {
     let ymax = series
         .iter()
-        .flat_map(|s| s.2.iter())
+        .flat_map(|s| s.2.iter().filter(|v| v.is_finite()))
         .chain(errs.iter().flat_map(|e| e.iter().map(|x| &x.1)))
         .fold(0f64, |m, &v| m.max(v))
         * 1.35;
@@ -134,7 +134,7 @@ where
     for (si, (name, color, vals)) in series.iter().enumerate() {
         let c = *color;
         chart
-            .draw_series(vals.iter().enumerate().map(|(i, &v)| {
+            .draw_series(vals.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| {
                 let x0 = i as f64 - 0.4 + si as f64 * w;
                 Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], c.filled())
             }))

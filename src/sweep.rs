@@ -170,19 +170,22 @@ pub struct Row {
     pub repeats: usize,
     pub pairs: u64,
     pub zero_fraction: f64,
+    /// The ungated serial MAC of the stream's format (`mac`): the integer baseline MAC,
+    /// or the bf16 MAC for a bf16 stream.
     pub baseline_toggles: u64,
-    pub isolated_toggles: u64,
-    pub toggle_saving_pct: f64,
+    /// The operand-isolated serial MAC; integer streams only (there is no gated bf16 MAC).
+    pub isolated_toggles: Option<u64>,
+    pub toggle_saving_pct: Option<f64>,
     pub baseline_toggles_per_mac: f64,
-    pub isolated_toggles_per_mac: f64,
+    pub isolated_toggles_per_mac: Option<f64>,
     pub baseline_mult_inputs: u64,
-    pub isolated_mult_inputs: u64,
+    pub isolated_mult_inputs: Option<u64>,
     pub baseline_product: u64,
-    pub isolated_product: u64,
+    pub isolated_product: Option<u64>,
     pub baseline_accumulator: u64,
-    pub isolated_accumulator: u64,
+    pub isolated_accumulator: Option<u64>,
     pub baseline_control: u64,
-    pub isolated_control: u64,
+    pub isolated_control: Option<u64>,
     pub sim_cycles_per_s: f64,
     pub generated: String,
     /// The baseline MAC with sign-magnitude operands (operand-encoding comparison); absent
@@ -198,21 +201,42 @@ pub struct Row {
     /// The operand formats captured ("i8 x u4" for q4_1...); absent in older runs.
     #[serde(default)]
     pub format: Option<String>,
-    /// The 16-lane dot-product units (absent in older runs and for 16-bit streams).
+    /// The 16-lane dot-product unit of the stream's format: the integer dot unit, or the
+    /// fused bf16 one (absent in older runs and for 16-bit integer streams).
     #[serde(default)]
     pub dot_toggles_per_mac: Option<f64>,
+    /// The integer dot unit with per-lane isolation.
     #[serde(default)]
     pub dot_isolated_toggles_per_mac: Option<f64>,
+    /// The serial MAC design behind `baseline_*` ("baseline" or "bf16"); absent in runs
+    /// made before bf16 streams, where it is "baseline".
+    #[serde(default)]
+    pub mac: Option<String>,
 }
 
 impl Row {
-    fn new(key: String, r: &InferReport, sim: &SimReport) -> Self {
+    /// The row of a point: its inference report and the simulation of its operands (the
+    /// stream's format decides the designs: integer MACs and dot units, or bf16 ones).
+    fn new(key: String, r: &InferReport, sim: &SimReport) -> Result<Self> {
         let e = &r.energy;
-        let (b, i, sm) = (&sim.designs[0], &sim.designs[1], sim.designs.get(2));
-        let g = |d: &crate::sim::DesignResult, k: &str| d.groups.get(k).copied().unwrap_or(0);
         let design = |name: &str| sim.designs.iter().find(|d| d.design == name);
+        let b = design("baseline").or(design("bf16")).ok_or_else(|| {
+            Error::Sim(format!(
+                "{key}: no serial MAC takes a {} stream (integer MACs, bf16 MAC)",
+                sim.format
+            ))
+        })?;
+        let (i, sm) = (design("isolated"), design("signmag"));
+        let g = |d: &crate::sim::DesignResult, k: &str| d.groups.get(k).copied().unwrap_or(0);
+        let gi = |k: &str| i.map(|d| g(d, k));
         let mean = |o: Option<crate::stats::Estimate>| o.map(|e| e.mean);
-        Row {
+        let vs_base = |d: &crate::sim::DesignResult| {
+            (b.datapath_toggles > 0).then(|| {
+                100.0 * (d.datapath_toggles as f64 - b.datapath_toggles as f64)
+                    / b.datapath_toggles as f64
+            })
+        };
+        Ok(Row {
             key,
             device: r.config.device.clone(),
             gpu: e.gpu.clone(),
@@ -251,36 +275,31 @@ impl Row {
             pairs: sim.pairs,
             zero_fraction: sim.zero_fraction,
             baseline_toggles: b.datapath_toggles,
-            isolated_toggles: i.datapath_toggles,
-            toggle_saving_pct: if b.datapath_toggles > 0 {
-                100.0 * (b.datapath_toggles as f64 - i.datapath_toggles as f64)
-                    / b.datapath_toggles as f64
-            } else {
-                0.0
-            },
+            isolated_toggles: i.map(|d| d.datapath_toggles),
+            toggle_saving_pct: i.and_then(vs_base).map(|p| -p),
             baseline_toggles_per_mac: b.toggles_per_pair,
-            isolated_toggles_per_mac: i.toggles_per_pair,
+            isolated_toggles_per_mac: i.map(|d| d.toggles_per_pair),
             baseline_mult_inputs: g(b, "multiplier inputs"),
-            isolated_mult_inputs: g(i, "multiplier inputs"),
+            isolated_mult_inputs: gi("multiplier inputs"),
             baseline_product: g(b, "product"),
-            isolated_product: g(i, "product"),
+            isolated_product: gi("product"),
             baseline_accumulator: g(b, "accumulator"),
-            isolated_accumulator: g(i, "accumulator"),
+            isolated_accumulator: gi("accumulator"),
             baseline_control: g(b, "control"),
-            isolated_control: g(i, "control"),
+            isolated_control: gi("control"),
             sim_cycles_per_s: b.cycles_per_s,
             generated: r.generated.first().cloned().unwrap_or_default(),
             signmag_toggles: sm.map(|d| d.datapath_toggles),
             signmag_toggles_per_mac: sm.map(|d| d.toggles_per_pair),
             signmag_mult_inputs: sm.map(|d| g(d, "multiplier inputs")),
-            signmag_vs_baseline_pct: sm.filter(|_| b.datapath_toggles > 0).map(|d| {
-                100.0 * (d.datapath_toggles as f64 - b.datapath_toggles as f64)
-                    / b.datapath_toggles as f64
-            }),
+            signmag_vs_baseline_pct: sm.and_then(vs_base),
             format: Some(sim.format.clone()),
-            dot_toggles_per_mac: design("dot").map(|d| d.toggles_per_pair),
+            dot_toggles_per_mac: design("dot")
+                .or(design("bf16-dot"))
+                .map(|d| d.toggles_per_pair),
             dot_isolated_toggles_per_mac: design("dot-isolated").map(|d| d.toggles_per_pair),
-        }
+            mac: Some(b.design.to_string()),
+        })
     }
 }
 
@@ -375,8 +394,17 @@ pub fn run_sweep(
         Ok(_) => {}
         Err(_) => write_atomic(&spec_copy, spec_text.as_bytes())?,
     }
-    let mut rows = read_rows(dir)?;
     let points = spec.points();
+    // f16 is captured as f16, and no datapath here multiplies f16: say so before any run.
+    if let Some(p) = points.iter().find(|p| {
+        p.cfg.precision == Precision::F16 && p.cfg.capture.as_ref().is_some_and(|c| c.width == 8)
+    }) {
+        return Err(Error::Config(format!(
+            "sweep point {}: f16 operands have no datapath to replay them into (integer MACs and dot units, bf16 MAC and fused dot unit); sweep bf16 instead, or capture f16 as int16 with width = 16",
+            p.key()
+        )));
+    }
+    let mut rows = read_rows(dir)?;
     let total = points.len();
     let done: BTreeMap<String, ()> = rows.iter().map(|r| (r.key.clone(), ())).collect();
     for (n, p) in points.iter().enumerate() {
@@ -402,7 +430,8 @@ pub fn run_sweep(
         )?;
         write_report(&report, &samples, &pdir.join("infer.json"))?;
         let stream = OperandStream::read(&ops, 8)?;
-        // Every design that can take the stream's format (dot units: int8 and int4).
+        // Every design that can take the stream's format (integer MACs and dot units, or
+        // the bf16 MAC and fused dot unit).
         let mut results = Vec::new();
         for d in Design::ALL
             .into_iter()
@@ -415,7 +444,7 @@ pub fn run_sweep(
             &pdir.join("sim.json"),
             serde_json::to_string_pretty(&sim).expect("sim").as_bytes(),
         )?;
-        rows.push(Row::new(key, &report, &sim));
+        rows.push(Row::new(key, &report, &sim)?);
         write_rows(dir, &rows)?;
         (hooks.on_point)(n + 1, total, None);
     }

@@ -371,8 +371,15 @@ impl OperandStream {
         OperandStream::new(width, pairs, meta).map_err(|e| bad(e.to_string()))
     }
 
-    /// CSV with header `a,b`, one pair per row. `width` bounds the values.
+    /// CSV with header `a,b`, one pair per row of signed integers of `width` bits.
     pub fn from_csv(text: &str, width: u8, name: &str) -> Result<Self> {
+        Self::from_csv_as(text, ElemFormat::int_of_width(width), name)
+    }
+
+    /// CSV with header `a,b`, one pair per row, both columns in `format`: integers in its
+    /// range, or for bf16/f16 decimal numbers (`1.5`, `-2e-3`, `inf`, `nan`), rounded to
+    /// the format to nearest even; a finite value beyond the format's range is an error.
+    pub fn from_csv_as(text: &str, format: ElemFormat, name: &str) -> Result<Self> {
         let mut lines = text.lines().enumerate();
         let header = lines
             .next()
@@ -386,7 +393,6 @@ impl OperandStream {
                 msg: format!("expected header 'a,b', found '{header}'"),
             });
         }
-        let (lo, hi) = Self::range(width);
         let mut pairs = Vec::new();
         let mut offset = text.lines().next().map(|l| l.len() + 1).unwrap_or(0) as u64;
         for (i, line) in lines {
@@ -406,25 +412,25 @@ impl OperandStream {
             let (Some(a), Some(b), None) = (f.next(), f.next(), f.next()) else {
                 return Err(err(format!("expected two fields 'a,b', found '{row}'")));
             };
-            let parse = |s: &str| -> Result<i16> {
-                let v: i64 = s
-                    .trim()
-                    .parse()
-                    .map_err(|_| err(format!("'{}' is not an integer", s.trim())))?;
-                if v < lo as i64 || v > hi as i64 {
-                    return Err(err(format!(
-                        "{v} does not fit in {width} signed bits ({lo}..={hi})"
-                    )));
-                }
-                Ok(v as i16)
-            };
+            let parse = |s: &str| parse_value(s.trim(), format).map_err(&err);
             pairs.push((parse(a)?, parse(b)?));
         }
-        OperandStream::new(width, pairs, serde_json::json!({"source": name}))
+        let meta = serde_json::json!({"source": name});
+        if format.int_range().is_some() && format == ElemFormat::int_of_width(format.storage_width()) {
+            OperandStream::new(format.storage_width(), pairs, meta)
+        } else {
+            let what = format!("{}: imported from CSV", format.name());
+            OperandStream::with_formats(format, format, &what, pairs, meta)
+        }
     }
 
-    /// Read `.ops` or `.csv` (by extension). CSV takes its width from `csv_width`.
+    /// Read `.ops` or `.csv` (by extension). CSV holds signed integers of `csv_width` bits.
     pub fn read(path: &Path, csv_width: u8) -> Result<Self> {
+        Self::read_as(path, ElemFormat::int_of_width(csv_width))
+    }
+
+    /// Read `.ops` or `.csv` (by extension). CSV holds values of `csv_format`.
+    pub fn read_as(path: &Path, csv_format: ElemFormat) -> Result<Self> {
         let name = path.display().to_string();
         let data = std::fs::read(path).at(path)?;
         if path
@@ -433,7 +439,7 @@ impl OperandStream {
         {
             let text = String::from_utf8(data)
                 .map_err(|_| Error::Trace(format!("{name}: not UTF-8 text")))?;
-            Self::from_csv(&text, csv_width, &name)
+            Self::from_csv_as(&text, csv_format, &name)
         } else {
             Self::from_ops_bytes(&data, &name)
         }
@@ -448,7 +454,37 @@ impl OperandStream {
     }
 }
 
-/// Low `bits` of `v`, sign-extended.
+/// One CSV field as the stored value of `format` (see `from_csv_as`).
+fn parse_value(s: &str, format: ElemFormat) -> std::result::Result<i16, String> {
+    if let Some((lo, hi)) = format.int_range() {
+        let v: i64 = s.parse().map_err(|_| format!("'{s}' is not an integer"))?;
+        if v < lo as i64 || v > hi as i64 {
+            return Err(format!(
+                "{v} does not fit in {} ({lo}..={hi})",
+                format.name()
+            ));
+        }
+        return Ok(v as i16);
+    }
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number ({} column)", format.name()))?;
+    let (bits, inf) = match format {
+        ElemFormat::F16 => {
+            let h = half::f16::from_f64(v);
+            (h.to_bits(), h.is_infinite())
+        }
+        _ => {
+            let h = half::bf16::from_f64(v);
+            (h.to_bits(), h.is_infinite())
+        }
+    };
+    if inf && v.is_finite() {
+        return Err(format!("{s} is beyond the range of {}", format.name()));
+    }
+    Ok(bits as i16)
+}
+
 /// The operand formats a stream's metadata names (`format.a`, `format.b`), else signed
 /// integers of the storage width.
 fn formats_of(meta: &serde_json::Value, width: u8) -> Result<(ElemFormat, ElemFormat)> {
@@ -467,6 +503,7 @@ fn formats_of(meta: &serde_json::Value, width: u8) -> Result<(ElemFormat, ElemFo
     Ok((one("a")?, one("b")?))
 }
 
+/// Low `bits` of `v`, sign-extended.
 pub fn wrap_signed(v: u64, bits: u32) -> i64 {
     if bits >= 64 {
         return v as i64;

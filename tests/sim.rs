@@ -577,6 +577,30 @@ fn csv_import_and_errors() {
             .pairs,
         vec![(300, -300)]
     );
+    // Floats for float formats: rounded to the format (nearest even), errors with the line.
+    let s = OperandStream::from_csv_as("a,b\n1.5,-2\n1.00390625,0\n-0,inf\n", ElemFormat::Bf16, "f.csv")
+        .unwrap();
+    assert_eq!(s.format_name(), "bf16 x bf16");
+    let h = |v: u16| v as i16;
+    // 1 + 2^-8 is a tie between bf16 neighbours 1 and 1 + 2^-7: even mantissa, 1.
+    assert_eq!(
+        s.pairs,
+        vec![(h(0x3fc0), h(0xc000)), (h(0x3f80), 0), (h(0x8000), h(0x7f80))]
+    );
+    let r = simulate_lanes(Design::Bf16, 1, &s, &Counting::Fast, &mut |_| {}).unwrap();
+    assert_eq!(r.acc_final as u32, 0x7fc0_0000); // -0 x inf is NaN, canonical
+    let f16 = OperandStream::from_csv_as("a,b\n0.5,1e-3\n", ElemFormat::F16, "h.csv").unwrap();
+    assert_eq!(f16.pairs[0].0, 0x3800);
+    for (text, fmt, want) in [
+        ("a,b\n1,1e39\n", ElemFormat::Bf16, "beyond the range of bf16"),
+        ("a,b\n1,70000\n", ElemFormat::F16, "beyond the range of f16"),
+        ("a,b\n1,x\n", ElemFormat::Bf16, "not a number"),
+        ("a,b\n1,16\n", ElemFormat::U4, "does not fit in u4"),
+        ("a,b\n-9,1\n", ElemFormat::I4, "does not fit in i4"),
+    ] {
+        let e = OperandStream::from_csv_as(text, fmt, "f.csv").unwrap_err().to_string();
+        assert!(e.starts_with("f.csv:2:") && e.contains(want), "{e}");
+    }
 }
 
 #[test]

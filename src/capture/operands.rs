@@ -8,16 +8,18 @@
 //!   q4_0: i4 weights (nibble - 8) x q8_0 activations; q8_0: int8 x q8_0 activations.
 //! The activations are quantized as candle's CPU and CUDA kernels quantize them (scale =
 //! max |x| / 127 per 32-element block, round half away from zero), the weights are read
-//! from the GGUF blocks themselves. Formats without an integer kernel (f32/f16/bf16, q4k)
-//! are captured as int8 (activations per 32-element block, weights per row) and the
-//! stream's `format.arithmetic` says so; width 16 keeps per-tensor int16.
+//! from the GGUF blocks themselves. Dense precisions are captured as floats: bf16 and f16
+//! as the bit patterns the matmul multiplies; f32 as bf16 (rounded to nearest even: the
+//! .ops format holds 16-bit elements and perfwatt's float datapaths are bf16), and the
+//! stream's `format.arithmetic` says so. q4k (no integer datapath here) is captured as int8
+//! (activations per 32-element block, weights per row); width 16 keeps per-tensor int16.
 //!
 //! Which vectors: a seeded reservoir sample per (layer, projection) over the whole capture
 //! run, so the pairs spread over prompts, batch rows, positions past the chat template
 //! (the template's positions are skipped: every prompt shares them) and decode steps.
 
 use candle_core::quantized::GgmlDType;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use super::CaptureSpec;
 use crate::error::{Error, Result};
@@ -35,6 +37,9 @@ enum Encoding {
     Int8Blocks,
     /// int16, one scale per tensor (capture width 16).
     Int16Tensor,
+    /// Float bit patterns (bf16 or f16) of a dense matmul; `from_f32` when the model
+    /// computed in f32 and the values were rounded to this format.
+    Float { format: ElemFormat, from_f32: bool },
 }
 
 impl Encoding {
@@ -43,6 +48,7 @@ impl Encoding {
             Encoding::Kernel(GgmlDType::Q4_1) => (ElemFormat::I8, ElemFormat::U4),
             Encoding::Kernel(GgmlDType::Q4_0) => (ElemFormat::I8, ElemFormat::I4),
             Encoding::Int16Tensor => (ElemFormat::I16, ElemFormat::I16),
+            Encoding::Float { format, .. } => (format, format),
             _ => (ElemFormat::I8, ElemFormat::I8),
         }
     }
@@ -54,6 +60,8 @@ impl Encoding {
             Encoding::Kernel(_) => "q8_0: int8 weights x q8_0 activations (int8, scale per 32)".into(),
             Encoding::Int8Blocks => format!("{precision}: captured as int8 (activations per 32-element block, weights per row); perfwatt has no datapath of this format yet"),
             Encoding::Int16Tensor => format!("{precision}: captured as int16, one scale per tensor"),
+            Encoding::Float { format, from_f32: false } => format!("{precision}: {f} weights x {f} activations, as the matmul multiplies them", f = format.name()),
+            Encoding::Float { format, from_f32: true } => format!("{precision}: f32 weights and activations rounded to {} (nearest even) for perfwatt's {} datapaths", format.name(), format.name()),
         }
     }
 }
@@ -210,6 +218,21 @@ fn encode(s: &Segment) -> (Vec<i16>, Vec<i16>, serde_json::Value) {
                 serde_json::json!({"a": sx, "b": sw, "per": "tensor"}),
             )
         }
+        Encoding::Float { format, .. } => {
+            let bits = |v: &[f32]| -> Vec<i16> {
+                v.iter()
+                    .map(|&x| match format {
+                        ElemFormat::F16 => half::f16::from_f32(x).to_bits() as i16,
+                        _ => half::bf16::from_f32(x).to_bits() as i16,
+                    })
+                    .collect()
+            };
+            (
+                bits(&s.xs),
+                bits(&s.w_f32),
+                serde_json::json!({"a": "none (float)", "b": "none (float)"}),
+            )
+        }
         _ => {
             let mut xq = Vec::with_capacity(s.xs.len());
             for b in s.xs.chunks_exact(QK) {
@@ -242,10 +265,17 @@ impl Segment {
             }
             _ => None,
         };
-        let (encoding, w) = match kernel {
-            Some((dt, w)) => (Encoding::Kernel(dt), w),
-            None if spec.width == 16 => (Encoding::Int16Tensor, Vec::new()),
-            None => {
+        let float = match weight.dense_dtype() {
+            Some(DType::BF16) => Some((ElemFormat::Bf16, false)),
+            Some(DType::F16) => Some((ElemFormat::F16, false)),
+            Some(_) => Some((ElemFormat::Bf16, true)),
+            None => None,
+        };
+        let (encoding, w) = match (kernel, float) {
+            (Some((dt, w)), _) => (Encoding::Kernel(dt), w),
+            _ if spec.width == 16 => (Encoding::Int16Tensor, Vec::new()),
+            (None, Some((format, from_f32))) => (Encoding::Float { format, from_f32 }, Vec::new()),
+            (None, None) => {
                 let mut q = Vec::with_capacity(w_f32.len());
                 for row in w_f32.chunks_exact(k) {
                     let m = row.iter().fold(0f32, |m, v| m.max(v.abs()));

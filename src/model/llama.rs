@@ -103,6 +103,14 @@ impl WeightView<'_> {
             Weight::Dense(_) => Ok(None),
         }
     }
+
+    /// A dense weight's compute dtype (what the matmul multiplies); None when quantized.
+    pub fn dense_dtype(&self) -> Option<candle_core::DType> {
+        match &self.0.w {
+            Weight::Quant(..) => None,
+            Weight::Dense(t) => Some(t.dtype()),
+        }
+    }
 }
 
 enum Weight {

@@ -728,11 +728,17 @@ impl SimReport {
             "design", "cycles", "acc_final", "datapath tgl", "tgl/pair", "cycles/s"
         ));
         for d in &self.designs {
+            // An fp32 accumulator reads as its value, not its bits.
+            let acc = if d.format.starts_with("bf16") {
+                format!("{:e}", f32::from_bits(d.acc_final as u32))
+            } else {
+                d.acc_final.to_string()
+            };
             out.push_str(&format!(
                 "{:<13} {:>12} {:>14} {:>14} {:>10.2} {:>14.0}\n",
                 d.design,
                 d.cycles,
-                d.acc_final,
+                acc,
                 d.datapath_toggles,
                 d.toggles_per_pair,
                 d.cycles_per_s
