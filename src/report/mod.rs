@@ -164,6 +164,9 @@ impl<'a> Sweep<'a> {
                 vec![
                     (i + 1).to_string(),
                     c.clone(),
+                    r.format
+                        .clone()
+                        .unwrap_or_else(|| format!("i{w} x i{w}", w = r.width)),
                     format!("{:.3}", r.latency_p50_s),
                     fmt_ci(r.latency_ci95_low_s, r.latency_ci95_high_s),
                     format!("{:.1}", r.tokens_per_s_output),
@@ -547,7 +550,9 @@ fn label(r: &Row) -> String {
     if r.sparsity_tau > 0.0 {
         s.push_str(&format!(" tau{}", r.sparsity_tau));
     }
-    if r.width != 8 {
+    // A 16-bit integer capture; 16-bit floats are named by the operands column.
+    let float = r.format.as_deref().is_some_and(|f| f.contains('f'));
+    if r.width != 8 && !float {
         s.push_str(&format!(" w{}", r.width));
     }
     s
