@@ -56,7 +56,10 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--idle-seconds", type=float, default=2.0)
+    ap.add_argument("--idle-seconds", type=float, default=5.0, help="length of one idle window")
+    ap.add_argument("--idle-windows", type=int, default=2, help="idle windows before and after the runs (perfwatt's definition: the median of all)")
+    ap.add_argument("--static-cache", action="store_true",
+                    help="generate with cache_implementation='static' (transformers compiles it with CUDA graphs)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
@@ -73,16 +76,24 @@ def main():
     x = torch.tensor(ids, device="cuda")
     att = torch.ones_like(x)
     nv = Nvml()
-    e0 = nv.energy_mj()
-    time.sleep(a.idle_seconds)
-    idle_w = (nv.energy_mj() - e0) / 1000.0 / a.idle_seconds
+
+    def idle_windows():
+        out = []
+        for _ in range(a.idle_windows):
+            e0 = nv.energy_mj()
+            time.sleep(a.idle_seconds)
+            out.append((nv.energy_mj() - e0) / 1000.0 / a.idle_seconds)
+        return out
+
+    idle_before = idle_windows()
+    extra = {"cache_implementation": "static"} if a.static_cache else {}
 
     def run():
         torch.cuda.synchronize()
         e0, s = nv.energy_mj(), time.perf_counter()
         with torch.no_grad():
             out = model.generate(x, attention_mask=att, max_new_tokens=a.max_new_tokens, min_new_tokens=a.max_new_tokens,
-                                 do_sample=False, use_cache=True, pad_token_id=2)
+                                 do_sample=False, use_cache=True, pad_token_id=2, **extra)
         torch.cuda.synchronize()
         return time.perf_counter() - s, (nv.energy_mj() - e0) / 1000.0, out[:, x.shape[1]:].tolist()
 
@@ -93,16 +104,21 @@ def main():
         t, j, toks = run()
         lat.append(t)
         joules.append(j)
+    idle_after = idle_windows()
+    idle_w = statistics.median(idle_before + idle_after)
     n_out = a.batch * a.max_new_tokens
+    above = [j - idle_w * t for j, t in zip(joules, lat)]  # never clamped
     res = {
-        "impl": f"pytorch {torch.__version__} + transformers generate",
+        "impl": f"pytorch {torch.__version__} + transformers generate" + (" (static cache)" if a.static_cache else ""),
         "gpu": nv.name(), "dtype": a.dtype, "batch": a.batch, "prompt_tokens": len(ids[0]),
         "new_tokens": a.max_new_tokens, "repeats": a.repeats, "load_s": load_s,
         "latency_s": lat, "latency_mean_s": statistics.mean(lat), "latency_ci95": ci95(lat),
         "tokens_per_s_output": n_out / statistics.mean(lat),
-        "joules": joules, "joules_mean": statistics.mean(joules), "idle_w": idle_w,
+        "joules": joules, "joules_mean": statistics.mean(joules), "joules_ci95": ci95(joules),
+        "idle_w": idle_w, "idle_w_before": idle_before, "idle_w_after": idle_after,
         "j_per_token": statistics.mean(joules) / n_out,
-        "j_per_token_above_idle": max(0.0, statistics.mean(joules) - idle_w * statistics.mean(lat)) / n_out,
+        "j_per_token_above_idle": statistics.mean(above) / n_out,
+        "j_per_token_above_idle_ci95": [x / n_out for x in ci95(above)] if ci95(above) else None,
         "tokens": toks,
     }
     json.dump(res, open(a.out, "w"), indent=1)

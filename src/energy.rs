@@ -11,7 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nvml_wrapper::enum_wrappers::device::Clock;
+use nvml_wrapper::enums::device::SampleValue;
+use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::Nvml;
+
+use crate::stats::{percentile, Estimate};
+
+/// NVML's instantaneous power field (NVML_FI_DEV_POWER_INSTANT, mW). On Ampere (except
+/// GA100) and newer, `nvmlDeviceGetPowerUsage` is an average over about one second.
+const FI_POWER_INSTANT: u32 = 186;
 
 /// Run phase, recorded with each sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -47,7 +55,10 @@ pub struct PowerSample {
     /// Seconds since the sampler started.
     pub t_s: f64,
     pub phase: Phase,
+    /// `nvmlDeviceGetPowerUsage`: averaged by the driver (about 1 s on recent GPUs).
     pub power_w: Option<f64>,
+    /// NVML_FI_DEV_POWER_INSTANT where the GPU has it.
+    pub power_instant_w: Option<f64>,
     pub energy_mj: Option<u64>,
     pub gpu_util_pct: Option<u32>,
     pub sm_clock_mhz: Option<u32>,
@@ -136,6 +147,32 @@ impl GpuMeter {
         Some((e1 - e0) as f64 / 1000.0 / t0.elapsed().as_secs_f64())
     }
 
+    /// Does the GPU answer NVML's instantaneous power field?
+    pub fn has_instant_power(&self) -> bool {
+        self.nvml
+            .device_by_index(self.index)
+            .ok()
+            .and_then(|d| instant_power_w(&d))
+            .is_some()
+    }
+
+    /// Idle power from `windows` counter windows of `seconds` each (nothing may run).
+    pub fn idle_windows_w(&self, windows: usize, seconds: f64) -> Vec<f64> {
+        (0..windows)
+            .filter_map(|_| self.idle_power_w(Duration::from_secs_f64(seconds)))
+            .collect()
+    }
+
+    /// How often the energy counter changes: read it in a tight loop for `d`.
+    pub fn counter_period_s(&self, d: Duration) -> Option<f64> {
+        let t0 = Instant::now();
+        let mut readings = Vec::new();
+        while t0.elapsed() < d {
+            readings.push((t0.elapsed().as_secs_f64(), self.energy_mj()?));
+        }
+        counter_period_s(&readings)
+    }
+
     pub fn start_sampler(&self, hz: f64) -> PowerSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
@@ -158,6 +195,7 @@ impl GpuMeter {
                         t_s: start.elapsed().as_secs_f64(),
                         phase: Phase::from_u8(p2.load(Ordering::Relaxed)),
                         power_w: dev.power_usage().ok().map(|mw| mw as f64 / 1000.0),
+                        power_instant_w: instant_power_w(&dev),
                         energy_mj: dev.total_energy_consumption().ok(),
                         gpu_util_pct: dev.utilization_rates().ok().map(|u| u.gpu),
                         sm_clock_mhz: dev.clock_info(Clock::SM).ok(),
@@ -180,6 +218,7 @@ impl GpuMeter {
             phase,
             handle: Some(handle),
             hz,
+            start,
         }
     }
 }
@@ -191,11 +230,17 @@ pub struct PowerSampler {
     phase: Arc<AtomicU8>,
     handle: Option<std::thread::JoinHandle<Vec<PowerSample>>>,
     pub hz: f64,
+    start: Instant,
 }
 
 impl PowerSampler {
     pub fn set_phase(&self, p: Phase) {
         self.phase.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// Seconds since the sampler started: the time base of its samples.
+    pub fn now_s(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
     }
 
     /// Pause or resume sampling (the thread stays, sleeping through its periods).
@@ -250,9 +295,164 @@ impl EnergyWindow {
             0.0
         }
     }
-    /// Energy above the idle draw over the same time.
+    /// Energy above the idle draw over the same time; negative when the window drew less
+    /// than idle (never clamped: clamping windows one by one biases sums upward).
     pub fn above_idle(&self, idle_w: f64) -> f64 {
-        (self.joules - idle_w * self.seconds).max(0.0)
+        self.joules - idle_w * self.seconds
+    }
+}
+
+fn instant_power_w(dev: &nvml_wrapper::Device<'_>) -> Option<f64> {
+    let v = dev.field_values_for(&[FieldId(FI_POWER_INSTANT)]).ok()?;
+    let mw = match v.into_iter().next()?.ok()?.value.ok()? {
+        SampleValue::F64(x) => x,
+        SampleValue::U32(x) => x as f64,
+        SampleValue::U64(x) => x as f64,
+        SampleValue::I64(x) => x as f64,
+    };
+    Some(mw / 1000.0)
+}
+
+/// The idle draw of a measurement: counter windows before and after it.
+#[derive(Debug, Clone, serde::Serialize, Default)]
+pub struct IdleEstimate {
+    /// Median of every window, before and after: the one definition of idle power.
+    pub median_w: f64,
+    /// Mean of the windows with its 95% t-interval (unit: window, n = windows).
+    pub mean_w: Estimate,
+    pub before_w: Vec<f64>,
+    pub after_w: Vec<f64>,
+    /// median(after) - median(before): how far idle drifted across the measurement.
+    pub drift_w: Option<f64>,
+    pub window_s: f64,
+}
+
+impl IdleEstimate {
+    pub fn of(before_w: Vec<f64>, after_w: Vec<f64>, window_s: f64) -> Option<Self> {
+        let all: Vec<f64> = before_w.iter().chain(&after_w).copied().collect();
+        let med = |v: &[f64]| percentile(v, 50.0);
+        Some(IdleEstimate {
+            median_w: med(&all)?,
+            mean_w: Estimate::of(&all)?,
+            drift_w: med(&after_w).zip(med(&before_w)).map(|(a, b)| a - b),
+            before_w,
+            after_w,
+            window_s,
+        })
+    }
+}
+
+/// The median interval between changes of a counter read as (seconds, value) pairs.
+pub fn counter_period_s(readings: &[(f64, u64)]) -> Option<f64> {
+    let changes: Vec<f64> = readings
+        .windows(2)
+        .filter(|w| w[1].1 != w[0].1)
+        .map(|w| w[1].0)
+        .collect();
+    let gaps: Vec<f64> = changes.windows(2).map(|w| w[1] - w[0]).collect();
+    percentile(&gaps, 50.0)
+}
+
+/// Energy of [t0, t1] by the trapezoid rule over a power series of (seconds, W), linearly
+/// interpolated at the window's edges; None unless the series covers the window.
+pub fn trapezoid_j(series: &[(f64, f64)], t0: f64, t1: f64) -> Option<f64> {
+    let at = |t: f64| -> Option<f64> {
+        let i = series.partition_point(|p| p.0 <= t);
+        if i == 0 || i > series.len() {
+            return None;
+        }
+        let (a, b) = (series[i - 1], *series.get(i).unwrap_or(&series[i - 1]));
+        if i == series.len() {
+            return (a.0 == t).then_some(a.1);
+        }
+        Some(a.1 + (b.1 - a.1) * (t - a.0) / (b.0 - a.0))
+    };
+    let mut pts = vec![(t0, at(t0)?)];
+    pts.extend(series.iter().copied().filter(|p| p.0 > t0 && p.0 < t1));
+    pts.push((t1, at(t1)?));
+    Some(pts.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0).sum())
+}
+
+/// How far a window's power-series integral may stray from its counter energy before the
+/// window is flagged.
+pub const CHECK_TOLERANCE_PCT: f64 = 5.0;
+
+/// One measured window: the energy counter against the integral of the power series.
+#[derive(Debug, Clone, Copy, serde::Serialize, PartialEq)]
+pub struct WindowCheck {
+    pub counter_j: f64,
+    /// Trapezoid integral of the series the report uses (instantaneous where available).
+    pub integral_j: Option<f64>,
+    /// The same of the driver-averaged series.
+    pub integral_avg_j: Option<f64>,
+    /// (integral - counter) / counter.
+    pub diff_pct: Option<f64>,
+    /// |diff| > CHECK_TOLERANCE_PCT.
+    pub flagged: bool,
+}
+
+impl WindowCheck {
+    pub fn of(counter_j: f64, used: &[(f64, f64)], avg: &[(f64, f64)], t0: f64, t1: f64) -> Self {
+        let integral_j = trapezoid_j(used, t0, t1);
+        let diff_pct = integral_j
+            .filter(|_| counter_j > 0.0)
+            .map(|i| 100.0 * (i - counter_j) / counter_j);
+        WindowCheck {
+            counter_j,
+            integral_j,
+            integral_avg_j: trapezoid_j(avg, t0, t1),
+            diff_pct,
+            flagged: diff_pct.is_some_and(|d| d.abs() > CHECK_TOLERANCE_PCT),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trapezoid_interpolates_the_edges() {
+        // 100 W flat, then a ramp to 300 W.
+        let s = [(0.0, 100.0), (1.0, 100.0), (2.0, 300.0)];
+        assert_eq!(trapezoid_j(&s, 0.0, 1.0), Some(100.0));
+        assert_eq!(trapezoid_j(&s, 0.5, 1.5), Some(50.0 + 0.5 * 150.0));
+        assert_eq!(trapezoid_j(&s, 0.0, 2.0), Some(300.0));
+        assert_eq!(trapezoid_j(&s, -0.1, 1.0), None);
+        assert_eq!(trapezoid_j(&s, 1.0, 2.1), None);
+    }
+
+    #[test]
+    fn integral_against_counter_flags_past_five_percent() {
+        let s: Vec<(f64, f64)> = (0..=100).map(|i| (i as f64 / 100.0, 200.0)).collect();
+        let ok = WindowCheck::of(196.0, &s, &s, 0.0, 1.0);
+        assert!(!ok.flagged && (ok.diff_pct.unwrap() - 2.0408).abs() < 1e-3);
+        let bad = WindowCheck::of(180.0, &s, &s, 0.0, 1.0);
+        assert!(bad.flagged && bad.diff_pct.unwrap() > 11.0);
+        // A series that does not cover the window cannot be checked, and is not flagged.
+        let short = WindowCheck::of(180.0, &s, &s, 0.0, 1.5);
+        assert_eq!((short.integral_j, short.flagged), (None, false));
+    }
+
+    #[test]
+    fn idle_is_the_median_of_all_windows_with_drift() {
+        let i = IdleEstimate::of(vec![120.0, 122.0], vec![126.0, 200.0], 5.0).unwrap();
+        assert_eq!(i.median_w, 124.0);
+        assert_eq!(i.mean_w.n, 4);
+        assert_eq!(i.drift_w, Some(163.0 - 121.0));
+        assert!(IdleEstimate::of(vec![], vec![], 5.0).is_none());
+    }
+
+    #[test]
+    fn counter_period_is_the_median_gap_between_changes() {
+        let r: Vec<(f64, u64)> = (0..1000).map(|i| (i as f64 * 0.001, (i / 100) as u64)).collect();
+        assert!((counter_period_s(&r).unwrap() - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn above_idle_is_not_clamped() {
+        let w = EnergyWindow { joules: 50.0, seconds: 1.0 };
+        assert_eq!(w.above_idle(60.0), -10.0);
     }
 }
 

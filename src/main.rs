@@ -223,7 +223,7 @@ fn infer_summary(r: &perfwatt::capture::InferReport) -> String {
         "device {} | {} | batch {} | prompt {} tok | {} new tok\n\
          latency p50 {:.3} s  p95 {:.3} s  p99 {:.3} s | TTFT p50 {:.3} s | TPOT p50 {:.4} s\n\
          tokens/s: output {:.1}  decode {:.1}  input {:.1}\n\
-         energy: {} | J/token {} | avg W {}{}\n\
+         energy: {} | J/token {} | avg W {}{}\n{}\
          sample: {:?}\n",
         r.device,
         r.config.precision.name(),
@@ -245,6 +245,7 @@ fn infer_summary(r: &perfwatt::capture::InferReport) -> String {
             .as_ref()
             .map(|r| format!(" ({r})"))
             .unwrap_or_default(),
+        energy_notes(e),
         r.generated.first().map(|s| s.as_str()).unwrap_or(""),
     ) + &r
         .sampler_ab
@@ -264,6 +265,31 @@ fn infer_summary(r: &perfwatt::capture::InferReport) -> String {
             )
         })
         .unwrap_or_default()
+}
+
+/// Idle, above-idle energy, the counter's period and the power-series check: one line each
+/// when measured (95% CIs are over runs, n = runs).
+fn energy_notes(e: &perfwatt::capture::EnergyReport) -> String {
+    let mut out = String::new();
+    if let (Some(i), Some(a)) = (&e.idle, e.joules_above_idle) {
+        out.push_str(&format!(
+            "above idle: {:.3} J [{:.3}, {:.3}] per run (n = {} runs, {}) | idle {:.1} W: median of {} x {:.0} s windows before and after, drift {:+.1} W\n",
+            a.mean, a.ci95_low, a.ci95_high, a.n,
+            e.energy_basis.as_deref().unwrap_or("per run"),
+            i.median_w, i.before_w.len() + i.after_w.len(), i.window_s, i.drift_w.unwrap_or(f64::NAN),
+        ));
+    }
+    if let Some(p) = e.counter_period_s {
+        out.push_str(&format!(
+            "energy counter updates every {:.1} ms | power series ({} field) vs counter per run: median {:+.1}%, {} of {} runs differ by more than 5%\n",
+            p * 1e3,
+            e.power_field.as_deref().unwrap_or("?"),
+            e.power_check_median_diff_pct.unwrap_or(f64::NAN),
+            e.power_check_flagged,
+            e.power_check.len(),
+        ));
+    }
+    out
 }
 
 /// Set on Ctrl-C; long jobs check it between steps and stop cleanly (what is finished is

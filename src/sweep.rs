@@ -6,7 +6,6 @@
 //! operand stream and sim JSON under `points/<key>/`. A rerun skips finished points, so a
 //! crash or kill loses at most the point in progress.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +14,7 @@ use crate::capture::{run_infer, write_report, CaptureSpec, InferConfig, InferRep
 use crate::error::{write_atomic, Error, IoContext, Result};
 use crate::model::Precision;
 use crate::sim::{simulate, Counting, Design, SimReport};
+use crate::stats::{Estimate, Rng};
 use crate::trace::OperandStream;
 
 /// Values to sweep; an empty list keeps `[base]`'s value.
@@ -44,6 +44,75 @@ pub struct SweepSpec {
     pub capture: CaptureSpec,
     #[serde(default)]
     pub axes: Axes,
+    /// Times every point runs (a model reload in this process each time). Points run in
+    /// randomized blocks: every point once in a seeded random order, then again in
+    /// another, so drift (idle power, clocks, temperature) does not line up with an axis.
+    #[serde(default = "one")]
+    pub replicates: usize,
+    #[serde(default)]
+    pub order_seed: u64,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// What a sweep row needs of one replicate's `InferReport` (written beside it as
+/// `replicate.json`, so a resumed sweep can aggregate replicates run by another process).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replicate {
+    pub config: InferConfig,
+    pub gpu: Option<String>,
+    pub batch: usize,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub runs: Vec<crate::capture::RunRecord>,
+    /// (J, s) per run as the report measured it: each run, or the block's share when runs
+    /// were too short for the counter (then one entry).
+    pub energy_per_run: Vec<(f64, f64)>,
+    pub energy_basis: Option<String>,
+    pub idle_w: Option<f64>,
+    pub idle_drift_w: Option<f64>,
+    pub peak_w: Option<f64>,
+    pub power_field: Option<String>,
+    pub power_check_flagged: usize,
+    pub power_check_diffs_pct: Vec<f64>,
+    pub flops_per_run: f64,
+    pub generated: String,
+}
+
+impl Replicate {
+    pub fn of(r: &InferReport) -> Self {
+        let e = &r.energy;
+        let per_run: Vec<(f64, f64)> = r
+            .runs
+            .iter()
+            .filter_map(|x| Some((x.energy_j?, x.latency_s)))
+            .collect();
+        let block = e.energy_basis.as_deref().is_some_and(|b| b.starts_with("block"));
+        let energy_per_run = match (block, e.joules) {
+            (true, Some(j)) => vec![(j.mean, r.latency_s.mean.mean)],
+            _ => per_run,
+        };
+        Replicate {
+            config: r.config.clone(),
+            gpu: e.gpu.clone(),
+            batch: r.batch,
+            prompt_tokens: r.prompt_tokens,
+            new_tokens: r.new_tokens,
+            runs: r.runs.clone(),
+            energy_per_run,
+            energy_basis: e.energy_basis.clone(),
+            idle_w: e.idle_w,
+            idle_drift_w: e.idle.as_ref().and_then(|i| i.drift_w),
+            peak_w: e.peak_w,
+            power_field: e.power_field.clone(),
+            power_check_flagged: e.power_check_flagged,
+            power_check_diffs_pct: e.power_check.iter().filter_map(|c| c.diff_pct).collect(),
+            flops_per_run: r.flops_per_run,
+            generated: r.generated.first().cloned().unwrap_or_default(),
+        }
+    }
 }
 
 impl SweepSpec {
@@ -212,13 +281,36 @@ pub struct Row {
     /// made before bf16 streams, where it is "baseline".
     #[serde(default)]
     pub mac: Option<String>,
+    /// Replicates of the point and measured runs over all of them: the n of every CI of a
+    /// mean (absent in older runs: n = repeats).
+    #[serde(default)]
+    pub replicates: Option<usize>,
+    #[serde(default)]
+    pub runs: Option<usize>,
+    /// Mean over replicates of idle(after) - idle(before), W.
+    #[serde(default)]
+    pub idle_drift_w: Option<f64>,
+    /// "per run" or "block of N back-to-back runs".
+    #[serde(default)]
+    pub energy_basis: Option<String>,
+    /// "instant" or "average": the power field behind peak_w.
+    #[serde(default)]
+    pub power_field: Option<String>,
+    /// Runs whose counter energy and power-series integral differ by more than 5%.
+    #[serde(default)]
+    pub power_check_flagged: Option<usize>,
+    #[serde(default)]
+    pub power_check_median_diff_pct: Option<f64>,
 }
 
 impl Row {
-    /// The row of a point: its inference report and the simulation of its operands (the
-    /// stream's format decides the designs: integer MACs and dot units, or bf16 ones).
-    fn new(key: String, r: &InferReport, sim: &SimReport) -> Result<Self> {
-        let e = &r.energy;
+    /// The row of a point: its replicates' measurements, pooled (percentiles over every
+    /// request or token of every run; means with 95% t-intervals over every run), and the
+    /// simulation of its operands (the stream's format decides the designs).
+    fn new(key: String, reps: &[Replicate], sim: &SimReport) -> Result<Self> {
+        let r0 = reps
+            .first()
+            .ok_or_else(|| Error::Config(format!("{key}: no replicate")))?;
         let design = |name: &str| sim.designs.iter().find(|d| d.design == name);
         let b = design("baseline").or(design("bf16")).ok_or_else(|| {
             Error::Sim(format!(
@@ -229,49 +321,81 @@ impl Row {
         let (i, sm) = (design("isolated"), design("signmag"));
         let g = |d: &crate::sim::DesignResult, k: &str| d.groups.get(k).copied().unwrap_or(0);
         let gi = |k: &str| i.map(|d| g(d, k));
-        let mean = |o: Option<crate::stats::Estimate>| o.map(|e| e.mean);
         let vs_base = |d: &crate::sim::DesignResult| {
             (b.datapath_toggles > 0).then(|| {
                 100.0 * (d.datapath_toggles as f64 - b.datapath_toggles as f64)
                     / b.datapath_toggles as f64
             })
         };
+        let runs: Vec<&crate::capture::RunRecord> = reps.iter().flat_map(|r| &r.runs).collect();
+        let per_run = |f: &dyn Fn(&crate::capture::RunRecord) -> f64| {
+            runs.iter().map(|r| f(r)).collect::<Vec<f64>>()
+        };
+        let pooled_requests = |f: &dyn Fn(&crate::capture::RunRecord) -> f64| {
+            runs.iter()
+                .flat_map(|r| std::iter::repeat_n(f(r), r0.batch))
+                .collect::<Vec<f64>>()
+        };
+        let steps: Vec<f64> = runs.iter().flat_map(|r| r.step_latencies_s.iter().copied()).collect();
+        let pct = |v: &[f64], p| crate::stats::percentile(v, p).unwrap_or(f64::NAN);
+        let lat = Estimate::of(&per_run(&|r| r.latency_s)).unwrap_or_default();
+        let lat_pooled = pooled_requests(&|r| r.latency_s);
+        let out_tokens = (r0.batch * r0.new_tokens) as f64;
+        let t = r0.new_tokens as f64;
+        let mean_of = |v: Vec<f64>| Estimate::of(&v).map(|e| e.mean).unwrap_or(f64::NAN);
+        // Energy: (J, s) per run over all replicates, above idle with each replicate's idle.
+        let energy: Vec<(f64, f64, Option<f64>)> = reps
+            .iter()
+            .flat_map(|r| r.energy_per_run.iter().map(move |&(j, s)| (j, s, r.idle_w)))
+            .collect();
+        let est = |f: &dyn Fn(f64, f64, Option<f64>) -> Option<f64>| {
+            Estimate::of(&energy.iter().filter_map(|&(j, s, i)| f(j, s, i)).collect::<Vec<_>>())
+        };
+        let above = |j: f64, s: f64, i: Option<f64>| Some(j - i? * s);
+        let mean = |o: Option<Estimate>| o.map(|e| e.mean);
+        let joules = est(&|j, _, _| Some(j));
+        let jpt = est(&|j, _, _| Some(j / out_tokens));
+        let opt_mean = |v: Vec<f64>| Estimate::of(&v).map(|e| e.mean);
+        let diffs: Vec<f64> = reps.iter().flat_map(|r| r.power_check_diffs_pct.iter().copied()).collect();
+        let cfg = &r0.config;
         Ok(Row {
             key,
-            device: r.config.device.clone(),
-            gpu: e.gpu.clone(),
-            precision: r.config.precision.name().into(),
-            batch: r.batch,
-            prompt_tokens: r.prompt_tokens,
-            new_tokens: r.new_tokens,
-            kv_cache: r.config.kv_cache,
-            sparsity_tau: r.config.sparsity_tau,
+            device: cfg.device.clone(),
+            gpu: r0.gpu.clone(),
+            precision: cfg.precision.name().into(),
+            batch: r0.batch,
+            prompt_tokens: r0.prompt_tokens,
+            new_tokens: r0.new_tokens,
+            kv_cache: cfg.kv_cache,
+            sparsity_tau: cfg.sparsity_tau,
             width: sim.width,
-            latency_p50_s: r.latency_s.p50,
-            latency_p95_s: r.latency_s.p95,
-            latency_p99_s: r.latency_s.p99,
-            latency_mean_s: r.latency_s.mean.mean,
-            latency_ci95_low_s: r.latency_s.mean.ci95_low,
-            latency_ci95_high_s: r.latency_s.mean.ci95_high,
-            ttft_p50_s: r.ttft_s.p50,
-            tpot_p50_s: r.tpot_s.p50,
-            tokens_per_s_output: r.tokens_per_s_output.mean,
-            tokens_per_s_decode: r.tokens_per_s_decode.mean,
-            energy_j: mean(e.joules),
-            energy_ci95_low_j: e.joules.map(|e| e.ci95_low),
-            energy_ci95_high_j: e.joules.map(|e| e.ci95_high),
-            energy_above_idle_j: mean(e.joules_above_idle),
-            j_per_token: mean(e.j_per_token),
-            j_per_token_ci95_low: e.j_per_token.map(|e| e.ci95_low),
-            j_per_token_ci95_high: e.j_per_token.map(|e| e.ci95_high),
-            j_per_token_above_idle: mean(e.j_per_token_above_idle),
-            tokens_per_j: mean(e.tokens_per_j),
-            avg_w: mean(e.avg_w),
-            peak_w: e.peak_w,
-            idle_w: e.idle_w,
-            edp_js: mean(e.edp_js),
-            flops_per_run: r.flops_per_run,
-            repeats: r.config.repeats,
+            latency_p50_s: pct(&lat_pooled, 50.0),
+            latency_p95_s: pct(&lat_pooled, 95.0),
+            latency_p99_s: pct(&lat_pooled, 99.0),
+            latency_mean_s: lat.mean,
+            latency_ci95_low_s: lat.ci95_low,
+            latency_ci95_high_s: lat.ci95_high,
+            ttft_p50_s: pct(&pooled_requests(&|r| r.ttft_s), 50.0),
+            tpot_p50_s: pct(&steps, 50.0),
+            tokens_per_s_output: mean_of(per_run(&|r| out_tokens / r.latency_s)),
+            tokens_per_s_decode: mean_of(per_run(&|r| {
+                r0.batch as f64 * (t - 1.0).max(1.0) / (r.latency_s - r.ttft_s).max(1e-9)
+            })),
+            energy_j: mean(joules),
+            energy_ci95_low_j: joules.map(|e| e.ci95_low),
+            energy_ci95_high_j: joules.map(|e| e.ci95_high),
+            energy_above_idle_j: mean(est(&above)),
+            j_per_token: mean(jpt),
+            j_per_token_ci95_low: jpt.map(|e| e.ci95_low),
+            j_per_token_ci95_high: jpt.map(|e| e.ci95_high),
+            j_per_token_above_idle: mean(est(&|j, s, i| Some(above(j, s, i)? / out_tokens))),
+            tokens_per_j: mean(est(&|j, _, _| Some(out_tokens / j))),
+            avg_w: mean(est(&|j, s, _| Some(j / s))),
+            peak_w: reps.iter().filter_map(|r| r.peak_w).fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p)))),
+            idle_w: crate::stats::percentile(&reps.iter().filter_map(|r| r.idle_w).collect::<Vec<_>>(), 50.0),
+            edp_js: mean(est(&|j, s, _| Some(j * s))),
+            flops_per_run: r0.flops_per_run,
+            repeats: cfg.repeats,
             pairs: sim.pairs,
             zero_fraction: sim.zero_fraction,
             baseline_toggles: b.datapath_toggles,
@@ -288,7 +412,7 @@ impl Row {
             baseline_control: g(b, "control"),
             isolated_control: gi("control"),
             sim_cycles_per_s: b.cycles_per_s,
-            generated: r.generated.first().cloned().unwrap_or_default(),
+            generated: r0.generated.clone(),
             signmag_toggles: sm.map(|d| d.datapath_toggles),
             signmag_toggles_per_mac: sm.map(|d| d.toggles_per_pair),
             signmag_mult_inputs: sm.map(|d| g(d, "multiplier inputs")),
@@ -299,6 +423,16 @@ impl Row {
                 .map(|d| d.toggles_per_pair),
             dot_isolated_toggles_per_mac: design("dot-isolated").map(|d| d.toggles_per_pair),
             mac: Some(b.design.to_string()),
+            replicates: Some(reps.len()),
+            runs: Some(runs.len()),
+            idle_drift_w: opt_mean(reps.iter().filter_map(|r| r.idle_drift_w).collect()),
+            energy_basis: r0.energy_basis.clone(),
+            power_field: r0.power_field.clone(),
+            power_check_flagged: r0
+                .gpu
+                .as_ref()
+                .map(|_| reps.iter().map(|r| r.power_check_flagged).sum()),
+            power_check_median_diff_pct: crate::stats::percentile(&diffs, 50.0),
         })
     }
 }
@@ -405,53 +539,124 @@ pub fn run_sweep(
         )));
     }
     let mut rows = read_rows(dir)?;
-    let total = points.len();
-    let done: BTreeMap<String, ()> = rows.iter().map(|r| (r.key.clone(), ())).collect();
-    for (n, p) in points.iter().enumerate() {
+    let reps = spec.replicates.max(1);
+    let order = run_order(points.len(), reps, spec.order_seed);
+    let total = order.len();
+    for (n, &(i, r)) in order.iter().enumerate() {
+        let p = &points[i];
         let key = p.key();
-        if done.contains_key(&key) {
+        let pdir = dir.join("points").join(&key);
+        let rdir = replicate_dir(&pdir, r, reps);
+        if rows.iter().any(|row| row.key == key) || rdir.join("replicate.json").exists() {
             (hooks.on_point)(n + 1, total, None);
             continue;
         }
         if (hooks.interrupted)() {
             return Err(Error::Interrupted);
         }
-        (hooks.on_point)(n, total, Some(&key));
-        let pdir = dir.join("points").join(&key);
-        std::fs::create_dir_all(&pdir).at(&pdir)?;
+        (hooks.on_point)(n, total, Some(&format!("{key} (replicate {} of {reps})", r + 1)));
+        std::fs::create_dir_all(&rdir).at(&rdir)?;
         let ops = pdir.join("operands.ops");
+        // The operands are captured once per point, in the first replicate's own run.
         let (report, samples) = run_infer(
             &p.cfg,
-            Some(&ops),
+            (r == 0).then_some(ops.as_path()),
             Progress {
                 on_step: &mut |_, _| {},
                 interrupted: hooks.interrupted,
             },
         )?;
-        write_report(&report, &samples, &pdir.join("infer.json"))?;
-        let stream = OperandStream::read(&ops, 8)?;
-        // Every design that can take the stream's format (integer MACs and dot units, or
-        // the bf16 MAC and fused dot unit).
-        let mut results = Vec::new();
-        for d in Design::ALL
-            .into_iter()
-            .filter(|d| d.params_for(&stream, crate::sim::DEFAULT_LANES).is_ok())
-        {
-            results.push(simulate(d, &stream, &Counting::Fast, &mut |_| {})?);
-        }
-        let sim = SimReport::new(&stream, results);
+        write_report(&report, &samples, &rdir.join("infer.json"))?;
+        let rep = Replicate::of(&report);
         write_atomic(
-            &pdir.join("sim.json"),
-            serde_json::to_string_pretty(&sim).expect("sim").as_bytes(),
+            &rdir.join("replicate.json"),
+            serde_json::to_string(&rep).expect("replicate").as_bytes(),
         )?;
-        rows.push(Row::new(key, &report, &sim)?);
-        write_rows(dir, &rows)?;
+        let done: Option<Vec<Replicate>> = (0..reps)
+            .map(|r| {
+                let t = std::fs::read_to_string(replicate_dir(&pdir, r, reps).join("replicate.json"));
+                t.ok().and_then(|t| serde_json::from_str(&t).ok())
+            })
+            .collect();
+        if let Some(done) = done {
+            let sim = simulate_point(&ops, &pdir)?;
+            rows.push(Row::new(key, &done, &sim)?);
+            write_rows(dir, &rows)?;
+        }
         (hooks.on_point)(n + 1, total, None);
     }
+    // Rows in the spec's order, whatever order the points ran in.
+    let keys: Vec<String> = points.iter().map(|p| p.key()).collect();
+    rows.sort_by_key(|r| keys.iter().position(|k| *k == r.key));
+    write_rows(dir, &rows)?;
     Ok(rows)
+}
+
+/// (point, replicate) in randomized blocks: block r runs every point once, in an order
+/// drawn from `seed + r`.
+pub fn run_order(points: usize, replicates: usize, seed: u64) -> Vec<(usize, usize)> {
+    let mut out = Vec::with_capacity(points * replicates);
+    for r in 0..replicates {
+        let mut idx: Vec<usize> = (0..points).collect();
+        let mut rng = Rng::new(seed.wrapping_add(r as u64).wrapping_mul(0x9e37_79b9) ^ 0x5eed);
+        for k in (1..idx.len()).rev() {
+            idx.swap(k, (rng.next_u64() % (k as u64 + 1)) as usize);
+        }
+        out.extend(idx.into_iter().map(|i| (i, r)));
+    }
+    out
+}
+
+/// Where replicate `r` of a point keeps its report: the point's folder when it has one.
+fn replicate_dir(pdir: &Path, r: usize, replicates: usize) -> PathBuf {
+    if replicates == 1 {
+        pdir.to_path_buf()
+    } else {
+        pdir.join(format!("rep{r}"))
+    }
+}
+
+/// Replay a point's operands into every design that can take their format (integer MACs
+/// and dot units, or the bf16 MAC and fused dot unit); writes sim.json.
+fn simulate_point(ops: &Path, pdir: &Path) -> Result<SimReport> {
+    let stream = OperandStream::read(ops, 8)?;
+    let mut results = Vec::new();
+    for d in Design::ALL
+        .into_iter()
+        .filter(|d| d.params_for(&stream, crate::sim::DEFAULT_LANES).is_ok())
+    {
+        results.push(simulate(d, &stream, &Counting::Fast, &mut |_| {})?);
+    }
+    let sim = SimReport::new(&stream, results);
+    write_atomic(
+        &pdir.join("sim.json"),
+        serde_json::to_string_pretty(&sim).expect("sim").as_bytes(),
+    )?;
+    Ok(sim)
 }
 
 /// Default run folder of a spec: experiments/runs/<name>.
 pub fn default_run_dir(spec: &SweepSpec) -> PathBuf {
     Path::new("experiments/runs").join(&spec.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_order_is_a_permutation_per_block_and_differs_between_blocks() {
+        let o = run_order(10, 3, 7);
+        assert_eq!(o.len(), 30);
+        for r in 0..3 {
+            let mut b: Vec<usize> = o[r * 10..(r + 1) * 10].iter().map(|x| x.0).collect();
+            assert!(o[r * 10..(r + 1) * 10].iter().all(|x| x.1 == r));
+            let shuffled = b.clone();
+            b.sort();
+            assert_eq!(b, (0..10).collect::<Vec<_>>());
+            assert_ne!(shuffled, b, "block {r} left in spec order");
+        }
+        assert_ne!(o[..10].iter().map(|x| x.0).collect::<Vec<_>>(), o[10..20].iter().map(|x| x.0).collect::<Vec<_>>());
+        assert_eq!(run_order(10, 3, 7), o, "seeded");
+    }
 }

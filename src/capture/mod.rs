@@ -1,11 +1,18 @@
 //! Capture: runs the model like a benchmark and records what its matmuls see.
 //!
 //! In: an `InferConfig` (device, precision, batch, prompt length, new tokens, repeats...).
-//! Out: `InferReport` (latency p50/p95/p99, TTFT, TPOT, tokens/s, NVML energy split into
-//! prefill/decode with idle subtraction, EDP, FLOPs, 95% CIs over repeats), the power time
-//! series, and optionally an `.ops` operand stream of chosen projections' (x_i, w_ji) pairs,
-//! quantized symmetric per tensor, in the order one MAC computing y_j = sum_i x_i w_ji
-//! consumes them.
+//! Out: `InferReport` (latency p50/p95/p99, TTFT, TPOT, tokens/s, NVML energy with idle
+//! subtraction, EDP, FLOPs), the power time series, and optionally an `.ops` operand
+//! stream of chosen projections' (x_i, w_ji) pairs in the order one MAC computing
+//! y_j = sum_i x_i w_ji consumes them.
+//!
+//! Statistics, and their units: a 95% CI of a mean is a Student-t interval over
+//! independent measured runs (n = runs; a batch's sequences finish together and are not
+//! independent), never over the sequences of a batch; percentiles pool the per-request
+//! (latency, TTFT) or per-token (TPOT) samples of every run and say their n. Idle power
+//! is the median of counter windows before and after the runs; energy above idle is
+//! total energy minus idle power x time, never clamped. The raw per-run and per-step
+//! times are in the report.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -78,7 +85,10 @@ pub struct InferConfig {
     pub sampler_ab: AbUnit,
     /// Grid carbon intensity for gCO2eq, g per kWh.
     pub grid_g_per_kwh: f64,
+    /// Idle power: `idle_windows` counter windows of `idle_seconds` before the runs and
+    /// as many after them (GPU only).
     pub idle_seconds: f64,
+    pub idle_windows: usize,
     pub capture: Option<CaptureSpec>,
 }
 
@@ -99,7 +109,8 @@ impl Default for InferConfig {
             sample_hz: 50.0,
             sampler_ab: AbUnit::Off,
             grid_g_per_kwh: 400.0,
-            idle_seconds: 1.0,
+            idle_seconds: 5.0,
+            idle_windows: 2,
             capture: None,
         }
     }
@@ -189,23 +200,42 @@ pub fn build_batch(
 
 // ------------------------------------------------------------------ the benchmark run
 
-#[derive(Debug, Clone, Serialize)]
+/// Percentiles of pooled samples (their count in `samples`: with few, p99 is about the
+/// maximum) and the mean over runs with its 95% CI (`mean.n` = runs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
+    #[serde(default)]
+    pub samples: usize,
     pub mean: Estimate,
 }
 
 impl Percentiles {
-    fn of(xs: &[f64]) -> Option<Self> {
+    /// `pooled`: every request's (or token's) sample; `per_run`: one value per run.
+    pub fn of(pooled: &[f64], per_run: &[f64]) -> Option<Self> {
         Some(Percentiles {
-            p50: percentile(xs, 50.0)?,
-            p95: percentile(xs, 95.0)?,
-            p99: percentile(xs, 99.0)?,
-            mean: Estimate::of(xs)?,
+            p50: percentile(pooled, 50.0)?,
+            p95: percentile(pooled, 95.0)?,
+            p99: percentile(pooled, 99.0)?,
+            samples: pooled.len(),
+            mean: Estimate::of(per_run)?,
         })
     }
+}
+
+/// One measured run as measured: what percentiles pool and CIs count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub latency_s: f64,
+    pub ttft_s: f64,
+    /// Each decode step (one new token for every sequence of the batch).
+    pub step_latencies_s: Vec<f64>,
+    /// NVML counter over the run (null without NVML).
+    pub energy_j: Option<f64>,
+    /// energy_j - idle power x latency_s, unclamped.
+    pub energy_above_idle_j: Option<f64>,
 }
 
 /// Energy figures; every field null when NVML is unavailable (`reason` says why).
@@ -214,11 +244,21 @@ pub struct EnergyReport {
     pub available: bool,
     pub reason: Option<String>,
     pub gpu: Option<String>,
+    /// Median of the idle windows (`idle`): the idle power every above-idle figure uses.
     pub idle_w: Option<f64>,
+    pub idle: Option<crate::energy::IdleEstimate>,
+    /// Seconds between updates of the energy counter (measured in a tight loop).
+    pub counter_period_s: Option<f64>,
+    /// "per run", or "block of N back-to-back runs" when runs last under 5 counter periods
+    /// (energy per run is then the block's over N, without a CI).
+    pub energy_basis: Option<String>,
     pub joules: Option<Estimate>,
     pub joules_above_idle: Option<Estimate>,
+    /// Prefill / decode split: only when every prefill spans >= 10 counter periods
+    /// (`split_note` says why not).
     pub prefill_j: Option<Estimate>,
     pub decode_j: Option<Estimate>,
+    pub split_note: Option<String>,
     pub avg_w: Option<Estimate>,
     pub peak_w: Option<f64>,
     pub j_per_token: Option<Estimate>,
@@ -229,6 +269,14 @@ pub struct EnergyReport {
     pub gco2eq: Option<Estimate>,
     pub flop_per_j: Option<f64>,
     pub gpu_util_pct: Option<f64>,
+    /// The field the power series and peak_w use: "instant" (NVML_FI_DEV_POWER_INSTANT)
+    /// or "average" (nvmlDeviceGetPowerUsage, ~1 s average on recent GPUs).
+    pub power_field: Option<String>,
+    /// Per measured run: counter energy against the power series' trapezoid integral.
+    pub power_check: Vec<crate::energy::WindowCheck>,
+    /// Runs whose two energies differ by more than 5%.
+    pub power_check_flagged: usize,
+    pub power_check_median_diff_pct: Option<f64>,
     pub sample_hz_target: f64,
     pub sample_hz_achieved: Option<f64>,
     pub samples: usize,
@@ -244,7 +292,8 @@ pub struct InferReport {
     pub batch: usize,
     pub new_tokens: usize,
     pub load_s: f64,
-    /// Per request, pooled over repeats (every request of a batch ends with the batch).
+    /// Percentiles per request, pooled over runs (every request of a batch ends with the
+    /// batch); mean over runs.
     pub latency_s: Percentiles,
     pub ttft_s: Percentiles,
     pub tpot_s: Percentiles,
@@ -252,8 +301,10 @@ pub struct InferReport {
     pub tokens_per_s_output: Estimate,
     pub tokens_per_s_decode: Estimate,
     pub tokens_per_s_total: Estimate,
-    /// Latency of each measured run, in order (capture, when on, is in the first).
+    /// Latency of each measured run, in order.
     pub run_latencies_s: Vec<f64>,
+    /// Every measured run's raw times (and energy), in order.
+    pub runs: Vec<RunRecord>,
     /// With `sampler_ab`: the sampler's cost, from pairs of adjacent runs or decode steps.
     pub sampler_ab: Option<SamplerAb>,
     pub flops_per_run: f64,
@@ -345,9 +396,19 @@ impl SamplerAb {
 struct RunTimes {
     total: f64,
     ttft: f64,
+    steps: Vec<f64>,
     sampler_on: bool,
     e_prefill: Option<EnergyWindow>,
     e_decode: Option<EnergyWindow>,
+    /// Start and end on the power sampler's clock.
+    t0_s: Option<f64>,
+    t1_s: Option<f64>,
+}
+
+impl RunTimes {
+    fn joules(&self) -> Option<f64> {
+        Some(self.e_prefill?.joules + self.e_decode?.joules)
+    }
 }
 
 /// FLOPs of one run: 2 per multiply-add in the projections, plus attention's QK^T and AV.
@@ -397,8 +458,9 @@ pub fn run_infer(
             "--sampler-ab needs at least 2 repeats and 3 new tokens".into(),
         ));
     }
-    let meter = Meter::open(&bench.device, cfg);
+    let mut meter = Meter::open(&bench.device, cfg);
     let measured = bench.measure(&meter, progress)?;
+    let idle = meter.idle(cfg);
     // The capture has a run of its own, after the measured ones: what it costs is in no
     // measurement, and it must produce the same tokens.
     let capture = match capture {
@@ -416,22 +478,16 @@ pub fn run_infer(
     };
     let (samples, achieved) = meter
         .sampler
+        .take()
         .map(|s| s.finish())
         .map(|(s, r)| (s, Some(r)))
         .unwrap_or((Vec::new(), None));
-    let energy = bench.energy_report(
-        &meter.gpu,
-        meter.reason,
-        meter.idle_w,
-        &measured.runs,
-        &samples,
-        achieved,
-    );
+    let energy = bench.energy_report(&meter, idle, &measured, &samples, achieved);
     let capture_info = match (capture, capture_out) {
         (Some(c), Some(path)) => Some(bench.write_capture(c, path)?),
         _ => None,
     };
-    let report = bench.summarize(&meter.gpu, measured, energy, capture_info)?;
+    let report = bench.summarize(&meter.gpu, measured, energy, &samples, capture_info)?;
     Ok((report, samples))
 }
 
@@ -453,7 +509,9 @@ struct Bench<'a> {
 struct Meter {
     gpu: Option<GpuMeter>,
     reason: Option<String>,
-    idle_w: Option<f64>,
+    idle_before: Vec<f64>,
+    counter_period_s: Option<f64>,
+    instant: bool,
     sampler: Option<crate::energy::PowerSampler>,
 }
 
@@ -468,16 +526,33 @@ impl Meter {
             Ok(g) => (Some(g), None),
             Err(r) => (None, Some(r)),
         };
-        let idle_w = gpu
+        let idle_before = gpu.as_ref().map_or(Vec::new(), |g| {
+            g.idle_windows_w(cfg.idle_windows, cfg.idle_seconds)
+        });
+        let counter_period_s = gpu
             .as_ref()
-            .and_then(|g| g.idle_power_w(Duration::from_secs_f64(cfg.idle_seconds)));
+            .and_then(|g| g.counter_period_s(Duration::from_secs(1)));
+        let instant = gpu.as_ref().is_some_and(|g| g.has_instant_power());
         let sampler = gpu.as_ref().map(|g| g.start_sampler(cfg.sample_hz));
         Meter {
             gpu,
             reason,
-            idle_w,
+            idle_before,
+            counter_period_s,
+            instant,
             sampler,
         }
+    }
+
+    /// The idle windows after the runs, and the estimate from both sides.
+    fn idle(&self, cfg: &InferConfig) -> Option<crate::energy::IdleEstimate> {
+        let g = self.gpu.as_ref()?;
+        let after = g.idle_windows_w(cfg.idle_windows, cfg.idle_seconds);
+        crate::energy::IdleEstimate::of(self.idle_before.clone(), after, cfg.idle_seconds)
+    }
+
+    fn now_s(&self) -> Option<f64> {
+        self.sampler.as_ref().map(|s| s.now_s())
     }
 
     fn energy_mj(&self) -> Option<u64> {
@@ -500,6 +575,8 @@ impl Meter {
 /// What the measured runs produced.
 struct Measured {
     runs: Vec<RunTimes>,
+    /// The counter over all measured runs back to back (first start to last end).
+    block: Option<EnergyWindow>,
     /// Per-step sampler A/B: (step latency, sampler on) of measured runs.
     ab_steps: Vec<(f64, bool)>,
     /// New tokens of the last measured run, per sequence.
@@ -545,14 +622,19 @@ impl<'a> Bench<'a> {
         let total_runs = cfg.warmup + cfg.repeats;
         let mut out = Measured {
             runs: Vec::new(),
+            block: None,
             ab_steps: Vec::new(),
             generated: Vec::new(),
         };
+        let (mut block_e0, mut block_t0) = (None, Instant::now());
         for run in 0..total_runs {
             if (progress.interrupted)() {
                 return Err(Error::Interrupted);
             }
             let measured = run >= cfg.warmup;
+            if run == cfg.warmup {
+                (block_e0, block_t0) = (meter.energy_mj(), Instant::now());
+            }
             // Before the run it applies to (until 2026-11-23 this was set after the run, so
             // each run sampled as the one before it was meant to: whole-run A/B arms were
             // mislabelled; per-step A/B was not affected).
@@ -569,6 +651,11 @@ impl<'a> Bench<'a> {
             }
             (progress.on_step)(run + 1, total_runs);
         }
+        out.block = EnergyWindow::between(
+            block_e0,
+            meter.energy_mj(),
+            block_t0.elapsed().as_secs_f64(),
+        );
         Ok(out)
     }
 
@@ -590,6 +677,7 @@ impl<'a> Bench<'a> {
             Phase::Warmup
         });
         let e0 = meter.energy_mj();
+        let t0_s = meter.now_s();
         let start = Instant::now();
         let logits = m.forward(
             &prompt,
@@ -606,6 +694,7 @@ impl<'a> Bench<'a> {
             s.push(n);
         }
         let mut ab_steps: Vec<(f64, bool)> = Vec::new();
+        let mut steps = Vec::with_capacity(self.t);
         let step_ab = measured && cfg.sampler_ab == AbUnit::Steps && meter.sampler.is_some();
         for step in 1..self.t {
             // ABBA over this run's decode steps.
@@ -626,8 +715,10 @@ impl<'a> Bench<'a> {
                 m.forward(&Tensor::new(seqs.clone(), device).map_err(me)?, 0, tap)?
             };
             next = argmax(&logits)?;
+            let step_s = step_start.elapsed().as_secs_f64();
+            steps.push(step_s);
             if step_ab {
-                ab_steps.push((step_start.elapsed().as_secs_f64(), step_on));
+                ab_steps.push((step_s, step_on));
             }
             for (s, &n) in seqs.iter_mut().zip(&next) {
                 s.push(n);
@@ -638,13 +729,17 @@ impl<'a> Bench<'a> {
             meter.set_paused(false);
         }
         let e2 = meter.energy_mj();
+        let t1_s = meter.now_s();
         Ok(RunOutput {
             times: RunTimes {
                 total,
                 ttft,
+                steps,
                 sampler_on: false,
                 e_prefill: EnergyWindow::between(e0, e1, ttft),
                 e_decode: EnergyWindow::between(e1, e2, total - ttft),
+                t0_s,
+                t1_s,
             },
             seqs,
             ab_steps,
@@ -659,63 +754,104 @@ impl<'a> Bench<'a> {
         flops(&self.m, self.cfg.batch, self.l, self.t, self.cfg.kv_cache)
     }
 
-    /// Energy figures over the measured runs, each a mean with its 95% CI.
+    /// Energy figures over the measured runs, each a mean with its 95% CI over runs.
     fn energy_report(
         &self,
-        gpu: &Option<GpuMeter>,
-        reason: Option<String>,
-        idle_w: Option<f64>,
-        runs: &[RunTimes],
+        meter: &Meter,
+        idle: Option<crate::energy::IdleEstimate>,
+        measured: &Measured,
         samples: &[PowerSample],
         achieved: Option<f64>,
     ) -> EnergyReport {
         let cfg = self.cfg;
-        let Some(gpu) = gpu else {
+        let Some(gpu) = &meter.gpu else {
             return EnergyReport {
                 available: false,
-                reason,
+                reason: meter.reason.clone(),
                 sample_hz_target: cfg.sample_hz,
                 ..Default::default()
             };
         };
-        let est = |f: &dyn Fn(&RunTimes) -> Option<f64>| {
-            Estimate::of(&runs.iter().filter_map(f).collect::<Vec<_>>())
+        let runs = &measured.runs;
+        let idle_w = idle.as_ref().map(|i| i.median_w);
+        let period = meter.counter_period_s;
+        // Runs under 5 counter periods: one run's energy is mostly quantization, so the
+        // energy per run is the back-to-back block's over the number of runs.
+        let latencies: Vec<f64> = runs.iter().map(|r| r.total).collect();
+        let short = period
+            .zip(percentile(&latencies, 50.0))
+            .is_some_and(|(p, l)| l < 5.0 * p);
+        let n = runs.len();
+        let per_run: Vec<(f64, f64)> = match measured.block.filter(|_| short) {
+            Some(b) => vec![(b.joules / n as f64, b.seconds / n as f64)],
+            None => runs.iter().filter_map(|r| Some((r.joules()?, r.total))).collect(),
+        };
+        let est = |f: &dyn Fn(f64, f64) -> Option<f64>| {
+            Estimate::of(&per_run.iter().filter_map(|&(j, t)| f(j, t)).collect::<Vec<_>>())
         };
         let out_tokens = self.out_tokens();
-        let joules = |r: &RunTimes| Some(r.e_prefill?.joules + r.e_decode?.joules);
-        let above =
-            |r: &RunTimes| Some(r.e_prefill?.above_idle(idle_w?) + r.e_decode?.above_idle(idle_w?));
-        let in_run = || {
-            samples
-                .iter()
-                .filter(|s| matches!(s.phase, Phase::Prefill | Phase::Decode))
+        let above = |j: f64, t: f64| Some(j - idle_w? * t);
+        // The prefill/decode split only where a prefill spans many counter ticks.
+        let split = !short
+            && period.is_some_and(|p| runs.iter().all(|r| r.ttft >= 10.0 * p));
+        let split_est = |f: &dyn Fn(&RunTimes) -> Option<f64>| {
+            split
+                .then(|| Estimate::of(&runs.iter().filter_map(f).collect::<Vec<_>>()))
+                .flatten()
         };
-        let j_mean = est(&joules).map(|e| e.mean);
-        let util: Vec<f64> = in_run()
+        let (used, avg) = power_series(samples, meter.instant);
+        let power_check: Vec<crate::energy::WindowCheck> = runs
+            .iter()
+            .filter_map(|r| {
+                Some(crate::energy::WindowCheck::of(r.joules()?, &used, &avg, r.t0_s?, r.t1_s?))
+            })
+            .collect();
+        let diffs: Vec<f64> = power_check.iter().filter_map(|c| c.diff_pct).collect();
+        let in_run = |s: &&PowerSample| matches!(s.phase, Phase::Prefill | Phase::Decode);
+        let util: Vec<f64> = samples
+            .iter()
+            .filter(in_run)
             .filter_map(|s| s.gpu_util_pct.map(|u| u as f64))
             .collect();
+        let j_mean = est(&|j, _| Some(j)).map(|e| e.mean);
         EnergyReport {
             available: true,
-            reason,
+            reason: meter.reason.clone(),
             gpu: Some(gpu.name.clone()),
             idle_w,
-            joules: est(&joules),
+            idle,
+            counter_period_s: period,
+            energy_basis: Some(if short {
+                format!("block of {n} back-to-back runs (runs under 5 counter periods)")
+            } else {
+                "per run".into()
+            }),
+            joules: est(&|j, _| Some(j)),
             joules_above_idle: est(&above),
-            prefill_j: est(&|r| Some(r.e_prefill?.joules)),
-            decode_j: est(&|r| Some(r.e_decode?.joules)),
-            avg_w: est(&|r| Some(joules(r)? / r.total)),
-            peak_w: in_run()
-                .filter_map(|s| s.power_w)
+            prefill_j: split_est(&|r| Some(r.e_prefill?.joules)),
+            decode_j: split_est(&|r| Some(r.e_decode?.joules)),
+            split_note: (!split).then(|| {
+                "no prefill/decode split: a prefill spans fewer than 10 energy-counter updates".into()
+            }),
+            avg_w: est(&|j, t| Some(j / t)),
+            peak_w: samples
+                .iter()
+                .filter(in_run)
+                .filter_map(|s| if meter.instant { s.power_instant_w } else { s.power_w })
                 .fold(None, |m, p| Some(m.map_or(p, |m: f64| m.max(p)))),
-            j_per_token: est(&|r| Some(joules(r)? / out_tokens)),
-            j_per_token_above_idle: est(&|r| Some(above(r)? / out_tokens)),
-            tokens_per_j: est(&|r| Some(out_tokens / joules(r)?)),
-            edp_js: est(&|r| Some(joules(r)? * r.total)),
-            gco2eq: est(&|r| Some(joules(r)? / 3.6e6 * cfg.grid_g_per_kwh)),
+            j_per_token: est(&|j, _| Some(j / out_tokens)),
+            j_per_token_above_idle: est(&|j, t| Some(above(j, t)? / out_tokens)),
+            tokens_per_j: est(&|j, _| Some(out_tokens / j)),
+            edp_js: est(&|j, t| Some(j * t)),
+            gco2eq: est(&|j, _| Some(j / 3.6e6 * cfg.grid_g_per_kwh)),
             flop_per_j: j_mean
                 .filter(|&j| j > 0.0)
                 .map(|j| self.flops_per_run() / j),
             gpu_util_pct: (!util.is_empty()).then(|| util.iter().sum::<f64>() / util.len() as f64),
+            power_field: Some(if meter.instant { "instant" } else { "average" }.into()),
+            power_check_flagged: power_check.iter().filter(|c| c.flagged).count(),
+            power_check_median_diff_pct: percentile(&diffs, 50.0),
+            power_check,
             sample_hz_target: cfg.sample_hz,
             sample_hz_achieved: achieved,
             samples: samples.len(),
@@ -743,6 +879,7 @@ impl<'a> Bench<'a> {
         gpu: &Option<GpuMeter>,
         measured: Measured,
         energy: EnergyReport,
+        samples: &[PowerSample],
         capture: Option<serde_json::Value>,
     ) -> Result<InferReport> {
         let (cfg, l, t) = (self.cfg, self.l, self.t);
@@ -753,21 +890,52 @@ impl<'a> Bench<'a> {
             Estimate::of(&runs.iter().map(f).collect::<Vec<_>>())
                 .ok_or_else(|| Error::Model(format!("no valid {what} measurements")))
         };
-        // Every request of a batch ends with its batch: one sample per request.
-        let pooled = |f: &dyn Fn(&RunTimes) -> f64| {
-            Percentiles::of(
-                &runs
-                    .iter()
-                    .flat_map(|r| std::iter::repeat_n(f(r), cfg.batch))
-                    .collect::<Vec<_>>(),
-            )
-            .ok_or_else(|| Error::Model("no runs".into()))
+        // Percentiles pool one sample per request (every request of a batch ends with its
+        // batch); means and their CIs count runs.
+        let per_run = |f: &dyn Fn(&RunTimes) -> f64| runs.iter().map(f).collect::<Vec<_>>();
+        let per_request = |f: &dyn Fn(&RunTimes) -> f64| {
+            let pooled: Vec<f64> = runs
+                .iter()
+                .flat_map(|r| std::iter::repeat_n(f(r), cfg.batch))
+                .collect();
+            Percentiles::of(&pooled, &per_run(f)).ok_or_else(|| Error::Model("no runs".into()))
         };
+        let tpot_run = |r: &RunTimes| {
+            if t > 1 {
+                (r.total - r.ttft) / (t - 1) as f64
+            } else {
+                0.0
+            }
+        };
+        // TPOT: every decode step of every run (one token per sequence each).
+        let steps: Vec<f64> = runs.iter().flat_map(|r| r.steps.iter().copied()).collect();
+        let tpot_s = if steps.is_empty() {
+            per_request(&tpot_run)?
+        } else {
+            Percentiles::of(&steps, &per_run(&tpot_run))
+                .ok_or_else(|| Error::Model("no decode steps".into()))?
+        };
+        // Peak device memory: the highest reading during the run, not the one at its end.
         let peak_mem_mb = if self.device.is_cuda() {
-            gpu.as_ref().and_then(|g| g.memory_used_mb())
+            samples
+                .iter()
+                .filter_map(|s| s.mem_used_mb)
+                .chain(gpu.as_ref().and_then(|g| g.memory_used_mb()))
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
         } else {
             crate::energy::peak_rss_mb()
         };
+        let idle_w = energy.idle_w;
+        let records = runs
+            .iter()
+            .map(|r| RunRecord {
+                latency_s: r.total,
+                ttft_s: r.ttft,
+                step_latencies_s: r.steps.clone(),
+                energy_j: r.joules(),
+                energy_above_idle_j: r.joules().zip(idle_w).map(|(j, i)| j - i * r.total),
+            })
+            .collect();
         Ok(InferReport {
             schema: "perfwatt.infer/1",
             config: cfg.clone(),
@@ -779,15 +947,9 @@ impl<'a> Bench<'a> {
             batch: cfg.batch,
             new_tokens: t,
             load_s: self.load_s,
-            latency_s: pooled(&|r| r.total)?,
-            ttft_s: pooled(&|r| r.ttft)?,
-            tpot_s: pooled(&|r| {
-                if t > 1 {
-                    (r.total - r.ttft) / (t - 1) as f64
-                } else {
-                    0.0
-                }
-            })?,
+            latency_s: per_request(&|r| r.total)?,
+            ttft_s: per_request(&|r| r.ttft)?,
+            tpot_s,
             tokens_per_s_input: rate(&|r| b * l as f64 / r.ttft, "input tokens/s")?,
             tokens_per_s_output: rate(&|r| out_tokens / r.total, "output tokens/s")?,
             tokens_per_s_decode: rate(
@@ -796,6 +958,7 @@ impl<'a> Bench<'a> {
             )?,
             tokens_per_s_total: rate(&|r| b * (l + t) as f64 / r.total, "total tokens/s")?,
             run_latencies_s: runs.iter().map(|r| r.total).collect(),
+            runs: records,
             sampler_ab: match cfg.sampler_ab {
                 AbUnit::Off => None,
                 AbUnit::Runs => SamplerAb::of(
@@ -822,18 +985,31 @@ impl<'a> Bench<'a> {
     }
 }
 
-/// The power series as CSV (t_s, phase, power_w, energy_mj, gpu_util_pct, sm_clock_mhz,
-/// mem_used_mb); empty fields where NVML gave nothing.
+/// The power series (seconds, W) the report uses (the instantaneous field where the GPU
+/// has it, else the averaged one) and the averaged one.
+type Series = Vec<(f64, f64)>;
+fn power_series(samples: &[PowerSample], instant: bool) -> (Series, Series) {
+    let of = |f: &dyn Fn(&PowerSample) -> Option<f64>| -> Series {
+        samples.iter().filter_map(|s| Some((s.t_s, f(s)?))).collect()
+    };
+    let avg = of(&|s| s.power_w);
+    let used = if instant { of(&|s| s.power_instant_w) } else { avg.clone() };
+    (used, avg)
+}
+
+/// The power series as CSV (t_s, phase, power_w, power_instant_w, energy_mj, gpu_util_pct,
+/// sm_clock_mhz, mem_used_mb); empty fields where NVML gave nothing.
 pub fn power_csv(samples: &[PowerSample]) -> String {
     let opt = |v: Option<String>| v.unwrap_or_default();
     let mut out =
-        String::from("t_s,phase,power_w,energy_mj,gpu_util_pct,sm_clock_mhz,mem_used_mb\n");
+        String::from("t_s,phase,power_w,power_instant_w,energy_mj,gpu_util_pct,sm_clock_mhz,mem_used_mb\n");
     for s in samples {
         out.push_str(&format!(
-            "{:.4},{},{},{},{},{},{}\n",
+            "{:.4},{},{},{},{},{},{},{}\n",
             s.t_s,
             s.phase.name(),
             opt(s.power_w.map(|v| format!("{v:.3}"))),
+            opt(s.power_instant_w.map(|v| format!("{v:.3}"))),
             opt(s.energy_mj.map(|v| v.to_string())),
             opt(s.gpu_util_pct.map(|v| v.to_string())),
             opt(s.sm_clock_mhz.map(|v| v.to_string())),
@@ -869,9 +1045,12 @@ mod tests {
             .map(|(&s, b)| RunTimes {
                 total: if s { b * 1.02 } else { b },
                 ttft: 0.1,
+                steps: Vec::new(),
                 sampler_on: s,
                 e_prefill: None,
                 e_decode: None,
+                t0_s: None,
+                t1_s: None,
             })
             .collect();
         let xs: Vec<(f64, bool)> = runs.iter().map(|r| (r.total, r.sampler_on)).collect();
@@ -884,5 +1063,22 @@ mod tests {
         );
         assert_eq!(ab.latency_on_s.n, 2);
         assert_eq!(ab.sampler_on, on);
+    }
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    /// A batch of 32 finishing together, 5 runs: percentiles pool the 160 requests, the
+    /// mean's CI counts the 5 runs (a CI over 160 "samples" would be ~5.7x too narrow).
+    #[test]
+    fn batch_32_with_5_repeats_has_n_5() {
+        let runs = [0.60, 0.62, 0.58, 0.65, 0.61];
+        let pooled: Vec<f64> = runs.iter().flat_map(|&r| std::iter::repeat_n(r, 32)).collect();
+        let p = Percentiles::of(&pooled, &runs).unwrap();
+        assert_eq!((p.mean.n, p.samples), (5, 160));
+        let naive = Estimate::of(&pooled).unwrap();
+        assert!(p.mean.ci95_high - p.mean.ci95_low > 4.0 * (naive.ci95_high - naive.ci95_low));
     }
 }
