@@ -39,6 +39,11 @@ if [ "$STEP" = all ] || [ "$STEP" = headline ]; then
     PYTHONPATH=$PW/py HF_HUB_OFFLINE=1 python3 scripts/torch_baseline.py --gguf "$PERFWATT_MODEL" --prompts "$R/ids.json" \
       --dtype $dt --max-new-tokens 64 --warmup 2 --repeats 5 --out "$R/torch_${dt}_b1.json" >> "$R/log.txt" 2>&1 || log "FAILED torch $dt"
   done
+  # PyTorch's best: a static cache, which transformers compiles with CUDA graphs.
+  log "torch bf16 static"
+  PYTHONPATH=$PW/py HF_HUB_OFFLINE=1 python3 scripts/torch_baseline.py --gguf "$PERFWATT_MODEL" --prompts "$R/ids.json" \
+    --dtype bf16 --static-cache --max-new-tokens 64 --warmup 3 --repeats 5 --out "$R/torch_bf16_static_b1.json" >> "$R/log.txt" 2>&1 || log "FAILED torch bf16 static"
+  [ -n "${HEADLINE_ONLY:-}" ] && exit 0
   for hz in 1 50 200; do inf overhead_sample_${hz}hz --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 5 --sample-hz $hz; done
   inf overhead_capture --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 5 --capture "$R/capture_q4_1.ops"
   for b in 1 4 16 64; do inf batch_q4_1_b$b --dtype q4_1 --batch $b --max-new-tokens 64 --warmup 2 --repeats 5; done
@@ -54,9 +59,9 @@ if [ "$STEP" = all ] || [ "$STEP" = overhead ]; then
   rm -f "$R"/*.ops
 fi
 if [ "$STEP" = all ] || [ "$STEP" = sweep ]; then
+  # Resumable: a call stopped at the time limit is continued by the next one.
   log "sweep"
-  $BIN sweep experiments/gpu.toml --out "$R/sweep" --report >> "$R/log.txt" 2>&1 || log "FAILED sweep"
-  rm -f "$R"/sweep/points/*/operands.ops
+  $BIN sweep experiments/gpu.toml --out "${SWEEP_DIR:-$R/sweep}" --report >> "$R/log.txt" 2>&1 || log "FAILED sweep"
 fi
 if [ "$STEP" = all ] || [ "$STEP" = roofline ] || [ "$STEP" = roofline-nvml ] || [ "$STEP" = roofline-nvml-long ]; then
   log "roofline"

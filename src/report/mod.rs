@@ -32,6 +32,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         sweep.signal_groups()?,
         sweep.latency_and_energy()?,
         sweep.energy_delay(),
+        sweep.sparsity_cost(),
         sweep.correlation()?,
         sweep.power_series()?,
     ];
@@ -56,6 +57,16 @@ struct Sweep<'a> {
 
 fn fmt_ci(lo: f64, hi: f64) -> String {
     format!("[{lo:.3}, {hi:.3}]")
+}
+
+/// The latency CI with its n (runs over all replicates); none for fewer than 3 runs.
+fn ci_over_runs(r: &Row) -> String {
+    let n = r.runs.unwrap_or(r.repeats);
+    if n < 3 {
+        format!("n = {n} runs: too few for a CI")
+    } else {
+        format!("{} n={n}", fmt_ci(r.latency_ci95_low_s, r.latency_ci95_high_s))
+    }
 }
 
 fn na(o: Option<f64>, p: usize) -> String {
@@ -145,7 +156,7 @@ impl<'a> Sweep<'a> {
             ("configuration", L),
             ("operands", L),
             ("latency p50 (s)", R),
-            ("95% CI of mean", L),
+            ("95% CI of mean latency (t, over runs)", L),
             ("tok/s out", R),
             ("J/token", R),
             ("J/token above idle", R),
@@ -168,7 +179,7 @@ impl<'a> Sweep<'a> {
                         .clone()
                         .unwrap_or_else(|| format!("i{w} x i{w}", w = r.width)),
                     format!("{:.3}", r.latency_p50_s),
-                    fmt_ci(r.latency_ci95_low_s, r.latency_ci95_high_s),
+                    ci_over_runs(r),
                     format!("{:.1}", r.tokens_per_s_output),
                     na(r.j_per_token, 4),
                     na(r.j_per_token_above_idle, 4),
@@ -448,6 +459,8 @@ impl<'a> Sweep<'a> {
             ("avg W", Align::Right),
             ("peak W", Align::Right),
             ("idle W", Align::Right),
+            ("idle drift W", Align::Right),
+            ("series vs counter", Align::Right),
         ];
         let lines = self.rows.iter().zip(&self.labels).map(|(r, c)| {
             vec![
@@ -458,9 +471,71 @@ impl<'a> Sweep<'a> {
                 na(r.avg_w, 1),
                 na(r.peak_w, 1),
                 na(r.idle_w, 1),
+                r.idle_drift_w.map_or("n/a".into(), |d| format!("{d:+.1}")),
+                r.power_check_median_diff_pct.map_or("n/a".into(), |d| {
+                    format!("{d:+.1}% ({} flagged)", r.power_check_flagged.unwrap_or(0))
+                }),
             ]
         });
-        format!("\n### Energy-delay product\n\navg W is energy (NVML counter) over time; peak W is the highest NVML power sample, a reading the driver itself averages over a short window, so it can sit below avg W on short runs.\n\n{}", table(&columns, lines))
+        let field = self.rows.iter().find_map(|r| r.power_field.clone());
+        let peak = match field.as_deref() {
+            Some("instant") => "peak W is the highest sample of NVML's instantaneous power field (NVML_FI_DEV_POWER_INSTANT)",
+            _ => "peak W is the highest NVML power sample, a reading the driver itself averages (about 1 s on recent GPUs), so it can sit below avg W on short runs",
+        };
+        let basis = self
+            .rows
+            .iter()
+            .filter_map(|r| r.energy_basis.as_deref())
+            .find(|b| b.starts_with("block"))
+            .map_or(String::new(), |b| format!(" Where runs last under 5 updates of the energy counter, energy per run is measured over a {b}."));
+        let negative = self
+            .rows
+            .iter()
+            .filter(|r| r.energy_above_idle_j.is_some_and(|a| a < 0.0))
+            .count();
+        format!("\n### Energy-delay product\n\navg W is energy (NVML counter) over time; {peak}. idle W is the median of the idle windows (counter energy over several seconds with nothing running) before and after each replicate of a point; drift is after minus before. Energy above idle is total energy minus idle power x time, never clamped ({negative} configurations read below idle).{basis} \"series vs counter\" is the median over runs of (trapezoid integral of the power series - counter energy) / counter energy; runs past 5% are flagged.\n\n{}", table(&columns, lines))
+    }
+
+    /// What activation sparsity costs: it is applied by masking kernels before every
+    /// projection (the matmuls stay dense), so a tau > 0 row's latency and energy against
+    /// its tau = 0 twin are the masking's price, while its toggles see the sparser operands.
+    fn sparsity_cost(&self) -> String {
+        let twin = |r: &Row| {
+            self.rows.iter().find(|t| {
+                t.sparsity_tau == 0.0
+                    && (&t.precision, t.batch, t.prompt_tokens, t.new_tokens, t.kv_cache, t.width)
+                        == (&r.precision, r.batch, r.prompt_tokens, r.new_tokens, r.kv_cache, r.width)
+            })
+        };
+        let pairs: Vec<(&Row, &Row)> = self
+            .rows
+            .iter()
+            .filter(|r| r.sparsity_tau > 0.0)
+            .filter_map(|r| Some((r, twin(r)?)))
+            .collect();
+        if pairs.is_empty() {
+            return String::new();
+        }
+        let ratio = |f: fn(&Row) -> Option<f64>| {
+            let v: Vec<f64> = pairs
+                .iter()
+                .filter_map(|(r, t)| Some(f(r)? / f(t)?))
+                .filter(|x| x.is_finite())
+                .collect();
+            (!v.is_empty()).then(|| range(v))
+        };
+        let mut md = String::from("\n### What activation sparsity costs\n\nSparsity (tau) zeroes small activations with separate masking kernels before every projection (about 4 launches each); the matrix multiplies stay dense. So against its tau = 0 twin a sparse configuration's");
+        if let Some((lo, hi)) = ratio(|r| Some(r.latency_mean_s)) {
+            let _ = write!(md, " latency is x{lo:.2}-{hi:.2}");
+        }
+        if let Some((lo, hi)) = ratio(|r| r.j_per_token) {
+            let _ = write!(md, ", its J/token x{lo:.2}-{hi:.2}");
+        }
+        if let Some((lo, hi)) = ratio(|r| Some(r.baseline_toggles_per_mac)) {
+            let _ = write!(md, ", and its MAC toggles x{lo:.2}-{hi:.2}");
+        }
+        let _ = write!(md, " ({} pairs). The latency and energy are the masking's price, the toggles the RTL's view of the sparser operands: a correlation across tau between the two is not a causal link.\n", pairs.len());
+        md
     }
 
     /// J/token (or, without energy, seconds per token) against baseline toggles per MAC.
