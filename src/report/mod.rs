@@ -130,10 +130,17 @@ impl<'a> Sweep<'a> {
         );
         let _ = writeln!(
             md,
-            "{} configurations on {}; {} repeats each. Regenerate with `perfwatt report RUN_DIR` (this folder). Data: `results.csv` / `results.jsonl`.\n",
+            "{} configurations on {}; {} measured runs each{}. Regenerate with `perfwatt report RUN_DIR` (this folder). Data: `results.csv` / `results.jsonl`.\n",
             rows.len(),
             devices.join(", "),
-            rows[0].repeats,
+            rows[0].runs.unwrap_or(rows[0].repeats),
+            match rows[0].replicates {
+                Some(n) if n > 1 => format!(
+                    " ({n} replicates of {} runs, the model reloaded for each, in randomized blocks)",
+                    rows[0].repeats
+                ),
+                _ => String::new(),
+            },
         );
         let broken = &self.broken;
         if !broken.is_empty() {
@@ -593,8 +600,13 @@ impl<'a> Sweep<'a> {
         let mut md = String::from("\n## Power time series\n\n");
         let mut any = false;
         for r in &self.rows {
-            let p = self.dir.join("points").join(&r.key).join("infer.power.csv");
-            let Some(s) = read_power(&p) else { continue };
+            // The point's run, or its first replicate's.
+            let pdir = self.dir.join("points").join(&r.key);
+            let Some(s) = read_power(&pdir.join("infer.power.csv"))
+                .or_else(|| read_power(&pdir.join("rep0").join("infer.power.csv")))
+            else {
+                continue;
+            };
             let name = format!("power_{}", r.key);
             let title = format!("{} ({})", label(r), r.gpu.clone().unwrap_or_default());
             render(
@@ -663,27 +675,33 @@ pub fn pareto(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
 
 struct Series {
     t: Vec<f64>,
+    /// The driver-averaged power (nvmlDeviceGetPowerUsage).
     w: Vec<f64>,
+    /// NVML_FI_DEV_POWER_INSTANT, where the CSV has it (NaN for a missing sample).
+    instant: Vec<f64>,
     phase: Vec<String>,
 }
 
 fn read_power(path: &Path) -> Option<Series> {
     let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (ct, cp, cw, ci) = (col("t_s")?, col("phase")?, col("power_w")?, col("power_instant_w"));
     let mut s = Series {
         t: vec![],
         w: vec![],
+        instant: vec![],
         phase: vec![],
     };
-    for line in text.lines().skip(1) {
+    for line in lines {
         let f: Vec<&str> = line.split(',').collect();
-        if let (Some(t), Some(p), Some(w)) = (
-            f.first().and_then(|v| v.parse().ok()),
-            f.get(1),
-            f.get(2).and_then(|v| v.parse().ok()),
-        ) {
+        let num = |c: usize| f.get(c).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(t), Some(p), Some(w)) = (num(ct), f.get(cp), num(cw)) {
             s.t.push(t);
             s.phase.push(p.to_string());
             s.w.push(w);
+            s.instant.push(ci.and_then(num).unwrap_or(f64::NAN));
         }
     }
     (!s.t.is_empty()).then_some(s)
@@ -698,7 +716,12 @@ where
     DB::ErrorType: 'static,
 {
     let t1 = s.t.last().copied().unwrap_or(1.0);
-    let wmax = s.w.iter().fold(0f64, |m, &v| m.max(v)) * 1.1;
+    let wmax = s
+        .w
+        .iter()
+        .chain(s.instant.iter().filter(|v| v.is_finite()))
+        .fold(0f64, |m, &v| m.max(v))
+        * 1.1;
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
@@ -749,8 +772,21 @@ where
             BLUE.stroke_width(2),
         ))
         .map_err(pe)?
-        .label("power")
+        .label("power, driver-averaged")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE.stroke_width(2)));
+    if s.instant.iter().any(|v| v.is_finite()) {
+        chart
+            .draw_series(LineSeries::new(
+                s.t.iter()
+                    .copied()
+                    .zip(s.instant.iter().copied())
+                    .filter(|p| p.1.is_finite()),
+                RED.stroke_width(1),
+            ))
+            .map_err(pe)?
+            .label("power, instantaneous field")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED.stroke_width(1)));
+    }
     legend(&mut chart)
 }
 
