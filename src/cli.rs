@@ -299,6 +299,10 @@ pub struct SimArgs {
     /// length must be a multiple of it.
     #[arg(long, default_value_t = perfwatt::sim::DEFAULT_LANES)]
     pub lanes: u32,
+    /// Threads for the simulation (default: every core). The stream is cut at dot-product
+    /// starts and the pieces' counts joined exactly (checked at every seam). VCD runs use one.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Dump VCD files into this folder and count toggles from them (slower, inspectable).
     #[arg(long, value_name = "DIR")]
     pub vcd: Option<PathBuf>,
@@ -346,6 +350,12 @@ impl SimArgs {
 
     /// `--design all` skips the designs that cannot take the stream; a design named
     /// alone must run.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        })
+    }
+
     pub fn skip_unfit(&self) -> bool {
         matches!(self.design, DesignChoice::All)
     }

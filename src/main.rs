@@ -65,9 +65,14 @@ fn sim(a: &SimArgs) -> Result<()> {
             return Err(why);
         }
         let bar = progress_bar(n, &format!("sim {}", d.name()));
-        let r = perfwatt::sim::simulate_lanes(d, a.lanes, &stream, &counting, &mut |done| {
-            bar.set_position(done)
-        });
+        let r = perfwatt::sim::simulate_threads(
+            d,
+            a.lanes,
+            &stream,
+            &counting,
+            a.threads(),
+            &mut |done| bar.set_position(done),
+        );
         bar.finish_and_clear();
         // One design's failure does not stop the others; the run still fails at the end.
         match r {

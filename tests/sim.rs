@@ -720,3 +720,62 @@ fn verilator_toggle_coverage_agrees() {
         }
     }
 }
+
+/// Simulation on several threads joins to exactly the one-thread counts, on every signal,
+/// for every design: dense and sparse streams, and a stream whose long zero runs keep
+/// isolated registers holding across the seams (so warm-ups fail and pieces rerun).
+#[test]
+fn threads_join_exactly_for_every_design() {
+    let mut holds = synth::stream(Kind::Random, 64 * 1024, 8, 5);
+    for (i, p) in holds.pairs.iter_mut().enumerate() {
+        // Long runs of zero activations: dot products 64..1024 of every 4096 pairs.
+        if i % 4096 >= 64 {
+            p.0 = 0;
+        }
+    }
+    let mut streams = vec![
+        synth::stream(Kind::Random, 96 * 1024, 8, 1),
+        synth::stream(Kind::HalfZero, 96 * 1024, 8, 2),
+        holds,
+    ];
+    for s in &mut streams {
+        s.meta = serde_json::json!({"source": "test", "dot_len": 64});
+    }
+    let bf: Vec<(i16, i16)> = streams[1]
+        .pairs
+        .iter()
+        .map(|&(a, b)| (a.wrapping_mul(97), b.wrapping_mul(89)))
+        .collect();
+    let bf = OperandStream::with_formats(
+        ElemFormat::Bf16,
+        ElemFormat::Bf16,
+        "test",
+        bf,
+        serde_json::json!({"dot_len": 64}),
+    )
+    .unwrap();
+    streams.push(bf);
+    for s in &streams {
+        for d in Design::ALL {
+            for lanes in [1, 4] {
+                if (lanes == 4) != d.is_dot() || d.params_for(s, lanes).is_err() {
+                    continue;
+                }
+                let one = simulate_lanes(d, lanes, s, &Counting::Fast, &mut |_| {}).unwrap();
+                for threads in [2, 3] {
+                    let many = perfwatt::sim::simulate_threads(
+                        d, lanes, s, &Counting::Fast, threads, &mut |_| {},
+                    )
+                    .unwrap();
+                    assert_eq!(many.signals, one.signals, "{} x{lanes} {threads} threads", d.name());
+                    assert_eq!(many.acc_final, one.acc_final);
+                    let lean = perfwatt::sim::simulate_threads(
+                        d, lanes, s, &Counting::None, threads, &mut |_| {},
+                    )
+                    .unwrap();
+                    assert_eq!(lean.acc_final, one.acc_final);
+                }
+            }
+        }
+    }
+}

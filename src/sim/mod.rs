@@ -441,6 +441,12 @@ impl Schedule {
         self.words.len() / self.stride
     }
 
+    /// Does cycle `c` start a dot product (clear_i with valid_i)?
+    fn clear(&self, c: usize) -> bool {
+        let flags = self.words[c * self.stride + self.stride - 1];
+        flags >> 16 & 1 == 1 && flags >> 8 & 1 == 1
+    }
+
     /// One cycle: lanes of a and b (already encoded) packed from bit 0 up.
     fn push(&mut self, rst_n: bool, valid: bool, clear: bool, a: &[u32], b: &[u32]) {
         let nw = (self.stride - 1) / 2;
@@ -498,6 +504,131 @@ fn schedule(design: Design, p: Params, stream: &OperandStream) -> Result<Schedul
     Ok(s)
 }
 
+/// Where the schedule is cut for `threads` pieces: cycle indices [0, c1, ..., n], each
+/// inner cut a cycle that starts a dot product (clear), near an even share of the cycles;
+/// [0, n] when the stream is too short to share (under 4,096 cycles a piece).
+fn piece_cuts(s: &Schedule, threads: usize) -> Vec<usize> {
+    let n = s.cycles();
+    let mut cuts = vec![0];
+    if threads > 1 && n >= threads * 4096 {
+        let starts: Vec<usize> = (0..n).filter(|&c| s.clear(c)).collect();
+        for k in 1..threads {
+            let target = k * n / threads;
+            let i = starts.partition_point(|&c| c < target);
+            if let Some(&c) = starts.get(i) {
+                if c > *cuts.last().unwrap() {
+                    cuts.push(c);
+                }
+            }
+        }
+    }
+    cuts.push(n);
+    cuts
+}
+
+/// One piece's outcome: its toggles, the snapshot it started from (after its warm-up) and
+/// ended in, and its accumulator.
+struct Piece {
+    toggles: Vec<u64>,
+    entry: Vec<u64>,
+    exit: Vec<u64>,
+    acc: u64,
+}
+
+/// Simulate cycles `range` on a fresh model, warmed up (not counted) from cycle `warm`.
+fn run_piece(
+    design: Design,
+    p: Params,
+    s: &Schedule,
+    (warm, range): (usize, std::ops::Range<usize>),
+    (lean, fast, slots): (bool, bool, usize),
+    done: &std::sync::atomic::AtomicUsize,
+) -> Result<Piece> {
+    let mut model = Model::new(design, p, None, lean)?;
+    let mut fc = FastCounter::new(slots);
+    if warm < range.start {
+        model.run(s, warm..range.start, fast.then_some(&mut fc));
+        fc.toggles.fill(0);
+    }
+    let entry = fc.prev.clone();
+    let chunk = 1 << 14;
+    let mut at = range.start;
+    while at < range.end {
+        let end = (at + chunk).min(range.end);
+        model.run(s, at..end, fast.then_some(&mut fc));
+        done.fetch_add(end - at, std::sync::atomic::Ordering::Relaxed);
+        at = end;
+    }
+    Ok(Piece {
+        toggles: fc.toggles,
+        entry,
+        exit: fc.prev,
+        acc: model.acc(),
+    })
+}
+
+/// Run the pieces between `cuts` on one thread each, check every seam, join the counts.
+/// Returns the summed toggles per snapshot slot and the last piece's accumulator.
+#[allow(clippy::too_many_arguments)]
+fn run_pieces(
+    design: Design,
+    p: Params,
+    s: &Schedule,
+    cuts: &[usize],
+    lean: bool,
+    fast: bool,
+    slots: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(Vec<u64>, u64)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let done = AtomicUsize::new(0);
+    // Warm-up: from the dot product before the cut (its clear resets the accumulator).
+    let warm_for = |at: usize| (0..at).rev().find(|&c| s.clear(c)).unwrap_or(0);
+    let jobs: Vec<(usize, std::ops::Range<usize>)> = cuts
+        .windows(2)
+        .map(|w| (if w[0] == 0 { 0 } else { warm_for(w[0]) }, w[0]..w[1]))
+        .collect();
+    let mut pieces: Vec<Result<Piece>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                let (job, done) = (job.clone(), &done);
+                scope.spawn(move || run_piece(design, p, s, job, (lean, fast, slots), done))
+            })
+            .collect();
+        while !handles.iter().all(|h| h.is_finished()) {
+            progress(done.load(Ordering::Relaxed));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Sim("a simulation thread panicked".into()))))
+            .collect()
+    });
+    // Seams: a piece whose warmed-up state is not where the previous piece ended is run
+    // again from the stream's start (then its state is the one-thread run's by construction).
+    if fast {
+        for i in 1..pieces.len() {
+            let matches = match (&pieces[i - 1], &pieces[i]) {
+                (Ok(a), Ok(b)) => a.exit == b.entry,
+                _ => true,
+            };
+            if !matches {
+                pieces[i] = run_piece(design, p, s, (0, jobs[i].1.clone()), (lean, fast, slots), &done);
+            }
+        }
+    }
+    progress(done.load(Ordering::Relaxed));
+    let pieces: Vec<Piece> = pieces.into_iter().collect::<Result<_>>()?;
+    let mut toggles = vec![0u64; slots];
+    for piece in &pieces {
+        for (t, x) in toggles.iter_mut().zip(&piece.toggles) {
+            *t += x;
+        }
+    }
+    Ok((toggles, pieces.last().map_or(0, |x| x.acc)))
+}
+
 /// Simulate `design` on `stream` (dot units with `DEFAULT_LANES`). `progress` is called
 /// with pairs done so far.
 pub fn simulate(
@@ -509,12 +640,30 @@ pub fn simulate(
     simulate_lanes(design, DEFAULT_LANES, stream, counting, progress)
 }
 
-/// Simulate `design` (a dot unit with `lanes` lanes) on `stream`.
+/// Simulate `design` (a dot unit with `lanes` lanes) on `stream`, on one thread.
 pub fn simulate_lanes(
     design: Design,
     lanes: u32,
     stream: &OperandStream,
     counting: &Counting,
+    progress: &mut dyn FnMut(u64),
+) -> Result<DesignResult> {
+    simulate_threads(design, lanes, stream, counting, 1, progress)
+}
+
+/// Simulate `design` on `stream` with up to `threads` threads (one model each): the
+/// schedule is cut into pieces at dot-product starts, each piece simulated on its own
+/// thread after a warm-up over the dot product before it, and the counts joined. The join
+/// is exact: a piece's counts are kept only when its state after the warm-up (every
+/// register of the design, from the toggle snapshot) equals the state the piece before it
+/// ended in; otherwise it is run again warmed up from the stream's start. VCD counting
+/// stays on one thread (one file).
+pub fn simulate_threads(
+    design: Design,
+    lanes: u32,
+    stream: &OperandStream,
+    counting: &Counting,
+    threads: usize,
     progress: &mut dyn FnMut(u64),
 ) -> Result<DesignResult> {
     let p = design.params_for(stream, lanes)?;
@@ -539,17 +688,31 @@ pub fn simulate_lanes(
 
     let start = Instant::now();
     let n = sched.cycles();
-    let chunk = (1usize << 16).div_ceil(p.lanes as usize);
-    let mut at = 0;
-    while at < n {
-        let end = (at + chunk).min(n);
-        model.run(&sched, at..end, fast.then_some(&mut fc));
-        at = end;
-        progress(((at.saturating_sub(2)) * p.lanes as usize).min(stream.pairs.len()) as u64);
-    }
+    let pairs_done = |cycles: usize| {
+        ((cycles.saturating_sub(2)) * p.lanes as usize).min(stream.pairs.len()) as u64
+    };
+    let cuts = piece_cuts(&sched, threads);
+    let acc_bits = if vcd_path.is_none() && cuts.len() > 2 {
+        drop(model);
+        let (toggles, acc) = run_pieces(design, p, &sched, &cuts, lean, fast, slots, &mut |c| {
+            progress(pairs_done(c))
+        })?;
+        fc.toggles = toggles;
+        acc
+    } else {
+        let chunk = (1usize << 16).div_ceil(p.lanes as usize);
+        let mut at = 0;
+        while at < n {
+            let end = (at + chunk).min(n);
+            model.run(&sched, at..end, fast.then_some(&mut fc));
+            at = end;
+            progress(pairs_done(at));
+        }
+        model.acc()
+        // dropping the model closes the VCD
+    };
     let elapsed = start.elapsed().as_secs_f64();
-    let acc_final = wrap_signed(model.acc(), ACC_W);
-    drop(model); // closes the VCD
+    let acc_final = wrap_signed(acc_bits, ACC_W);
     let acc_expected = if design == Design::Bf16 {
         fp::mac_bf16(stream.last_dot()) as i32 as i64
     } else if design == Design::Bf16Dot {
