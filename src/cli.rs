@@ -77,6 +77,17 @@ pub enum Cmd {
     Sweep(SweepArgs),
     /// Write report.md and plots (PNG + SVG) for a sweep's run folder.
     Report { run_dir: PathBuf },
+    /// One replicate of a sweep point (what `perfwatt sweep` runs in a child process of
+    /// its own): the InferConfig JSON in, infer.json and replicate.json out.
+    #[command(hide = true)]
+    SweepPoint {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        capture: Option<PathBuf>,
+    },
     /// The main job on shipped defaults: the CPU demo sweep (experiments/cpu-demo.toml)
     /// with the shipped model, then its report. Prints the report's path.
     Demo {

@@ -18,6 +18,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Sim(a) => sim(&a),
         Cmd::Infer(a) => infer(&a.config(), a.capture.as_deref(), &a.out),
         Cmd::Sweep(a) => sweep(&a.spec, a.out, a.report),
+        Cmd::SweepPoint {
+            config,
+            out,
+            capture,
+        } => perfwatt::sweep::run_replicate(&config, &out, capture.as_deref()),
         Cmd::Report { run_dir } => {
             println!("{}", perfwatt::report::write_report(&run_dir)?.display());
             Ok(())

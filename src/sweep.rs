@@ -44,8 +44,7 @@ pub struct SweepSpec {
     pub capture: CaptureSpec,
     #[serde(default)]
     pub axes: Axes,
-    /// Times every point runs (a model reload in this process each time). Points run in
-    /// randomized blocks: every point once in a seeded random order, then again in
+    /// Times every point runs, each in a process of its own. Points run in randomized blocks: every point once in a seeded random order, then again in
     /// another, so drift (idle power, clocks, temperature) does not line up with an axis.
     #[serde(default = "one")]
     pub replicates: usize,
@@ -558,20 +557,7 @@ pub fn run_sweep(
         std::fs::create_dir_all(&rdir).at(&rdir)?;
         let ops = pdir.join("operands.ops");
         // The operands are captured once per point, in the first replicate's own run.
-        let (report, samples) = run_infer(
-            &p.cfg,
-            (r == 0).then_some(ops.as_path()),
-            Progress {
-                on_step: &mut |_, _| {},
-                interrupted: hooks.interrupted,
-            },
-        )?;
-        write_report(&report, &samples, &rdir.join("infer.json"))?;
-        let rep = Replicate::of(&report);
-        write_atomic(
-            &rdir.join("replicate.json"),
-            serde_json::to_string(&rep).expect("replicate").as_bytes(),
-        )?;
+        spawn_replicate(&p.cfg, &rdir, (r == 0).then_some(ops.as_path()), hooks.interrupted)?;
         let done: Option<Vec<Replicate>> = (0..reps)
             .map(|r| {
                 let t = std::fs::read_to_string(replicate_dir(&pdir, r, reps).join("replicate.json"));
@@ -590,6 +576,71 @@ pub fn run_sweep(
     rows.sort_by_key(|r| keys.iter().position(|k| *k == r.key));
     write_rows(dir, &rows)?;
     Ok(rows)
+}
+
+/// Run one replicate in a child process (`perfwatt sweep-point`), so replicates differ in
+/// everything a process carries (allocator, CUDA context, caches), not only the model
+/// load. The child's stderr goes to `stderr.txt` beside its results.
+fn spawn_replicate(
+    cfg: &InferConfig,
+    rdir: &Path,
+    capture: Option<&Path>,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<()> {
+    let exe = std::env::var_os("PERFWATT_BIN")
+        .map(PathBuf::from)
+        .map_or_else(std::env::current_exe, Ok)
+        .map_err(|e| Error::Config(format!("cannot find the perfwatt binary to run a replicate: {e}")))?;
+    let cfg_path = rdir.join("config.json");
+    write_atomic(&cfg_path, serde_json::to_string_pretty(cfg).expect("config").as_bytes())?;
+    let err_path = rdir.join("stderr.txt");
+    let err = std::fs::File::create(&err_path).at(&err_path)?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("sweep-point")
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--out")
+        .arg(rdir)
+        .stdout(std::process::Stdio::null())
+        .stderr(err);
+    if let Some(c) = capture {
+        cmd.arg("--capture").arg(c);
+    }
+    let status = cmd.status().map_err(|e| Error::io(&exe, e))?;
+    if interrupted() {
+        return Err(Error::Interrupted);
+    }
+    if !status.success() {
+        let tail = std::fs::read_to_string(&err_path).unwrap_or_default();
+        let tail = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(Error::Config(format!(
+            "replicate in {} failed ({status}): {tail} (all of its stderr: {})",
+            rdir.display(),
+            err_path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// What `perfwatt sweep-point` does in the child: run the configuration, write infer.json
+/// (with its power series) and replicate.json into `out`.
+pub fn run_replicate(cfg_path: &Path, out: &Path, capture: Option<&Path>) -> Result<()> {
+    let text = std::fs::read_to_string(cfg_path).at(cfg_path)?;
+    let cfg: InferConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?;
+    let (report, samples) = run_infer(
+        &cfg,
+        capture,
+        Progress {
+            on_step: &mut |_, _| {},
+            interrupted: &|| false,
+        },
+    )?;
+    write_report(&report, &samples, &out.join("infer.json"))?;
+    write_atomic(
+        &out.join("replicate.json"),
+        serde_json::to_string(&Replicate::of(&report)).expect("replicate").as_bytes(),
+    )
 }
 
 /// (point, replicate) in randomized blocks: block r runs every point once, in an order

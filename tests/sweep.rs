@@ -190,6 +190,9 @@ sparsity_tau = [0.0, 0.05]
             assert_eq!(v["tpot_s"]["samples"], 6);
             assert_eq!(v["runs"].as_array().unwrap().len(), 3);
             assert_eq!(v["runs"][0]["step_latencies_s"].as_array().unwrap().len(), 2);
+            // Each replicate ran in a child process of its own (`perfwatt sweep-point`).
+            assert!(pdir.join(format!("rep{r}/config.json")).exists());
+            assert!(pdir.join(format!("rep{r}/stderr.txt")).exists());
         }
     }
     // Rows come back in the spec's order whatever order the points ran in.

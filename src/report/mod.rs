@@ -136,7 +136,7 @@ impl<'a> Sweep<'a> {
             rows[0].runs.unwrap_or(rows[0].repeats),
             match rows[0].replicates {
                 Some(n) if n > 1 => format!(
-                    " ({n} replicates of {} runs, the model reloaded for each, in randomized blocks)",
+                    " ({n} replicates of {} runs, in randomized blocks)",
                     rows[0].repeats
                 ),
                 _ => String::new(),
