@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Simulation on several threads against one: `perfwatt sim --threads N` on the same
 # activation-like int8 stream (in-harness toggle counting, the exact join checked at every
-# seam), REPEATS rounds (default 3) interleaved, medians of simulated MAC/s and the speed-up
+# seam; dot products of K = 576, SmolLM2's hidden size), REPEATS rounds (default 3) interleaved, medians of simulated MAC/s and the speed-up
 # over one thread. Usage: scripts/bench-threads.sh [PAIRS] [THREADS...]
 #   (default 4194304 pairs; threads 1 and every core)
 set -euo pipefail
@@ -19,7 +19,7 @@ for r in $(seq "${REPEATS:-3}"); do
   for run in "baseline:1" "isolated:1" "dot:16" "dot-isolated:16"; do
     d=${run%%:*}; l=${run#*:}
     for t in $THREADS; do
-      $P sim --operands "$W/pairs.csv" --design "$d" --lanes "$l" --threads "$t" --format json > "$W/r.json"
+      $P sim --operands "$W/pairs.csv" --design "$d" --lanes "$l" --threads "$t" --dot-len 576 --format json > "$W/r.json"
       python3 -c "
 import json; d = json.load(open('$W/r.json'))['designs'][0]
 print(d['design'], $t, d['cycles_per_s'] * d['lanes'], d['datapath_toggles'])" >> "$R"

@@ -53,6 +53,7 @@ pub enum Cmd {
   perfwatt sim --operands traces/sample_q4_1.ops
   perfwatt sim --operands pairs.csv --width 16 --design isolated --format json
   perfwatt sim --operands floats.csv --csv-format bf16 --design bf16-dot --lanes 16
+  perfwatt sim --synthetic activation-like --pairs 4000000 --dot-len 576 --threads 2
   perfwatt sim --operands traces/sample_q4_1.ops --design dot --lanes 64
   perfwatt sim --synthetic activation-like --pairs 100000 --vcd out/")]
     Sim(SimArgs),
@@ -300,6 +301,10 @@ pub struct SimArgs {
     /// Operand width in bits for CSV and synthetic streams (.ops files carry their own).
     #[arg(long, default_value_t = 8, value_parser = parse_width)]
     pub width: u8,
+    /// Pairs per dot product for CSV and synthetic streams (the accumulator restarts every
+    /// K pairs; .ops files carry their own). Default: the whole stream is one dot product.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub dot_len: Option<u64>,
     /// Number format of both CSV columns, instead of --width's signed integers: i4, u4,
     /// i8, i16, or bf16/f16 (decimal numbers, rounded to the format).
     #[arg(long, value_name = "FORMAT", value_parser = parse_elem_format)]
@@ -333,6 +338,15 @@ pub struct SimArgs {
 impl SimArgs {
     /// The operand stream: the file, or a generated one (seed 1).
     pub fn stream(&self) -> Result<OperandStream> {
+        let mut s = self.stream_as_given()?;
+        let from_ops = s.meta.get("segments").is_some() || s.meta.get("dot_len").is_some();
+        if let (Some(k), false) = (self.dot_len, from_ops) {
+            s.meta["dot_len"] = k.into();
+        }
+        Ok(s)
+    }
+
+    fn stream_as_given(&self) -> Result<OperandStream> {
         match (&self.operands, self.synthetic) {
             (Some(p), _) => OperandStream::read_as(
                 p,
