@@ -1,25 +1,24 @@
 #!/usr/bin/env bash
 # Simulation on several threads against one: `perfwatt sim --threads N` on the same
-# activation-like int8 stream (in-harness toggle counting, the exact join checked at every
+# synthetic activation-like int8 stream (generated in-process, outside the timed part) (in-harness toggle counting, the exact join checked at every
 # seam; dot products of K = 576, SmolLM2's hidden size), REPEATS rounds (default 3) interleaved, medians of simulated MAC/s and the speed-up
 # over one thread. Usage: scripts/bench-threads.sh [PAIRS] [THREADS...]
-#   (default 4194304 pairs; threads 1 and every core)
+#   (default 16777216 pairs; threads 1 and every core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-4194304}; shift || true
+N=${1:-16777216}; shift || true
 THREADS=${*:-"1 $(nproc)"}
 W=${BENCH_DIR:-target/bench-threads}
 mkdir -p "$W"
 cargo build --release -q
 P=./target/release/perfwatt
 echo "stream: $N pairs, activation-like, 8-bit; machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%F)"
-$P sim --synthetic activation-like --pairs "$N" --export "$W/pairs.csv" > /dev/null
 R="$W/runs.txt"; : > "$R"
 for r in $(seq "${REPEATS:-3}"); do
   for run in "baseline:1" "isolated:1" "dot:16" "dot-isolated:16"; do
     d=${run%%:*}; l=${run#*:}
     for t in $THREADS; do
-      $P sim --operands "$W/pairs.csv" --design "$d" --lanes "$l" --threads "$t" --dot-len 576 --format json > "$W/r.json"
+      $P sim --synthetic activation-like --pairs "$N" --design "$d" --lanes "$l" --threads "$t" --dot-len 576 --format json > "$W/r.json"
       python3 -c "
 import json; d = json.load(open('$W/r.json'))['designs'][0]
 print(d['design'], $t, d['cycles_per_s'] * d['lanes'], d['datapath_toggles'])" >> "$R"

@@ -588,17 +588,22 @@ fn run_pieces(
         .windows(2)
         .map(|w| (if w[0] == 0 { 0 } else { warm_for(w[0]) }, w[0]..w[1]))
         .collect();
+    let main = std::thread::current();
     let mut pieces: Vec<Result<Piece>> = std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
             .iter()
             .map(|job| {
-                let (job, done) = (job.clone(), &done);
-                scope.spawn(move || run_piece(design, p, s, job, (lean, fast, slots), done))
+                let (job, done, main) = (job.clone(), &done, main.clone());
+                scope.spawn(move || {
+                    let r = run_piece(design, p, s, job, (lean, fast, slots), done);
+                    main.unpark(); // wake the progress loop at once, not at its next tick
+                    r
+                })
             })
             .collect();
         while !handles.iter().all(|h| h.is_finished()) {
             progress(done.load(Ordering::Relaxed));
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::park_timeout(std::time::Duration::from_millis(50));
         }
         handles
             .into_iter()
