@@ -376,9 +376,8 @@ impl SimArgs {
     /// `--design all` skips the designs that cannot take the stream; a design named
     /// alone must run.
     pub fn threads(&self) -> usize {
-        self.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        })
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     pub fn skip_unfit(&self) -> bool {

@@ -370,7 +370,11 @@ pub fn trapezoid_j(series: &[(f64, f64)], t0: f64, t1: f64) -> Option<f64> {
     let mut pts = vec![(t0, at(t0)?)];
     pts.extend(series.iter().copied().filter(|p| p.0 > t0 && p.0 < t1));
     pts.push((t1, at(t1)?));
-    Some(pts.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0).sum())
+    Some(
+        pts.windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+            .sum(),
+    )
 }
 
 /// How far a window's power-series integral may stray from its counter energy before the
@@ -405,6 +409,14 @@ impl WindowCheck {
             flagged: diff_pct.is_some_and(|d| d.abs() > CHECK_TOLERANCE_PCT),
         }
     }
+}
+
+/// Peak resident memory of this process in MB (Linux VmHWM), for CPU runs.
+pub fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 #[cfg(test)]
@@ -445,21 +457,18 @@ mod tests {
 
     #[test]
     fn counter_period_is_the_median_gap_between_changes() {
-        let r: Vec<(f64, u64)> = (0..1000).map(|i| (i as f64 * 0.001, (i / 100) as u64)).collect();
+        let r: Vec<(f64, u64)> = (0..1000)
+            .map(|i| (i as f64 * 0.001, (i / 100) as u64))
+            .collect();
         assert!((counter_period_s(&r).unwrap() - 0.1).abs() < 1e-9);
     }
 
     #[test]
     fn above_idle_is_not_clamped() {
-        let w = EnergyWindow { joules: 50.0, seconds: 1.0 };
+        let w = EnergyWindow {
+            joules: 50.0,
+            seconds: 1.0,
+        };
         assert_eq!(w.above_idle(60.0), -10.0);
     }
-}
-
-/// Peak resident memory of this process in MB (Linux VmHWM), for CPU runs.
-pub fn peak_rss_mb() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }

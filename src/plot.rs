@@ -134,10 +134,15 @@ where
     for (si, (name, color, vals)) in series.iter().enumerate() {
         let c = *color;
         chart
-            .draw_series(vals.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| {
-                let x0 = i as f64 - 0.4 + si as f64 * w;
-                Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], c.filled())
-            }))
+            .draw_series(
+                vals.iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(i, &v)| {
+                        let x0 = i as f64 - 0.4 + si as f64 * w;
+                        Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], c.filled())
+                    }),
+            )
             .map_err(pe)?
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));

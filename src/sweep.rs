@@ -88,7 +88,10 @@ impl Replicate {
             .iter()
             .filter_map(|x| Some((x.energy_j?, x.latency_s)))
             .collect();
-        let block = e.energy_basis.as_deref().is_some_and(|b| b.starts_with("block"));
+        let block = e
+            .energy_basis
+            .as_deref()
+            .is_some_and(|b| b.starts_with("block"));
         let energy_per_run = match (block, e.joules) {
             (true, Some(j)) => vec![(j.mean, r.latency_s.mean.mean)],
             _ => per_run,
@@ -335,7 +338,10 @@ impl Row {
                 .flat_map(|r| std::iter::repeat_n(f(r), r0.batch))
                 .collect::<Vec<f64>>()
         };
-        let steps: Vec<f64> = runs.iter().flat_map(|r| r.step_latencies_s.iter().copied()).collect();
+        let steps: Vec<f64> = runs
+            .iter()
+            .flat_map(|r| r.step_latencies_s.iter().copied())
+            .collect();
         let pct = |v: &[f64], p| crate::stats::percentile(v, p).unwrap_or(f64::NAN);
         let lat = Estimate::of(&per_run(&|r| r.latency_s)).unwrap_or_default();
         let lat_pooled = pooled_requests(&|r| r.latency_s);
@@ -348,14 +354,22 @@ impl Row {
             .flat_map(|r| r.energy_per_run.iter().map(move |&(j, s)| (j, s, r.idle_w)))
             .collect();
         let est = |f: &dyn Fn(f64, f64, Option<f64>) -> Option<f64>| {
-            Estimate::of(&energy.iter().filter_map(|&(j, s, i)| f(j, s, i)).collect::<Vec<_>>())
+            Estimate::of(
+                &energy
+                    .iter()
+                    .filter_map(|&(j, s, i)| f(j, s, i))
+                    .collect::<Vec<_>>(),
+            )
         };
         let above = |j: f64, s: f64, i: Option<f64>| Some(j - i? * s);
         let mean = |o: Option<Estimate>| o.map(|e| e.mean);
         let joules = est(&|j, _, _| Some(j));
         let jpt = est(&|j, _, _| Some(j / out_tokens));
         let opt_mean = |v: Vec<f64>| Estimate::of(&v).map(|e| e.mean);
-        let diffs: Vec<f64> = reps.iter().flat_map(|r| r.power_check_diffs_pct.iter().copied()).collect();
+        let diffs: Vec<f64> = reps
+            .iter()
+            .flat_map(|r| r.power_check_diffs_pct.iter().copied())
+            .collect();
         let cfg = &r0.config;
         Ok(Row {
             key,
@@ -390,8 +404,14 @@ impl Row {
             j_per_token_above_idle: mean(est(&|j, s, i| Some(above(j, s, i)? / out_tokens))),
             tokens_per_j: mean(est(&|j, _, _| Some(out_tokens / j))),
             avg_w: mean(est(&|j, s, _| Some(j / s))),
-            peak_w: reps.iter().filter_map(|r| r.peak_w).fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p)))),
-            idle_w: crate::stats::percentile(&reps.iter().filter_map(|r| r.idle_w).collect::<Vec<_>>(), 50.0),
+            peak_w: reps
+                .iter()
+                .filter_map(|r| r.peak_w)
+                .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p)))),
+            idle_w: crate::stats::percentile(
+                &reps.iter().filter_map(|r| r.idle_w).collect::<Vec<_>>(),
+                50.0,
+            ),
             edp_js: mean(est(&|j, s, _| Some(j * s))),
             flops_per_run: r0.flops_per_run,
             repeats: cfg.repeats,
@@ -553,14 +573,24 @@ pub fn run_sweep(
         if (hooks.interrupted)() {
             return Err(Error::Interrupted);
         }
-        (hooks.on_point)(n, total, Some(&format!("{key} (replicate {} of {reps})", r + 1)));
+        (hooks.on_point)(
+            n,
+            total,
+            Some(&format!("{key} (replicate {} of {reps})", r + 1)),
+        );
         std::fs::create_dir_all(&rdir).at(&rdir)?;
         let ops = pdir.join("operands.ops");
         // The operands are captured once per point, in the first replicate's own run.
-        spawn_replicate(&p.cfg, &rdir, (r == 0).then_some(ops.as_path()), hooks.interrupted)?;
+        spawn_replicate(
+            &p.cfg,
+            &rdir,
+            (r == 0).then_some(ops.as_path()),
+            hooks.interrupted,
+        )?;
         let done: Option<Vec<Replicate>> = (0..reps)
             .map(|r| {
-                let t = std::fs::read_to_string(replicate_dir(&pdir, r, reps).join("replicate.json"));
+                let t =
+                    std::fs::read_to_string(replicate_dir(&pdir, r, reps).join("replicate.json"));
                 t.ok().and_then(|t| serde_json::from_str(&t).ok())
             })
             .collect();
@@ -590,9 +620,18 @@ fn spawn_replicate(
     let exe = std::env::var_os("PERFWATT_BIN")
         .map(PathBuf::from)
         .map_or_else(std::env::current_exe, Ok)
-        .map_err(|e| Error::Config(format!("cannot find the perfwatt binary to run a replicate: {e}")))?;
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot find the perfwatt binary to run a replicate: {e}"
+            ))
+        })?;
     let cfg_path = rdir.join("config.json");
-    write_atomic(&cfg_path, serde_json::to_string_pretty(cfg).expect("config").as_bytes())?;
+    write_atomic(
+        &cfg_path,
+        serde_json::to_string_pretty(cfg)
+            .expect("config")
+            .as_bytes(),
+    )?;
     let err_path = rdir.join("stderr.txt");
     let err = std::fs::File::create(&err_path).at(&err_path)?;
     let mut cmd = std::process::Command::new(&exe);
@@ -612,7 +651,11 @@ fn spawn_replicate(
     }
     if !status.success() {
         let tail = std::fs::read_to_string(&err_path).unwrap_or_default();
-        let tail = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let tail = tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         return Err(Error::Config(format!(
             "replicate in {} failed ({status}): {tail} (all of its stderr: {})",
             rdir.display(),
@@ -639,7 +682,9 @@ pub fn run_replicate(cfg_path: &Path, out: &Path, capture: Option<&Path>) -> Res
     write_report(&report, &samples, &out.join("infer.json"))?;
     write_atomic(
         &out.join("replicate.json"),
-        serde_json::to_string(&Replicate::of(&report)).expect("replicate").as_bytes(),
+        serde_json::to_string(&Replicate::of(&report))
+            .expect("replicate")
+            .as_bytes(),
     )
 }
 
@@ -707,7 +752,10 @@ mod tests {
             assert_eq!(b, (0..10).collect::<Vec<_>>());
             assert_ne!(shuffled, b, "block {r} left in spec order");
         }
-        assert_ne!(o[..10].iter().map(|x| x.0).collect::<Vec<_>>(), o[10..20].iter().map(|x| x.0).collect::<Vec<_>>());
+        assert_ne!(
+            o[..10].iter().map(|x| x.0).collect::<Vec<_>>(),
+            o[10..20].iter().map(|x| x.0).collect::<Vec<_>>()
+        );
         assert_eq!(run_order(10, 3, 7), o, "seeded");
     }
 }

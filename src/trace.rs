@@ -416,7 +416,9 @@ impl OperandStream {
             pairs.push((parse(a)?, parse(b)?));
         }
         let meta = serde_json::json!({"source": name});
-        if format.int_range().is_some() && format == ElemFormat::int_of_width(format.storage_width()) {
+        if format.int_range().is_some()
+            && format == ElemFormat::int_of_width(format.storage_width())
+        {
             OperandStream::new(format.storage_width(), pairs, meta)
         } else {
             let what = format!("{}: imported from CSV", format.name());

@@ -125,9 +125,21 @@ fn precision_changes_the_captured_format_and_the_toggles() {
     for (dtype, format, arith) in [
         (Precision::Q8_0, "i8 x i8", "q8_0"),
         (Precision::Q4_0, "i8 x i4", "q4_0"),
-        (Precision::Bf16, "bf16 x bf16", "bf16: bf16 weights x bf16 activations"),
-        (Precision::F16, "f16 x f16", "f16: f16 weights x f16 activations"),
-        (Precision::F32, "bf16 x bf16", "f32: f32 weights and activations rounded to bf16"),
+        (
+            Precision::Bf16,
+            "bf16 x bf16",
+            "bf16: bf16 weights x bf16 activations",
+        ),
+        (
+            Precision::F16,
+            "f16 x f16",
+            "f16: f16 weights x f16 activations",
+        ),
+        (
+            Precision::F32,
+            "bf16 x bf16",
+            "f32: f32 weights and activations rounded to bf16",
+        ),
     ] {
         let mut c = cfg(3);
         c.precision = dtype;
@@ -151,7 +163,11 @@ fn precision_changes_the_captured_format_and_the_toggles() {
             assert!(Design::ALL.iter().all(|d| d.params_for(&s, 16).is_err()));
             continue;
         }
-        let mac = if s.is_integer() { Design::Baseline } else { Design::Bf16 };
+        let mac = if s.is_integer() {
+            Design::Baseline
+        } else {
+            Design::Bf16
+        };
         per.push(
             simulate(mac, &s, &Counting::Fast, &mut |_| {})
                 .unwrap()

@@ -196,7 +196,11 @@ fn bf16_datapaths_are_bit_exact() {
             .unwrap()
     };
     let kinds = std::cell::RefCell::new(std::collections::BTreeMap::<&str, usize>::new());
-    let designs = [(Design::Bf16, 1), (Design::Bf16Dot, 4), (Design::Bf16Dot, 16)];
+    let designs = [
+        (Design::Bf16, 1),
+        (Design::Bf16Dot, 4),
+        (Design::Bf16Dot, 16),
+    ];
     let check = |s: &OperandStream, what: &str| {
         let start = s.pairs.len() - s.dot_len().unwrap();
         for (d, lanes) in designs {
@@ -206,7 +210,12 @@ fn bf16_datapaths_are_bit_exact() {
                 Design::Bf16 => perfwatt::sim::fp::mac_bf16(&s.pairs[start..]),
                 _ => perfwatt::sim::fp::dot_bf16(&s.pairs[start..], lanes as usize),
             };
-            assert_eq!(r.acc_final as i32 as u32, want, "{what} {} x{lanes}", d.name());
+            assert_eq!(
+                r.acc_final as i32 as u32,
+                want,
+                "{what} {} x{lanes}",
+                d.name()
+            );
         }
         let want = perfwatt::sim::fp::dot_bf16(&s.pairs[start..], 16);
         let v = f32::from_bits(want);
@@ -578,27 +587,41 @@ fn csv_import_and_errors() {
         vec![(300, -300)]
     );
     // Floats for float formats: rounded to the format (nearest even), errors with the line.
-    let s = OperandStream::from_csv_as("a,b\n1.5,-2\n1.00390625,0\n-0,inf\n", ElemFormat::Bf16, "f.csv")
-        .unwrap();
+    let s = OperandStream::from_csv_as(
+        "a,b\n1.5,-2\n1.00390625,0\n-0,inf\n",
+        ElemFormat::Bf16,
+        "f.csv",
+    )
+    .unwrap();
     assert_eq!(s.format_name(), "bf16 x bf16");
     let h = |v: u16| v as i16;
     // 1 + 2^-8 is a tie between bf16 neighbours 1 and 1 + 2^-7: even mantissa, 1.
     assert_eq!(
         s.pairs,
-        vec![(h(0x3fc0), h(0xc000)), (h(0x3f80), 0), (h(0x8000), h(0x7f80))]
+        vec![
+            (h(0x3fc0), h(0xc000)),
+            (h(0x3f80), 0),
+            (h(0x8000), h(0x7f80))
+        ]
     );
     let r = simulate_lanes(Design::Bf16, 1, &s, &Counting::Fast, &mut |_| {}).unwrap();
     assert_eq!(r.acc_final as u32, 0x7fc0_0000); // -0 x inf is NaN, canonical
     let f16 = OperandStream::from_csv_as("a,b\n0.5,1e-3\n", ElemFormat::F16, "h.csv").unwrap();
     assert_eq!(f16.pairs[0].0, 0x3800);
     for (text, fmt, want) in [
-        ("a,b\n1,1e39\n", ElemFormat::Bf16, "beyond the range of bf16"),
+        (
+            "a,b\n1,1e39\n",
+            ElemFormat::Bf16,
+            "beyond the range of bf16",
+        ),
         ("a,b\n1,70000\n", ElemFormat::F16, "beyond the range of f16"),
         ("a,b\n1,x\n", ElemFormat::Bf16, "not a number"),
         ("a,b\n1,16\n", ElemFormat::U4, "does not fit in u4"),
         ("a,b\n-9,1\n", ElemFormat::I4, "does not fit in i4"),
     ] {
-        let e = OperandStream::from_csv_as(text, fmt, "f.csv").unwrap_err().to_string();
+        let e = OperandStream::from_csv_as(text, fmt, "f.csv")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("f.csv:2:") && e.contains(want), "{e}");
     }
 }
@@ -764,13 +787,28 @@ fn threads_join_exactly_for_every_design() {
                 let one = simulate_lanes(d, lanes, s, &Counting::Fast, &mut |_| {}).unwrap();
                 for threads in [2, 3] {
                     let many = perfwatt::sim::simulate_threads(
-                        d, lanes, s, &Counting::Fast, threads, &mut |_| {},
+                        d,
+                        lanes,
+                        s,
+                        &Counting::Fast,
+                        threads,
+                        &mut |_| {},
                     )
                     .unwrap();
-                    assert_eq!(many.signals, one.signals, "{} x{lanes} {threads} threads", d.name());
+                    assert_eq!(
+                        many.signals,
+                        one.signals,
+                        "{} x{lanes} {threads} threads",
+                        d.name()
+                    );
                     assert_eq!(many.acc_final, one.acc_final);
                     let lean = perfwatt::sim::simulate_threads(
-                        d, lanes, s, &Counting::None, threads, &mut |_| {},
+                        d,
+                        lanes,
+                        s,
+                        &Counting::None,
+                        threads,
+                        &mut |_| {},
                     )
                     .unwrap();
                     assert_eq!(lean.acc_final, one.acc_final);

@@ -70,7 +70,10 @@ fn kill_9_loses_nothing_finished_and_rerun_resumes() {
     let keys: Vec<&str> = all.iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert_eq!(keys.iter().filter(|k| **k == key0).count(), 1);
     assert_eq!(mtime(&infer0), before, "finished point was recomputed");
-    assert_eq!(all.iter().find(|r| r["key"] == key0.as_str()), Some(&first[0]));
+    assert_eq!(
+        all.iter().find(|r| r["key"] == key0.as_str()),
+        Some(&first[0])
+    );
     // Nothing left to do: a third run changes nothing.
     assert!(sweep(&spec, &out).status().unwrap().success());
     assert_eq!(rows(&out), all);
@@ -174,7 +177,10 @@ sparsity_tau = [0.0, 0.05]
     let all = rows(&out);
     assert_eq!(all.len(), 2);
     for row in &all {
-        assert_eq!((row["replicates"].as_u64(), row["runs"].as_u64()), (Some(2), Some(6)));
+        assert_eq!(
+            (row["replicates"].as_u64(), row["runs"].as_u64()),
+            (Some(2), Some(6))
+        );
         let key = row["key"].as_str().unwrap();
         let pdir = out.join("points").join(key);
         assert!(pdir.join("operands.ops").exists() && pdir.join("sim.json").exists());
@@ -189,7 +195,10 @@ sparsity_tau = [0.0, 0.05]
             assert_eq!(v["latency_s"]["samples"], 12);
             assert_eq!(v["tpot_s"]["samples"], 6);
             assert_eq!(v["runs"].as_array().unwrap().len(), 3);
-            assert_eq!(v["runs"][0]["step_latencies_s"].as_array().unwrap().len(), 2);
+            assert_eq!(
+                v["runs"][0]["step_latencies_s"].as_array().unwrap().len(),
+                2
+            );
             // Each replicate ran in a child process of its own (`perfwatt sweep-point`).
             assert!(pdir.join(format!("rep{r}/config.json")).exists());
             assert!(pdir.join(format!("rep{r}/stderr.txt")).exists());

@@ -784,16 +784,23 @@ impl<'a> Bench<'a> {
         let n = runs.len();
         let per_run: Vec<(f64, f64)> = match measured.block.filter(|_| short) {
             Some(b) => vec![(b.joules / n as f64, b.seconds / n as f64)],
-            None => runs.iter().filter_map(|r| Some((r.joules()?, r.total))).collect(),
+            None => runs
+                .iter()
+                .filter_map(|r| Some((r.joules()?, r.total)))
+                .collect(),
         };
         let est = |f: &dyn Fn(f64, f64) -> Option<f64>| {
-            Estimate::of(&per_run.iter().filter_map(|&(j, t)| f(j, t)).collect::<Vec<_>>())
+            Estimate::of(
+                &per_run
+                    .iter()
+                    .filter_map(|&(j, t)| f(j, t))
+                    .collect::<Vec<_>>(),
+            )
         };
         let out_tokens = self.out_tokens();
         let above = |j: f64, t: f64| Some(j - idle_w? * t);
         // The prefill/decode split only where a prefill spans many counter ticks.
-        let split = !short
-            && period.is_some_and(|p| runs.iter().all(|r| r.ttft >= 10.0 * p));
+        let split = !short && period.is_some_and(|p| runs.iter().all(|r| r.ttft >= 10.0 * p));
         let split_est = |f: &dyn Fn(&RunTimes) -> Option<f64>| {
             split
                 .then(|| Estimate::of(&runs.iter().filter_map(f).collect::<Vec<_>>()))
@@ -803,7 +810,13 @@ impl<'a> Bench<'a> {
         let power_check: Vec<crate::energy::WindowCheck> = runs
             .iter()
             .filter_map(|r| {
-                Some(crate::energy::WindowCheck::of(r.joules()?, &used, &avg, r.t0_s?, r.t1_s?))
+                Some(crate::energy::WindowCheck::of(
+                    r.joules()?,
+                    &used,
+                    &avg,
+                    r.t0_s?,
+                    r.t1_s?,
+                ))
             })
             .collect();
         let diffs: Vec<f64> = power_check.iter().filter_map(|c| c.diff_pct).collect();
@@ -831,13 +844,20 @@ impl<'a> Bench<'a> {
             prefill_j: split_est(&|r| Some(r.e_prefill?.joules)),
             decode_j: split_est(&|r| Some(r.e_decode?.joules)),
             split_note: (!split).then(|| {
-                "no prefill/decode split: a prefill spans fewer than 10 energy-counter updates".into()
+                "no prefill/decode split: a prefill spans fewer than 10 energy-counter updates"
+                    .into()
             }),
             avg_w: est(&|j, t| Some(j / t)),
             peak_w: samples
                 .iter()
                 .filter(in_run)
-                .filter_map(|s| if meter.instant { s.power_instant_w } else { s.power_w })
+                .filter_map(|s| {
+                    if meter.instant {
+                        s.power_instant_w
+                    } else {
+                        s.power_w
+                    }
+                })
                 .fold(None, |m, p| Some(m.map_or(p, |m: f64| m.max(p)))),
             j_per_token: est(&|j, _| Some(j / out_tokens)),
             j_per_token_above_idle: est(&|j, t| Some(above(j, t)? / out_tokens)),
@@ -990,10 +1010,17 @@ impl<'a> Bench<'a> {
 type Series = Vec<(f64, f64)>;
 fn power_series(samples: &[PowerSample], instant: bool) -> (Series, Series) {
     let of = |f: &dyn Fn(&PowerSample) -> Option<f64>| -> Series {
-        samples.iter().filter_map(|s| Some((s.t_s, f(s)?))).collect()
+        samples
+            .iter()
+            .filter_map(|s| Some((s.t_s, f(s)?)))
+            .collect()
     };
     let avg = of(&|s| s.power_w);
-    let used = if instant { of(&|s| s.power_instant_w) } else { avg.clone() };
+    let used = if instant {
+        of(&|s| s.power_instant_w)
+    } else {
+        avg.clone()
+    };
     (used, avg)
 }
 
@@ -1001,8 +1028,9 @@ fn power_series(samples: &[PowerSample], instant: bool) -> (Series, Series) {
 /// sm_clock_mhz, mem_used_mb); empty fields where NVML gave nothing.
 pub fn power_csv(samples: &[PowerSample]) -> String {
     let opt = |v: Option<String>| v.unwrap_or_default();
-    let mut out =
-        String::from("t_s,phase,power_w,power_instant_w,energy_mj,gpu_util_pct,sm_clock_mhz,mem_used_mb\n");
+    let mut out = String::from(
+        "t_s,phase,power_w,power_instant_w,energy_mj,gpu_util_pct,sm_clock_mhz,mem_used_mb\n",
+    );
     for s in samples {
         out.push_str(&format!(
             "{:.4},{},{},{},{},{},{},{}\n",
@@ -1075,7 +1103,10 @@ mod stats_tests {
     #[test]
     fn batch_32_with_5_repeats_has_n_5() {
         let runs = [0.60, 0.62, 0.58, 0.65, 0.61];
-        let pooled: Vec<f64> = runs.iter().flat_map(|&r| std::iter::repeat_n(r, 32)).collect();
+        let pooled: Vec<f64> = runs
+            .iter()
+            .flat_map(|&r| std::iter::repeat_n(r, 32))
+            .collect();
         let p = Percentiles::of(&pooled, &runs).unwrap();
         assert_eq!((p.mean.n, p.samples), (5, 160));
         let naive = Estimate::of(&pooled).unwrap();

@@ -65,7 +65,10 @@ fn ci_over_runs(r: &Row) -> String {
     if n < 3 {
         format!("n = {n} runs: too few for a CI")
     } else {
-        format!("{} n={n}", fmt_ci(r.latency_ci95_low_s, r.latency_ci95_high_s))
+        format!(
+            "{} n={n}",
+            fmt_ci(r.latency_ci95_low_s, r.latency_ci95_high_s)
+        )
     }
 }
 
@@ -270,8 +273,14 @@ impl<'a> Sweep<'a> {
             }
         }
         if signmag.is_some() {
-            let pct: Vec<f64> = rows.iter().filter_map(|r| r.signmag_vs_baseline_pct).collect();
-            let v: Vec<f64> = rows.iter().filter_map(|r| r.signmag_toggles_per_mac).collect();
+            let pct: Vec<f64> = rows
+                .iter()
+                .filter_map(|r| r.signmag_vs_baseline_pct)
+                .collect();
+            let v: Vec<f64> = rows
+                .iter()
+                .filter_map(|r| r.signmag_toggles_per_mac)
+                .collect();
             let (lo, hi) = range(pct.iter().copied());
             let mean = v.iter().sum::<f64>() / v.len() as f64;
             let _ = write!(
@@ -304,12 +313,16 @@ impl<'a> Sweep<'a> {
         let rows = &self.rows;
         let groups = ["multiplier inputs", "product", "accumulator", "control"];
         // Like with like: the configurations that have both serial MACs (integer operands).
-        let paired: Vec<&Row> = rows.iter().filter(|r| r.isolated_toggles.is_some()).collect();
+        let paired: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.isolated_toggles.is_some())
+            .collect();
         if paired.is_empty() {
             return Ok(String::new());
         }
         let per = |f: fn(&Row) -> Option<u64>| {
-            paired.iter()
+            paired
+                .iter()
                 .map(|r| f(r).unwrap_or(0) as f64 / r.pairs.max(1) as f64)
                 .sum::<f64>()
                 / paired.len() as f64
@@ -510,8 +523,21 @@ impl<'a> Sweep<'a> {
         let twin = |r: &Row| {
             self.rows.iter().find(|t| {
                 t.sparsity_tau == 0.0
-                    && (&t.precision, t.batch, t.prompt_tokens, t.new_tokens, t.kv_cache, t.width)
-                        == (&r.precision, r.batch, r.prompt_tokens, r.new_tokens, r.kv_cache, r.width)
+                    && (
+                        &t.precision,
+                        t.batch,
+                        t.prompt_tokens,
+                        t.new_tokens,
+                        t.kv_cache,
+                        t.width,
+                    ) == (
+                        &r.precision,
+                        r.batch,
+                        r.prompt_tokens,
+                        r.new_tokens,
+                        r.kv_cache,
+                        r.width,
+                    )
             })
         };
         let pairs: Vec<(&Row, &Row)> = self
@@ -541,7 +567,7 @@ impl<'a> Sweep<'a> {
         if let Some((lo, hi)) = ratio(|r| Some(r.baseline_toggles_per_mac)) {
             let _ = write!(md, ", and its MAC toggles x{lo:.2}-{hi:.2}");
         }
-        let _ = write!(md, " ({} pairs). The latency and energy are the masking's price, the toggles the RTL's view of the sparser operands: a correlation across tau between the two is not a causal link.\n", pairs.len());
+        let _ = writeln!(md, " ({} pairs). The latency and energy are the masking's price, the toggles the RTL's view of the sparser operands: a correlation across tau between the two is not a causal link.", pairs.len());
         md
     }
 
@@ -687,7 +713,12 @@ fn read_power(path: &Path) -> Option<Series> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name);
-    let (ct, cp, cw, ci) = (col("t_s")?, col("phase")?, col("power_w")?, col("power_instant_w"));
+    let (ct, cp, cw, ci) = (
+        col("t_s")?,
+        col("phase")?,
+        col("power_w")?,
+        col("power_instant_w"),
+    );
     let mut s = Series {
         t: vec![],
         w: vec![],
@@ -716,12 +747,11 @@ where
     DB::ErrorType: 'static,
 {
     let t1 = s.t.last().copied().unwrap_or(1.0);
-    let wmax = s
-        .w
-        .iter()
-        .chain(s.instant.iter().filter(|v| v.is_finite()))
-        .fold(0f64, |m, &v| m.max(v))
-        * 1.1;
+    let wmax =
+        s.w.iter()
+            .chain(s.instant.iter().filter(|v| v.is_finite()))
+            .fold(0f64, |m, &v| m.max(v))
+            * 1.1;
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
         .margin(12)

@@ -33,7 +33,11 @@ pub(crate) fn table(
     s.push_str(&format!("|{}|\n", aligns.join("|")));
     for r in rows {
         // A row with a cell too many or too few shifts every column after it.
-        assert_eq!(r.len(), columns.len(), "table row {r:?} for columns {names:?}");
+        assert_eq!(
+            r.len(),
+            columns.len(),
+            "table row {r:?} for columns {names:?}"
+        );
         let cells: Vec<&str> = r.iter().map(String::as_str).collect();
         s.push_str(&line(&cells));
     }

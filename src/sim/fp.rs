@@ -86,7 +86,11 @@ impl Terms {
 
     /// The fp32 accumulator as a term.
     fn push_acc(&mut self, acc: u32, f: u32) {
-        let (e, m, neg) = ((acc >> 23 & 0xff) as i32, (acc & 0x7f_ffff) as u64, acc >> 31 == 1);
+        let (e, m, neg) = (
+            (acc >> 23 & 0xff) as i32,
+            (acc & 0x7f_ffff) as u64,
+            acc >> 31 == 1,
+        );
         match e {
             255 if m != 0 => self.nan = true,
             255 => {
@@ -111,7 +115,11 @@ impl Terms {
             return QNAN;
         }
         if self.pos_inf || self.neg_inf {
-            return if self.pos_inf { 0x7f80_0000 } else { 0xff80_0000 };
+            return if self.pos_inf {
+                0x7f80_0000
+            } else {
+                0xff80_0000
+            };
         }
         let Some(emax) = self.finite.iter().map(|t| t.exp).max() else {
             return (self.all_neg_zero as u32) << 31;
@@ -121,7 +129,11 @@ impl Terms {
             .iter()
             .map(|t| {
                 let shift = (emax - t.exp) as u32;
-                let m = if shift >= 64 { 0 } else { (t.sig >> shift) as i64 };
+                let m = if shift >= 64 {
+                    0
+                } else {
+                    (t.sig >> shift) as i64
+                };
                 if t.neg {
                     -m
                 } else {
@@ -209,7 +221,12 @@ mod tests {
         assert_eq!(mac_bf16(&pairs), 1f32.to_bits());
         assert_eq!(dot_bf16(&pairs, 4), (1f32 + f32::EPSILON).to_bits());
         // Alignment truncates: a term 2^-30 below the largest vanishes (EXTRA = 3 bits).
-        let pairs = [(one, one), (h(0x3080), one), (h(0x3080), one), (h(0x3080), one)];
+        let pairs = [
+            (one, one),
+            (h(0x3080), one),
+            (h(0x3080), one),
+            (h(0x3080), one),
+        ];
         assert_eq!(dot_bf16(&pairs, 4), 1f32.to_bits());
         // Exact cancellation gives +0; a slice of negative zeros onto +0 gives +0.
         assert_eq!(dot_bf16(&[(one, one), (h(0xbf80), one)], 4), 0);

@@ -142,11 +142,7 @@ impl Design {
             match fb {
                 ElemFormat::U4 => params(8, 4, false),
                 f if fits8(f) => params(8, 8, true),
-                _ => {
-                    return cannot(
-                        "operands wider than 8 bits (built: i8 x i8, i8 x u4)".into(),
-                    )
-                }
+                _ => return cannot("operands wider than 8 bits (built: i8 x i8, i8 x u4)".into()),
             }
         };
         if !self.is_dot() {
@@ -607,7 +603,10 @@ fn run_pieces(
         }
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Sim("a simulation thread panicked".into()))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Sim("a simulation thread panicked".into())))
+            })
             .collect()
     });
     // Seams: a piece whose warmed-up state is not where the previous piece ended is run
@@ -619,7 +618,14 @@ fn run_pieces(
                 _ => true,
             };
             if !matches {
-                pieces[i] = run_piece(design, p, s, (0, jobs[i].1.clone()), (lean, fast, slots), &done);
+                pieces[i] = run_piece(
+                    design,
+                    p,
+                    s,
+                    (0, jobs[i].1.clone()),
+                    (lean, fast, slots),
+                    &done,
+                );
             }
         }
     }
@@ -904,12 +910,7 @@ impl SimReport {
             };
             out.push_str(&format!(
                 "{:<13} {:>12} {:>14} {:>14} {:>10.2} {:>14.0}\n",
-                d.design,
-                d.cycles,
-                acc,
-                d.datapath_toggles,
-                d.toggles_per_pair,
-                d.cycles_per_s
+                d.design, d.cycles, acc, d.datapath_toggles, d.toggles_per_pair, d.cycles_per_s
             ));
         }
         if self.designs.is_empty() {
