@@ -71,8 +71,10 @@ fn cpu_run_is_complete_exact_and_resumes() {
     );
     assert!(
         p(Dtype::Int8, "llm-q-l0").info.zero_a > 0.0
-            && p(Dtype::Bf16, "llm-down-l15").info.toggles.len() == 3
+            && p(Dtype::Bf16, "llm-down-l15").info.toggles.len() == 4
     );
+    // bf16: the serial MAC, the fused 16-lane dot unit, and the two bit-flip models.
+    assert!(p(Dtype::Bf16, "normal").info.toggles["bf16-dot x16 (RTL)"] > 10.0);
     // The K permutation leaves the int8 product identical and lowers the lane model's flips.
     assert_eq!(r.permutations.len(), 2);
     for perm in &r.permutations {

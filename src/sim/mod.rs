@@ -719,8 +719,9 @@ pub fn simulate_threads(
             at = end;
             progress(pairs_done(at));
         }
-        model.acc()
-        // dropping the model closes the VCD
+        let acc = model.acc();
+        drop(model); // closes the VCD before it is counted
+        acc
     };
     let elapsed = start.elapsed().as_secs_f64();
     let acc_final = wrap_signed(acc_bits, ACC_W);
