@@ -60,10 +60,12 @@ pub enum Cmd {
     /// Run LLM inference (candle) like a benchmark, measure latency and energy, and
     /// optionally capture matmul operands for `sim`.
     ///
-    /// Metrics: latency p50/p95/p99 (pooled over repeats), TTFT, TPOT, tokens/s, and on a
-    /// GPU the NVML energy counter (prefill/decode split, idle-subtracted), power samples,
-    /// J/token, tokens/J, EDP, FLOP/J, gCO2eq; each with a 95% CI over --repeats. On the
-    /// CPU energy fields are null. Writes OUT.json and OUT.power.csv.
+    /// Metrics: latency, TTFT and TPOT p50/p95/p99 (pooled over every request or token of
+    /// every run), tokens/s, and on a GPU the NVML energy counter (above an idle draw
+    /// measured before and after, unclamped), power samples (averaged and instantaneous,
+    /// checked against the counter), J/token, tokens/J, EDP, FLOP/J, gCO2eq; means with a
+    /// 95% t-interval over the --repeats runs (n = runs). On the CPU energy fields are
+    /// null. Writes OUT.json and OUT.power.csv.
     #[command(after_help = "Examples:
   perfwatt infer --out results/base.json
   perfwatt infer --dtype f16 --batch 4 --prompt-len medium --max-new-tokens 32
@@ -447,6 +449,13 @@ pub struct InferArgs {
     /// NVML sampling rate.
     #[arg(long, default_value_t = 50.0)]
     pub sample_hz: f64,
+    /// Idle power: this many energy-counter windows before the runs and as many after
+    /// (the median of all is the idle draw; GPU only).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_windows: u64,
+    /// Seconds per idle window (one counter update is ~0.1 s: keep windows long).
+    #[arg(long, default_value_t = 5.0)]
+    pub idle_seconds: f64,
     /// Measure the NVML sampler's own cost: measured runs (`runs`) or the decode steps
     /// within each measured run (`steps`) alternate sampler on and paused (ABBA), and
     /// the report gains `sampler_ab` (paired overhead, 95% CI). GPU only.
@@ -481,6 +490,8 @@ impl InferArgs {
             kv_cache: !self.no_kv_cache,
             sparsity_tau: self.sparsity,
             sample_hz: self.sample_hz,
+            idle_windows: self.idle_windows as usize,
+            idle_seconds: self.idle_seconds,
             sampler_ab: self.sampler_ab,
             grid_g_per_kwh: self.grid_intensity,
             capture: self.capture.is_some().then(|| CaptureSpec {
