@@ -502,7 +502,6 @@ impl InferArgs {
                 rows: self.capture_rows,
                 ..CaptureSpec::default()
             }),
-            ..defaults
         }
     }
 }
