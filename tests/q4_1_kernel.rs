@@ -1,0 +1,23 @@
+//! The vendored candle-core's AVX2 Q4_1 x Q8_1 dot product (vendor/candle-core/PERFWATT.md)
+//! is bit-identical to candle's scalar code, so greedy tokens cannot change with it.
+
+use candle_core::quantized::k_quants::{BlockQ4_1, BlockQ8_1, GgmlType};
+
+#[test]
+fn avx2_q4_1_dot_is_bit_identical_to_the_scalar_one() {
+    let mut r = perfwatt::stats::Rng::new(4);
+    let mut next = |scale: f32| (r.unit() as f32 * 2.0 - 1.0) * scale;
+    for (k, scale) in [(64, 1.0), (576, 0.05), (1536, 3.0), (8192, 100.0)] {
+        for _ in 0..50 {
+            let w: Vec<f32> = (0..k).map(|_| next(scale)).collect();
+            let x: Vec<f32> = (0..k).map(|_| next(1.0)).collect();
+            let mut wq = vec![BlockQ4_1::zeros(); k / 32];
+            let mut xq = vec![BlockQ8_1::zeros(); k / 32];
+            BlockQ4_1::from_float(&w, &mut wq);
+            BlockQ8_1::from_float(&x, &mut xq);
+            let fast = BlockQ4_1::vec_dot(k, &wq, &xq);
+            let scalar = BlockQ4_1::vec_dot_unopt(k, &wq, &xq);
+            assert_eq!(fast.to_bits(), scalar.to_bits(), "k = {k}: {fast} vs {scalar}");
+        }
+    }
+}
