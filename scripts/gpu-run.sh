@@ -2,7 +2,8 @@
 # Runs on the lent GPU machine (see shared/GPU.md and README "GPU"): the candle CUDA
 # binary and the model are in ~/pw (put there by the carry steps), results go to $OUT.
 #   1. headline: candle Q4_1, batch 1, 64 new tokens;  PyTorch generate on the same
-#      GGUF and prompt ids (bf16, f32), same NVML energy counter
+#      GGUF and prompt ids (bf16, f32, and bf16 with a static cache: CUDA graphs), same
+#      NVML energy counter and idle definition
 #   2. overheads: NVML sampling at 1 Hz vs 50 Hz vs 200 Hz; bounded operand capture on/off
 #   3. batched decode 1..64 (q4_1)
 #   4. the sweep experiments/gpu.toml and its report
@@ -15,6 +16,13 @@
 #  10. gemm-energy: data-dependent GEMM energy (int8 + bf16, 8192^3, every pattern, real
 #      SmolLM2 operands, K permutation) against the RTL hardware models; written straight
 #      into $OUT/gemm-energy so that a run stopped at the time limit keeps its rounds
+# Lessons from the lent machine (2026-11-23): it is handed back after 30 s idle, so the
+# carry calls must follow each other at once; the working tree (~16 MB) plus the carried
+# paths must stay under 64 MiB a call, so split the model into 45,000,000-byte parts (three
+# calls: part00, part01, then part02 + perfwatt.xz + the gguf wheel); only a limited number
+# of files comes back from $OUT per call (the rest is "left out (count)"): tar result
+# folders; $OUT is empty again in the next call. HEADLINE_ONLY=1 stops the headline step
+# after the PyTorch runs; SWEEP_DIR keeps a resumable sweep outside $OUT across calls.
 set -uo pipefail
 PW=${PW:-$HOME/pw}
 STEP=${1:-all}
