@@ -531,113 +531,111 @@ struct Piece {
     acc: u64,
 }
 
-/// Simulate cycles `range` on a fresh model, warmed up (not counted) from cycle `warm`.
-fn run_piece(
+/// What every piece of one simulation shares: the model to build, the schedule, and how
+/// to count (`vcd`: the one-piece run that dumps a file).
+struct Runner<'a> {
     design: Design,
     p: Params,
-    s: &Schedule,
-    (warm, range): (usize, std::ops::Range<usize>),
-    (lean, fast, slots): (bool, bool, usize),
-    done: &std::sync::atomic::AtomicUsize,
-) -> Result<Piece> {
-    let mut model = Model::new(design, p, None, lean)?;
-    let mut fc = FastCounter::new(slots);
-    if warm < range.start {
-        model.run(s, warm..range.start, fast.then_some(&mut fc));
-        fc.toggles.fill(0);
-    }
-    let entry = fc.prev.clone();
-    let chunk = 1 << 14;
-    let mut at = range.start;
-    while at < range.end {
-        let end = (at + chunk).min(range.end);
-        model.run(s, at..end, fast.then_some(&mut fc));
-        done.fetch_add(end - at, std::sync::atomic::Ordering::Relaxed);
-        at = end;
-    }
-    Ok(Piece {
-        toggles: fc.toggles,
-        entry,
-        exit: fc.prev,
-        acc: model.acc(),
-    })
-}
-
-/// Run the pieces between `cuts` on one thread each, check every seam, join the counts.
-/// Returns the summed toggles per snapshot slot and the last piece's accumulator.
-#[allow(clippy::too_many_arguments)]
-fn run_pieces(
-    design: Design,
-    p: Params,
-    s: &Schedule,
-    cuts: &[usize],
+    s: &'a Schedule,
+    vcd: Option<&'a Path>,
     lean: bool,
     fast: bool,
     slots: usize,
-    progress: &mut dyn FnMut(usize),
-) -> Result<(Vec<u64>, u64)> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let done = AtomicUsize::new(0);
-    // Warm-up: from the dot product before the cut (its clear resets the accumulator).
-    let warm_for = |at: usize| (0..at).rev().find(|&c| s.clear(c)).unwrap_or(0);
-    let jobs: Vec<(usize, std::ops::Range<usize>)> = cuts
-        .windows(2)
-        .map(|w| (if w[0] == 0 { 0 } else { warm_for(w[0]) }, w[0]..w[1]))
-        .collect();
-    let main = std::thread::current();
-    let mut pieces: Vec<Result<Piece>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs
-            .iter()
-            .map(|job| {
-                let (job, done, main) = (job.clone(), &done, main.clone());
-                scope.spawn(move || {
-                    let r = run_piece(design, p, s, job, (lean, fast, slots), done);
-                    main.unpark(); // wake the progress loop at once, not at its next tick
-                    r
-                })
-            })
-            .collect();
-        while !handles.iter().all(|h| h.is_finished()) {
-            progress(done.load(Ordering::Relaxed));
-            std::thread::park_timeout(std::time::Duration::from_millis(50));
+}
+
+impl Runner<'_> {
+    /// Simulate cycles `range` on a fresh model, warmed up (not counted) from cycle `warm`.
+    /// The model is dropped (its VCD closed) before this returns.
+    fn piece(
+        &self,
+        (warm, range): (usize, std::ops::Range<usize>),
+        done: &std::sync::atomic::AtomicUsize,
+    ) -> Result<Piece> {
+        let mut model = Model::new(self.design, self.p, self.vcd, self.lean)?;
+        let mut fc = FastCounter::new(self.slots);
+        if warm < range.start {
+            model.run(self.s, warm..range.start, self.fast.then_some(&mut fc));
+            fc.toggles.fill(0);
         }
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Sim("a simulation thread panicked".into())))
-            })
-            .collect()
-    });
-    // Seams: a piece whose warmed-up state is not where the previous piece ended is run
-    // again from the stream's start (then its state is the one-thread run's by construction).
-    if fast {
-        for i in 1..pieces.len() {
-            let matches = match (&pieces[i - 1], &pieces[i]) {
-                (Ok(a), Ok(b)) => a.exit == b.entry,
-                _ => true,
-            };
-            if !matches {
-                pieces[i] = run_piece(
-                    design,
-                    p,
-                    s,
-                    (0, jobs[i].1.clone()),
-                    (lean, fast, slots),
-                    &done,
-                );
+        let entry = fc.prev.clone();
+        let chunk = 1 << 14;
+        let mut at = range.start;
+        while at < range.end {
+            let end = (at + chunk).min(range.end);
+            model.run(self.s, at..end, self.fast.then_some(&mut fc));
+            done.fetch_add(end - at, std::sync::atomic::Ordering::Relaxed);
+            at = end;
+        }
+        Ok(Piece {
+            toggles: fc.toggles,
+            entry,
+            exit: fc.prev,
+            acc: model.acc(),
+        })
+    }
+
+    /// Run the pieces between `cuts` on one thread each, check every seam, join the
+    /// counts. Returns the summed toggles per snapshot slot and the last piece's
+    /// accumulator. `progress` gets the cycles simulated so far.
+    fn pieces(&self, cuts: &[usize], progress: &mut dyn FnMut(usize)) -> Result<(Vec<u64>, u64)> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let s = self.s;
+        let done = AtomicUsize::new(0);
+        // Warm-up: from the dot product before the cut (its clear resets the accumulator).
+        let warm_for = |at: usize| (0..at).rev().find(|&c| s.clear(c)).unwrap_or(0);
+        let jobs: Vec<(usize, std::ops::Range<usize>)> = cuts
+            .windows(2)
+            .map(|w| (if w[0] == 0 { 0 } else { warm_for(w[0]) }, w[0]..w[1]))
+            .collect();
+        let main = std::thread::current();
+        let mut pieces: Vec<Result<Piece>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|job| {
+                    let (job, done, main) = (job.clone(), &done, main.clone());
+                    scope.spawn(move || {
+                        let r = self.piece(job, done);
+                        main.unpark(); // wake the progress loop at once, not at its next tick
+                        r
+                    })
+                })
+                .collect();
+            while !handles.iter().all(|h| h.is_finished()) {
+                progress(done.load(Ordering::Relaxed));
+                std::thread::park_timeout(std::time::Duration::from_millis(50));
+            }
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Sim("a simulation thread panicked".into())))
+                })
+                .collect()
+        });
+        // Seams: a piece whose warmed-up state is not where the previous piece ended is run
+        // again from the stream's start (then its state is the one-thread run's by
+        // construction).
+        if self.fast {
+            for i in 1..pieces.len() {
+                let matches = match (&pieces[i - 1], &pieces[i]) {
+                    (Ok(a), Ok(b)) => a.exit == b.entry,
+                    _ => true,
+                };
+                if !matches {
+                    pieces[i] = self.piece((0, jobs[i].1.clone()), &done);
+                }
             }
         }
-    }
-    progress(done.load(Ordering::Relaxed));
-    let pieces: Vec<Piece> = pieces.into_iter().collect::<Result<_>>()?;
-    let mut toggles = vec![0u64; slots];
-    for piece in &pieces {
-        for (t, x) in toggles.iter_mut().zip(&piece.toggles) {
-            *t += x;
+        progress(done.load(Ordering::Relaxed));
+        let pieces: Vec<Piece> = pieces.into_iter().collect::<Result<_>>()?;
+        let mut toggles = vec![0u64; self.slots];
+        for piece in &pieces {
+            for (t, x) in toggles.iter_mut().zip(&piece.toggles) {
+                *t += x;
+            }
         }
+        Ok((toggles, pieces.last().map_or(0, |x| x.acc)))
     }
-    Ok((toggles, pieces.last().map_or(0, |x| x.acc)))
 }
 
 /// Simulate `design` on `stream` (dot units with `DEFAULT_LANES`). `progress` is called
@@ -686,43 +684,26 @@ pub fn simulate_threads(
         _ => None,
     };
     let sched = schedule(design, p, stream)?;
-    let lean = matches!(counting, Counting::None);
-    let mut model = Model::new(design, p, vcd_path.as_deref(), lean)?;
     let names = layout::signals(design.module(), p);
     let widths: Vec<u32> = names
         .iter()
         .map(|n| layout::signal_width(design.module(), p, n))
         .collect();
-    let slots: usize = widths.iter().map(|&w| layout::snapshot_slots(w)).sum();
-    let fast = matches!(counting, Counting::Fast | Counting::Both(_));
-    let mut fc = FastCounter::new(slots);
-
+    let runner = Runner {
+        design,
+        p,
+        s: &sched,
+        vcd: vcd_path.as_deref(),
+        lean: matches!(counting, Counting::None),
+        fast: matches!(counting, Counting::Fast | Counting::Both(_)),
+        slots: widths.iter().map(|&w| layout::snapshot_slots(w)).sum(),
+    };
+    // A VCD is one file: one piece.
+    let cuts = piece_cuts(&sched, if vcd_path.is_some() { 1 } else { threads });
     let start = Instant::now();
-    let n = sched.cycles();
-    let pairs_done = |cycles: usize| {
-        ((cycles.saturating_sub(2)) * p.lanes as usize).min(stream.pairs.len()) as u64
-    };
-    let cuts = piece_cuts(&sched, threads);
-    let acc_bits = if vcd_path.is_none() && cuts.len() > 2 {
-        drop(model);
-        let (toggles, acc) = run_pieces(design, p, &sched, &cuts, lean, fast, slots, &mut |c| {
-            progress(pairs_done(c))
-        })?;
-        fc.toggles = toggles;
-        acc
-    } else {
-        let chunk = (1usize << 16).div_ceil(p.lanes as usize);
-        let mut at = 0;
-        while at < n {
-            let end = (at + chunk).min(n);
-            model.run(&sched, at..end, fast.then_some(&mut fc));
-            at = end;
-            progress(pairs_done(at));
-        }
-        let acc = model.acc();
-        drop(model); // closes the VCD before it is counted
-        acc
-    };
+    let (toggles, acc_bits) = runner.pieces(&cuts, &mut |cycles| {
+        progress(((cycles.saturating_sub(2)) * p.lanes as usize).min(stream.pairs.len()) as u64)
+    })?;
     let elapsed = start.elapsed().as_secs_f64();
     let acc_final = wrap_signed(acc_bits, ACC_W);
     let acc_expected = if design == Design::Bf16 {
@@ -739,7 +720,7 @@ pub fn simulate_threads(
         )));
     }
     let module = design.module();
-    let mut slot = fc.toggles.iter();
+    let mut slot = toggles.iter();
     let fast_signals: Vec<SignalCount> = names
         .iter()
         .zip(&widths)
@@ -773,7 +754,7 @@ pub fn simulate_threads(
         signals,
         how,
         (acc_final, acc_expected),
-        n as u64,
+        sched.cycles() as u64,
         elapsed,
         vcd_path,
     ))
