@@ -17,7 +17,11 @@ fn avx2_q4_1_dot_is_bit_identical_to_the_scalar_one() {
             BlockQ8_1::from_float(&x, &mut xq);
             let fast = BlockQ4_1::vec_dot(k, &wq, &xq);
             let scalar = BlockQ4_1::vec_dot_unopt(k, &wq, &xq);
-            assert_eq!(fast.to_bits(), scalar.to_bits(), "k = {k}: {fast} vs {scalar}");
+            assert_eq!(
+                fast.to_bits(),
+                scalar.to_bits(),
+                "k = {k}: {fast} vs {scalar}"
+            );
         }
     }
 }
