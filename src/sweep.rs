@@ -566,27 +566,30 @@ pub fn run_sweep(
         let key = p.key();
         let pdir = dir.join("points").join(&key);
         let rdir = replicate_dir(&pdir, r, reps);
-        if rows.iter().any(|row| row.key == key) || rdir.join("replicate.json").exists() {
+        if rows.iter().any(|row| row.key == key) {
             (hooks.on_point)(n + 1, total, None);
             continue;
         }
-        if (hooks.interrupted)() {
-            return Err(Error::Interrupted);
+        if !rdir.join("replicate.json").exists() {
+            if (hooks.interrupted)() {
+                return Err(Error::Interrupted);
+            }
+            (hooks.on_point)(
+                n,
+                total,
+                Some(&format!("{key} (replicate {} of {reps})", r + 1)),
+            );
+            std::fs::create_dir_all(&rdir).at(&rdir)?;
+            // The operands are captured once per point, in the first replicate's own run.
+            spawn_replicate(
+                &p.cfg,
+                &rdir,
+                (r == 0).then_some(pdir.join("operands.ops").as_path()),
+                hooks.interrupted,
+            )?;
         }
-        (hooks.on_point)(
-            n,
-            total,
-            Some(&format!("{key} (replicate {} of {reps})", r + 1)),
-        );
-        std::fs::create_dir_all(&rdir).at(&rdir)?;
-        let ops = pdir.join("operands.ops");
-        // The operands are captured once per point, in the first replicate's own run.
-        spawn_replicate(
-            &p.cfg,
-            &rdir,
-            (r == 0).then_some(ops.as_path()),
-            hooks.interrupted,
-        )?;
+        // The row, once every replicate is there: also when the last one finished in an
+        // earlier run that was stopped before it wrote the row.
         let done: Option<Vec<Replicate>> = (0..reps)
             .map(|r| {
                 let t =
@@ -595,7 +598,7 @@ pub fn run_sweep(
             })
             .collect();
         if let Some(done) = done {
-            let sim = simulate_point(&ops, &pdir)?;
+            let sim = simulate_point(&pdir.join("operands.ops"), &pdir)?;
             rows.push(Row::new(key, &done, &sim)?);
             write_rows(dir, &rows)?;
         }

@@ -206,4 +206,27 @@ sparsity_tau = [0.0, 0.05]
     }
     // Rows come back in the spec's order whatever order the points ran in.
     assert!(all[0]["sparsity_tau"].as_f64() < all[1]["sparsity_tau"].as_f64());
+    // Stopped after its last replicate but before it wrote the rows: a rerun writes them
+    // from the finished replicates and runs nothing again.
+    let infer = out
+        .join("points")
+        .join(all[0]["key"].as_str().unwrap())
+        .join("rep1/infer.json");
+    let before = std::fs::metadata(&infer).unwrap().modified().unwrap();
+    std::fs::remove_file(out.join("results.jsonl")).unwrap();
+    assert!(sweep(&spec, &out).status().unwrap().success());
+    // Equal but for the simulation speed (the operands are replayed again, timed anew).
+    let untimed = |rows: Vec<serde_json::Value>| {
+        rows.into_iter()
+            .map(|mut r| {
+                r.as_object_mut().unwrap().remove("sim_cycles_per_s");
+                r
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(untimed(rows(&out)), untimed(all));
+    assert_eq!(
+        std::fs::metadata(&infer).unwrap().modified().unwrap(),
+        before
+    );
 }
