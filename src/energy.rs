@@ -65,6 +65,17 @@ pub struct PowerSample {
     pub mem_used_mb: Option<f64>,
 }
 
+impl PowerSample {
+    /// The instantaneous reading when `instant` (and the GPU has it), else the averaged one.
+    pub fn reading_w(&self, instant: bool) -> Option<f64> {
+        if instant {
+            self.power_instant_w
+        } else {
+            self.power_w
+        }
+    }
+}
+
 pub struct GpuMeter {
     nvml: Arc<Nvml>,
     index: u32,

@@ -44,8 +44,9 @@ pub struct SweepSpec {
     pub capture: CaptureSpec,
     #[serde(default)]
     pub axes: Axes,
-    /// Times every point runs, each in a process of its own. Points run in randomized blocks: every point once in a seeded random order, then again in
-    /// another, so drift (idle power, clocks, temperature) does not line up with an axis.
+    /// Times every point runs, each in a process of its own. Points run in randomized
+    /// blocks: every point once in a seeded random order, then again in another, so drift
+    /// (idle power, clocks, temperature) does not line up with an axis.
     #[serde(default = "one")]
     pub replicates: usize,
     #[serde(default)]
@@ -347,7 +348,7 @@ impl Row {
         let lat_pooled = pooled_requests(&|r| r.latency_s);
         let out_tokens = (r0.batch * r0.new_tokens) as f64;
         let t = r0.new_tokens as f64;
-        let mean_of = |v: Vec<f64>| Estimate::of(&v).map(|e| e.mean).unwrap_or(f64::NAN);
+        let mean_of = |v: Vec<f64>| Estimate::of(&v).map(|e| e.mean);
         // Energy: (J, s) per run over all replicates, above idle with each replicate's idle.
         let energy: Vec<(f64, f64, Option<f64>)> = reps
             .iter()
@@ -365,7 +366,6 @@ impl Row {
         let mean = |o: Option<Estimate>| o.map(|e| e.mean);
         let joules = est(&|j, _, _| Some(j));
         let jpt = est(&|j, _, _| Some(j / out_tokens));
-        let opt_mean = |v: Vec<f64>| Estimate::of(&v).map(|e| e.mean);
         let diffs: Vec<f64> = reps
             .iter()
             .flat_map(|r| r.power_check_diffs_pct.iter().copied())
@@ -390,10 +390,12 @@ impl Row {
             latency_ci95_high_s: lat.ci95_high,
             ttft_p50_s: pct(&pooled_requests(&|r| r.ttft_s), 50.0),
             tpot_p50_s: pct(&steps, 50.0),
-            tokens_per_s_output: mean_of(per_run(&|r| out_tokens / r.latency_s)),
+            tokens_per_s_output: mean_of(per_run(&|r| out_tokens / r.latency_s))
+                .unwrap_or(f64::NAN),
             tokens_per_s_decode: mean_of(per_run(&|r| {
                 r0.batch as f64 * (t - 1.0).max(1.0) / (r.latency_s - r.ttft_s).max(1e-9)
-            })),
+            }))
+            .unwrap_or(f64::NAN),
             energy_j: mean(joules),
             energy_ci95_low_j: joules.map(|e| e.ci95_low),
             energy_ci95_high_j: joules.map(|e| e.ci95_high),
@@ -404,10 +406,7 @@ impl Row {
             j_per_token_above_idle: mean(est(&|j, s, i| Some(above(j, s, i)? / out_tokens))),
             tokens_per_j: mean(est(&|j, _, _| Some(out_tokens / j))),
             avg_w: mean(est(&|j, s, _| Some(j / s))),
-            peak_w: reps
-                .iter()
-                .filter_map(|r| r.peak_w)
-                .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p)))),
+            peak_w: reps.iter().filter_map(|r| r.peak_w).reduce(f64::max),
             idle_w: crate::stats::percentile(
                 &reps.iter().filter_map(|r| r.idle_w).collect::<Vec<_>>(),
                 50.0,
@@ -444,7 +443,7 @@ impl Row {
             mac: Some(b.design.to_string()),
             replicates: Some(reps.len()),
             runs: Some(runs.len()),
-            idle_drift_w: opt_mean(reps.iter().filter_map(|r| r.idle_drift_w).collect()),
+            idle_drift_w: mean_of(reps.iter().filter_map(|r| r.idle_drift_w).collect()),
             energy_basis: r0.energy_basis.clone(),
             power_field: r0.power_field.clone(),
             power_check_flagged: r0

@@ -826,7 +826,7 @@ impl<'a> Bench<'a> {
             .filter(in_run)
             .filter_map(|s| s.gpu_util_pct.map(|u| u as f64))
             .collect();
-        let j_mean = est(&|j, _| Some(j)).map(|e| e.mean);
+        let joules = est(&|j, _| Some(j));
         EnergyReport {
             available: true,
             reason: meter.reason.clone(),
@@ -839,7 +839,7 @@ impl<'a> Bench<'a> {
             } else {
                 "per run".into()
             }),
-            joules: est(&|j, _| Some(j)),
+            joules,
             joules_above_idle: est(&above),
             prefill_j: split_est(&|r| Some(r.e_prefill?.joules)),
             decode_j: split_est(&|r| Some(r.e_decode?.joules)),
@@ -851,20 +851,15 @@ impl<'a> Bench<'a> {
             peak_w: samples
                 .iter()
                 .filter(in_run)
-                .filter_map(|s| {
-                    if meter.instant {
-                        s.power_instant_w
-                    } else {
-                        s.power_w
-                    }
-                })
-                .fold(None, |m, p| Some(m.map_or(p, |m: f64| m.max(p)))),
+                .filter_map(|s| s.reading_w(meter.instant))
+                .reduce(f64::max),
             j_per_token: est(&|j, _| Some(j / out_tokens)),
             j_per_token_above_idle: est(&|j, t| Some(above(j, t)? / out_tokens)),
             tokens_per_j: est(&|j, _| Some(out_tokens / j)),
             edp_js: est(&|j, t| Some(j * t)),
             gco2eq: est(&|j, _| Some(j / 3.6e6 * cfg.grid_g_per_kwh)),
-            flop_per_j: j_mean
+            flop_per_j: joules
+                .map(|e| e.mean)
                 .filter(|&j| j > 0.0)
                 .map(|j| self.flops_per_run() / j),
             gpu_util_pct: (!util.is_empty()).then(|| util.iter().sum::<f64>() / util.len() as f64),
@@ -941,7 +936,7 @@ impl<'a> Bench<'a> {
                 .iter()
                 .filter_map(|s| s.mem_used_mb)
                 .chain(gpu.as_ref().and_then(|g| g.memory_used_mb()))
-                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+                .reduce(f64::max)
         } else {
             crate::energy::peak_rss_mb()
         };
@@ -1015,13 +1010,7 @@ fn power_series(samples: &[PowerSample], instant: bool) -> (Series, Series) {
             .filter_map(|s| Some((s.t_s, f(s)?)))
             .collect()
     };
-    let avg = of(&|s| s.power_w);
-    let used = if instant {
-        of(&|s| s.power_instant_w)
-    } else {
-        avg.clone()
-    };
-    (used, avg)
+    (of(&|s| s.reading_w(instant)), of(&|s| s.power_w))
 }
 
 /// The power series as CSV (t_s, phase, power_w, power_instant_w, energy_mj, gpu_util_pct,
