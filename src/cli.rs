@@ -91,6 +91,21 @@ pub enum Cmd {
         #[arg(long)]
         capture: Option<PathBuf>,
     },
+    /// Print a cell energy table (TOML, for `sim --level gate --cells`) read from a Liberty
+    /// file: per generic gate the named library cell's internal energy per output
+    /// transition (internal_power rise/fall at the tables' first index), its input pin
+    /// capacitances and pin energies, the library's nominal voltage.
+    #[command(after_help = "Examples:
+  perfwatt cells --liberty models/cells/osu018_stdcells.lib > my.toml
+  perfwatt cells --liberty my_pdk.lib --map NOT=INV_X1,AND=AND2_X1,NAND=NAND2_X1,OR=OR2_X1,NOR=NOR2_X1,XOR=XOR2_X1,XNOR=XNOR2_X1,MUX=MUX2_X1,BUF=BUF_X1,DFF=DFF_X1")]
+    Cells {
+        #[arg(long, value_name = "FILE")]
+        liberty: PathBuf,
+        /// Library cell per generic kind, KIND=CELL,... (default: the shipped table's OSU
+        /// names; kinds left out keep them).
+        #[arg(long, value_name = "MAP")]
+        map: Option<String>,
+    },
     /// The main job on shipped defaults: the CPU demo sweep (experiments/cpu-demo.toml)
     /// with the shipped model, then its report. Prints the report's path.
     Demo {
@@ -335,9 +350,49 @@ pub struct SimArgs {
     pub export: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: SimFormat,
+    /// rtl: count the RTL's registers and named wires. gate: also synthesize each design
+    /// with yosys to generic gates (cached under $PERFWATT_CACHE or ~/.cache/perfwatt),
+    /// simulate the netlist with Verilator on the same cycles and count every net, with an
+    /// energy estimate from a cell table; the table then shows both levels side by side.
+    #[arg(long, value_enum, default_value = "rtl")]
+    pub level: Level,
+    /// Cell energies for --level gate: a TOML table (see assets/cells/osu018.toml, the
+    /// default: OSU 0.18 um) or a Liberty file (.lib) with cells of the same names.
+    #[arg(long, value_name = "FILE")]
+    pub cells: Option<PathBuf>,
+    /// --level gate: also simulate the first N cycles with one time unit per gate
+    /// (iverilog) and count glitches apart from functional toggles (slow: keep N small).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub glitch_cycles: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Level {
+    Rtl,
+    Gate,
 }
 
 impl SimArgs {
+    /// What a gate-level run needs, or None for RTL only.
+    pub fn gate_options(&self) -> Result<Option<perfwatt::sim::gate::GateOptions>> {
+        if self.level == Level::Rtl {
+            if self.cells.is_some() || self.glitch_cycles > 0 {
+                return Err(perfwatt::Error::Config(
+                    "--cells and --glitch-cycles need --level gate".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let mut o = perfwatt::sim::gate::GateOptions {
+            glitch_cycles: self.glitch_cycles,
+            ..Default::default()
+        };
+        if let Some(p) = &self.cells {
+            o.cells = perfwatt::sim::gate::CellTable::load(p)?;
+        }
+        Ok(Some(o))
+    }
+
     /// The operand stream: the file, or a generated one (seed 1).
     pub fn stream(&self) -> Result<OperandStream> {
         let mut s = self.stream_as_given()?;

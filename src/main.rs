@@ -32,6 +32,7 @@ fn run(cli: Cli) -> Result<()> {
             Some(out),
             true,
         ),
+        Cmd::Cells { liberty, map } => cells(&liberty, map.as_deref()),
         Cmd::Roofline(a) => roofline(&a.config()?, &a.out_dir()),
         Cmd::GemmEnergy(a) => gemm_energy(&a.config()?, &a.out_dir()),
     }
@@ -57,6 +58,7 @@ fn sim(a: &SimArgs) -> Result<()> {
         return export_stream(&stream, path, a.export_design(), a.lanes);
     }
     let counting = a.counting();
+    let gate = a.gate_options()?;
     let n = stream.pairs.len() as u64;
     let mut results = Vec::new();
     let mut failed = Vec::new();
@@ -84,6 +86,17 @@ fn sim(a: &SimArgs) -> Result<()> {
             Ok(r) => results.push(r),
             Err(e) => failed.push(e.to_string()),
         }
+        if let Some(opts) = &gate {
+            let bar = progress_bar(n, &format!("gate {} (first run synthesizes)", d.name()));
+            let r = perfwatt::sim::simulate_gate(d, a.lanes, &stream, opts, &mut |done| {
+                bar.set_position(done)
+            });
+            bar.finish_and_clear();
+            match r {
+                Ok(r) => results.push(r),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
     }
     let report = perfwatt::sim::SimReport::new(&stream, results);
     match a.format {
@@ -98,6 +111,25 @@ fn sim(a: &SimArgs) -> Result<()> {
     } else {
         Err(perfwatt::Error::Sim(failed.join("; ")))
     }
+}
+
+/// `perfwatt cells`: a Liberty file's numbers as a cell table.
+fn cells(liberty: &Path, map: Option<&str>) -> Result<()> {
+    use perfwatt::sim::gate::{CellKind, CellTable};
+    let mut names = CellTable::shipped().cell_names()?;
+    for pair in map.unwrap_or("").split(',').filter(|p| !p.is_empty()) {
+        let (k, cell) = pair
+            .split_once('=')
+            .ok_or_else(|| perfwatt::Error::Config(format!("--map: {pair} is not KIND=CELL")))?;
+        let kind = CellKind::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(k))
+            .ok_or_else(|| perfwatt::Error::Config(format!("--map: no generic cell {k}")))?;
+        names.insert(kind, cell.to_string());
+    }
+    let table = CellTable::from_liberty(liberty, &names)?;
+    print!("{}", table.to_toml());
+    Ok(())
 }
 
 /// `sim --export`: the stream as CSV (by extension) or as iverilog stimulus for `design`

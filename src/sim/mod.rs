@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::trace::{wrap_signed, ElemFormat, OperandStream};
 
 pub mod fp;
+pub mod gate;
 
 // build.rs uses the rest of this file (ports, model names).
 #[allow(dead_code)]
@@ -198,7 +199,7 @@ pub enum Counting {
 pub fn signal_group(name: &str) -> &'static str {
     match name {
         "a_i" | "b_i" => "operand ports",
-        "a_q" | "b_q" => "multiplier inputs",
+        "a_q" | "b_q" | "a_x" | "b_x" => "multiplier inputs",
         "mult" | "prod_q" | "mag_prod" => "product",
         "sum_q" | "emax" | "aligned" | "tree_sum" => "adder tree",
         n if n.contains("g_level[") => "adder tree",
@@ -241,9 +242,14 @@ pub struct DesignResult {
     pub groups: BTreeMap<&'static str, u64>,
     pub signals: Vec<SignalCount>,
     pub counting: &'static str,
+    /// "rtl" (the RTL's registers and named wires) or "gate" (every net of the netlist).
+    pub level: &'static str,
     pub cycles_per_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vcd: Option<String>,
+    /// Gate level: cells, energy, glitches, every net.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Box<gate::GateDetail>>,
 }
 
 // ------------------------------------------------------------------ the C shim
@@ -705,20 +711,7 @@ pub fn simulate_threads(
         progress(((cycles.saturating_sub(2)) * p.lanes as usize).min(stream.pairs.len()) as u64)
     })?;
     let elapsed = start.elapsed().as_secs_f64();
-    let acc_final = wrap_signed(acc_bits, ACC_W);
-    let acc_expected = if design == Design::Bf16 {
-        fp::mac_bf16(stream.last_dot()) as i32 as i64
-    } else if design == Design::Bf16Dot {
-        fp::dot_bf16(stream.last_dot(), p.lanes as usize) as i32 as i64
-    } else {
-        stream.expected_acc(ACC_W)
-    };
-    if acc_final != acc_expected {
-        return Err(Error::Sim(format!(
-            "{}: accumulator {acc_final} != expected dot product {acc_expected}",
-            design.name()
-        )));
-    }
+    let (acc_final, acc_expected) = check_acc(design, p, stream, acc_bits)?;
     let module = design.module();
     let mut slot = toggles.iter();
     let fast_signals: Vec<SignalCount> = names
@@ -758,6 +751,181 @@ pub fn simulate_threads(
         elapsed,
         vcd_path,
     ))
+}
+
+/// Simulate `design` (a dot unit with `lanes` lanes) on `stream` at the gate level: the
+/// yosys netlist of the same model (built or found in `opts.cache`), replayed with the same
+/// cycle records as the RTL, every net counted; the signals of the result are the RTL
+/// signals the nets are or feed. `progress` gets pairs done.
+pub fn simulate_gate(
+    design: Design,
+    lanes: u32,
+    stream: &OperandStream,
+    opts: &gate::GateOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<DesignResult> {
+    let p = design.params_for(stream, lanes)?;
+    let module = design.module();
+    let sched = schedule(design, p, stream)?;
+    let nw = layout::cycle_words(module, p);
+    let name = layout::model_name(module, p);
+    let prep = gate::prepare(
+        module,
+        &layout::verilog_params(module, p),
+        nw,
+        &name,
+        &opts.cache,
+    )?;
+    let nl = &prep.netlist;
+    let start = Instant::now();
+    let run = prep.model.run(&sched.words, sched.stride, &mut |cycles| {
+        progress(((cycles.saturating_sub(2)) * p.lanes as usize).min(stream.pairs.len()) as u64)
+    })?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let (acc_final, acc_expected) = check_acc(design, p, stream, run.acc)?;
+    // One count per RTL signal a net is or feeds, in net order of first appearance.
+    let group_of = |id: usize| gate_group(&nl.nets[id].signal, nl.is_input(id));
+    let mut signals: Vec<SignalCount> = Vec::new();
+    let mut at: BTreeMap<&str, usize> = BTreeMap::new();
+    for (id, net) in nl.nets.iter().enumerate() {
+        let i = *at.entry(&net.signal).or_insert_with(|| {
+            signals.push(SignalCount {
+                path: format!("{module}.{}", net.signal),
+                width: 0,
+                toggles: 0,
+                group: group_of(id),
+            });
+            signals.len() - 1
+        });
+        signals[i].width += 1;
+        signals[i].toggles += run.toggles[id];
+    }
+    let (cells, net_rows, energy_by_group, energy_pj) =
+        gate::price(nl, &opts.cells, &run.toggles, &|id| {
+            group_of(id).to_string()
+        })?;
+    let glitch = if opts.glitch_cycles > 0 {
+        Some(glitch_sample(design, p, &sched, &prep, opts)?)
+    } else {
+        None
+    };
+    let mut r = summarize(
+        design,
+        p,
+        stream,
+        signals,
+        "fast",
+        (acc_final, acc_expected),
+        run.cycles,
+        elapsed,
+        None,
+    );
+    r.level = "gate";
+    r.gate = Some(Box::new(gate::GateDetail {
+        yosys: prep.yosys.clone(),
+        synthesis: gate::netlist::YOSYS_SCRIPT,
+        netlist_dir: prep.dir.display().to_string(),
+        nets: nl.nets.len(),
+        cells,
+        energy_pj,
+        energy_fj_per_pair: if stream.pairs.is_empty() {
+            0.0
+        } else {
+            1e3 * energy_pj / stream.pairs.len() as f64
+        },
+        energy_source: opts.cells.source.clone(),
+        energy_by_group,
+        glitch,
+        net_rows,
+    }));
+    Ok(r)
+}
+
+/// A net's group: the group of the RTL signal it is or feeds (`prod_q (logic)` is the
+/// product), the operand ports for input port bits.
+fn gate_group(signal: &str, input: bool) -> &'static str {
+    let base = signal.trim_end_matches(" (logic)");
+    let base = if base.contains("g_level[") {
+        base
+    } else {
+        base.rsplit('.').next().unwrap_or(base)
+    };
+    match signal_group(base) {
+        "control" if input && base != "clk_i" => "control",
+        g => g,
+    }
+}
+
+/// The first `opts.glitch_cycles` cycles with unit gate delays (iverilog), their glitches,
+/// and a check that the settled values toggle as the zero-delay model's nets do.
+fn glitch_sample(
+    design: Design,
+    p: Params,
+    sched: &Schedule,
+    prep: &gate::Prepared,
+    opts: &gate::GateOptions,
+) -> Result<gate::GlitchSummary> {
+    let nl = &prep.netlist;
+    let n = opts.glitch_cycles.min(sched.cycles());
+    let width = |port| layout::signal_width(design.module(), p, port) as usize;
+    let (aw, bw) = (width("a_i"), width("b_i"));
+    let hex = schedule_hex(sched, aw, bw, 0..n);
+    let dir = prep.dir.join(format!("glitch-{}", std::process::id()));
+    let t = gate::glitch::unit_delay(nl, &hex, aw, bw, &dir)?;
+    let zero = prep
+        .model
+        .run(&sched.words[..n * sched.stride], sched.stride, &mut |_| {})?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let e = opts.cells.net_energies(nl)?;
+    let sum = |v: &[u64]| v.iter().sum::<u64>();
+    let priced = |v: &[u64]| v.iter().zip(&e).map(|(&t, &e)| t as f64 * e).sum::<f64>();
+    let (functional, transitions) = (sum(&t.functional), sum(&t.total));
+    let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for id in 0..nl.nets.len() {
+        let g = by
+            .entry(gate_group(&nl.nets[id].signal, nl.is_input(id)).to_string())
+            .or_default();
+        g.0 += t.functional[id];
+        g.1 += t.total[id] - t.functional[id];
+    }
+    let ratio = |f: u64, g: u64| if f == 0 { 0.0 } else { g as f64 / f as f64 };
+    Ok(gate::GlitchSummary {
+        cycles: t.cycles,
+        half_cycle_units: t.half,
+        functional,
+        transitions,
+        glitches: transitions - functional,
+        glitch_ratio: ratio(functional, transitions - functional),
+        energy_functional_pj: priced(&t.functional),
+        energy_with_glitches_pj: priced(&t.total),
+        ratio_by_group: by.into_iter().map(|(k, (f, g))| (k, ratio(f, g))).collect(),
+        functional_matches_zero_delay: zero.toggles == t.functional,
+    })
+}
+
+/// The accumulator read back (`acc_bits`) as a signed value, and what it must be: the
+/// stream's last dot product, computed in Rust (the bf16 designs' own rounding).
+fn check_acc(
+    design: Design,
+    p: Params,
+    stream: &OperandStream,
+    acc_bits: u64,
+) -> Result<(i64, i64)> {
+    let acc_final = wrap_signed(acc_bits, ACC_W);
+    let acc_expected = if design == Design::Bf16 {
+        fp::mac_bf16(stream.last_dot()) as i32 as i64
+    } else if design == Design::Bf16Dot {
+        fp::dot_bf16(stream.last_dot(), p.lanes as usize) as i32 as i64
+    } else {
+        stream.expected_acc(ACC_W)
+    };
+    if acc_final != acc_expected {
+        return Err(Error::Sim(format!(
+            "{}: accumulator {acc_final} != expected dot product {acc_expected}",
+            design.name()
+        )));
+    }
+    Ok((acc_final, acc_expected))
 }
 
 /// Totals, datapath toggles and groups of one run.
@@ -808,8 +976,10 @@ fn summarize(
         groups,
         signals,
         counting,
+        level: "rtl",
         cycles_per_s: cycles as f64 / elapsed.max(1e-9),
         vcd: vcd.map(|p| p.display().to_string()),
+        gate: None,
     }
 }
 
@@ -986,10 +1156,18 @@ pub fn stimulus_hex(stream: &OperandStream, design: Design, lanes: u32) -> Resul
     let sched = schedule(design, p, stream)?;
     let width = |port| layout::signal_width(design.module(), p, port) as usize;
     let (aw, bw) = (width("a_i"), width("b_i"));
+    Ok(schedule_hex(&sched, aw, bw, 0..sched.cycles()))
+}
+
+/// Cycles `range` of a schedule as stimulus words (see `stimulus_hex`), `aw` and `bw` the
+/// operand ports' widths in bits.
+fn schedule_hex(sched: &Schedule, aw: usize, bw: usize, range: std::ops::Range<usize>) -> String {
     let nw = (sched.stride - 1) / 2;
     let bits = bw + aw + 3;
-    let mut out = String::with_capacity(sched.cycles() * (bits.div_ceil(4) + 1));
-    for rec in sched.words.chunks_exact(sched.stride) {
+    let mut out = String::with_capacity(range.len() * (bits.div_ceil(4) + 1));
+    for rec in
+        sched.words[range.start * sched.stride..range.end * sched.stride].chunks_exact(sched.stride)
+    {
         // The word, little-endian in 32-bit pieces: b, then a, then the control bits.
         let mut word = vec![0u32; bits.div_ceil(32)];
         let mut put = |at: usize, v: u32, n: usize| {
@@ -1013,5 +1191,5 @@ pub fn stimulus_hex(stream: &OperandStream, design: Design, lanes: u32) -> Resul
         out.push_str(&hex[hex.len() - bits.div_ceil(4)..]);
         out.push('\n');
     }
-    Ok(out)
+    out
 }

@@ -1,0 +1,580 @@
+//! RTL in, generic-gate netlist out: yosys synthesizes one design of rtl/ (with the
+//! parameters of one built model) to AND/NAND/OR/NOR/XOR/XNOR/MUX/NOT gates and positive-edge
+//! D flip-flops, and writes it as JSON; `Netlist::parse` reads that into dense nets and
+//! cells, names each net by the RTL signal it is (where yosys kept the name) or feeds, and
+//! `Netlist::verilog` writes it back as plain Verilog with one 1-bit wire per net (`n<id>`),
+//! zero-delay for Verilator or unit-delay for iverilog's glitch counting.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::error::{Error, IoContext, Result};
+
+/// The rtl/ sources, built into the binary so `--level gate` needs no checkout.
+pub const RTL_SOURCES: &[(&str, &str)] = &[
+    (
+        "mac_baseline.v",
+        include_str!("../../../rtl/mac_baseline.v"),
+    ),
+    (
+        "mac_isolated.v",
+        include_str!("../../../rtl/mac_isolated.v"),
+    ),
+    ("mac_signmag.v", include_str!("../../../rtl/mac_signmag.v")),
+    ("mac_bf16.v", include_str!("../../../rtl/mac_bf16.v")),
+    ("dot_unit.v", include_str!("../../../rtl/dot_unit.v")),
+    (
+        "dot_unit_isolated.v",
+        include_str!("../../../rtl/dot_unit_isolated.v"),
+    ),
+    ("dot_tree.v", include_str!("../../../rtl/dot_tree.v")),
+    ("dot_bf16.v", include_str!("../../../rtl/dot_bf16.v")),
+];
+
+/// The yosys script: flatten, synthesize, turn every flip-flop (synchronous reset, enable)
+/// into a plain positive-edge DFF plus gates, map to two-input gates and muxes. `{top}` and
+/// `{chparams}` are filled in.
+pub const YOSYS_SCRIPT: &str = "read_verilog -sv {files}; {chparams} synth -flatten -top {top}; \
+     dfflegalize -cell $_DFF_P_ 01; abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX; opt_clean; \
+     write_json {json}";
+
+/// A generic cell: what yosys's `abc -g` and `dfflegalize` leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum CellKind {
+    Not,
+    Buf,
+    And,
+    Nand,
+    Or,
+    Nor,
+    Xor,
+    Xnor,
+    Mux,
+    Dff,
+}
+
+impl CellKind {
+    pub const ALL: [CellKind; 10] = [
+        CellKind::Not,
+        CellKind::Buf,
+        CellKind::And,
+        CellKind::Nand,
+        CellKind::Or,
+        CellKind::Nor,
+        CellKind::Xor,
+        CellKind::Xnor,
+        CellKind::Mux,
+        CellKind::Dff,
+    ];
+
+    /// The name in cell tables (`[cells.NAND]`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CellKind::Not => "NOT",
+            CellKind::Buf => "BUF",
+            CellKind::And => "AND",
+            CellKind::Nand => "NAND",
+            CellKind::Or => "OR",
+            CellKind::Nor => "NOR",
+            CellKind::Xor => "XOR",
+            CellKind::Xnor => "XNOR",
+            CellKind::Mux => "MUX",
+            CellKind::Dff => "DFF",
+        }
+    }
+
+    fn from_yosys(t: &str) -> Option<Self> {
+        Some(match t {
+            "$_NOT_" => CellKind::Not,
+            "$_BUF_" => CellKind::Buf,
+            "$_AND_" => CellKind::And,
+            "$_NAND_" => CellKind::Nand,
+            "$_OR_" => CellKind::Or,
+            "$_NOR_" => CellKind::Nor,
+            "$_XOR_" => CellKind::Xor,
+            "$_XNOR_" => CellKind::Xnor,
+            "$_MUX_" => CellKind::Mux,
+            "$_DFF_P_" => CellKind::Dff,
+            _ => return None,
+        })
+    }
+
+    /// Input pins in yosys's names (a DFF's clock is `C`); the output is `Y` (`Q`).
+    pub fn inputs(self) -> &'static [&'static str] {
+        match self {
+            CellKind::Not | CellKind::Buf => &["A"],
+            CellKind::Mux => &["A", "B", "S"],
+            CellKind::Dff => &["C", "D"],
+            _ => &["A", "B"],
+        }
+    }
+
+    fn output(self) -> &'static str {
+        if self == CellKind::Dff {
+            "Q"
+        } else {
+            "Y"
+        }
+    }
+}
+
+/// A cell input: a net or a constant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bit {
+    Net(usize),
+    Const(bool),
+}
+
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub kind: CellKind,
+    /// In `kind.inputs()` order.
+    pub inputs: Vec<Bit>,
+    pub output: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// Bit `bit` of input port `port`.
+    Port {
+        port: usize,
+        bit: usize,
+    },
+    Cell(usize),
+    /// Nothing drives it (an unused output bit yosys left): constant 0.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Net {
+    /// The RTL name yosys kept (`acc_q[3]`), if any.
+    pub name: Option<String>,
+    /// The RTL signal this net is (its name without the bit) or, for a net yosys made, the
+    /// nearest named signal its logic feeds: `mult`'s array counts as `prod_q`.
+    pub signal: String,
+    pub driver: Driver,
+}
+
+#[derive(Debug, Clone)]
+pub struct Port {
+    pub name: String,
+    pub input: bool,
+    pub bits: Vec<Bit>,
+}
+
+/// A synthesized design: nets 0.. (dense), cells, ports.
+#[derive(Debug, Clone)]
+pub struct Netlist {
+    pub nets: Vec<Net>,
+    pub cells: Vec<Cell>,
+    pub ports: Vec<Port>,
+}
+
+/// Run yosys on `module` of rtl/ with Verilog parameter overrides `params` (`-GNAME=V`, as
+/// build.rs passes them to Verilator) and write the netlist JSON to `json`. `dir` gets the
+/// sources and yosys's log.
+pub fn synthesize(module: &str, params: &[String], dir: &Path, json: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let mut files = Vec::new();
+    for (name, text) in RTL_SOURCES {
+        let p = dir.join(name);
+        std::fs::write(&p, text).at(&p)?;
+        files.push(p.display().to_string());
+    }
+    let chparams: String = params
+        .iter()
+        .filter_map(|g| g.strip_prefix("-G")?.split_once('='))
+        .map(|(k, v)| format!("chparam -set {k} {v} {module}; "))
+        .collect();
+    let script = YOSYS_SCRIPT
+        .replace("{files}", &files.join(" "))
+        .replace("{chparams}", &chparams)
+        .replace("{top}", module)
+        .replace("{json}", &json.display().to_string());
+    let log = dir.join("yosys.log");
+    let out = Command::new("yosys")
+        .args(["-q", "-l"])
+        .arg(&log)
+        .args(["-p", &script])
+        .output()
+        .map_err(|e| {
+            Error::Sim(format!(
+                "cannot run yosys ({e}): gate-level simulation synthesizes rtl/ with it; install it \
+                 with `make deps` (Debian: apt-get install yosys)"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(Error::Sim(format!(
+            "yosys failed on rtl/{module}.v ({}), log in {}:\n{}",
+            out.status,
+            log.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// The yosys version, for reports and the cache key.
+pub fn yosys_version() -> Result<String> {
+    let o = Command::new("yosys")
+        .arg("-V")
+        .output()
+        .map_err(|e| Error::Sim(format!("cannot run yosys: {e} (run `make deps`)")))?;
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+impl Netlist {
+    /// Read yosys's JSON for `module` (the file name only for errors).
+    pub fn parse(text: &str, module: &str, file: &str) -> Result<Netlist> {
+        let bad = |msg: String| Error::Sim(format!("{file}: {msg}"));
+        let doc: Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not yosys JSON: {e}")))?;
+        let m = doc
+            .pointer(&format!("/modules/{module}"))
+            .ok_or_else(|| bad(format!("no module {module}")))?;
+        // yosys numbers bits from 2 (0 and 1 are spelled "0"/"1"); ours are dense from 0.
+        let mut ids: HashMap<u64, usize> = HashMap::new();
+        let mut nets: Vec<Net> = Vec::new();
+        let mut bit = |v: &Value| -> Result<Bit> {
+            match v {
+                Value::Number(n) => {
+                    let n = n.as_u64().ok_or_else(|| bad(format!("bad bit {v}")))?;
+                    let next = nets.len();
+                    let id = *ids.entry(n).or_insert(next);
+                    if id == next {
+                        nets.push(Net {
+                            name: None,
+                            signal: String::new(),
+                            driver: Driver::None,
+                        });
+                    }
+                    Ok(Bit::Net(id))
+                }
+                Value::String(s) if s == "0" || s == "1" => Ok(Bit::Const(s == "1")),
+                _ => Err(bad(format!(
+                    "bit {v} is neither a net nor 0/1 (x and z are not simulated)"
+                ))),
+            }
+        };
+        let obj = |v: &Value, what: &str| {
+            v.get(what)
+                .and_then(Value::as_object)
+                .cloned()
+                .ok_or_else(|| bad(format!("no {what} in module {module}")))
+        };
+        let mut ports = Vec::new();
+        for (name, p) in obj(m, "ports")? {
+            let input = p.get("direction").and_then(Value::as_str) == Some("input");
+            let bits = p["bits"].as_array().cloned().unwrap_or_default();
+            let bits = bits.iter().map(&mut bit).collect::<Result<Vec<_>>>()?;
+            ports.push(Port { name, input, bits });
+        }
+        let mut cells = Vec::new();
+        for (name, c) in obj(m, "cells")? {
+            let t = c["type"].as_str().unwrap_or("?");
+            let kind = CellKind::from_yosys(t).ok_or_else(|| {
+                bad(format!(
+                    "cell {name} has type {t}, not a generic gate or $_DFF_P_"
+                ))
+            })?;
+            let pin = |p: &str| -> Result<Value> {
+                c.pointer(&format!("/connections/{p}"))
+                    .and_then(|v| v.get(0))
+                    .cloned()
+                    .ok_or_else(|| bad(format!("cell {name}: pin {p} unconnected")))
+            };
+            let inputs = kind
+                .inputs()
+                .iter()
+                .map(|p| pin(p).and_then(|v| bit(&v)))
+                .collect::<Result<Vec<_>>>()?;
+            let output = match bit(&pin(kind.output())?)? {
+                Bit::Net(n) => n,
+                Bit::Const(_) => return Err(bad(format!("cell {name} drives a constant"))),
+            };
+            cells.push(Cell {
+                kind,
+                inputs,
+                output,
+            });
+        }
+        // Names: every named bit; a net with several takes a top-level one over a
+        // submodule's alias, then the shortest.
+        let mut names: BTreeMap<usize, String> = BTreeMap::new();
+        for (name, n) in obj(m, "netnames")? {
+            if n.get("hide_name").and_then(Value::as_u64) == Some(1) {
+                continue;
+            }
+            let bits = n["bits"].as_array().cloned().unwrap_or_default();
+            let width = bits.len();
+            for (i, b) in bits.iter().enumerate() {
+                if let Ok(Bit::Net(id)) = bit(b) {
+                    let full = if width == 1 {
+                        name.clone()
+                    } else {
+                        format!("{name}[{i}]")
+                    };
+                    let rank = |s: &str| (s.contains('.'), is_port(&ports, s), s.len());
+                    match names.get(&id) {
+                        Some(old) if rank(old) <= rank(&full) => {}
+                        _ => {
+                            names.insert(id, full);
+                        }
+                    }
+                }
+            }
+        }
+        for (id, name) in names {
+            nets[id].name = Some(name);
+        }
+        let mut nl = Netlist { nets, cells, ports };
+        nl.set_drivers(file)?;
+        nl.drop_dangling();
+        nl.set_signals();
+        Ok(nl)
+    }
+
+    /// Drop the nets nothing drives and nothing reads (names yosys keeps for logic it
+    /// optimized away: its `unused_bits`), renumbering the rest.
+    fn drop_dangling(&mut self) {
+        let fanout = self.fanout();
+        let mut in_port = vec![false; self.nets.len()];
+        for p in &self.ports {
+            for b in &p.bits {
+                if let Bit::Net(n) = *b {
+                    in_port[n] = true;
+                }
+            }
+        }
+        let keep: Vec<bool> = (0..self.nets.len())
+            .map(|n| self.nets[n].driver != Driver::None || !fanout[n].is_empty() || in_port[n])
+            .collect();
+        let mut new_id = vec![usize::MAX; self.nets.len()];
+        let mut next = 0;
+        for (n, &k) in keep.iter().enumerate() {
+            if k {
+                new_id[n] = next;
+                next += 1;
+            }
+        }
+        let map = |b: &mut Bit| {
+            if let Bit::Net(n) = b {
+                *n = new_id[*n];
+            }
+        };
+        for c in &mut self.cells {
+            c.inputs.iter_mut().for_each(map);
+            c.output = new_id[c.output];
+        }
+        for p in &mut self.ports {
+            p.bits.iter_mut().for_each(map);
+        }
+        let mut k = keep.iter();
+        self.nets.retain(|_| *k.next().unwrap());
+    }
+
+    fn set_drivers(&mut self, file: &str) -> Result<()> {
+        for (pi, p) in self.ports.iter().enumerate().filter(|(_, p)| p.input) {
+            for (bi, b) in p.bits.iter().enumerate() {
+                if let Bit::Net(n) = *b {
+                    self.nets[n].driver = Driver::Port { port: pi, bit: bi };
+                }
+            }
+        }
+        for (ci, c) in self.cells.iter().enumerate() {
+            let net = &mut self.nets[c.output];
+            if net.driver != Driver::None {
+                return Err(Error::Sim(format!(
+                    "{file}: net {} has two drivers",
+                    net.name.as_deref().unwrap_or("(unnamed)")
+                )));
+            }
+            net.driver = Driver::Cell(ci);
+        }
+        Ok(())
+    }
+
+    /// Each net's signal: its own name without the bit index, else the nearest named net
+    /// its fanout reaches (breadth first, through flip-flops too), else "(unnamed)".
+    fn set_signals(&mut self) {
+        let fanout = self.fanout();
+        let base = |s: &str| match s.rfind('[') {
+            Some(i) if s.ends_with(']') && s[i + 1..s.len() - 1].parse::<u32>().is_ok() => {
+                s[..i].to_string()
+            }
+            _ => s.to_string(),
+        };
+        for id in 0..self.nets.len() {
+            let signal = match &self.nets[id].name {
+                Some(n) => base(n),
+                None => {
+                    let mut seen = vec![false; self.nets.len()];
+                    let mut queue = VecDeque::from([id]);
+                    seen[id] = true;
+                    let mut found = None;
+                    while let Some(n) = queue.pop_front() {
+                        if let Some(name) = &self.nets[n].name {
+                            found = Some(base(name));
+                            break;
+                        }
+                        for &(c, _) in &fanout[n] {
+                            let o = self.cells[c].output;
+                            if !seen[o] {
+                                seen[o] = true;
+                                queue.push_back(o);
+                            }
+                        }
+                    }
+                    found.map_or_else(|| "(unnamed)".to_string(), |s| format!("{s} (logic)"))
+                }
+            };
+            self.nets[id].signal = signal;
+        }
+    }
+
+    /// For each net, the (cell, input pin index) pairs it drives.
+    pub fn fanout(&self) -> Vec<Vec<(usize, usize)>> {
+        let mut f = vec![Vec::new(); self.nets.len()];
+        for (ci, c) in self.cells.iter().enumerate() {
+            for (k, b) in c.inputs.iter().enumerate() {
+                if let Bit::Net(n) = *b {
+                    f[n].push((ci, k));
+                }
+            }
+        }
+        f
+    }
+
+    /// Nets driven by an input port (the stimulus, identical in every design).
+    pub fn is_input(&self, net: usize) -> bool {
+        matches!(self.nets[net].driver, Driver::Port { .. })
+    }
+
+    pub fn cell_counts(&self) -> BTreeMap<CellKind, usize> {
+        let mut m = BTreeMap::new();
+        for c in &self.cells {
+            *m.entry(c.kind).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Longest path in gates from a port or flip-flop to any net (the settling time of a
+    /// unit-delay simulation).
+    pub fn depth(&self) -> usize {
+        let mut depth = vec![usize::MAX; self.nets.len()];
+        fn walk(nl: &Netlist, n: usize, depth: &mut [usize]) -> usize {
+            if depth[n] != usize::MAX {
+                return depth[n];
+            }
+            let d = match nl.nets[n].driver {
+                Driver::Cell(c) if nl.cells[c].kind != CellKind::Dff => {
+                    depth[n] = 0; // a combinational loop would stop here, not recurse forever
+                    1 + nl.cells[c]
+                        .inputs
+                        .iter()
+                        .map(|b| match *b {
+                            Bit::Net(i) => walk(nl, i, depth),
+                            Bit::Const(_) => 0,
+                        })
+                        .max()
+                        .unwrap_or(0)
+                }
+                _ => 0,
+            };
+            depth[n] = d;
+            d
+        }
+        (0..self.nets.len())
+            .map(|n| walk(self, n, &mut depth))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The netlist as Verilog: module `gate` with the design's ports, one wire per net
+    /// (`n<id>`), each gate a continuous assignment (`#1` each with `unit_delay`), each
+    /// flip-flop a reg starting at 0 (as Verilator's --x-initial 0 starts the RTL).
+    pub fn verilog(&self, unit_delay: bool) -> String {
+        let d = if unit_delay { "#1 " } else { "" };
+        let mut v =
+            String::from("// Generated by perfwatt from yosys's netlist: one wire per net.\n");
+        let names: Vec<&str> = self.ports.iter().map(|p| p.name.as_str()).collect();
+        v.push_str(&format!("module gate({});\n", names.join(", ")));
+        for p in &self.ports {
+            let dir = if p.input { "input" } else { "output" };
+            match p.bits.len() {
+                1 => v.push_str(&format!("  {dir} {};\n", p.name)),
+                w => v.push_str(&format!("  {dir} [{}:0] {};\n", w - 1, p.name)),
+            }
+        }
+        let lit = |b: &Bit| match *b {
+            Bit::Net(n) => format!("n{n}"),
+            Bit::Const(c) => format!("1'b{}", c as u8),
+        };
+        for (id, n) in self.nets.iter().enumerate() {
+            let is_reg = matches!(n.driver, Driver::Cell(c) if self.cells[c].kind == CellKind::Dff);
+            if is_reg {
+                v.push_str(&format!("  reg n{id} = 1'b0;\n"));
+            } else {
+                v.push_str(&format!("  wire n{id};\n"));
+            }
+        }
+        for (id, n) in self.nets.iter().enumerate() {
+            match n.driver {
+                Driver::Port { port, bit } => {
+                    let p = &self.ports[port];
+                    let sel = if p.bits.len() == 1 {
+                        String::new()
+                    } else {
+                        format!("[{bit}]")
+                    };
+                    v.push_str(&format!("  assign n{id} = {}{sel};\n", p.name));
+                }
+                Driver::None => v.push_str(&format!("  assign n{id} = 1'b0;\n")),
+                Driver::Cell(_) => {}
+            }
+        }
+        for c in &self.cells {
+            let i: Vec<String> = c.inputs.iter().map(lit).collect();
+            let o = c.output;
+            let e = match c.kind {
+                CellKind::Not => format!("~{}", i[0]),
+                CellKind::Buf => i[0].clone(),
+                CellKind::And => format!("{} & {}", i[0], i[1]),
+                CellKind::Nand => format!("~({} & {})", i[0], i[1]),
+                CellKind::Or => format!("{} | {}", i[0], i[1]),
+                CellKind::Nor => format!("~({} | {})", i[0], i[1]),
+                CellKind::Xor => format!("{} ^ {}", i[0], i[1]),
+                CellKind::Xnor => format!("~({} ^ {})", i[0], i[1]),
+                CellKind::Mux => format!("{} ? {} : {}", i[2], i[1], i[0]),
+                CellKind::Dff => {
+                    v.push_str(&format!(
+                        "  always @(posedge {}) n{o} <= {d}{};\n",
+                        i[0], i[1]
+                    ));
+                    continue;
+                }
+            };
+            v.push_str(&format!("  assign {d}n{o} = {e};\n"));
+        }
+        for p in self.ports.iter().filter(|p| !p.input) {
+            for (k, b) in p.bits.iter().enumerate() {
+                let sel = if p.bits.len() == 1 {
+                    String::new()
+                } else {
+                    format!("[{k}]")
+                };
+                v.push_str(&format!("  assign {}{sel} = {};\n", p.name, lit(b)));
+            }
+        }
+        v.push_str("endmodule\n");
+        v
+    }
+}
+
+fn is_port(ports: &[Port], name: &str) -> bool {
+    let base = name.split('[').next().unwrap_or(name);
+    ports.iter().any(|p| p.name == base)
+}
