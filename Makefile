@@ -4,9 +4,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := verilator iverilog g++ make python3-pip time
+APT_PKGS := verilator iverilog yosys g++ make python3-pip time
 
-.PHONY: deps model test demo bench-vcd bench-sim fuzz lint
+.PHONY: deps model liberty test demo bench-vcd bench-sim fuzz lint
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -17,7 +17,11 @@ deps:
 model:
 	@./scripts/fetch-model.sh
 
-test: deps model
+# The OSU 0.18 um Liberty file the shipped cell table was read from (a test compares them).
+liberty:
+	@./scripts/fetch-liberty.sh
+
+test: deps model liberty
 	$(CARGO) nextest run --no-fail-fast
 
 demo: deps model

@@ -9,7 +9,13 @@ cd "$(dirname "$0")/.."
 DEST=models/cells/osu018_stdcells.lib
 if [ -f "$DEST" ]; then exit 0; fi
 mkdir -p models/cells/.dl
-(cd models/cells/.dl && apt-get download qflow-tech-osu018 2>&1 | grep -v "^W: Download is performed unsandboxed" || true)
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+download() { (cd models/cells/.dl && apt-get download qflow-tech-osu018 2>&1 | grep -v "^W: Download is performed unsandboxed" || true); }
+download
+# A machine whose package lists were never fetched cannot locate it: fetch them once.
+if ! ls models/cells/.dl/qflow-tech-osu018_*.deb >/dev/null 2>&1; then
+  $SUDO apt-get update -qq && download
+fi
 dpkg-deb -x models/cells/.dl/qflow-tech-osu018_*.deb models/cells/.dl/x
 cp models/cells/.dl/x/usr/share/qflow/tech/osu018/osu018_stdcells.lib "$DEST.tmp"
 mv "$DEST.tmp" "$DEST"

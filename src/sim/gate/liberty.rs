@@ -109,8 +109,17 @@ impl<'a> Lexer<'a> {
     fn expect(&mut self, p: u8) -> Result<()> {
         match self.next()? {
             Some(Tok::Punct(c)) if c == p => Ok(()),
-            t => Err(self.err(format!("expected '{}', found {t:?}", p as char))),
+            t => Err(self.err(format!("expected '{}', found {}", p as char, desc(t)))),
         }
+    }
+}
+
+fn desc(t: Option<Tok>) -> String {
+    match t {
+        None => "the end of file".into(),
+        Some(Tok::Word(w)) => format!("'{w}'"),
+        Some(Tok::Str(w)) => format!("\"{w}\""),
+        Some(Tok::Punct(c)) => format!("'{}'", c as char),
     }
 }
 
@@ -123,13 +132,13 @@ fn body(lx: &mut Lexer, g: &mut Group, top: bool) -> Result<()> {
             Some(Tok::Punct(b'}')) if !top => return Ok(()),
             Some(Tok::Punct(b';')) => continue,
             Some(Tok::Word(w)) => w.to_string(),
-            Some(t) => return Err(lx.err(format!("expected a name, found {t:?}"))),
+            Some(t) => return Err(lx.err(format!("expected a name, found {}", desc(Some(t))))),
         };
         match lx.next()? {
             Some(Tok::Punct(b':')) => {
                 let v = match lx.next()? {
                     Some(Tok::Word(w)) | Some(Tok::Str(w)) => w.to_string(),
-                    t => return Err(lx.err(format!("{name}: expected a value, found {t:?}"))),
+                    t => return Err(lx.err(format!("{name}: expected a value, found {}", desc(t)))),
                 };
                 lx.expect(b';')?;
                 g.attrs.push((name, vec![v]));
@@ -141,7 +150,7 @@ fn body(lx: &mut Lexer, g: &mut Group, top: bool) -> Result<()> {
                         Some(Tok::Punct(b')')) => break,
                         Some(Tok::Punct(b',')) => {}
                         Some(Tok::Word(w)) | Some(Tok::Str(w)) => args.push(w.to_string()),
-                        t => return Err(lx.err(format!("{name}(...): unexpected {t:?}"))),
+                        t => return Err(lx.err(format!("{name}(...): unexpected {}", desc(t)))),
                     }
                 }
                 let save = (lx.at, lx.line);
@@ -163,7 +172,12 @@ fn body(lx: &mut Lexer, g: &mut Group, top: bool) -> Result<()> {
                     }
                 }
             }
-            t => return Err(lx.err(format!("after {name}: expected ':' or '(', found {t:?}"))),
+            t => {
+                return Err(lx.err(format!(
+                    "after {name}: expected ':' or '(', found {}",
+                    desc(t)
+                )))
+            }
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Prepared {
     pub model: model::GateModel,
     pub dir: PathBuf,
     pub yosys: String,
+    /// The synthesis script as run (file names shortened).
+    pub script: String,
 }
 
 /// Synthesize and build `module` with Verilog parameters `params` (or find them cached),
@@ -105,7 +107,9 @@ pub fn prepare(
         // Built aside and renamed into place: a concurrent run never sees half a build.
         let tmp = cache.join(format!(".{name}-tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        netlist::synthesize(module, params, &tmp.join("synth"), &json(&tmp))?;
+        let script = netlist::synthesize(module, params, &tmp.join("synth"), &json(&tmp))?;
+        let path = tmp.join("yosys.ys");
+        std::fs::write(&path, script).at(&path)?;
         let nl = read_netlist(&json(&tmp), module)?;
         model::build(&nl, nw, &tmp)?;
         if std::fs::rename(&tmp, &dir).is_err() {
@@ -121,11 +125,14 @@ pub fn prepare(
     }
     let nl = read_netlist(&json(&dir), module)?;
     let model = model::build(&nl, nw, &dir)?;
+    let script = dir.join("yosys.ys");
+    let script = std::fs::read_to_string(&script).at(&script)?;
     Ok(Prepared {
         netlist: nl,
         model,
         dir,
         yosys,
+        script,
     })
 }
 
@@ -138,7 +145,7 @@ fn read_netlist(path: &Path, module: &str) -> Result<Netlist> {
 #[derive(Debug, Clone, Serialize)]
 pub struct GateDetail {
     pub yosys: String,
-    pub synthesis: &'static str,
+    pub synthesis: String,
     pub netlist_dir: String,
     pub nets: usize,
     pub cells: Vec<CellRow>,

@@ -176,7 +176,8 @@ pub struct Netlist {
 /// Run yosys on `module` of rtl/ with Verilog parameter overrides `params` (`-GNAME=V`, as
 /// build.rs passes them to Verilator) and write the netlist JSON to `json`. `dir` gets the
 /// sources and yosys's log.
-pub fn synthesize(module: &str, params: &[String], dir: &Path, json: &Path) -> Result<()> {
+/// Returns the script as run, with the file names shortened (for reports).
+pub fn synthesize(module: &str, params: &[String], dir: &Path, json: &Path) -> Result<String> {
     std::fs::create_dir_all(dir).at(dir)?;
     let mut files = Vec::new();
     for (name, text) in RTL_SOURCES {
@@ -189,11 +190,14 @@ pub fn synthesize(module: &str, params: &[String], dir: &Path, json: &Path) -> R
         .filter_map(|g| g.strip_prefix("-G")?.split_once('='))
         .map(|(k, v)| format!("chparam -set {k} {v} {module}; "))
         .collect();
-    let script = YOSYS_SCRIPT
-        .replace("{files}", &files.join(" "))
-        .replace("{chparams}", &chparams)
-        .replace("{top}", module)
-        .replace("{json}", &json.display().to_string());
+    let script_for = |files: &str, json: &str| {
+        YOSYS_SCRIPT
+            .replace("{files}", files)
+            .replace("{chparams}", &chparams)
+            .replace("{top}", module)
+            .replace("{json}", json)
+    };
+    let script = script_for(&files.join(" "), &json.display().to_string());
     let log = dir.join("yosys.log");
     let out = Command::new("yosys")
         .args(["-q", "-l"])
@@ -214,7 +218,7 @@ pub fn synthesize(module: &str, params: &[String], dir: &Path, json: &Path) -> R
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    Ok(())
+    Ok(script_for("rtl/*.v", "netlist.json"))
 }
 
 /// The yosys version, for reports and the cache key.
@@ -302,10 +306,16 @@ impl Netlist {
             });
         }
         // Names: every named bit; a net with several takes a top-level one over a
-        // submodule's alias, then the shortest.
+        // submodule's alias, a register over a wire, then the shortest.
         let mut names: BTreeMap<usize, String> = BTreeMap::new();
-        for (name, n) in obj(m, "netnames")? {
-            if n.get("hide_name").and_then(Value::as_u64) == Some(1) {
+        // Ports name their bits too (yosys lists them among the netnames as well).
+        let port_names = obj(m, "ports")?.into_iter().map(|(k, p)| (k, p, false));
+        let net_names = obj(m, "netnames")?.into_iter().map(|(k, n)| {
+            let hidden = n.get("hide_name").and_then(Value::as_u64) == Some(1);
+            (k, n, hidden)
+        });
+        for (name, n, hidden) in port_names.chain(net_names) {
+            if hidden {
                 continue;
             }
             let bits = n["bits"].as_array().cloned().unwrap_or_default();
@@ -317,7 +327,12 @@ impl Netlist {
                     } else {
                         format!("{name}[{i}]")
                     };
-                    let rank = |s: &str| (s.contains('.'), is_port(&ports, s), s.len());
+                    // Registers (`_q`) anchor the RTL's structure; a port or a
+                    // submodule's alias of the same bit only names it when nothing else does.
+                    let rank = |s: &str| {
+                        let reg = s.split('[').next().is_some_and(|b| b.ends_with("_q"));
+                        (s.contains('.'), is_port(&ports, s), !reg, s.len())
+                    };
                     match names.get(&id) {
                         Some(old) if rank(old) <= rank(&full) => {}
                         _ => {
