@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::capture::{run_infer, write_report, CaptureSpec, InferConfig, InferReport, Progress};
 use crate::error::{write_atomic, Error, IoContext, Result};
 use crate::model::Precision;
-use crate::sim::{simulate, Counting, Design, SimReport};
+use crate::sim::{simulate, simulate_gate, Counting, Design, SimReport};
 use crate::stats::{Estimate, Rng};
 use crate::trace::OperandStream;
 
@@ -51,6 +51,10 @@ pub struct SweepSpec {
     pub replicates: usize,
     #[serde(default)]
     pub order_seed: u64,
+    /// Also replay each point's operands into the gate-level netlists of its serial MACs
+    /// (yosys, cached) and price them with the shipped cell table: `gate_*` columns.
+    #[serde(default)]
+    pub gate_level: bool,
 }
 
 fn one() -> usize {
@@ -304,6 +308,30 @@ pub struct Row {
     pub power_check_flagged: Option<usize>,
     #[serde(default)]
     pub power_check_median_diff_pct: Option<f64>,
+    /// Gate level (`gate_level = true`): datapath toggles per MAC of the serial MAC's and
+    /// the isolated MAC's yosys netlists (every net), isolation's saving there, and the
+    /// energy estimate per MAC from the cell table (fJ), with its saving.
+    #[serde(default)]
+    pub gate_baseline_toggles_per_mac: Option<f64>,
+    #[serde(default)]
+    pub gate_isolated_toggles_per_mac: Option<f64>,
+    #[serde(default)]
+    pub gate_toggle_saving_pct: Option<f64>,
+    #[serde(default)]
+    pub gate_baseline_fj_per_mac: Option<f64>,
+    #[serde(default)]
+    pub gate_isolated_fj_per_mac: Option<f64>,
+    #[serde(default)]
+    pub gate_energy_saving_pct: Option<f64>,
+}
+
+/// The serial MAC a stream's format is replayed into: the bf16 MAC for bf16 streams.
+fn b_name(sim: &SimReport) -> &'static str {
+    if sim.format.starts_with("bf16") {
+        "bf16"
+    } else {
+        "baseline"
+    }
 }
 
 impl Row {
@@ -314,7 +342,16 @@ impl Row {
         let r0 = reps
             .first()
             .ok_or_else(|| Error::Config(format!("{key}: no replicate")))?;
-        let design = |name: &str| sim.designs.iter().find(|d| d.design == name);
+        let at = |level: &str, name: &str| {
+            sim.designs
+                .iter()
+                .find(|d| d.level == level && d.design == name)
+        };
+        let design = |name: &str| at("rtl", name);
+        // Gate level: the same serial MAC's netlist, and the isolated one's.
+        let (gate_b, gate_i) = (at("gate", b_name(sim)), at("gate", "isolated"));
+        let gate_pj = |d: &crate::sim::DesignResult| d.gate.as_ref().map(|g| g.energy_fj_per_pair);
+        let saving = |b: f64, x: f64| (b > 0.0).then(|| 100.0 * (b - x) / b);
         let b = design("baseline").or(design("bf16")).ok_or_else(|| {
             Error::Sim(format!(
                 "{key}: no serial MAC takes a {} stream (integer MACs, bf16 MAC)",
@@ -441,6 +478,17 @@ impl Row {
                 .map(|d| d.toggles_per_pair),
             dot_isolated_toggles_per_mac: design("dot-isolated").map(|d| d.toggles_per_pair),
             mac: Some(b.design.to_string()),
+            gate_baseline_toggles_per_mac: gate_b.map(|d| d.toggles_per_pair),
+            gate_isolated_toggles_per_mac: gate_i.map(|d| d.toggles_per_pair),
+            gate_toggle_saving_pct: gate_b
+                .zip(gate_i)
+                .and_then(|(b, i)| saving(b.datapath_toggles as f64, i.datapath_toggles as f64)),
+            gate_baseline_fj_per_mac: gate_b.and_then(gate_pj),
+            gate_isolated_fj_per_mac: gate_i.and_then(gate_pj),
+            gate_energy_saving_pct: gate_b
+                .and_then(gate_pj)
+                .zip(gate_i.and_then(gate_pj))
+                .and_then(|(b, i)| saving(b, i)),
             replicates: Some(reps.len()),
             runs: Some(runs.len()),
             idle_drift_w: mean_of(reps.iter().filter_map(|r| r.idle_drift_w).collect()),
@@ -597,7 +645,7 @@ pub fn run_sweep(
             })
             .collect();
         if let Some(done) = done {
-            let sim = simulate_point(&pdir.join("operands.ops"), &pdir)?;
+            let sim = simulate_point(&pdir.join("operands.ops"), &pdir, spec.gate_level)?;
             rows.push(Row::new(key, &done, &sim)?);
             write_rows(dir, &rows)?;
         }
@@ -715,15 +763,23 @@ fn replicate_dir(pdir: &Path, r: usize, replicates: usize) -> PathBuf {
 }
 
 /// Replay a point's operands into every design that can take their format (integer MACs
-/// and dot units, or the bf16 MAC and fused dot unit); writes sim.json.
-fn simulate_point(ops: &Path, pdir: &Path) -> Result<SimReport> {
+/// and dot units, or the bf16 MAC and fused dot unit), and with `gate` the serial MACs'
+/// netlists too; writes sim.json.
+fn simulate_point(ops: &Path, pdir: &Path, gate: bool) -> Result<SimReport> {
     let stream = OperandStream::read(ops, 8)?;
     let mut results = Vec::new();
-    for d in Design::ALL
-        .into_iter()
-        .filter(|d| d.params_for(&stream, crate::sim::DEFAULT_LANES).is_ok())
-    {
+    let fits = |d: &Design| d.params_for(&stream, crate::sim::DEFAULT_LANES).is_ok();
+    for d in Design::ALL.into_iter().filter(fits) {
         results.push(simulate(d, &stream, &Counting::Fast, &mut |_| {})?);
+    }
+    if gate {
+        let opts = crate::sim::gate::GateOptions::default();
+        for d in [Design::Baseline, Design::Isolated, Design::Bf16]
+            .into_iter()
+            .filter(fits)
+        {
+            results.push(simulate_gate(d, 1, &stream, &opts, &mut |_| {})?);
+        }
     }
     let sim = SimReport::new(&stream, results);
     write_atomic(

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 const SPEC: &str = r#"
 name = "test"
+gate_level = true
 [base]
 max_new_tokens = 2
 warmup = 0
@@ -33,6 +34,11 @@ fn sweep(spec: &Path, out: &Path) -> Command {
         .arg(spec)
         .arg("--out")
         .arg(out)
+        // Gate-level netlists: the cache tests/gate.rs builds too.
+        .env(
+            "PERFWATT_CACHE",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/gate-cache"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     c
@@ -84,6 +90,13 @@ fn kill_9_loses_nothing_finished_and_rerun_resumes() {
         .map(|r| r["zero_fraction"].as_f64().unwrap())
         .collect();
     assert!(z[0] < z[1] && z[1] < z[2], "{z:?}");
+    // Gate level beside RTL: more activity per MAC than the RTL sees, priced in fJ.
+    for r in &all {
+        let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
+        assert!(f("gate_baseline_toggles_per_mac") > 2.0 * f("baseline_toggles_per_mac"));
+        assert!(f("gate_baseline_fj_per_mac") > 0.0 && f("gate_isolated_fj_per_mac") > 0.0);
+        assert!(f("gate_toggle_saving_pct") < f("toggle_saving_pct"));
+    }
 
     // The report: markdown with numbers, PNG and SVG plots that exist and are non-trivial.
     let report = perfwatt::report::write_report(&out).unwrap();
@@ -92,6 +105,7 @@ fn kill_9_loses_nothing_finished_and_rerun_resumes() {
         md.contains("Pearson r =")
             && md.contains("Spearman rho =")
             && md.contains("No energy data")
+            && md.contains("## Gate level")
     );
     for name in [
         "toggles_per_config",

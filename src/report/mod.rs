@@ -29,6 +29,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         sweep.header(),
         sweep.configurations(),
         sweep.switching()?,
+        sweep.gate_level(),
         sweep.signal_groups()?,
         sweep.latency_and_energy()?,
         sweep.energy_delay(),
@@ -202,6 +203,59 @@ impl<'a> Sweep<'a> {
                 ]
             });
         format!("## Configurations\n\n{}", table(&columns, rows))
+    }
+
+    /// Gate level beside RTL (sweeps with `gate_level = true`): every net of the serial
+    /// MACs' netlists, isolation's saving at both levels, and the energy estimate.
+    fn gate_level(&self) -> String {
+        use Align::{Left as L, Right as R};
+        if self
+            .rows
+            .iter()
+            .all(|r| r.gate_baseline_toggles_per_mac.is_none())
+        {
+            return String::new();
+        }
+        let columns = [
+            ("#", L),
+            ("configuration", L),
+            ("MAC", L),
+            ("RTL toggles/MAC", R),
+            ("gate toggles/MAC", R),
+            ("gate / RTL", R),
+            ("isolation saving, RTL", R),
+            ("isolation saving, gate", R),
+            ("fJ/MAC", R),
+            ("fJ/MAC isolated", R),
+            ("energy saving", R),
+        ];
+        let pct = |o: Option<f64>| o.map_or("n/a".into(), |p| format!("{p:.1}%"));
+        let rows = self
+            .rows
+            .iter()
+            .zip(&self.labels)
+            .enumerate()
+            .filter(|(_, (r, _))| r.gate_baseline_toggles_per_mac.is_some())
+            .map(|(i, (r, c))| {
+                let gate = r.gate_baseline_toggles_per_mac.unwrap_or(f64::NAN);
+                vec![
+                    (i + 1).to_string(),
+                    c.clone(),
+                    r.mac.clone().unwrap_or_else(|| "baseline".into()),
+                    format!("{:.2}", r.baseline_toggles_per_mac),
+                    format!("{gate:.2}"),
+                    format!("{:.2}", gate / r.baseline_toggles_per_mac),
+                    pct(r.toggle_saving_pct),
+                    pct(r.gate_toggle_saving_pct),
+                    na(r.gate_baseline_fj_per_mac, 0),
+                    na(r.gate_isolated_fj_per_mac, 0),
+                    pct(r.gate_energy_saving_pct),
+                ]
+            });
+        format!(
+            "\n## Gate level\n\nThe serial MACs synthesized by yosys to generic gates and simulated on the same operands, every net counted (`perfwatt sim --level gate` shows one point's cells, nets and glitches). RTL toggles count registers and named wires only; the gate level sees the multiplier array and adder chains, and the isolation logic's own switching. Energy: each net's toggles priced with the shipped OSU 0.18 um cell table (internal energy of the driving cell plus CV^2/2 of the pins it drives; clock included, glitches not: zero-delay simulation), an estimate for comparing designs, not a sign-off number.\n\n{}",
+            table(&columns, rows)
+        )
     }
 
     /// Toggles per MAC of each design per configuration, the isolation saving against the

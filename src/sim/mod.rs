@@ -800,10 +800,10 @@ pub fn simulate_gate(
         signals[i].width += 1;
         signals[i].toggles += run.toggles[id];
     }
-    let (cells, net_rows, energy_by_group, energy_pj) =
-        gate::price(nl, &opts.cells, &run.toggles, &|id| {
-            group_of(id).to_string()
-        })?;
+    let priced = gate::price(nl, &opts.cells, &run.toggles, &|id| {
+        group_of(id).to_string()
+    })?;
+    let energy_pj = priced.total_pj;
     let glitch = if opts.glitch_cycles > 0 {
         Some(glitch_sample(design, p, &sched, &prep, opts)?)
     } else {
@@ -826,7 +826,7 @@ pub fn simulate_gate(
         synthesis: prep.script.clone(),
         netlist_dir: prep.dir.display().to_string(),
         nets: nl.nets.len(),
-        cells,
+        cells: priced.cells,
         energy_pj,
         energy_fj_per_pair: if stream.pairs.is_empty() {
             0.0
@@ -834,9 +834,9 @@ pub fn simulate_gate(
             1e3 * energy_pj / stream.pairs.len() as f64
         },
         energy_source: opts.cells.source.clone(),
-        energy_by_group,
+        energy_by_group: priced.by_group,
         glitch,
-        net_rows,
+        net_rows: priced.nets,
     }));
     Ok(r)
 }

@@ -209,13 +209,21 @@ pub fn driver_name(nl: &Netlist, net: usize) -> String {
     }
 }
 
+/// A run's toggles priced: per cell kind, per net, per signal group, in all (pJ).
+pub struct Priced {
+    pub cells: Vec<CellRow>,
+    pub nets: Vec<NetRow>,
+    pub by_group: BTreeMap<String, f64>,
+    pub total_pj: f64,
+}
+
 /// Per-kind and per-net rows and the energy totals for `toggles` (per net).
 pub fn price(
     nl: &Netlist,
     table: &CellTable,
     toggles: &[u64],
     group_of: &dyn Fn(usize) -> String,
-) -> Result<(Vec<CellRow>, Vec<NetRow>, BTreeMap<String, f64>, f64)> {
+) -> Result<Priced> {
     let e = table.net_energies(nl)?;
     let mut cells: BTreeMap<CellKind, CellRow> = BTreeMap::new();
     let names = table.cell_names().unwrap_or_default();
@@ -252,5 +260,10 @@ pub fn price(
             energy_pj: pj,
         });
     }
-    Ok((cells.into_values().collect(), rows, groups, total))
+    Ok(Priced {
+        cells: cells.into_values().collect(),
+        nets: rows,
+        by_group: groups,
+        total_pj: total,
+    })
 }
