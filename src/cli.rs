@@ -184,6 +184,10 @@ pub struct GemmEnergyArgs {
     /// Dot products (full K) per pattern replayed into the hardware models.
     #[arg(long, default_value_t = 16)]
     pub sample_dots: usize,
+    /// Also rank the serial MACs' gate-level netlists (yosys; every net's toggles, and the
+    /// energy estimate of the shipped cell table) as hardware models.
+    #[arg(long)]
+    pub gate_level: bool,
     /// GGUF model for the real patterns (default: the shipped one or $PERFWATT_MODEL).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -232,6 +236,7 @@ impl GemmEnergyArgs {
         c.rounds = self.rounds.max(1);
         c.lanes = self.lanes;
         c.sample_dots = self.sample_dots.max(1);
+        c.gate_level = self.gate_level;
         Ok(c)
     }
 

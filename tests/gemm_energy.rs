@@ -114,6 +114,45 @@ fn cpu_run_is_complete_exact_and_resumes() {
     );
 }
 
+/// `gate_level`: the serial MACs' netlists join the ranked hardware models, in toggles and
+/// in fJ per MAC.
+#[test]
+fn gate_level_models_join_the_ranking() {
+    // The netlists tests/gate.rs builds (nextest runs each test in its own process).
+    std::env::set_var(
+        "PERFWATT_CACHE",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/gate-cache"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ge");
+    let mut c = cfg();
+    c.gate_level = true;
+    c.real = false;
+    c.permute = Vec::new();
+    c.patterns = ["zeros", "normal", "sparse90-a"].map(String::from).to_vec();
+    let r = run(&c, &out);
+    let t = |d: Dtype, n: &str, m: &str| {
+        r.points
+            .iter()
+            .find(|p| p.info.dtype == d && p.info.pattern == n)
+            .unwrap()
+            .info
+            .toggles[m]
+    };
+    let (gate, rtl) = ("baseline MAC (gate)", "baseline MAC (RTL)");
+    assert!(t(Dtype::Int8, "normal", gate) > 3.0 * t(Dtype::Int8, "normal", rtl));
+    assert!(t(Dtype::Int8, "zeros", gate) < 1.0);
+    assert!(
+        t(Dtype::Int8, "sparse90-a", "isolated MAC (gate, fJ)")
+            < t(Dtype::Int8, "sparse90-a", "baseline MAC (gate, fJ)")
+    );
+    assert!(
+        t(Dtype::Bf16, "normal", "bf16 MAC (gate)") > t(Dtype::Bf16, "normal", "bf16 MAC (RTL)")
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("baseline MAC (gate, fJ)"), "{md}");
+}
+
 /// A .npy file (format 1.0) of `descr` and `shape` with `body` as its data.
 fn npy(path: &Path, descr: &str, shape: (usize, usize), body: &[u8]) {
     let mut h = format!(

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::gemm_energy::patterns::{Dtype, Operands};
-use crate::sim::{simulate_lanes, Counting, Design};
+use crate::sim::gate::GateOptions;
+use crate::sim::{simulate_gate, simulate_lanes, Counting, Design};
 use crate::trace::OperandStream;
 
 /// One hardware model.
@@ -24,6 +25,10 @@ pub enum HwModel {
     /// Operand bits that flip between consecutive operands of one multiplier input, with
     /// `lanes` multipliers (1 = serial).
     BitFlips(u32),
+    /// A serial MAC's yosys netlist: datapath toggles of every net per MAC.
+    Gate(Design),
+    /// The same netlist's energy estimate per MAC (fJ, the shipped cell table).
+    GateEnergy(Design),
 }
 
 impl HwModel {
@@ -33,11 +38,14 @@ impl HwModel {
             HwModel::Rtl(d, _) => format!("{} MAC (RTL)", d.name()),
             HwModel::BitFlips(1) => "operand bit flips serial".into(),
             HwModel::BitFlips(l) => format!("operand bit flips x{l}"),
+            HwModel::Gate(d) => format!("{} MAC (gate)", d.name()),
+            HwModel::GateEnergy(d) => format!("{} MAC (gate, fJ)", d.name()),
         }
     }
 
-    /// Every model that applies to `dtype`, with dot units of `lanes` lanes.
-    pub fn for_dtype(dtype: Dtype, lanes: u32) -> Vec<HwModel> {
+    /// Every model that applies to `dtype`, with dot units of `lanes` lanes, and with
+    /// `gate` the serial MACs' netlists.
+    pub fn for_dtype(dtype: Dtype, lanes: u32, gate: bool) -> Vec<HwModel> {
         let mut v = Vec::new();
         match dtype {
             Dtype::Int8 => {
@@ -56,6 +64,17 @@ impl HwModel {
             Dtype::F16 => {}
         }
         v.extend([HwModel::BitFlips(1), HwModel::BitFlips(lanes)]);
+        if gate {
+            let macs: &[Design] = match dtype {
+                Dtype::Int8 => &[Design::Baseline, Design::Isolated],
+                Dtype::Bf16 => &[Design::Bf16],
+                Dtype::F16 => &[],
+            };
+            v.extend(
+                macs.iter()
+                    .flat_map(|&d| [HwModel::Gate(d), HwModel::GateEnergy(d)]),
+            );
+        }
         v
     }
 }
@@ -130,6 +149,13 @@ pub fn toggles_per_mac(
                     .toggles_per_pair
             }
             HwModel::BitFlips(lanes) => bit_flips_per_mac(&stream, ops.dtype, lanes as usize),
+            HwModel::Gate(d) | HwModel::GateEnergy(d) => {
+                let r = simulate_gate(d, 1, &stream, &GateOptions::default(), &mut |_| {})?;
+                match (m, r.gate) {
+                    (HwModel::GateEnergy(_), Some(g)) => g.energy_fj_per_pair,
+                    _ => r.toggles_per_pair,
+                }
+            }
         };
         out.insert(m.name(), v);
     }

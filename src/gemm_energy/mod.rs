@@ -61,6 +61,9 @@ pub struct GemmConfig {
     pub seed: u64,
     /// Idle power windows before and after the run (seconds each, GPU).
     pub idle_seconds: f64,
+    /// Add the serial MACs' gate-level netlists (toggles and energy per MAC) to the
+    /// hardware models (yosys; built once, cached).
+    pub gate_level: bool,
 }
 
 impl GemmConfig {
@@ -99,6 +102,7 @@ impl GemmConfig {
             sample_dots: 16,
             seed: 1,
             idle_seconds: if gpu { 5.0 } else { 0.0 },
+            gate_level: false,
         }
     }
 }
@@ -385,7 +389,7 @@ fn plan(cfg: &GemmConfig) -> Result<Plan> {
     }
     let built = par_map(&specs, |(dtype, name, family, about, make)| {
         let ops = make()?;
-        let models = HwModel::for_dtype(*dtype, cfg.lanes);
+        let models = HwModel::for_dtype(*dtype, cfg.lanes, cfg.gate_level);
         let base = (info(&ops, name, *family, about, cfg, &models)?, ops);
         // The K-permuted twin (int8: exact), ordered for the dot unit's lanes.
         let twin = if *dtype == Dtype::Int8 && cfg.permute.contains(name) {

@@ -103,8 +103,12 @@ pub fn prepare(
     h.update(model::SHIM_H.as_bytes());
     let dir = cache.join(format!("{name}-{:08x}", h.finalize()));
     let json = |d: &Path| d.join("netlist.json");
+    // One build at a time in a process (threads asking for the same model wait for it);
+    // across processes, each builds aside and renames into place, so none sees half a
+    // build.
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     if !json(&dir).exists() {
-        // Built aside and renamed into place: a concurrent run never sees half a build.
         let tmp = cache.join(format!(".{name}-tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let script = netlist::synthesize(module, params, &tmp.join("synth"), &json(&tmp))?;
