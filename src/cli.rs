@@ -80,6 +80,25 @@ pub enum Cmd {
     Sweep(SweepArgs),
     /// Write report.md and plots (PNG + SVG) for a sweep's run folder.
     Report { run_dir: PathBuf },
+    /// Merge a run folder's finished points (results.jsonl and every points/KEY/row.json a
+    /// Slurm task wrote) into results.{jsonl,csv}; say which points are still missing.
+    #[command(after_help = "Example:
+  perfwatt sweep experiments/gpu.toml --slurm --partition gpu --gpus-per-task 1
+  perfwatt collect experiments/runs/gpu-sweep --report")]
+    Collect {
+        run_dir: PathBuf,
+        /// Also write the report.
+        #[arg(long)]
+        report: bool,
+    },
+    /// One point of a run folder, all its replicates then its row.json (what a Slurm array
+    /// task runs).
+    #[command(hide = true)]
+    SweepTask {
+        run_dir: PathBuf,
+        #[arg(long)]
+        key: String,
+    },
     /// One replicate of a sweep point (what `perfwatt sweep` runs in a child process of
     /// its own): the InferConfig JSON in, infer.json and replicate.json out.
     #[command(hide = true)]
@@ -576,6 +595,42 @@ pub struct SweepArgs {
     /// Also write the report when done.
     #[arg(long)]
     pub report: bool,
+    /// Submit the points that have no row yet as a Slurm job array (one task per point,
+    /// `sbatch`) instead of running them here; merge with `perfwatt collect DIR`. Rerun to
+    /// submit only what is still missing.
+    #[arg(long)]
+    pub slurm: bool,
+    /// --slurm: the partition to submit to.
+    #[arg(long, requires = "slurm")]
+    pub partition: Option<String>,
+    /// --slurm: GPUs per task (one point per GPU).
+    #[arg(long, requires = "slurm")]
+    pub gpus_per_task: Option<u32>,
+    /// --slurm: CPU cores per task.
+    #[arg(long, requires = "slurm")]
+    pub cpus_per_task: Option<u32>,
+    /// --slurm: at most this many tasks at once.
+    #[arg(long, requires = "slurm")]
+    pub max_parallel: Option<u32>,
+    /// --slurm: wall-clock limit per task (e.g. 2:00:00).
+    #[arg(long, requires = "slurm")]
+    pub time: Option<String>,
+    /// --slurm: write DIR/slurm/array-N.sh but do not submit it.
+    #[arg(long, requires = "slurm")]
+    pub dry_run: bool,
+}
+
+impl SweepArgs {
+    pub fn slurm_options(&self) -> perfwatt::slurm::SlurmOptions {
+        perfwatt::slurm::SlurmOptions {
+            partition: self.partition.clone(),
+            gpus_per_task: self.gpus_per_task,
+            cpus_per_task: self.cpus_per_task,
+            max_parallel: self.max_parallel,
+            time: self.time.clone(),
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 #[derive(Args)]

@@ -25,6 +25,7 @@ mod plot;
 pub mod report;
 pub mod roofline;
 pub mod sim;
+pub mod slurm;
 pub mod stats;
 pub mod sweep;
 pub mod trace;

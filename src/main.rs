@@ -17,7 +17,13 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Toggles(a) => toggles(&a),
         Cmd::Sim(a) => sim(&a),
         Cmd::Infer(a) => infer(&a.config(), a.capture.as_deref(), &a.out),
+        Cmd::Sweep(a) if a.slurm => sweep_slurm(&a),
         Cmd::Sweep(a) => sweep(&a.spec, a.out, a.report),
+        Cmd::Collect { run_dir, report } => collect(&run_dir, report),
+        Cmd::SweepTask { run_dir, key } => {
+            let stop = interrupt_flag();
+            perfwatt::sweep::run_point(&run_dir, &key, &|| stop.load(Ordering::Relaxed)).map(|_| ())
+        }
         Cmd::SweepPoint {
             config,
             out,
@@ -248,6 +254,59 @@ fn sweep(spec_path: &Path, out: Option<std::path::PathBuf>, report: bool) -> Res
         );
     }
     Ok(())
+}
+
+/// `sweep --slurm`: write and submit the job array of the points without a row.
+fn sweep_slurm(a: &cli::SweepArgs) -> Result<()> {
+    let spec = perfwatt::sweep::SweepSpec::read(&a.spec)?;
+    let text = std::fs::read_to_string(&a.spec).map_err(|e| perfwatt::Error::io(&a.spec, e))?;
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| perfwatt::sweep::default_run_dir(&spec));
+    let exe = std::env::current_exe().map_err(|e| perfwatt::Error::io("perfwatt", e))?;
+    let s = perfwatt::slurm::submit(&spec, &text, &dir, &exe, &a.slurm_options())?;
+    match (&s.script, &s.job_id) {
+        (None, _) => println!(
+            "every point of {} has its row: nothing to submit",
+            dir.display()
+        ),
+        (Some(script), None) => println!(
+            "{} points: {} written, not submitted (--dry-run); submit it with sbatch {}",
+            s.keys.len(),
+            script.display(),
+            script.display()
+        ),
+        (Some(script), Some(id)) => println!(
+            "submitted job {id} ({}): {} array tasks, one per point ({})
+watch: squeue -n {}
+then:  perfwatt collect {} --report   (rerun this command to resubmit what is missing)",
+            s.job_name,
+            s.keys.len(),
+            script.display(),
+            s.job_name,
+            dir.display()
+        ),
+    }
+    Ok(())
+}
+
+/// `perfwatt collect`: merge the finished points; fail if some are missing.
+fn collect(dir: &Path, report: bool) -> Result<()> {
+    let (rows, missing) = perfwatt::sweep::collect(dir)?;
+    println!("{} points in {}/results.csv", rows.len(), dir.display());
+    if report && !rows.is_empty() {
+        println!("report: {}", perfwatt::report::write_report(dir)?.display());
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(perfwatt::Error::Config(format!(
+            "{} point(s) still missing: {} (rerun `perfwatt sweep SPEC --slurm` to submit them)",
+            missing.len(),
+            missing.join(", ")
+        )))
+    }
 }
 
 fn infer_summary(r: &perfwatt::capture::InferReport) -> String {

@@ -581,30 +581,8 @@ pub fn run_sweep(
     dir: &Path,
     hooks: SweepHooks<'_>,
 ) -> Result<Vec<Row>> {
-    std::fs::create_dir_all(dir).at(dir)?;
-    let spec_copy = dir.join("sweep.toml");
-    match std::fs::read_to_string(&spec_copy) {
-        Ok(old) if old != spec_text => {
-            return Err(Error::Config(format!(
-                "{} holds results of a different sweep spec ({}); use another --out folder or delete it",
-                dir.display(),
-                spec_copy.display()
-            )))
-        }
-        Ok(_) => {}
-        Err(_) => write_atomic(&spec_copy, spec_text.as_bytes())?,
-    }
-    let points = spec.points();
-    // f16 is captured as f16, and no datapath here multiplies f16: say so before any run.
-    if let Some(p) = points.iter().find(|p| {
-        p.cfg.precision == Precision::F16 && p.cfg.capture.as_ref().is_some_and(|c| c.width == 8)
-    }) {
-        return Err(Error::Config(format!(
-            "sweep point {}: f16 operands have no datapath to replay them into (integer MACs and dot units, bf16 MAC and fused dot unit); sweep bf16 instead, or capture f16 as int16 with width = 16",
-            p.key()
-        )));
-    }
-    let mut rows = read_rows(dir)?;
+    let points = prepare_dir(spec, spec_text, dir)?;
+    let mut rows = collect_rows(dir, &points)?;
     let reps = spec.replicates.max(1);
     let order = run_order(points.len(), reps, spec.order_seed);
     let total = order.len();
@@ -645,17 +623,133 @@ pub fn run_sweep(
             })
             .collect();
         if let Some(done) = done {
-            let sim = simulate_point(&pdir.join("operands.ops"), &pdir, spec.gate_level)?;
-            rows.push(Row::new(key, &done, &sim)?);
+            rows.push(finish_point(spec, &pdir, key, &done)?);
             write_rows(dir, &rows)?;
         }
         (hooks.on_point)(n + 1, total, None);
     }
-    // Rows in the spec's order, whatever order the points ran in.
-    let keys: Vec<String> = points.iter().map(|p| p.key()).collect();
-    rows.sort_by_key(|r| keys.iter().position(|k| *k == r.key));
+    sort_rows(&mut rows, &points);
     write_rows(dir, &rows)?;
     Ok(rows)
+}
+
+/// Rows in the spec's order, whatever order the points ran in.
+fn sort_rows(rows: &mut [Row], points: &[Point]) {
+    let keys: Vec<String> = points.iter().map(|p| p.key()).collect();
+    rows.sort_by_key(|r| keys.iter().position(|k| *k == r.key));
+}
+
+/// Make `dir` a run folder of `spec` (refusing one of another spec) and check the points
+/// before anything runs. Returns the points.
+pub fn prepare_dir(spec: &SweepSpec, spec_text: &str, dir: &Path) -> Result<Vec<Point>> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let spec_copy = dir.join("sweep.toml");
+    match std::fs::read_to_string(&spec_copy) {
+        Ok(old) if old != spec_text => {
+            return Err(Error::Config(format!(
+                "{} holds results of a different sweep spec ({}); use another --out folder or delete it",
+                dir.display(),
+                spec_copy.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(_) => write_atomic(&spec_copy, spec_text.as_bytes())?,
+    }
+    let points = spec.points();
+    // f16 is captured as f16, and no datapath here multiplies f16: say so before any run.
+    if let Some(p) = points.iter().find(|p| {
+        p.cfg.precision == Precision::F16 && p.cfg.capture.as_ref().is_some_and(|c| c.width == 8)
+    }) {
+        return Err(Error::Config(format!(
+            "sweep point {}: f16 operands have no datapath to replay them into (integer MACs and dot units, bf16 MAC and fused dot unit); sweep bf16 instead, or capture f16 as int16 with width = 16",
+            p.key()
+        )));
+    }
+    Ok(points)
+}
+
+/// A point whose replicates are all done: simulate its operands, build its row and write
+/// it as `row.json` beside them (atomically: what a Slurm task leaves for `collect`).
+fn finish_point(spec: &SweepSpec, pdir: &Path, key: String, reps: &[Replicate]) -> Result<Row> {
+    let sim = simulate_point(&pdir.join("operands.ops"), pdir, spec.gate_level)?;
+    let row = Row::new(key, reps, &sim)?;
+    write_atomic(
+        &pdir.join("row.json"),
+        serde_json::to_string_pretty(&row).expect("row").as_bytes(),
+    )?;
+    Ok(row)
+}
+
+/// Every finished row of a run folder: results.jsonl's, and the `row.json` of points
+/// finished elsewhere (Slurm tasks) that it does not have yet; only keys of `points`.
+fn collect_rows(dir: &Path, points: &[Point]) -> Result<Vec<Row>> {
+    let mut rows = read_rows(dir)?;
+    for p in points {
+        let key = p.key();
+        let path = dir.join("points").join(&key).join("row.json");
+        if rows.iter().any(|r| r.key == key) || !path.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).at(&path)?;
+        let row: Row = serde_json::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        rows.push(row);
+    }
+    rows.retain(|r| points.iter().any(|p| p.key() == r.key));
+    sort_rows(&mut rows, points);
+    Ok(rows)
+}
+
+/// Merge a run folder's finished rows (results.jsonl and every point's row.json) into
+/// results.{jsonl,csv}, in the spec's order. Returns the rows and the keys still missing.
+pub fn collect(dir: &Path) -> Result<(Vec<Row>, Vec<String>)> {
+    let spec_path = dir.join("sweep.toml");
+    let spec = SweepSpec::read(&spec_path)?;
+    let points = spec.points();
+    let rows = collect_rows(dir, &points)?;
+    write_rows(dir, &rows)?;
+    let missing = points
+        .iter()
+        .map(Point::key)
+        .filter(|k| !rows.iter().any(|r| r.key == *k))
+        .collect();
+    Ok((rows, missing))
+}
+
+/// One point of a run folder, all its replicates in order (those already finished are
+/// skipped: a requeued or resubmitted task resumes), then its row.json: what one Slurm
+/// array task runs (`perfwatt sweep-task`).
+pub fn run_point(dir: &Path, key: &str, interrupted: &dyn Fn() -> bool) -> Result<Row> {
+    let spec = SweepSpec::read(&dir.join("sweep.toml"))?;
+    let points = spec.points();
+    let p = points.iter().find(|p| p.key() == key).ok_or_else(|| {
+        Error::Config(format!(
+            "{}: no point {key} in its sweep.toml",
+            dir.display()
+        ))
+    })?;
+    let reps = spec.replicates.max(1);
+    let pdir = dir.join("points").join(key);
+    let mut done = Vec::new();
+    for r in 0..reps {
+        let rdir = replicate_dir(&pdir, r, reps);
+        if !rdir.join("replicate.json").exists() {
+            std::fs::create_dir_all(&rdir).at(&rdir)?;
+            spawn_replicate(
+                &p.cfg,
+                &rdir,
+                (r == 0).then_some(pdir.join("operands.ops").as_path()),
+                interrupted,
+            )?;
+        }
+        let path = rdir.join("replicate.json");
+        let text = std::fs::read_to_string(&path).at(&path)?;
+        done.push(
+            serde_json::from_str(&text)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?,
+        );
+    }
+    finish_point(&spec, &pdir, key.to_string(), &done)
 }
 
 /// Run one replicate in a child process (`perfwatt sweep-point`), so replicates differ in

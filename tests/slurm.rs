@@ -1,0 +1,192 @@
+//! Sweeps as Slurm job arrays, for real: a one-node cluster on this machine
+//! (scripts/slurm-local.sh: munge, slurmctld, slurmd), a small CPU sweep submitted as an
+//! array, one task killed mid-run, `collect` naming the missing point, a rerun submitting
+//! only that point, and the merged rows equal in number and order to the spec's points.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+const SPEC: &str = r#"
+name = "slurm-test"
+[base]
+max_new_tokens = 2
+warmup = 0
+repeats = 2
+[capture]
+layers = [0]
+projs = ["down"]
+max_pairs = 4000
+rows = 1
+[axes]
+sparsity_tau = [0.0, 0.03, 0.08]
+"#;
+
+/// Start (or find) the local cluster; returns its SLURM_CONF.
+fn cluster() -> String {
+    let out = Command::new(root().join("scripts/slurm-local.sh"))
+        .arg("start")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/slurm-local.sh start failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("export SLURM_CONF="))
+        .expect("the script prints SLURM_CONF")
+        .to_string()
+}
+
+fn perfwatt(conf: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .args(args)
+        .env("SLURM_CONF", conf)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn slurm(conf: &str, cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .env("SLURM_CONF", conf)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Wait until squeue lists no task of `name`.
+fn drain(conf: &str, name: &str) {
+    let t0 = Instant::now();
+    while !slurm(conf, "squeue", &["-h", "-r", "-n", name])
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "tasks of {name} still queued"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn sweep_runs_as_a_job_array_and_a_killed_task_is_resubmitted() {
+    let conf = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("s.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let run = dir.path().join("run");
+    let (spec_s, run_s) = (spec.to_str().unwrap(), run.to_str().unwrap());
+
+    // --dry-run writes the script and submits nothing.
+    let out = perfwatt(
+        &conf,
+        &[
+            "sweep",
+            spec_s,
+            "--out",
+            run_s,
+            "--slurm",
+            "--dry-run",
+            "--max-parallel",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let script = std::fs::read_to_string(run.join("slurm/array-0.sh")).unwrap();
+    assert!(
+        script.contains("#SBATCH --array=0-2%2") && script.contains("#SBATCH --requeue"),
+        "{script}"
+    );
+    assert!(script.contains("sweep-task"), "{script}");
+
+    // Submit; kill the first task as soon as it runs.
+    let out = perfwatt(&conf, &["sweep", spec_s, "--out", run_s, "--slurm"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    let name = t
+        .split("squeue -n ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let job = t
+        .split("submitted job ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let victim = format!("{job}_0");
+    let t0 = Instant::now();
+    loop {
+        let state = slurm(&conf, "squeue", &["-h", "-j", &victim, "-o", "%T"]);
+        if state.trim() == "RUNNING" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "task 0 never ran: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    slurm(&conf, "scancel", &[&victim]);
+    drain(&conf, &name);
+
+    // One point is missing: collect says which, and fails.
+    let out = perfwatt(&conf, &["collect", run_s]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 point(s) still missing"),
+        "{}",
+        text(&out)
+    );
+
+    // The rerun submits only that point; then every row is there, in spec order.
+    let out = perfwatt(&conf, &["sweep", spec_s, "--out", run_s, "--slurm"]);
+    assert!(
+        out.status.success() && text(&out).contains("1 array tasks"),
+        "{}",
+        text(&out)
+    );
+    drain(&conf, &name);
+    let out = perfwatt(&conf, &["collect", run_s, "--report"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(run.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let taus: Vec<f64> = rows
+        .iter()
+        .map(|r| r["sparsity_tau"].as_f64().unwrap())
+        .collect();
+    assert_eq!(taus.len(), 3);
+    assert!(taus[0] < taus[1] && taus[1] < taus[2], "{taus:?}");
+    assert!(rows.iter().all(|r| r["runs"] == 2));
+    assert!(Path::new(&run.join("report.md")).exists());
+    // Nothing left: a rerun submits nothing.
+    let out = perfwatt(&conf, &["sweep", spec_s, "--out", run_s, "--slurm"]);
+    assert!(text(&out).contains("nothing to submit"), "{}", text(&out));
+}
