@@ -3,15 +3,16 @@
 # synthetic activation-like int8 stream (generated in-process, outside the timed part) (in-harness toggle counting, the exact join checked at every
 # seam; dot products of K = 576, SmolLM2's hidden size), REPEATS rounds (default 3) interleaved, medians of simulated MAC/s and the speed-up
 # over one thread. Usage: scripts/bench-threads.sh [PAIRS] [THREADS...]
-#   (default 16777216 pairs; threads 1 and every core)
+#   (default 16777216 pairs; threads 1 and every core). PERFWATT=/path/to/perfwatt uses that
+#   binary instead of building one (the GPU machine has no cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-16777216}; shift || true
 THREADS=${*:-"1 $(nproc)"}
 W=${BENCH_DIR:-target/bench-threads}
 mkdir -p "$W"
-cargo build --release -q
-P=./target/release/perfwatt
+if [ -z "${PERFWATT:-}" ]; then cargo build --release -q; fi
+P=${PERFWATT:-./target/release/perfwatt}
 echo "stream: $N pairs, activation-like, 8-bit; machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%F)"
 R="$W/runs.txt"; : > "$R"
 for r in $(seq "${REPEATS:-3}"); do

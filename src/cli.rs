@@ -378,6 +378,7 @@ pub struct SimArgs {
     /// with yosys to generic gates (cached under $PERFWATT_CACHE or ~/.cache/perfwatt),
     /// simulate the netlist with Verilator on the same cycles and count every net, with an
     /// energy estimate from a cell table; the table then shows both levels side by side.
+    /// The netlist runs on one core (--threads applies to the RTL).
     #[arg(long, value_enum, default_value = "rtl")]
     pub level: Level,
     /// Cell energies for --level gate: a TOML table (see assets/cells/osu018.toml, the

@@ -108,9 +108,9 @@ impl Correlation<'_> {
         if let Some((a, b)) = linear_fit(x, y) {
             let sign = if b < 0.0 { "-" } else { "+" };
             md.push_str(&format!(
-                " Fit: {} = {a:.4} {sign} {:.4} x {}.\n",
+                " Fit: {} = {a:.4} {sign} {} x {}.\n",
                 self.y_name,
-                b.abs(),
+                sig4(b.abs()),
                 self.x_unit
             ));
         }
@@ -118,6 +118,18 @@ impl Correlation<'_> {
             md.push_str(&format!("\nThe interval includes zero (or cannot be computed): with this many {} the data do not establish a correlation either way.\n", self.items));
         }
         Some(md)
+    }
+}
+
+/// Four significant digits, in plain or scientific notation (a slope per fJ is tiny).
+fn sig4(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if (1e-3..1e5).contains(&v.abs()) {
+        let decimals = (3 - v.abs().log10().floor() as i32).clamp(0, 7) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.3e}")
     }
 }
 

@@ -784,7 +784,7 @@ pub fn simulate_gate(
     let elapsed = start.elapsed().as_secs_f64();
     let (acc_final, acc_expected) = check_acc(design, p, stream, run.acc)?;
     // One count per RTL signal a net is or feeds, in net order of first appearance.
-    let group_of = |id: usize| gate_group(&nl.nets[id].signal, nl.is_input(id));
+    let group_of = |id: usize| gate_group(&nl.nets[id].signal);
     let mut signals: Vec<SignalCount> = Vec::new();
     let mut at: BTreeMap<&str, usize> = BTreeMap::new();
     for (id, net) in nl.nets.iter().enumerate() {
@@ -842,18 +842,13 @@ pub fn simulate_gate(
 }
 
 /// A net's group: the group of the RTL signal it is or feeds (`prod_q (logic)` is the
-/// product), the operand ports for input port bits.
-fn gate_group(signal: &str, input: bool) -> &'static str {
+/// product; a submodule's `u_tree.x` is `x`, its tree levels the adder tree).
+fn gate_group(signal: &str) -> &'static str {
     let base = signal.trim_end_matches(" (logic)");
-    let base = if base.contains("g_level[") {
-        base
-    } else {
-        base.rsplit('.').next().unwrap_or(base)
-    };
-    match signal_group(base) {
-        "control" if input && base != "clk_i" => "control",
-        g => g,
+    if base.contains("g_level[") {
+        return signal_group(base);
     }
+    signal_group(base.rsplit('.').next().unwrap_or(base))
 }
 
 /// The first `opts.glitch_cycles` cycles with unit gate delays (iverilog), their glitches,
@@ -883,7 +878,7 @@ fn glitch_sample(
     let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for id in 0..nl.nets.len() {
         let g = by
-            .entry(gate_group(&nl.nets[id].signal, nl.is_input(id)).to_string())
+            .entry(gate_group(&nl.nets[id].signal).to_string())
             .or_default();
         g.0 += t.functional[id];
         g.1 += t.total[id] - t.functional[id];

@@ -463,11 +463,6 @@ impl Netlist {
         f
     }
 
-    /// Nets driven by an input port (the stimulus, identical in every design).
-    pub fn is_input(&self, net: usize) -> bool {
-        matches!(self.nets[net].driver, Driver::Port { .. })
-    }
-
     pub fn cell_counts(&self) -> BTreeMap<CellKind, usize> {
         let mut m = BTreeMap::new();
         for c in &self.cells {
