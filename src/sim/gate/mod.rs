@@ -109,6 +109,12 @@ pub fn prepare(
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     if !json(&dir).exists() {
+        eprintln!(
+            "perfwatt: synthesizing {name} with yosys and building its netlist with Verilator \
+             into {} (once; a serial MAC takes seconds, a 16-lane dot unit minutes, a 64-lane one \
+             far longer)",
+            dir.display()
+        );
         let tmp = cache.join(format!(".{name}-tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let script = netlist::synthesize(module, params, &tmp.join("synth"), &json(&tmp))?;
