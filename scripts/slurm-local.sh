@@ -29,7 +29,8 @@ write_conf() {
   cat > "$CONF.tmp" <<CONF
 # Written by scripts/slurm-local.sh: a one-node cluster for perfwatt's tests.
 ClusterName=perfwatt-local
-SlurmctldHost=$HOST
+# Addresses by IP: a machine whose name does not resolve still reaches itself.
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=$(id -un)
 SlurmdUser=root
 AuthType=auth/munge
@@ -53,7 +54,7 @@ MpiDefault=none
 ReturnToService=2
 # A requeued task may start again at once (the default holds it for minutes).
 JobRequeue=1
-NodeName=$HOST CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
   mv "$CONF.tmp" "$CONF"
