@@ -1,6 +1,7 @@
 //! Sweeps as Slurm job arrays, for real: a one-node cluster on this machine
 //! (scripts/slurm-local.sh: munge, slurmctld, slurmd), a small CPU sweep submitted as an
-//! array, one task killed mid-run, `collect` naming the missing point, a rerun submitting
+//! array, one task requeued mid-point (it resumes: its finished replicate is not run
+//! again), one task killed mid-run, `collect` naming the missing point, a rerun submitting
 //! only that point, and the merged rows equal in number and order to the spec's points.
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ fn root() -> PathBuf {
 
 const SPEC: &str = r#"
 name = "slurm-test"
+replicates = 2
 [base]
 max_new_tokens = 2
 warmup = 0
@@ -117,6 +119,17 @@ fn sweep_runs_as_a_job_array_and_a_killed_task_is_resubmitted() {
     );
     assert!(script.contains("sweep-task"), "{script}");
 
+    // The points in array order (the script's KEYS list).
+    let keys: Vec<String> = script
+        .split("KEYS=(\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.starts_with(')'))
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(keys.len(), 3);
+
     // Submit; kill the first task as soon as it runs.
     let out = perfwatt(&conf, &["sweep", spec_s, "--out", run_s, "--slurm"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -152,7 +165,35 @@ fn sweep_runs_as_a_job_array_and_a_killed_task_is_resubmitted() {
     }
     std::thread::sleep(Duration::from_millis(500));
     slurm(&conf, "scancel", &[&victim]);
+    // Requeue the second task once its first replicate is done (the local cluster lets a
+    // requeued task start again after 10 s; Slurm's default is 2 minutes).
+    let rep0 = run
+        .join("points")
+        .join(&keys[1])
+        .join("rep0/replicate.json");
+    let t0 = Instant::now();
+    while !rep0.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "task 1's first replicate never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rep0_time = std::fs::metadata(&rep0).unwrap().modified().unwrap();
+    let task1 = format!("{job}_1");
+    let rq = Command::new("scontrol")
+        .args(["requeue", &task1])
+        .env("SLURM_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(rq.status.success(), "requeue: {}", text(&rq));
     drain(&conf, &name);
+    // The requeued task finished its point without running its first replicate again.
+    assert!(run.join("points").join(&keys[1]).join("row.json").exists());
+    assert_eq!(
+        std::fs::metadata(&rep0).unwrap().modified().unwrap(),
+        rep0_time
+    );
 
     // One point is missing: collect says which, and fails.
     let out = perfwatt(&conf, &["collect", run_s]);
@@ -184,7 +225,7 @@ fn sweep_runs_as_a_job_array_and_a_killed_task_is_resubmitted() {
         .collect();
     assert_eq!(taus.len(), 3);
     assert!(taus[0] < taus[1] && taus[1] < taus[2], "{taus:?}");
-    assert!(rows.iter().all(|r| r["runs"] == 2));
+    assert!(rows.iter().all(|r| r["runs"] == 4 && r["replicates"] == 2));
     assert!(Path::new(&run.join("report.md")).exists());
     // Nothing left: a rerun submits nothing.
     let out = perfwatt(&conf, &["sweep", spec_s, "--out", run_s, "--slurm"]);

@@ -163,7 +163,12 @@ mod tests {
             t.contains("Pearson r = 1.000") && t.contains("strong positive"),
             "{t}"
         );
-        assert!(t.contains("J = 1.0000 + 2.0000 x t."), "{t}");
+        assert!(t.contains("J = 1.0000 + 2.000 x t."), "{t}");
+        // A slope per fJ keeps its digits.
+        assert_eq!(
+            (sig4(5.526e-6), sig4(0.0123456), sig4(0.0)),
+            ("5.526e-6".into(), "0.01235".into(), "0".into())
+        );
         assert!(!t.contains("includes zero"), "{t}");
         let flat = vec![1.0; 20];
         let c = Correlation { y: &flat, ..c };
