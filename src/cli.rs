@@ -203,8 +203,9 @@ pub struct GemmEnergyArgs {
     /// Dot products (full K) per pattern replayed into the hardware models.
     #[arg(long, default_value_t = 16)]
     pub sample_dots: usize,
-    /// Also rank the serial MACs' gate-level netlists (yosys; every net's toggles, and the
-    /// energy estimate of the shipped cell table) as hardware models.
+    /// Also rank the RTL designs' gate-level netlists (yosys; every net's toggles, and the
+    /// energy estimate of the shipped cell table) as hardware models. The first run builds
+    /// them: minutes for the 16-lane dot units.
     #[arg(long)]
     pub gate_level: bool,
     /// GGUF model for the real patterns (default: the shipped one or $PERFWATT_MODEL).

@@ -130,6 +130,8 @@ fn gate_level_models_join_the_ranking() {
     c.real = false;
     c.permute = Vec::new();
     c.patterns = ["zeros", "normal", "sparse90-a"].map(String::from).to_vec();
+    // 4-lane dot units: the netlists tests/gate.rs builds (16 lanes take minutes).
+    c.lanes = 4;
     let r = run(&c, &out);
     let t = |d: Dtype, n: &str, m: &str| {
         r.points
@@ -149,6 +151,8 @@ fn gate_level_models_join_the_ranking() {
     assert!(
         t(Dtype::Bf16, "normal", "bf16 MAC (gate)") > t(Dtype::Bf16, "normal", "bf16 MAC (RTL)")
     );
+    assert!(t(Dtype::Int8, "normal", "dot x4 (gate)") > t(Dtype::Int8, "normal", "dot x4 (RTL)"));
+    assert!(t(Dtype::Bf16, "normal", "bf16-dot x4 (gate, fJ)") > 0.0);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("baseline MAC (gate, fJ)"), "{md}");
 }

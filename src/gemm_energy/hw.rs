@@ -25,10 +25,11 @@ pub enum HwModel {
     /// Operand bits that flip between consecutive operands of one multiplier input, with
     /// `lanes` multipliers (1 = serial).
     BitFlips(u32),
-    /// A serial MAC's yosys netlist: datapath toggles of every net per MAC.
-    Gate(Design),
+    /// A design's yosys netlist (lanes: 1 for a serial MAC): datapath toggles of every net
+    /// per MAC.
+    Gate(Design, u32),
     /// The same netlist's energy estimate per MAC (fJ, the shipped cell table).
-    GateEnergy(Design),
+    GateEnergy(Design, u32),
 }
 
 impl HwModel {
@@ -38,13 +39,15 @@ impl HwModel {
             HwModel::Rtl(d, _) => format!("{} MAC (RTL)", d.name()),
             HwModel::BitFlips(1) => "operand bit flips serial".into(),
             HwModel::BitFlips(l) => format!("operand bit flips x{l}"),
-            HwModel::Gate(d) => format!("{} MAC (gate)", d.name()),
-            HwModel::GateEnergy(d) => format!("{} MAC (gate, fJ)", d.name()),
+            HwModel::Gate(d, l) if d.is_dot() => format!("{} x{l} (gate)", d.name()),
+            HwModel::GateEnergy(d, l) if d.is_dot() => format!("{} x{l} (gate, fJ)", d.name()),
+            HwModel::Gate(d, _) => format!("{} MAC (gate)", d.name()),
+            HwModel::GateEnergy(d, _) => format!("{} MAC (gate, fJ)", d.name()),
         }
     }
 
     /// Every model that applies to `dtype`, with dot units of `lanes` lanes, and with
-    /// `gate` the serial MACs' netlists.
+    /// `gate` the netlists of its RTL designs (but the sign-magnitude experiment).
     pub fn for_dtype(dtype: Dtype, lanes: u32, gate: bool) -> Vec<HwModel> {
         let mut v = Vec::new();
         match dtype {
@@ -65,14 +68,19 @@ impl HwModel {
         }
         v.extend([HwModel::BitFlips(1), HwModel::BitFlips(lanes)]);
         if gate {
-            let macs: &[Design] = match dtype {
-                Dtype::Int8 => &[Design::Baseline, Design::Isolated],
-                Dtype::Bf16 => &[Design::Bf16],
-                Dtype::F16 => &[],
-            };
+            // The RTL designs above as netlists (a first gate-level run synthesizes each:
+            // minutes for 16 lanes, see BENCHMARKS.md).
+            let designs: Vec<(Design, u32)> = v
+                .iter()
+                .filter_map(|m| match *m {
+                    HwModel::Rtl(d, l) if d != Design::Signmag => Some((d, l)),
+                    _ => None,
+                })
+                .collect();
             v.extend(
-                macs.iter()
-                    .flat_map(|&d| [HwModel::Gate(d), HwModel::GateEnergy(d)]),
+                designs
+                    .into_iter()
+                    .flat_map(|(d, l)| [HwModel::Gate(d, l), HwModel::GateEnergy(d, l)]),
             );
         }
         v
@@ -149,10 +157,10 @@ pub fn toggles_per_mac(
                     .toggles_per_pair
             }
             HwModel::BitFlips(lanes) => bit_flips_per_mac(&stream, ops.dtype, lanes as usize),
-            HwModel::Gate(d) | HwModel::GateEnergy(d) => {
-                let r = simulate_gate(d, 1, &stream, &GateOptions::default(), &mut |_| {})?;
+            HwModel::Gate(d, lanes) | HwModel::GateEnergy(d, lanes) => {
+                let r = simulate_gate(d, lanes, &stream, &GateOptions::default(), &mut |_| {})?;
                 match (m, r.gate) {
-                    (HwModel::GateEnergy(_), Some(g)) => g.energy_fj_per_pair,
+                    (HwModel::GateEnergy(..), Some(g)) => g.energy_fj_per_pair,
                     _ => r.toggles_per_pair,
                 }
             }

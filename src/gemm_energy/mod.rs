@@ -61,7 +61,7 @@ pub struct GemmConfig {
     pub seed: u64,
     /// Idle power windows before and after the run (seconds each, GPU).
     pub idle_seconds: f64,
-    /// Add the serial MACs' gate-level netlists (toggles and energy per MAC) to the
+    /// Add the RTL designs' gate-level netlists (toggles and energy per MAC) to the
     /// hardware models (yosys; built once, cached).
     pub gate_level: bool,
 }
