@@ -800,12 +800,13 @@ pub fn simulate_gate(
         signals[i].width += 1;
         signals[i].toggles += run.toggles[id];
     }
-    let priced = gate::price(nl, &opts.cells, &run.toggles, &|id| {
+    let energies = opts.cells.net_energies(nl)?;
+    let priced = gate::price(nl, &opts.cells, &energies, &run.toggles, &|id| {
         group_of(id).to_string()
-    })?;
+    });
     let energy_pj = priced.total_pj;
     let glitch = if opts.glitch_cycles > 0 {
-        Some(glitch_sample(design, p, &sched, &prep, opts)?)
+        Some(glitch_sample(design, p, &sched, &prep, opts, &energies)?)
     } else {
         None
     };
@@ -859,6 +860,7 @@ fn glitch_sample(
     sched: &Schedule,
     prep: &gate::Prepared,
     opts: &gate::GateOptions,
+    e: &[f64],
 ) -> Result<gate::GlitchSummary> {
     let nl = &prep.netlist;
     let n = opts.glitch_cycles.min(sched.cycles());
@@ -871,9 +873,8 @@ fn glitch_sample(
         .model
         .run(&sched.words[..n * sched.stride], sched.stride, &mut |_| {})?;
     let _ = std::fs::remove_dir_all(&dir);
-    let e = opts.cells.net_energies(nl)?;
     let sum = |v: &[u64]| v.iter().sum::<u64>();
-    let priced = |v: &[u64]| v.iter().zip(&e).map(|(&t, &e)| t as f64 * e).sum::<f64>();
+    let priced = |v: &[u64]| v.iter().zip(e).map(|(&t, &e)| t as f64 * e).sum::<f64>();
     let (functional, transitions) = (sum(&t.functional), sum(&t.total));
     let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for id in 0..nl.nets.len() {

@@ -227,22 +227,27 @@ pub struct Priced {
     pub total_pj: f64,
 }
 
-/// Per-kind and per-net rows and the energy totals for `toggles` (per net).
+/// Per-kind and per-net rows and the energy totals for `toggles` (per net), each net's
+/// toggle costing `e` (pJ, `CellTable::net_energies` of `table`).
 pub fn price(
     nl: &Netlist,
     table: &CellTable,
+    e: &[f64],
     toggles: &[u64],
     group_of: &dyn Fn(usize) -> String,
-) -> Result<Priced> {
-    let e = table.net_energies(nl)?;
+) -> Priced {
     let mut cells: BTreeMap<CellKind, CellRow> = BTreeMap::new();
-    let names = table.cell_names().unwrap_or_default();
     for (kind, n) in nl.cell_counts() {
         cells.insert(
             kind,
             CellRow {
                 kind: kind.name(),
-                library_cell: names.get(&kind).cloned().unwrap_or_default(),
+                // A table of numbers alone names no library cell.
+                library_cell: table
+                    .cells
+                    .get(kind.name())
+                    .and_then(|c| c.library_cell.clone())
+                    .unwrap_or_default(),
                 count: n,
                 output_toggles: 0,
                 energy_pj: 0.0,
@@ -270,10 +275,10 @@ pub fn price(
             energy_pj: pj,
         });
     }
-    Ok(Priced {
+    Priced {
         cells: cells.into_values().collect(),
         nets: rows,
         by_group: groups,
         total_pj: total,
-    })
+    }
 }
