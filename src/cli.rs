@@ -169,8 +169,8 @@ pub enum Cmd {
 
 #[derive(Args)]
 pub struct GemmEnergyArgs {
-    /// cpu, or cuda (a build with --features cuda and an NVIDIA GPU).
-    #[arg(long, default_value = "cpu")]
+    /// cpu, cuda (GPU 0) or cuda:N (a build with --features cuda and an NVIDIA GPU).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: String,
     /// GEMM element types, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "int8,bf16")]
@@ -487,8 +487,14 @@ impl SimArgs {
 
 #[derive(Args)]
 pub struct InferArgs {
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    /// cpu, cuda (GPU 0) or cuda:N (a build with --features cuda and an NVIDIA GPU).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: String,
+    /// Several GPUs at once: `0,1` or `all`. Each runs the whole benchmark with its own
+    /// model and NVML sampler; the measured runs share one wall-clock window. OUT gets the
+    /// host's figures (pooled percentiles, summed energy), OUT.cudaN.json each GPU's.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["device", "capture"])]
+    pub devices: Option<String>,
     /// Weight format: q4_1 as shipped, re-quantized q8_0/q4_0/q4k, or dense f32/f16/bf16.
     #[arg(long, value_enum, default_value = "q4_1")]
     pub dtype: perfwatt::model::Precision,
@@ -685,6 +691,13 @@ impl RooflineArgs {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("experiments/runs/roofline-{}", self.device)))
     }
+}
+
+/// `--device`: cpu, cuda or cuda:N.
+fn parse_device(s: &str) -> std::result::Result<String, String> {
+    perfwatt::model::cuda_ordinal(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_width(s: &str) -> std::result::Result<u8, String> {

@@ -78,27 +78,59 @@ impl PowerSample {
 
 pub struct GpuMeter {
     nvml: Arc<Nvml>,
+    /// NVML's index of the GPU (PCI order, every GPU), not CUDA's ordinal.
     index: u32,
     pub name: String,
+    /// NVML's UUID (GPU-...): which physical GPU, whatever either numbering says.
+    pub uuid: Option<String>,
     pub power_limit_w: Option<f64>,
 }
 
 impl GpuMeter {
-    /// Open GPU `index`. The error says why energy cannot be measured (one line).
+    /// Open NVML's GPU `index`. The error says why energy cannot be measured (one line).
     pub fn open(index: u32) -> Result<Self, String> {
+        Self::open_by(&format!("GPU {index}"), |nvml| nvml.device_by_index(index))
+    }
+
+    /// The meter of the GPU that CUDA calls `ordinal`, found by its UUID: CUDA numbers
+    /// the GPUs CUDA_VISIBLE_DEVICES leaves, fastest first; NVML numbers all of them in
+    /// PCI order, so the same number can be another GPU's energy counter.
+    pub fn for_cuda(ordinal: usize) -> Result<Self, String> {
+        #[cfg(feature = "cuda")]
+        {
+            let uuid = cuda_uuid(ordinal)?;
+            Self::open_by(&format!("CUDA GPU {ordinal} ({uuid})"), |nvml| {
+                nvml.device_by_uuid(uuid.as_str())
+            })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            Self::open(ordinal as u32)
+        }
+    }
+
+    fn open_by(
+        what: &str,
+        find: impl FnOnce(&Nvml) -> Result<nvml_wrapper::Device<'_>, nvml_wrapper::error::NvmlError>,
+    ) -> Result<Self, String> {
         let nvml =
             Nvml::init().map_err(|e| format!("NVML unavailable ({e}); energy fields are null"))?;
-        let dev = nvml
-            .device_by_index(index)
-            .map_err(|e| format!("no GPU {index} via NVML ({e}); energy fields are null"))?;
+        let dev =
+            find(&nvml).map_err(|e| format!("no {what} via NVML ({e}); energy fields are null"))?;
         dev.total_energy_consumption()
             .map_err(|e| format!("GPU has no energy counter ({e}); energy fields are null"))?;
+        let index = dev
+            .index()
+            .map_err(|e| format!("NVML cannot index {what} ({e}); energy fields are null"))?;
         let name = dev.name().unwrap_or_else(|_| "unknown GPU".into());
+        let uuid = dev.uuid().ok();
         let power_limit_w = dev.enforced_power_limit().ok().map(|mw| mw as f64 / 1000.0);
+        drop(dev);
         Ok(GpuMeter {
             nvml: Arc::new(nvml),
             index,
             name,
+            uuid,
             power_limit_w,
         })
     }
@@ -283,6 +315,29 @@ impl Drop for PowerSampler {
             let _ = h.join();
         }
     }
+}
+
+/// CUDA's UUID of GPU `ordinal` in NVML's spelling (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx).
+#[cfg(feature = "cuda")]
+fn cuda_uuid(ordinal: usize) -> Result<String, String> {
+    let ctx = cudarc::driver::CudaContext::new(ordinal)
+        .map_err(|e| format!("no CUDA GPU {ordinal} ({e:?}); energy fields are null"))?;
+    let u = ctx
+        .uuid()
+        .map_err(|e| format!("CUDA GPU {ordinal} has no UUID ({e:?}); energy fields are null"))?;
+    let h: Vec<String> = u
+        .bytes
+        .iter()
+        .map(|b| format!("{:02x}", *b as u8))
+        .collect();
+    Ok(format!(
+        "GPU-{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    ))
 }
 
 /// An energy measurement between two counter readings.

@@ -16,7 +16,12 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Toggles(a) => toggles(&a),
         Cmd::Sim(a) => sim(&a),
-        Cmd::Infer(a) => infer(&a.config(), a.capture.as_deref(), &a.out),
+        Cmd::Infer(a) => match &a.devices {
+            Some(list) => {
+                infer_devices(&a.config(), &perfwatt::model::parse_devices(list)?, &a.out)
+            }
+            None => infer(&a.config(), a.capture.as_deref(), &a.out),
+        },
         Cmd::Sweep(a) if a.slurm => sweep_slurm(&a),
         Cmd::Sweep(a) => sweep(&a.spec, a.out, a.report),
         Cmd::Collect { run_dir, report } => collect(&run_dir, report),
@@ -167,6 +172,7 @@ fn infer(cfg: &perfwatt::capture::InferConfig, capture: Option<&Path>, out: &Pat
         perfwatt::capture::Progress {
             on_step: &mut |done, _| bar.set_position(done as u64),
             interrupted: &|| stop.load(Ordering::Relaxed),
+            sync: None,
         },
     )?;
     bar.finish_and_clear();
@@ -181,6 +187,80 @@ fn infer(cfg: &perfwatt::capture::InferConfig, capture: Option<&Path>, out: &Pat
         );
     }
     Ok(())
+}
+
+/// `infer --devices`: every device at once, one progress bar each.
+fn infer_devices(
+    cfg: &perfwatt::capture::InferConfig,
+    devices: &[String],
+    out: &Path,
+) -> Result<()> {
+    let bars = indicatif::MultiProgress::new();
+    let runs = (cfg.warmup + cfg.repeats) as u64;
+    let per_device: Vec<_> = devices
+        .iter()
+        .map(|d| bars.add(progress_bar(runs, &format!("{d} runs"))))
+        .collect();
+    let stop = interrupt_flag();
+    let run = perfwatt::capture::run_infer_devices(
+        cfg,
+        devices,
+        perfwatt::capture::DevicesProgress {
+            on_step: &|i, done, _| per_device[i].set_position(done as u64),
+            interrupted: &|| stop.load(Ordering::Relaxed),
+        },
+    )?;
+    per_device.iter().for_each(|b| b.finish_and_clear());
+    let files = perfwatt::capture::write_devices_report(&run, out)?;
+    for (d, (r, _)) in devices.iter().zip(&run.reports) {
+        println!("--- {d}");
+        print!("{}", infer_summary(r));
+    }
+    print!("{}", host_summary(&run.host));
+    println!(
+        "wrote {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn host_summary(h: &perfwatt::capture::HostSummary) -> String {
+    let e = &h.energy;
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "n/a".into(), f);
+    let gpus: Vec<String> = e
+        .per_gpu
+        .iter()
+        .map(|g| format!("{} {}", g.device, opt(g.joules, &|j| format!("{j:.1} J"))))
+        .collect();
+    format!(
+        "--- host: {} devices, one window of {:.2} s\n\
+         latency p50 {:.3} s  p99 {:.3} s | TTFT p50 {:.3} s | TPOT p50 {:.4} s  p99 {:.4} s (pooled: {} steps)\n\
+         tokens/s output {:.1} ({} tokens) | same tokens on every device: {}\n\
+         energy {} ({}) | one window over all GPUs {} (sum {}) | J/token {} above idle {} | avg W {}\n{}",
+        h.devices.len(),
+        h.window_s,
+        h.latency_s.p50,
+        h.latency_s.p99,
+        h.ttft_s.p50,
+        h.tpot_s.p50,
+        h.tpot_s.p99,
+        h.tpot_s.samples,
+        h.tokens_per_s_output,
+        h.output_tokens,
+        h.same_tokens,
+        opt(e.joules, &|j| format!("{j:.1} J")),
+        gpus.join(" + "),
+        opt(e.one_window_joules, &|j| format!("{j:.1} J")),
+        opt(e.sum_vs_one_window_pct, &|p| format!("{p:+.2}%")),
+        opt(e.j_per_token, &|j| format!("{j:.4}")),
+        opt(e.j_per_token_above_idle, &|j| format!("{j:.4}")),
+        opt(e.avg_w, &|w| format!("{w:.1}")),
+        e.reason.as_ref().map_or_else(String::new, |r| format!("energy n/a: {r}\n")),
+    )
 }
 
 fn roofline(cfg: &perfwatt::roofline::RooflineConfig, out: &Path) -> Result<()> {

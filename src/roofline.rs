@@ -640,7 +640,7 @@ pub fn run_roofline(cfg: &RooflineConfig, out: &Path, hooks: Hooks<'_>) -> Resul
             None,
             Some("device is the CPU: NVML measures GPUs only; energy fields are null".to_string()),
         ),
-        false => match GpuMeter::open(0) {
+        false => match GpuMeter::for_cuda(crate::model::cuda_ordinal(&cfg.device)?.unwrap_or(0)) {
             Ok(m) => (Some(m), None),
             Err(r) => (None, Some(r)),
         },

@@ -821,6 +821,7 @@ pub fn run_replicate(cfg_path: &Path, out: &Path, capture: Option<&Path>) -> Res
         Progress {
             on_step: &mut |_, _| {},
             interrupted: &|| false,
+            sync: None,
         },
     )?;
     write_report(&report, &samples, &out.join("infer.json"))?;

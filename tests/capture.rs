@@ -22,6 +22,7 @@ fn infer(c: &InferConfig, capture: Option<&std::path::Path>) -> perfwatt::captur
         Progress {
             on_step: &mut |_, _| {},
             interrupted: &|| false,
+            sync: None,
         },
     )
     .unwrap()
@@ -189,6 +190,7 @@ fn report_schema_on_cpu_has_null_energy_and_sane_latency() {
         Progress {
             on_step: &mut |_, _| {},
             interrupted: &|| false,
+            sync: None,
         },
     )
     .unwrap();
@@ -245,4 +247,73 @@ fn sparsity_zeroes_more_operands() {
         zero_frac.push(s.pairs.iter().filter(|p| p.0 == 0).count() as f64 / s.pairs.len() as f64);
     }
     assert!(zero_frac[1] > zero_frac[0] + 0.05, "{zero_frac:?}");
+}
+
+/// `infer --devices`: two workers at once (CPU here; on a GPU host each has its own GPU):
+/// percentiles pool every device's samples, tokens/s counts all tokens over the one shared
+/// window, energy is n/a with the reason, and every file is written.
+#[test]
+fn two_devices_pool_their_samples_and_share_one_window() {
+    use perfwatt::capture::{run_infer_devices, write_devices_report, DevicesProgress};
+    let c = InferConfig {
+        repeats: 3,
+        ..cfg(5)
+    };
+    let devices = ["cpu".to_string(), "cpu".to_string()];
+    let steps = std::sync::Mutex::new(vec![0; 2]);
+    let run = run_infer_devices(
+        &c,
+        &devices,
+        DevicesProgress {
+            on_step: &|i, done, _| steps.lock().unwrap()[i] = done,
+            interrupted: &|| false,
+        },
+    )
+    .unwrap();
+    assert_eq!(*steps.lock().unwrap(), vec![3, 3]);
+    let h = &run.host;
+    assert!(h.same_tokens);
+    assert_eq!(h.output_tokens, 2 * 3 * 5);
+    // Pooled: every decode step of both devices, and the pooled median is the median of
+    // all of them, not an average of the two devices' medians.
+    let mut all: Vec<f64> = run
+        .reports
+        .iter()
+        .flat_map(|(r, _)| r.runs.iter().flat_map(|x| x.step_latencies_s.clone()))
+        .collect();
+    assert_eq!(h.tpot_s.samples, 2 * 3 * 4);
+    assert_eq!(h.tpot_s.samples, all.len());
+    all.sort_by(f64::total_cmp);
+    let p50 = perfwatt::stats::percentile(&all, 50.0).unwrap();
+    assert!((h.tpot_s.p50 - p50).abs() < 1e-12);
+    assert_eq!(h.latency_s.samples, 6);
+    // The window holds every measured run of each device.
+    for (r, _) in &run.reports {
+        assert!(h.window_s >= r.run_latencies_s.iter().sum::<f64>() * 0.999);
+    }
+    assert!((h.tokens_per_s_output - 30.0 / h.window_s).abs() < 1e-9);
+    assert!(!h.energy.available && h.energy.joules.is_none());
+    assert!(h.energy.reason.as_ref().unwrap().contains("CPU"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("multi.json");
+    let files = write_devices_report(&run, &out).unwrap();
+    assert_eq!(files.len(), 1 + 2 * 2);
+    let host: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(host["schema"], "perfwatt.infer-devices/1");
+    assert_eq!(host["devices"][0]["report"], "multi.cpu.json");
+    assert_eq!(host["devices"][1]["report"], "multi.cpu-1.json");
+    assert_eq!(host["host"]["tpot_s"]["samples"], 24);
+
+    // One device is not a multi-device run; a capture is one device's.
+    let one = run_infer_devices(
+        &c,
+        &devices[..1],
+        DevicesProgress {
+            on_step: &|_, _, _| {},
+            interrupted: &|| false,
+        },
+    );
+    assert!(one.err().unwrap().to_string().contains("--device cuda:N"));
 }

@@ -25,7 +25,12 @@ use crate::error::{write_atomic, Error, Result};
 use crate::model::{self, argmax, LinearTap, Llama, Precision, Tokenizer};
 use crate::stats::{percentile, Estimate};
 
+mod devices;
 mod operands;
+pub use devices::{
+    device_report_path, run_infer_devices, write_devices_report, DevicesProgress, DevicesRun,
+    HostSummary, Rendezvous,
+};
 pub use operands::OperandCapture;
 
 use crate::model::llama::me;
@@ -225,6 +230,46 @@ impl Percentiles {
     }
 }
 
+/// Latency, TTFT and TPOT of measured runs (of one device or of several): percentiles pool
+/// one sample per request (every request of a batch ends with its batch) and, for TPOT,
+/// every decode step; means and their CIs count runs. `new_tokens` per sequence.
+pub fn request_percentiles(
+    runs: &[RunRecord],
+    batch: usize,
+    new_tokens: usize,
+) -> Result<[Percentiles; 3]> {
+    let per_run = |f: &dyn Fn(&RunRecord) -> f64| runs.iter().map(f).collect::<Vec<_>>();
+    let per_request = |f: &dyn Fn(&RunRecord) -> f64| {
+        let pooled: Vec<f64> = runs
+            .iter()
+            .flat_map(|r| std::iter::repeat_n(f(r), batch))
+            .collect();
+        Percentiles::of(&pooled, &per_run(f)).ok_or_else(|| Error::Model("no runs".into()))
+    };
+    let tpot_run = |r: &RunRecord| {
+        if new_tokens > 1 {
+            (r.latency_s - r.ttft_s) / (new_tokens - 1) as f64
+        } else {
+            0.0
+        }
+    };
+    let steps: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| r.step_latencies_s.iter().copied())
+        .collect();
+    let tpot_s = if steps.is_empty() {
+        per_request(&tpot_run)?
+    } else {
+        Percentiles::of(&steps, &per_run(&tpot_run))
+            .ok_or_else(|| Error::Model("no decode steps".into()))?
+    };
+    Ok([
+        per_request(&|r| r.latency_s)?,
+        per_request(&|r| r.ttft_s)?,
+        tpot_s,
+    ])
+}
+
 /// One measured run as measured: what percentiles pool and CIs count.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -244,6 +289,11 @@ pub struct EnergyReport {
     pub available: bool,
     pub reason: Option<String>,
     pub gpu: Option<String>,
+    /// NVML's UUID of the GPU measured (which physical GPU, whatever the numbering).
+    pub gpu_uuid: Option<String>,
+    /// Runs on several devices at once (`infer --devices`): this GPU's counter over the
+    /// wall-clock window all devices share (first measured run of any to last of all).
+    pub shared_window: Option<EnergyWindow>,
     /// Median of the idle windows (`idle`): the idle power every above-idle figure uses.
     pub idle_w: Option<f64>,
     pub idle: Option<crate::energy::IdleEstimate>,
@@ -431,6 +481,10 @@ fn flops(m: &Llama, batch: usize, l: usize, t: usize, kv: bool) -> f64 {
 pub struct Progress<'a> {
     pub on_step: &'a mut dyn FnMut(usize, usize),
     pub interrupted: &'a dyn Fn() -> bool,
+    /// Runs on several devices at once: called where the measured runs start and where
+    /// they end, and returns when every device got there, so that each GPU's counter is
+    /// read over one wall-clock window shared by all (`EnergyReport::shared_window`).
+    pub sync: Option<&'a dyn Fn()>,
 }
 
 /// Run the benchmark: load, open the meter, warm up and measure, summarize. `capture_out`:
@@ -518,7 +572,7 @@ struct Meter {
 impl Meter {
     fn open(device: &candle_core::Device, cfg: &InferConfig) -> Meter {
         let gpu = if device.is_cuda() {
-            GpuMeter::open(0)
+            GpuMeter::for_cuda(model::cuda_ordinal(&cfg.device).ok().flatten().unwrap_or(0))
         } else {
             Err("device is the CPU: NVML measures GPUs only; energy fields are null".to_string())
         };
@@ -577,6 +631,8 @@ struct Measured {
     runs: Vec<RunTimes>,
     /// The counter over all measured runs back to back (first start to last end).
     block: Option<EnergyWindow>,
+    /// With `Progress::sync`: the counter over the window every device shares.
+    shared: Option<EnergyWindow>,
     /// Per-step sampler A/B: (step latency, sampler on) of measured runs.
     ab_steps: Vec<(f64, bool)>,
     /// New tokens of the last measured run, per sequence.
@@ -623,16 +679,25 @@ impl<'a> Bench<'a> {
         let mut out = Measured {
             runs: Vec::new(),
             block: None,
+            shared: None,
             ab_steps: Vec::new(),
             generated: Vec::new(),
         };
         let (mut block_e0, mut block_t0) = (None, Instant::now());
+        let mut shared_e0 = (None, Instant::now());
+        let synced = |meter: &Meter| {
+            progress.sync.map(|sync| {
+                sync();
+                (meter.energy_mj(), Instant::now())
+            })
+        };
         for run in 0..total_runs {
             if (progress.interrupted)() {
                 return Err(Error::Interrupted);
             }
             let measured = run >= cfg.warmup;
             if run == cfg.warmup {
+                shared_e0 = synced(meter).unwrap_or(shared_e0);
                 (block_e0, block_t0) = (meter.energy_mj(), Instant::now());
             }
             // Before the run it applies to (until 2026-11-23 this was set after the run, so
@@ -656,6 +721,10 @@ impl<'a> Bench<'a> {
             meter.energy_mj(),
             block_t0.elapsed().as_secs_f64(),
         );
+        if let Some((e1, t1)) = synced(meter) {
+            let seconds = t1.duration_since(shared_e0.1).as_secs_f64();
+            out.shared = EnergyWindow::between(shared_e0.0, e1, seconds);
+        }
         Ok(out)
     }
 
@@ -831,6 +900,8 @@ impl<'a> Bench<'a> {
             available: true,
             reason: meter.reason.clone(),
             gpu: Some(gpu.name.clone()),
+            gpu_uuid: gpu.uuid.clone(),
+            shared_window: measured.shared,
             idle_w,
             idle,
             counter_period_s: period,
@@ -905,31 +976,6 @@ impl<'a> Bench<'a> {
             Estimate::of(&runs.iter().map(f).collect::<Vec<_>>())
                 .ok_or_else(|| Error::Model(format!("no valid {what} measurements")))
         };
-        // Percentiles pool one sample per request (every request of a batch ends with its
-        // batch); means and their CIs count runs.
-        let per_run = |f: &dyn Fn(&RunTimes) -> f64| runs.iter().map(f).collect::<Vec<_>>();
-        let per_request = |f: &dyn Fn(&RunTimes) -> f64| {
-            let pooled: Vec<f64> = runs
-                .iter()
-                .flat_map(|r| std::iter::repeat_n(f(r), cfg.batch))
-                .collect();
-            Percentiles::of(&pooled, &per_run(f)).ok_or_else(|| Error::Model("no runs".into()))
-        };
-        let tpot_run = |r: &RunTimes| {
-            if t > 1 {
-                (r.total - r.ttft) / (t - 1) as f64
-            } else {
-                0.0
-            }
-        };
-        // TPOT: every decode step of every run (one token per sequence each).
-        let steps: Vec<f64> = runs.iter().flat_map(|r| r.steps.iter().copied()).collect();
-        let tpot_s = if steps.is_empty() {
-            per_request(&tpot_run)?
-        } else {
-            Percentiles::of(&steps, &per_run(&tpot_run))
-                .ok_or_else(|| Error::Model("no decode steps".into()))?
-        };
         // Peak device memory: the highest reading during the run, not the one at its end.
         let peak_mem_mb = if self.device.is_cuda() {
             samples
@@ -941,7 +987,7 @@ impl<'a> Bench<'a> {
             crate::energy::peak_rss_mb()
         };
         let idle_w = energy.idle_w;
-        let records = runs
+        let records: Vec<RunRecord> = runs
             .iter()
             .map(|r| RunRecord {
                 latency_s: r.total,
@@ -951,6 +997,7 @@ impl<'a> Bench<'a> {
                 energy_above_idle_j: r.joules().zip(idle_w).map(|(j, i)| j - i * r.total),
             })
             .collect();
+        let [latency_s, ttft_s, tpot_s] = request_percentiles(&records, cfg.batch, t)?;
         Ok(InferReport {
             schema: "perfwatt.infer/1",
             config: cfg.clone(),
@@ -962,8 +1009,8 @@ impl<'a> Bench<'a> {
             batch: cfg.batch,
             new_tokens: t,
             load_s: self.load_s,
-            latency_s: per_request(&|r| r.total)?,
-            ttft_s: per_request(&|r| r.ttft)?,
+            latency_s,
+            ttft_s,
             tpot_s,
             tokens_per_s_input: rate(&|r| b * l as f64 / r.ttft, "input tokens/s")?,
             tokens_per_s_output: rate(&|r| out_tokens / r.total, "output tokens/s")?,

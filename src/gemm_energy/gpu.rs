@@ -53,7 +53,7 @@ impl CudaDevice {
             .map_err(cuda("context (is there an NVIDIA GPU and driver?)"))?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(cuda("cuBLAS"))?;
-        let meter = GpuMeter::open(index as u32).map_err(Error::Model)?;
+        let meter = GpuMeter::for_cuda(index).map_err(Error::Model)?;
         let mut dev = CudaDevice {
             stream,
             blas,

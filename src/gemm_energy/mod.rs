@@ -217,20 +217,19 @@ impl GemmDevice for CpuDevice {
 
 /// The device `cfg.device` names.
 pub fn open_device(device: &str) -> Result<Box<dyn GemmDevice>> {
-    match device {
-        "cpu" => Ok(Box::new(CpuDevice { ops: None })),
-        "cuda" => open_cuda(),
-        d => Err(Error::Config(format!("device '{d}': cpu or cuda"))),
+    match crate::model::cuda_ordinal(device)? {
+        None => Ok(Box::new(CpuDevice { ops: None })),
+        Some(n) => open_cuda(n),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn open_cuda() -> Result<Box<dyn GemmDevice>> {
-    Ok(Box::new(gpu::CudaDevice::open(0)?))
+fn open_cuda(ordinal: usize) -> Result<Box<dyn GemmDevice>> {
+    Ok(Box::new(gpu::CudaDevice::open(ordinal)?))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda() -> Result<Box<dyn GemmDevice>> {
+fn open_cuda(_: usize) -> Result<Box<dyn GemmDevice>> {
     Err(Error::Config(
         "--device cuda: this perfwatt was built without CUDA (cargo build --release --features cuda)".into(),
     ))

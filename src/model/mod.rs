@@ -26,23 +26,84 @@ pub fn default_model_path() -> PathBuf {
         .unwrap_or_else(|| crate::asset_path(DEFAULT_MODEL))
 }
 
-/// The compute device: `cpu`, or `cuda` (GPU 0) when built with the `cuda` feature.
-pub fn device(name: &str) -> Result<Device> {
+/// Which device a name means: `cpu` is None, `cuda` GPU 0, `cuda:N` GPU N (CUDA's
+/// numbering: the GPUs CUDA_VISIBLE_DEVICES leaves, fastest first).
+pub fn cuda_ordinal(name: &str) -> Result<Option<usize>> {
     match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => {
+        "cpu" => Ok(None),
+        "cuda" => Ok(Some(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown device '{other}': cpu, cuda (GPU 0) or cuda:N (GPU N)"
+                ))
+            }),
+    }
+}
+
+/// The device a name means (`cpu`, `cuda`, `cuda:N`); CUDA needs the `cuda` feature.
+pub fn device(name: &str) -> Result<Device> {
+    match cuda_ordinal(name)? {
+        None => Ok(Device::Cpu),
+        Some(_n) => {
             #[cfg(feature = "cuda")]
             {
-                Device::new_cuda(0).map_err(|e| Error::Model(format!("cuda: {e}")))
+                Device::new_cuda(_n).map_err(|e| Error::Model(format!("{name}: {e}")))
             }
             #[cfg(not(feature = "cuda"))]
             {
                 Err(Error::Model("this perfwatt was built without CUDA: rebuild with `cargo build --release --features cuda`".into()))
             }
         }
-        other => Err(Error::Model(format!(
-            "unknown device '{other}' (cpu or cuda)"
-        ))),
+    }
+}
+
+/// `--devices`: GPU ordinals as `0,1,...` or `all` (every GPU CUDA sees), as device names
+/// `cuda:N`. Duplicates are refused: two workers on one GPU would share its energy counter.
+pub fn parse_devices(list: &str) -> Result<Vec<String>> {
+    let ordinals: Vec<usize> = if list.trim() == "all" {
+        (0..gpu_count()?).collect()
+    } else {
+        list.split(',')
+            .map(|s| {
+                s.trim().parse().map_err(|_| {
+                    Error::Config(format!(
+                        "--devices '{list}': GPU numbers separated by commas (0,1) or `all`"
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    if ordinals.is_empty() {
+        return Err(Error::Config(format!("--devices '{list}': no GPU named")));
+    }
+    if let Some(d) = ordinals
+        .iter()
+        .enumerate()
+        .find(|(i, d)| ordinals[..*i].contains(d))
+    {
+        return Err(Error::Config(format!(
+            "--devices '{list}': GPU {} named twice (one worker per GPU: they would share its energy counter)",
+            d.1
+        )));
+    }
+    Ok(ordinals.iter().map(|n| format!("cuda:{n}")).collect())
+}
+
+/// How many GPUs CUDA sees.
+pub fn gpu_count() -> Result<usize> {
+    #[cfg(feature = "cuda")]
+    {
+        cudarc::driver::CudaContext::device_count()
+            .map(|n| n as usize)
+            .map_err(|e| Error::Model(format!("cuda: cannot count GPUs: {e:?}")))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Err(Error::Model("--devices all: this perfwatt was built without CUDA: rebuild with `cargo build --release --features cuda`".into()))
     }
 }
 
