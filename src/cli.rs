@@ -603,6 +603,11 @@ pub struct SweepArgs {
     /// Also write the report when done.
     #[arg(long)]
     pub report: bool,
+    /// Run GPU points on several GPUs of this host at once: `0,1` or `all`. One worker per
+    /// GPU takes the next replicate in the run order and runs it there, with its own NVML
+    /// energy counter; the row names the GPUs its replicates ran on.
+    #[arg(long, value_name = "LIST", conflicts_with = "slurm")]
+    pub devices: Option<String>,
     /// Submit the points that have no row yet as a Slurm job array (one task per point,
     /// `sbatch`) instead of running them here; merge with `perfwatt collect DIR`. Rerun to
     /// submit only what is still missing.

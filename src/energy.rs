@@ -125,7 +125,6 @@ impl GpuMeter {
         let name = dev.name().unwrap_or_else(|_| "unknown GPU".into());
         let uuid = dev.uuid().ok();
         let power_limit_w = dev.enforced_power_limit().ok().map(|mw| mw as f64 / 1000.0);
-        drop(dev);
         Ok(GpuMeter {
             nvml: Arc::new(nvml),
             index,

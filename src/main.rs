@@ -23,7 +23,7 @@ fn run(cli: Cli) -> Result<()> {
             None => infer(&a.config(), a.capture.as_deref(), &a.out),
         },
         Cmd::Sweep(a) if a.slurm => sweep_slurm(&a),
-        Cmd::Sweep(a) => sweep(&a.spec, a.out, a.report),
+        Cmd::Sweep(a) => sweep(&a.spec, a.out, a.report, a.devices.as_deref()),
         Cmd::Collect { run_dir, report } => collect(&run_dir, report),
         Cmd::SweepTask { run_dir, key } => {
             let stop = interrupt_flag();
@@ -42,6 +42,7 @@ fn run(cli: Cli) -> Result<()> {
             &perfwatt::asset_path("experiments/cpu-demo.toml"),
             Some(out),
             true,
+            None,
         ),
         Cmd::Cells { liberty, map } => cells(&liberty, map.as_deref()),
         Cmd::Roofline(a) => roofline(&a.config()?, &a.out_dir()),
@@ -304,17 +305,35 @@ fn gemm_energy(cfg: &perfwatt::gemm_energy::GemmConfig, out: &Path) -> Result<()
     Ok(())
 }
 
-fn sweep(spec_path: &Path, out: Option<std::path::PathBuf>, report: bool) -> Result<()> {
+fn sweep(
+    spec_path: &Path,
+    out: Option<std::path::PathBuf>,
+    report: bool,
+    devices: Option<&str>,
+) -> Result<()> {
     let spec = perfwatt::sweep::SweepSpec::read(spec_path)?;
     let text = std::fs::read_to_string(spec_path).map_err(|e| perfwatt::Error::io(spec_path, e))?;
     let dir = out.unwrap_or_else(|| perfwatt::sweep::default_run_dir(&spec));
-    let total = spec.points().len() as u64;
-    let bar = progress_bar(total, "sweep points");
+    let devices = match devices {
+        Some(list) => {
+            if let Some(p) = spec.points().iter().find(|p| p.cfg.device == "cpu") {
+                return Err(perfwatt::Error::Config(format!(
+                    "--devices runs GPU points, one per GPU; point {} is on the cpu (make the spec's device axis [\"cuda\"])",
+                    p.key()
+                )));
+            }
+            perfwatt::model::parse_devices(list)?
+        }
+        None => Vec::new(),
+    };
+    let total = (spec.points().len() * spec.replicates.max(1)) as u64;
+    let bar = progress_bar(total, "sweep runs");
     let stop = interrupt_flag();
     let rows = perfwatt::sweep::run_sweep(
         &spec,
         &text,
         &dir,
+        &devices,
         perfwatt::sweep::SweepHooks {
             on_point: &mut |done, _, key| {
                 bar.set_position(done as u64);

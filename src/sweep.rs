@@ -7,6 +7,8 @@
 //! crash or kill loses at most the point in progress.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -408,10 +410,17 @@ impl Row {
             .flat_map(|r| r.power_check_diffs_pct.iter().copied())
             .collect();
         let cfg = &r0.config;
+        // Replicates may have run on several devices (`sweep --devices`): name them all.
+        let distinct = |f: &dyn Fn(&Replicate) -> Option<String>| {
+            let mut v: Vec<String> = reps.iter().filter_map(f).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
         Ok(Row {
             key,
-            device: cfg.device.clone(),
-            gpu: r0.gpu.clone(),
+            device: distinct(&|r| Some(r.config.device.clone())).join("+"),
+            gpu: Some(distinct(&|r| r.gpu.clone()).join("+")).filter(|g| !g.is_empty()),
             precision: cfg.precision.name().into(),
             batch: r0.batch,
             prompt_tokens: r0.prompt_tokens,
@@ -569,68 +578,186 @@ fn write_rows(dir: &Path, rows: &[Row]) -> Result<()> {
 }
 
 pub struct SweepHooks<'a> {
-    /// (points done incl. skipped, total, key of the point starting or None at the end)
-    pub on_point: &'a mut dyn FnMut(usize, usize, Option<&str>),
-    pub interrupted: &'a dyn Fn() -> bool,
+    /// (replicates done incl. skipped, total, what is starting or None at an end)
+    pub on_point: &'a mut (dyn FnMut(usize, usize, Option<&str>) + Send),
+    pub interrupted: &'a (dyn Fn() -> bool + Sync),
 }
 
 /// Run (or resume) a sweep into `dir`. Returns all rows, finished earlier or now.
+/// `devices` empty: one replicate after another, each on its point's device. Otherwise
+/// one worker per device (`sweep --devices`), each taking the next replicate in the run
+/// order and running it on its device: replicates of a point may land on different GPUs,
+/// so the GPU is part of the replicate-to-replicate spread (the row says which ran).
 pub fn run_sweep(
     spec: &SweepSpec,
     spec_text: &str,
     dir: &Path,
+    devices: &[String],
     hooks: SweepHooks<'_>,
 ) -> Result<Vec<Row>> {
     let points = prepare_dir(spec, spec_text, dir)?;
-    let mut rows = collect_rows(dir, &points)?;
     let reps = spec.replicates.max(1);
     let order = run_order(points.len(), reps, spec.order_seed);
-    let total = order.len();
-    for (n, &(i, r)) in order.iter().enumerate() {
-        let p = &points[i];
-        let key = p.key();
-        let pdir = dir.join("points").join(&key);
-        let rdir = replicate_dir(&pdir, r, reps);
-        if rows.iter().any(|row| row.key == key) {
-            (hooks.on_point)(n + 1, total, None);
-            continue;
-        }
-        if !rdir.join("replicate.json").exists() {
-            if (hooks.interrupted)() {
-                return Err(Error::Interrupted);
-            }
-            (hooks.on_point)(
-                n,
-                total,
-                Some(&format!("{key} (replicate {} of {reps})", r + 1)),
-            );
-            std::fs::create_dir_all(&rdir).at(&rdir)?;
-            // The operands are captured once per point, in the first replicate's own run.
-            spawn_replicate(
-                &p.cfg,
-                &rdir,
-                (r == 0).then_some(pdir.join("operands.ops").as_path()),
-                hooks.interrupted,
-            )?;
-        }
-        // The row, once every replicate is there: also when the last one finished in an
-        // earlier run that was stopped before it wrote the row.
-        let done: Option<Vec<Replicate>> = (0..reps)
-            .map(|r| {
-                let t =
-                    std::fs::read_to_string(replicate_dir(&pdir, r, reps).join("replicate.json"));
-                t.ok().and_then(|t| serde_json::from_str(&t).ok())
+    let queue = Queue {
+        spec,
+        dir,
+        points: &points,
+        order: &order,
+        reps,
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        rows: Mutex::new(collect_rows(dir, &points)?),
+        finishing: Mutex::new(Vec::new()),
+        on_point: Mutex::new(hooks.on_point),
+        interrupted: hooks.interrupted,
+    };
+    let workers: Vec<Option<&str>> = match devices {
+        [] => vec![None],
+        d => d.iter().map(|d| Some(d.as_str())).collect(),
+    };
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .iter()
+            .map(|&device| {
+                let queue = &queue;
+                s.spawn(move || queue.work(device))
             })
             .collect();
-        if let Some(done) = done {
-            rows.push(finish_point(spec, &pdir, key, &done)?);
-            write_rows(dir, &rows)?;
-        }
-        (hooks.on_point)(n + 1, total, None);
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sweep worker"))
+            .collect()
+    });
+    // An interruption first (what the user did), else the first failure.
+    let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+    if let Some(i) = errors.iter().position(|e| matches!(e, Error::Interrupted)) {
+        return Err(errors.swap_remove(i));
     }
+    if !errors.is_empty() {
+        return Err(errors.swap_remove(0));
+    }
+    let mut rows = queue.rows.into_inner().expect("rows");
     sort_rows(&mut rows, &points);
     write_rows(dir, &rows)?;
     Ok(rows)
+}
+
+/// The replicates of a sweep in run order, shared by its workers.
+struct Queue<'a, 'h> {
+    spec: &'a SweepSpec,
+    dir: &'a Path,
+    points: &'a [Point],
+    order: &'a [(usize, usize)],
+    reps: usize,
+    /// Position in `order` of the next replicate to take.
+    next: AtomicUsize,
+    done: AtomicUsize,
+    /// A worker failed: the others take nothing new.
+    failed: AtomicBool,
+    rows: Mutex<Vec<Row>>,
+    /// Points whose row a worker is building (two workers may finish a point's last two
+    /// replicates at once: one builds the row).
+    finishing: Mutex<Vec<String>>,
+    on_point: Mutex<&'h mut (dyn FnMut(usize, usize, Option<&str>) + Send)>,
+    interrupted: &'h (dyn Fn() -> bool + Sync),
+}
+
+impl Queue<'_, '_> {
+    /// Take replicates until none is left; `device` overrides the point's.
+    fn work(&self, device: Option<&str>) -> Result<()> {
+        let r = self.take_all(device);
+        if r.is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn take_all(&self, device: Option<&str>) -> Result<()> {
+        let total = self.order.len();
+        let progress = |n: usize, what: Option<&str>| {
+            (self.on_point.lock().expect("progress"))(n, total, what)
+        };
+        loop {
+            let n = self.next.fetch_add(1, Ordering::SeqCst);
+            if n >= total || self.failed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let (i, r) = self.order[n];
+            let p = &self.points[i];
+            let key = p.key();
+            let pdir = self.dir.join("points").join(&key);
+            let has_row = self.rows.lock().expect("rows").iter().any(|x| x.key == key);
+            if !has_row {
+                if (self.interrupted)() {
+                    return Err(Error::Interrupted);
+                }
+                let on = device.map_or_else(String::new, |d| format!(" on {d}"));
+                let what = format!("{key} (replicate {} of {}){on}", r + 1, self.reps);
+                progress(self.done.load(Ordering::SeqCst), Some(&what));
+                run_replicate_once(p, &pdir, r, self.reps, device, self.interrupted)?;
+                self.finish_if_complete(&pdir, key)?;
+            }
+            progress(self.done.fetch_add(1, Ordering::SeqCst) + 1, None);
+        }
+    }
+
+    /// The point's row, once every replicate is there (also when the last one finished
+    /// in an earlier run that was stopped before it wrote the row).
+    fn finish_if_complete(&self, pdir: &Path, key: String) -> Result<()> {
+        let Some(done) = finished_replicates(pdir, self.reps) else {
+            return Ok(());
+        };
+        {
+            let mut f = self.finishing.lock().expect("finishing");
+            if f.contains(&key) {
+                return Ok(());
+            }
+            f.push(key.clone());
+        }
+        let row = finish_point(self.spec, pdir, key, &done)?;
+        let mut rows = self.rows.lock().expect("rows");
+        rows.push(row);
+        write_rows(self.dir, &rows)
+    }
+}
+
+/// Replicate `r` of point `p`, unless its replicate.json exists (a resumed sweep or a
+/// requeued task skips it). The operands are captured once per point, in the first
+/// replicate's own run. `device` overrides the point's.
+fn run_replicate_once(
+    p: &Point,
+    pdir: &Path,
+    r: usize,
+    reps: usize,
+    device: Option<&str>,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<()> {
+    let rdir = replicate_dir(pdir, r, reps);
+    if rdir.join("replicate.json").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&rdir).at(&rdir)?;
+    let cfg = InferConfig {
+        device: device.map_or_else(|| p.cfg.device.clone(), str::to_string),
+        ..p.cfg.clone()
+    };
+    spawn_replicate(
+        &cfg,
+        &rdir,
+        (r == 0).then_some(pdir.join("operands.ops").as_path()),
+        interrupted,
+    )
+}
+
+/// Every replicate of a point, when all are there.
+fn finished_replicates(pdir: &Path, reps: usize) -> Option<Vec<Replicate>> {
+    (0..reps)
+        .map(|r| {
+            let t = std::fs::read_to_string(replicate_dir(pdir, r, reps).join("replicate.json"));
+            t.ok().and_then(|t| serde_json::from_str(&t).ok())
+        })
+        .collect()
 }
 
 /// Rows in the spec's order, whatever order the points ran in.
@@ -730,19 +857,14 @@ pub fn run_point(dir: &Path, key: &str, interrupted: &dyn Fn() -> bool) -> Resul
     })?;
     let reps = spec.replicates.max(1);
     let pdir = dir.join("points").join(key);
+    for r in 0..reps {
+        run_replicate_once(p, &pdir, r, reps, None, interrupted)?;
+    }
+    // Read back strictly: a replicate.json that does not parse is an error here, not a
+    // replicate to rerun.
     let mut done = Vec::new();
     for r in 0..reps {
-        let rdir = replicate_dir(&pdir, r, reps);
-        if !rdir.join("replicate.json").exists() {
-            std::fs::create_dir_all(&rdir).at(&rdir)?;
-            spawn_replicate(
-                &p.cfg,
-                &rdir,
-                (r == 0).then_some(pdir.join("operands.ops").as_path()),
-                interrupted,
-            )?;
-        }
-        let path = rdir.join("replicate.json");
+        let path = replicate_dir(&pdir, r, reps).join("replicate.json");
         let text = std::fs::read_to_string(&path).at(&path)?;
         done.push(
             serde_json::from_str(&text)

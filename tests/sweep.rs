@@ -244,3 +244,101 @@ sparsity_tau = [0.0, 0.05]
         before
     );
 }
+
+/// `sweep --devices`: one worker per device takes the next replicate in the run order
+/// (two CPU workers here; on a GPU host each has its GPU): every replicate runs once, two
+/// run at a time, rows come back complete and in the spec's order.
+#[test]
+fn workers_on_several_devices_run_each_replicate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+name = "devs"
+replicates = 2
+[base]
+precision = "f32"
+max_new_tokens = 3
+warmup = 0
+repeats = 2
+[capture]
+layers = [0]
+projs = ["q"]
+max_pairs = 2000
+rows = 1
+[axes]
+sparsity_tau = [0.0, 0.05]
+"#;
+    let spec = perfwatt::sweep::SweepSpec::from_toml(text, "devs.toml").unwrap();
+    let out = dir.path().join("run");
+    std::env::set_var("PERFWATT_BIN", env!("CARGO_BIN_EXE_perfwatt"));
+    let started = std::sync::Mutex::new(Vec::new());
+    let mut last = 0;
+    let rows = perfwatt::sweep::run_sweep(
+        &spec,
+        text,
+        &out,
+        &["cpu".to_string(), "cpu".to_string()],
+        perfwatt::sweep::SweepHooks {
+            on_point: &mut |done, total, what| {
+                assert_eq!(total, 4);
+                last = last.max(done);
+                if let Some(w) = what {
+                    started.lock().unwrap().push(w.to_string());
+                }
+            },
+            interrupted: &|| false,
+        },
+    )
+    .unwrap();
+    assert_eq!(last, 4);
+    let started = started.into_inner().unwrap();
+    assert_eq!(started.len(), 4, "{started:?}");
+    assert!(
+        started.iter().all(|s| s.ends_with(" on cpu")),
+        "{started:?}"
+    );
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0].sparsity_tau < rows[1].sparsity_tau);
+    for row in &rows {
+        assert_eq!(
+            (row.replicates, row.runs, row.device.as_str()),
+            (Some(2), Some(4), "cpu")
+        );
+    }
+    // Two workers ran at once: some replicate started before another one ended.
+    let span = |r: &Path| {
+        let cfg = std::fs::metadata(r.join("config.json"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let end = std::fs::metadata(r.join("replicate.json"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        (cfg, end)
+    };
+    let spans: Vec<_> = rows
+        .iter()
+        .flat_map(|row| {
+            let p = out.join("points").join(&row.key);
+            (0..2).map(move |r| span(&p.join(format!("rep{r}"))))
+        })
+        .collect();
+    let overlap = spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlap, "no two replicates overlapped: {spans:?}");
+    // A rerun finds every row and runs nothing.
+    let again = perfwatt::sweep::run_sweep(
+        &spec,
+        text,
+        &out,
+        &["cpu".to_string(), "cpu".to_string()],
+        perfwatt::sweep::SweepHooks {
+            on_point: &mut |_, _, what| assert!(what.is_none(), "{what:?} ran again"),
+            interrupted: &|| false,
+        },
+    )
+    .unwrap();
+    assert_eq!(again.len(), 2);
+}
