@@ -172,6 +172,10 @@ pub struct GemmEnergyArgs {
     /// cpu, cuda (GPU 0) or cuda:N (a build with --features cuda and an NVIDIA GPU).
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: String,
+    /// Several GPUs at once: `0,1` or `all`. Each measures every pattern into OUT/cudaN
+    /// (its full report); OUT/devices.{md,csv,json} compare them pattern by pattern.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    pub devices: Option<String>,
     /// GEMM element types, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "int8,bf16")]
     pub dtype: Vec<perfwatt::gemm_energy::patterns::Dtype>,
@@ -261,9 +265,13 @@ impl GemmEnergyArgs {
     }
 
     pub fn out_dir(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| {
-            PathBuf::from(format!("experiments/runs/gemm-energy-{}", self.device))
-        })
+        let device = match self.devices {
+            Some(_) => "devices",
+            None => &self.device,
+        };
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("experiments/runs/gemm-energy-{device}")))
     }
 }
 

@@ -46,7 +46,14 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Cmd::Cells { liberty, map } => cells(&liberty, map.as_deref()),
         Cmd::Roofline(a) => roofline(&a.config()?, &a.out_dir()),
-        Cmd::GemmEnergy(a) => gemm_energy(&a.config()?, &a.out_dir()),
+        Cmd::GemmEnergy(a) => match &a.devices {
+            Some(list) => gemm_energy_devices(
+                &a.config()?,
+                &perfwatt::model::parse_devices(list)?,
+                &a.out_dir(),
+            ),
+            None => gemm_energy(&a.config()?, &a.out_dir()),
+        },
     }
 }
 
@@ -300,6 +307,53 @@ fn gemm_energy(cfg: &perfwatt::gemm_energy::GemmConfig, out: &Path) -> Result<()
         "{} patterns on {}; wrote {}/report.md, results.csv, results.json",
         report.points.len(),
         report.device,
+        out.display()
+    );
+    Ok(())
+}
+
+/// `gemm-energy --devices`: every GPU at once, one progress bar each.
+fn gemm_energy_devices(
+    cfg: &perfwatt::gemm_energy::GemmConfig,
+    devices: &[String],
+    out: &Path,
+) -> Result<()> {
+    let bars = indicatif::MultiProgress::new();
+    let per_device: Vec<_> = devices
+        .iter()
+        .map(|d| bars.add(progress_bar(0, d)))
+        .collect();
+    let stop = interrupt_flag();
+    let cmp = perfwatt::gemm_energy::devices::run_gemm_energy_devices(
+        cfg,
+        devices,
+        out,
+        perfwatt::gemm_energy::devices::DevicesHooks {
+            on_point: &|i, k, n, what| {
+                let bar = &per_device[i];
+                bar.set_length(n as u64);
+                bar.set_position(k as u64);
+                bar.set_message(format!("{}: {what}", devices[i]));
+            },
+            interrupted: &|| stop.load(Ordering::Relaxed),
+        },
+    )?;
+    per_device.iter().for_each(|b| b.finish_and_clear());
+    for d in &cmp.devices {
+        println!(
+            "{} ({}): median J/GEMM ratio to {} {}, Spearman {:?}",
+            d.device,
+            d.gpu,
+            devices[0],
+            d.median_ratio_to_first
+                .map_or_else(|| "n/a".into(), |r| format!("{r:.4}")),
+            d.spearman_to_first
+        );
+    }
+    println!(
+        "{} patterns on {} devices; wrote {}/devices.md, devices.csv, devices.json and a run folder per device",
+        cmp.patterns.len(),
+        devices.len(),
         out.display()
     );
     Ok(())

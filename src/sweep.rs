@@ -577,9 +577,11 @@ fn write_rows(dir: &Path, rows: &[Row]) -> Result<()> {
     write_atomic(&dir.join("results.csv"), rows_csv(rows).as_bytes())
 }
 
+/// (replicates done incl. skipped, total, what is starting or None at an end)
+pub type OnPoint<'a> = &'a mut (dyn FnMut(usize, usize, Option<&str>) + Send);
+
 pub struct SweepHooks<'a> {
-    /// (replicates done incl. skipped, total, what is starting or None at an end)
-    pub on_point: &'a mut (dyn FnMut(usize, usize, Option<&str>) + Send),
+    pub on_point: OnPoint<'a>,
     pub interrupted: &'a (dyn Fn() -> bool + Sync),
 }
 
@@ -659,7 +661,7 @@ struct Queue<'a, 'h> {
     /// Points whose row a worker is building (two workers may finish a point's last two
     /// replicates at once: one builds the row).
     finishing: Mutex<Vec<String>>,
-    on_point: Mutex<&'h mut (dyn FnMut(usize, usize, Option<&str>) + Send)>,
+    on_point: Mutex<OnPoint<'h>>,
     interrupted: &'h (dyn Fn() -> bool + Sync),
 }
 

@@ -51,3 +51,31 @@ fn help_examples_are_verbatim_one_per_line() {
         }
     }
 }
+
+/// Device lists: a clear line for each mistake, before anything loads.
+#[test]
+fn bad_device_names_and_lists_are_refused_clearly() {
+    let err = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let e = err(&["infer", "--device", "cuda:x"]);
+    assert!(e.contains("cuda:N"), "{e}");
+    let e = err(&["infer", "--devices", "0,1,0"]);
+    assert!(e.contains("GPU 0 named twice"), "{e}");
+    let e = err(&["infer", "--devices", "0;1"]);
+    assert!(e.contains("separated by commas"), "{e}");
+    let e = err(&["gemm-energy", "--devices", "0,1", "--device", "cuda"]);
+    assert!(e.contains("cannot be used with"), "{e}");
+    let e = err(&["sweep", "experiments/cpu-demo.toml", "--devices", "0,1"]);
+    assert!(
+        e.contains("--devices runs GPU points") && e.contains("cpu"),
+        "{e}"
+    );
+    let e = err(&["infer", "--devices", "0,1", "--capture", "x.ops"]);
+    assert!(e.contains("cannot be used with"), "{e}");
+}

@@ -281,3 +281,61 @@ fn user_operands_and_bad_input() {
         "{err}"
     );
 }
+
+/// `gemm-energy --devices`: every device measures every pattern at once into its own
+/// folder (a complete one-device run each), and devices.{csv,md,json} put them side by
+/// side (two CPU workers here: time only, energy n/a).
+#[test]
+fn several_devices_measure_at_once_and_are_compared_pattern_by_pattern() {
+    use perfwatt::gemm_energy::devices::{run_gemm_energy_devices, DevicesHooks};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ge");
+    let mut c = cfg();
+    c.real = false;
+    c.dtypes = vec![Dtype::Int8];
+    c.permute = Vec::new();
+    let devices = ["cpu".to_string(), "cpu".to_string()];
+    let seen = std::sync::Mutex::new([0usize; 2]);
+    let cmp = run_gemm_energy_devices(
+        &c,
+        &devices,
+        &out,
+        DevicesHooks {
+            on_point: &|i, k, _, _| {
+                let mut s = seen.lock().unwrap();
+                s[i] = s[i].max(k);
+            },
+            interrupted: &|| false,
+        },
+    )
+    .unwrap();
+    assert_eq!(cmp.patterns.len(), 5);
+    assert!(seen.lock().unwrap().iter().all(|&k| k >= 5 * 2));
+    for folder in ["cpu", "cpu-1"] {
+        for f in ["results.json", "results.csv", "report.md", "points.jsonl"] {
+            assert!(out.join(folder).join(f).exists(), "{folder}/{f}");
+        }
+    }
+    for p in &cmp.patterns {
+        assert_eq!(p.s_per_gemm.len(), 2);
+        assert!(p.s_per_gemm.iter().all(|&s| s > 0.0));
+        assert!(p.j_per_gemm.iter().all(Option::is_none));
+    }
+    assert_eq!(cmp.devices[1].folder, "cpu-1");
+    let csv = std::fs::read_to_string(out.join("devices.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 5 * 2);
+    assert!(csv.starts_with("dtype,pattern,device,gpu,s_per_gemm,"));
+    let md = std::fs::read_to_string(out.join("devices.md")).unwrap();
+    assert!(md.contains("](cpu-1/report.md)"), "{md}");
+    let e = run_gemm_energy_devices(
+        &c,
+        &devices[..1],
+        &out,
+        DevicesHooks {
+            on_point: &|_, _, _, _| {},
+            interrupted: &|| false,
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("at least two"), "{e}");
+}

@@ -219,16 +219,12 @@ pub fn run_infer_devices(
 }
 
 /// Where device `i` of `devices` keeps its own report beside the host's `out`: infer.json
-/// -> infer.cuda1.json (its power series in infer.cuda1.power.csv); a name that repeats
-/// (two CPU workers) gets its position too.
+/// -> infer.cuda1.json (its power series in infer.cuda1.power.csv).
 pub fn device_report_path(out: &Path, devices: &[String], i: usize) -> PathBuf {
     let stem = out
         .file_stem()
         .map_or_else(|| "infer".into(), |s| s.to_string_lossy().into_owned());
-    let mut name = devices[i].replace(':', "");
-    if devices[..i].contains(&devices[i]) {
-        name = format!("{name}-{i}");
-    }
+    let name = crate::model::device_file_name(devices, i);
     out.with_file_name(format!("{stem}.{name}.json"))
 }
 

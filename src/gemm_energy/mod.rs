@@ -12,6 +12,7 @@
 //! the CPU, time only (energy null: no RAPL on these machines). The RTL side needs no
 //! device: sampled dot products of each pattern go through `hw`.
 
+pub mod devices;
 #[cfg(feature = "cuda")]
 mod gpu;
 pub mod hw;

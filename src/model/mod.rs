@@ -93,6 +93,17 @@ pub fn parse_devices(list: &str) -> Result<Vec<String>> {
     Ok(ordinals.iter().map(|n| format!("cuda:{n}")).collect())
 }
 
+/// Device `i` of a `--devices` list as a file name: cuda:1 -> cuda1; a name that repeats
+/// (two CPU workers in tests) gets its position too (cpu-1).
+pub fn device_file_name(devices: &[String], i: usize) -> String {
+    let name = devices[i].replace(':', "");
+    if devices[..i].contains(&devices[i]) {
+        format!("{name}-{i}")
+    } else {
+        name
+    }
+}
+
 /// How many GPUs CUDA sees.
 pub fn gpu_count() -> Result<usize> {
     #[cfg(feature = "cuda")]
