@@ -16,6 +16,8 @@
 #  10. gemm-energy: data-dependent GEMM energy (int8 + bf16, 8192^3, every pattern, real
 #      SmolLM2 operands, K permutation) against the RTL hardware models; written straight
 #      into $OUT/gemm-energy so that a run stopped at the time limit keeps its rounds
+#  11. devices, devices-sweep: every GPU of a host at once (infer and gemm-energy, then a
+#      sweep, with --devices all)
 # Lessons from the lent machine (2026-11-23): it is handed back after 30 s idle, so the
 # carry calls must follow each other at once; the working tree (~16 MB) plus the carried
 # paths must stay under 64 MiB a call, so split the model into 45,000,000-byte parts (three
@@ -89,6 +91,31 @@ if [ "$STEP" = nvml-long ] || [ "$STEP" = roofline-nvml-long ]; then
     log "infer nvml_ab16_${run%%:*}"
     $PIN $BIN infer --device cuda --out "$R/nvml_ab16_${run%%:*}.json" --dtype q4_1 --max-new-tokens 16 --warmup 5 --repeats 600 --sample-hz ${run##*:} --sampler-ab runs >> "$R/log.txt" 2>&1 || log "FAILED nvml_ab16_${run%%:*}"
   done
+fi
+if [ "$STEP" = devices ]; then
+  # Issue 14: every GPU of the host at once (nvidia-h200-x2). infer: one shared window,
+  # pooled percentiles, per-GPU and summed energy checked against one reader; each GPU
+  # alone for comparison; gemm-energy on every GPU. (devices-sweep: the sweep, one worker
+  # per GPU; SWEEP_DIR keeps it resumable across calls.)
+  nvidia-smi -L > "$R/gpus.txt" 2>&1
+  nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,power.limit --format=csv > "$R/gpus.csv" 2>&1
+  mkdir -p "$R/infer"
+  log "infer --devices all"
+  $BIN infer --devices all --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 10 --out "$R/infer/both.json" >> "$R/log.txt" 2>&1 || log "FAILED infer devices"
+  for g in 0 1; do
+    log "infer cuda:$g alone"
+    $BIN infer --device cuda:$g --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 10 --out "$R/infer/alone-cuda$g.json" >> "$R/log.txt" 2>&1 || log "FAILED alone $g"
+  done
+  log "gemm-energy --devices all"
+  $BIN gemm-energy --devices all --dtype int8,bf16 --no-real --permute none \
+    --patterns zeros,normal,uniform-full,sparse50-a,sparse90-a,2:4-b,alternating,low-bits \
+    --seconds 1.5 --rounds 3 --out "$R/gemm-energy" >> "$R/log.txt" 2>&1 || log "FAILED gemm-energy devices"
+  log "devices done"
+fi
+if [ "$STEP" = devices-sweep ]; then
+  log "sweep --devices all"
+  $BIN sweep experiments/gpu-devices.toml --devices all --out "${SWEEP_DIR:-$R/sweep}" --report >> "$R/log.txt" 2>&1 || log "FAILED sweep devices"
+  cp -r "${SWEEP_DIR:-$R/sweep}" "$R/sweep-copy" 2>/dev/null
 fi
 if [ "$STEP" = gemm-energy ]; then
   log "gemm-energy"
