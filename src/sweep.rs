@@ -755,11 +755,14 @@ fn run_replicate_once(
 /// Every replicate of a point, when all are there.
 fn finished_replicates(pdir: &Path, reps: usize) -> Option<Vec<Replicate>> {
     (0..reps)
-        .map(|r| {
-            let t = std::fs::read_to_string(replicate_dir(pdir, r, reps).join("replicate.json"));
-            t.ok().and_then(|t| serde_json::from_str(&t).ok())
-        })
+        .map(|r| finished_replicate(pdir, r, reps))
         .collect()
+}
+
+/// Replicate `r` of a point, when it is there.
+fn finished_replicate(pdir: &Path, r: usize, reps: usize) -> Option<Replicate> {
+    let t = std::fs::read_to_string(replicate_dir(pdir, r, reps).join("replicate.json"));
+    t.ok().and_then(|t| serde_json::from_str(&t).ok())
 }
 
 /// Rows in the spec's order, whatever order the points ran in.
@@ -1006,6 +1009,57 @@ fn simulate_point(ops: &Path, pdir: &Path, gate: bool) -> Result<SimReport> {
         serde_json::to_string_pretty(&sim).expect("sim").as_bytes(),
     )?;
     Ok(sim)
+}
+
+/// What one device did in a sweep: its replicates' measured runs, their time and energy.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceUse {
+    pub device: String,
+    pub gpu: Option<String>,
+    pub replicates: usize,
+    pub runs: usize,
+    pub run_seconds: f64,
+    /// Sum of the runs' counter energy (null without NVML).
+    pub energy_j: Option<f64>,
+}
+
+/// Per device, over every finished replicate of a run folder, in device order.
+pub fn device_use(dir: &Path) -> Result<Vec<DeviceUse>> {
+    let spec = SweepSpec::read(&dir.join("sweep.toml"))?;
+    let reps = spec.replicates.max(1);
+    let mut out: Vec<DeviceUse> = Vec::new();
+    for p in spec.points() {
+        let pdir = dir.join("points").join(p.key());
+        for r in (0..reps).filter_map(|r| finished_replicate(&pdir, r, reps)) {
+            let device = r.config.device.clone();
+            let i = match out.iter().position(|u| u.device == device) {
+                Some(i) => i,
+                None => {
+                    out.push(DeviceUse {
+                        device,
+                        gpu: r.gpu.clone(),
+                        energy_j: Some(0.0),
+                        ..Default::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            let u = &mut out[i];
+            let n = r.runs.len();
+            u.replicates += 1;
+            u.runs += n;
+            u.run_seconds += r.runs.iter().map(|x| x.latency_s).sum::<f64>();
+            // Per run, or the block's share per run (then one entry) times the runs.
+            let j: Option<f64> = match r.energy_per_run.as_slice() {
+                [] => None,
+                [(j, _)] if n > 1 => Some(j * n as f64),
+                e => Some(e.iter().map(|x| x.0).sum()),
+            };
+            u.energy_j = u.energy_j.zip(j).map(|(a, b)| a + b);
+        }
+    }
+    out.sort_by(|a, b| a.device.cmp(&b.device));
+    Ok(out)
 }
 
 /// Default run folder of a spec: experiments/runs/<name>.

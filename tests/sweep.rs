@@ -328,6 +328,11 @@ sparsity_tau = [0.0, 0.05]
         .enumerate()
         .any(|(i, a)| spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1));
     assert!(overlap, "no two replicates overlapped: {spans:?}");
+    // What each device ran (one name here, so the report has no Devices section).
+    let uses = perfwatt::sweep::device_use(&out).unwrap();
+    assert_eq!(uses.len(), 1);
+    assert_eq!((uses[0].replicates, uses[0].runs), (4, 8));
+    assert!(uses[0].run_seconds > 0.0 && uses[0].energy_j.is_none());
     // A rerun finds every row and runs nothing.
     let again = perfwatt::sweep::run_sweep(
         &spec,

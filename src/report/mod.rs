@@ -27,6 +27,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     let sweep = Sweep::load(dir)?;
     let sections = [
         sweep.header(),
+        sweep.devices()?,
         sweep.configurations(),
         sweep.switching()?,
         sweep.gate_level(),
@@ -157,6 +158,56 @@ impl<'a> Sweep<'a> {
             let _ = writeln!(md, "> **No energy data**: these runs were on a device without NVML (the CPU). Energy columns are empty; where a plot would use J/token it uses seconds per output token instead, and says so.\n");
         }
         md
+    }
+
+    /// Replicates on several devices (`sweep --devices`): what each device ran, and the
+    /// host's total. Empty for a sweep on one device.
+    fn devices(&self) -> Result<String> {
+        use Align::{Left as L, Right as R};
+        let uses = crate::sweep::device_use(self.dir)?;
+        if uses.len() < 2 {
+            return Ok(String::new());
+        }
+        let j = |e: Option<f64>| e.map_or_else(|| "n/a".into(), |e| format!("{e:.1}"));
+        let w = |u: &crate::sweep::DeviceUse| {
+            u.energy_j
+                .filter(|_| u.run_seconds > 0.0)
+                .map_or_else(|| "n/a".into(), |e| format!("{:.1}", e / u.run_seconds))
+        };
+        let host = crate::sweep::DeviceUse {
+            device: "host (sum)".into(),
+            gpu: None,
+            replicates: uses.iter().map(|u| u.replicates).sum(),
+            runs: uses.iter().map(|u| u.runs).sum(),
+            run_seconds: uses.iter().map(|u| u.run_seconds).sum(),
+            energy_j: uses.iter().map(|u| u.energy_j).sum(),
+        };
+        let rows = uses.iter().chain([&host]).map(|u| {
+            vec![
+                u.device.clone(),
+                u.gpu.clone().unwrap_or_default(),
+                u.replicates.to_string(),
+                u.runs.to_string(),
+                format!("{:.1}", u.run_seconds),
+                j(u.energy_j),
+                w(u),
+            ]
+        });
+        Ok(format!(
+            "## Devices\n\nOne worker per device took the next replicate in the run order (`sweep --devices`), so a configuration's replicates may have run on different GPUs: its CI includes the GPU-to-GPU spread. Energy: each GPU's counter over its own measured runs, summed.\n\n{}\n",
+            table(
+                &[
+                    ("device", L),
+                    ("GPU", L),
+                    ("replicates", R),
+                    ("measured runs", R),
+                    ("run s", R),
+                    ("energy J", R),
+                    ("avg W", R),
+                ],
+                rows,
+            )
+        ))
     }
 
     /// One line per configuration: speed, energy, operands, toggles.
