@@ -19,8 +19,8 @@
 #  11. devices, devices-sweep: every GPU of a host at once (infer and gemm-energy, then a
 #      sweep, with --devices all)
 # Lessons from the lent machine (2026-11-23): it is handed back after 30 s idle, so the
-# carry calls must follow each other at once; the working tree (~16 MB) plus the carried
-# paths must stay under 64 MiB a call, so split the model into 45,000,000-byte parts (three
+# carry calls must follow each other at once; the working tree (~30 MB) plus the carried
+# paths must stay under 64 MiB a call, so split the model into 36,000,000-byte parts (three
 # calls: part00, part01, then part02 + perfwatt.xz + the gguf wheel); only a limited number
 # of files comes back from $OUT per call (the rest is "left out (count)"): tar result
 # folders; $OUT is empty again in the next call. HEADLINE_ONLY=1 stops the headline step
@@ -100,11 +100,14 @@ if [ "$STEP" = devices ]; then
   nvidia-smi -L > "$R/gpus.txt" 2>&1
   nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,power.limit --format=csv > "$R/gpus.csv" 2>&1
   mkdir -p "$R/infer"
-  log "infer --devices all"
-  $BIN infer --devices all --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 10 --out "$R/infer/both.json" >> "$R/log.txt" 2>&1 || log "FAILED infer devices"
-  for g in 0 1; do
-    log "infer cuda:$g alone"
-    $BIN infer --device cuda:$g --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 10 --out "$R/infer/alone-cuda$g.json" >> "$R/log.txt" 2>&1 || log "FAILED alone $g"
+  # Both at once, each alone, then the same in reverse order (drift and order show).
+  for run in both-1 alone-cuda0-1 alone-cuda1-1 alone-cuda1-2 alone-cuda0-2 both-2; do
+    case $run in
+      both-*) dev=(--devices all) ;;
+      *) g=${run#alone-cuda}; dev=(--device cuda:${g%%-*}) ;;
+    esac
+    log "infer $run"
+    $BIN infer "${dev[@]}" --dtype q4_1 --max-new-tokens 64 --warmup 2 --repeats 10 --out "$R/infer/$run.json" >> "$R/log.txt" 2>&1 || log "FAILED infer $run"
   done
   log "gemm-energy --devices all"
   $BIN gemm-energy --devices all --dtype int8,bf16 --no-real --permute none \

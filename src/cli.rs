@@ -223,7 +223,13 @@ pub struct GemmEnergyArgs {
 impl GemmEnergyArgs {
     pub fn config(&self) -> Result<perfwatt::gemm_energy::GemmConfig> {
         use perfwatt::gemm_energy::patterns::Shape;
-        let mut c = perfwatt::gemm_energy::GemmConfig::new(&self.device);
+        // --devices: the GPU defaults (shape, seconds, idle windows); each device's run
+        // gets its own name.
+        let device = match self.devices {
+            Some(_) => "cuda",
+            None => &self.device,
+        };
+        let mut c = perfwatt::gemm_energy::GemmConfig::new(device);
         c.dtypes = self.dtype.clone();
         if let Some(s) = &self.shape {
             let v: Vec<usize> = s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
@@ -724,4 +730,29 @@ fn parse_width(s: &str) -> std::result::Result<u8, String> {
 fn parse_elem_format(s: &str) -> std::result::Result<perfwatt::trace::ElemFormat, String> {
     perfwatt::trace::ElemFormat::parse(s)
         .ok_or_else(|| format!("'{s}': expected one of i4, u4, i8, i16, bf16, f16"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `gemm-energy --devices` measures with the GPU defaults (8192^3, 2 s rounds, idle
+    /// windows), not the small CPU test shape the default `--device cpu` would bring.
+    #[test]
+    fn gemm_energy_devices_takes_the_gpu_defaults() {
+        let cfg = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Cmd::GemmEnergy(a) = cli.cmd else {
+                panic!("not gemm-energy")
+            };
+            (a.config().unwrap(), a.out_dir())
+        };
+        let (c, out) = cfg(&["perfwatt", "gemm-energy", "--devices", "0,1"]);
+        assert_eq!((c.shape.m, c.shape.k, c.seconds), (8192, 8192, 2.0));
+        assert!(c.idle_seconds > 0.0);
+        assert!(out.ends_with("gemm-energy-devices"));
+        let (c, _) = cfg(&["perfwatt", "gemm-energy"]);
+        assert_eq!(c.shape.m, 64);
+    }
 }
