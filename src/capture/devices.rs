@@ -206,14 +206,7 @@ pub fn run_infer_devices(
             .collect();
         (results, one_window)
     });
-    let mut reports = Vec::new();
-    for (d, r) in devices.iter().zip(results) {
-        match r {
-            Ok(r) => reports.push(r),
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(e) => return Err(Error::Model(format!("device {d}: {e}"))),
-        }
-    }
+    let reports = crate::model::every_device(devices, results)?;
     let host = summarize(devices, &reports, one_window.0, one_window.1)?;
     Ok(DevicesRun { reports, host })
 }

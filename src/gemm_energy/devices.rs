@@ -99,14 +99,7 @@ pub fn run_gemm_energy_devices(
             .map(|w| w.join().expect("device thread"))
             .collect()
     });
-    let mut reports = Vec::new();
-    for (d, r) in devices.iter().zip(results) {
-        match r {
-            Ok(r) => reports.push(r),
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(e) => return Err(Error::Model(format!("device {d}: {e}"))),
-        }
-    }
+    let reports = crate::model::every_device(devices, results)?;
     let cmp = compare(devices, &reports);
     write_atomic(
         &out.join("devices.json"),

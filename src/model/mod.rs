@@ -104,6 +104,19 @@ pub fn device_file_name(devices: &[String], i: usize) -> String {
     }
 }
 
+/// Every device's result in order, or why not: an interruption (what the user did) before
+/// any failure, else the first failure, named by its device.
+pub fn every_device<T>(devices: &[String], results: Vec<Result<T>>) -> Result<Vec<T>> {
+    if results.iter().any(|r| matches!(r, Err(Error::Interrupted))) {
+        return Err(Error::Interrupted);
+    }
+    devices
+        .iter()
+        .zip(results)
+        .map(|(d, r)| r.map_err(|e| Error::Model(format!("device {d}: {e}"))))
+        .collect()
+}
+
 /// How many GPUs CUDA sees.
 pub fn gpu_count() -> Result<usize> {
     #[cfg(feature = "cuda")]
