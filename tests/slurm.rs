@@ -134,22 +134,8 @@ fn sweep_runs_as_a_job_array_and_a_killed_task_is_resubmitted() {
     let out = perfwatt(&conf, &["sweep", spec_s, "--out", run_s, "--slurm"]);
     assert!(out.status.success(), "{}", text(&out));
     let t = text(&out);
-    let name = t
-        .split("squeue -n ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    let job = t
-        .split("submitted job ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let name = word_after(&t, "squeue -n ");
+    let job = word_after(&t, "submitted job ");
     let victim = format!("{job}_0");
     let t0 = Instant::now();
     loop {
@@ -230,4 +216,13 @@ fn sweep_runs_as_a_job_array_and_a_killed_task_is_resubmitted() {
     // Nothing left: a rerun submits nothing.
     let out = perfwatt(&conf, &["sweep", spec_s, "--out", run_s, "--slurm"]);
     assert!(text(&out).contains("nothing to submit"), "{}", text(&out));
+}
+
+/// The word that follows `marker` in `text` (the job id, the job name).
+fn word_after(text: &str, marker: &str) -> String {
+    text.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {marker:?} in {text}"))
+        .to_string()
 }
