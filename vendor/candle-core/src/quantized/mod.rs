@@ -17,6 +17,8 @@ pub mod metal;
 pub mod repack;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod repack_x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod repack_q4_1;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod tokenizer;
 #[cfg(not(feature = "metal"))]
@@ -45,6 +47,16 @@ pub mod utils;
 use half::{bf16, f16};
 
 pub use k_quants::GgmlType;
+
+/// Switch the repacked x86 Q4_1 kernels (`repack_q4_1.rs`, added for perfwatt) on or off
+/// for this process; on by default. Results are bit-identical either way, so this only
+/// measures what the repack does. A no-op on other architectures.
+pub fn set_q4_1_tiles(on: bool) {
+    #[cfg(target_arch = "x86_64")]
+    repack_q4_1::set_q4_1_tiles(on);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = on;
+}
 
 fn as_t_slice<T>(data: &[u8]) -> &[T] {
     let size = std::mem::size_of::<T>();

@@ -39,6 +39,8 @@ pub(crate) struct PackedCache {
     x86: OnceLock<super::repack_x86::PackedX86>,
     #[cfg(target_arch = "x86_64")]
     x86_amx: OnceLock<Vec<super::repack_x86::TileQ4KAmx>>,
+    #[cfg(target_arch = "x86_64")]
+    x86_q4_1: OnceLock<Vec<super::repack_q4_1::TileQ4_1>>,
     #[cfg(target_arch = "aarch64")]
     q4_0x4: OnceLock<PackedStorage>,
     #[cfg(target_arch = "aarch64")]
@@ -66,6 +68,8 @@ impl PackedCache {
             x86: OnceLock::new(),
             #[cfg(target_arch = "x86_64")]
             x86_amx: OnceLock::new(),
+            #[cfg(target_arch = "x86_64")]
+            x86_q4_1: OnceLock::new(),
             #[cfg(target_arch = "aarch64")]
             q4_0x4: OnceLock::new(),
             #[cfg(target_arch = "aarch64")]
@@ -256,6 +260,13 @@ pub(crate) fn try_matmul_f32(
     #[cfg(target_arch = "x86_64")]
     {
         let (m, k, n) = mkn;
+        if storage.dtype() == super::GgmlDType::Q4_1 && super::repack_q4_1::select(n, k) {
+            let tiles = packed
+                .x86_q4_1
+                .get_or_init(|| super::repack_q4_1::pack(storage, n, k));
+            super::repack_q4_1::matmul(tiles, mkn, lhs, dst);
+            return Ok(true);
+        }
         if !super::repack_x86::select(storage.dtype(), m, n, k) {
             return Ok(false);
         }
