@@ -529,6 +529,14 @@ pub struct InferArgs {
     /// Activation sparsity: zero |x| < TAU at every projection input.
     #[arg(long, default_value_t = 0.0, value_name = "TAU")]
     pub sparsity: f32,
+    /// Optimizations of the forward pass to use: `all` (default), `none`, a list, or all
+    /// but some (`all,-tiles`). Greedy tokens are the same with any set; only speed and
+    /// energy change. tiles: repacked Q4_1 weights, 16-row tiles for AVX512-VNNI/AVX2
+    /// (CPU); merged-proj: q,k,v in one matmul and gate,up in another; inplace-kv: a
+    /// preallocated KV cache written in place, not concatenated each step; gqa-view:
+    /// grouped-query attention without copying K/V per query head.
+    #[arg(long, default_value = "all", value_name = "LIST")]
+    pub opt: perfwatt::model::Opts,
     /// Write captured operands (.ops) here.
     #[arg(long, value_name = "FILE.ops")]
     pub capture: Option<PathBuf>,
@@ -589,6 +597,7 @@ impl InferArgs {
             warmup: self.warmup,
             repeats: self.repeats,
             kv_cache: !self.no_kv_cache,
+            opts: self.opt,
             sparsity_tau: self.sparsity,
             sample_hz: self.sample_hz,
             idle_windows: self.idle_windows as usize,

@@ -34,6 +34,7 @@ fn batches_have_exact_lengths_and_the_chat_template() {
     let (_, tok) = model::load(
         &model::default_model_path(),
         Precision::Q4_1,
+        model::Opts::all(),
         &candle_core::Device::Cpu,
     )
     .unwrap();

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::energy::{EnergyWindow, GpuMeter, Phase, PowerSample};
 use crate::error::{write_atomic, Error, Result};
-use crate::model::{self, argmax, LinearTap, Llama, Precision, Tokenizer};
+use crate::model::{self, argmax, LinearTap, Llama, Opts, Precision, Tokenizer};
 use crate::stats::{percentile, Estimate};
 
 mod devices;
@@ -81,6 +81,9 @@ pub struct InferConfig {
     pub warmup: usize,
     pub repeats: usize,
     pub kv_cache: bool,
+    /// Optimizations of the forward pass that are on (`model::Opt`): all by default.
+    #[serde(default)]
+    pub opts: Opts,
     /// Activation sparsity: zero |x| < tau at every projection's input (0 = off).
     pub sparsity_tau: f32,
     pub sample_hz: f64,
@@ -110,6 +113,7 @@ impl Default for InferConfig {
             warmup: 1,
             repeats: 3,
             kv_cache: true,
+            opts: Opts::all(),
             sparsity_tau: 0.0,
             sample_hz: 50.0,
             sampler_ab: AbUnit::Off,
@@ -651,7 +655,7 @@ impl<'a> Bench<'a> {
     fn load(cfg: &'a InferConfig) -> Result<Self> {
         let device = model::device(&cfg.device)?;
         let t0 = Instant::now();
-        let (mut m, tok) = model::load(&cfg.model, cfg.precision, &device)?;
+        let (mut m, tok) = model::load(&cfg.model, cfg.precision, cfg.opts, &device)?;
         let load_s = t0.elapsed().as_secs_f64();
         m.tau = cfg.sparsity_tau;
         let l = prompt_tokens(&cfg.prompt_len)?;

@@ -60,7 +60,7 @@ pub fn real_matrices(
     batch: usize,
     tokens: usize,
 ) -> Result<Vec<(&'static str, RealMatrix, RealMatrix)>> {
-    let (mut m, tok) = model::load(gguf, Precision::Q4_1, &Device::Cpu)?;
+    let (mut m, tok) = model::load(gguf, Precision::Q4_1, model::Opts::all(), &Device::Cpu)?;
     let ids = crate::capture::build_batch(&tok, prompts, batch, tokens)?;
     let mut tap = MatrixTap {
         want: REAL.iter().map(|r| (r.1, r.2)).collect(),

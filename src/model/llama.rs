@@ -13,6 +13,8 @@ use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::error::{Error, Result};
 
+use super::opts::{Opt, Opts};
+
 /// candle errors, first line only (they may carry a backtrace).
 pub(crate) fn me(e: candle_core::Error) -> Error {
     Error::Model(
@@ -172,32 +174,32 @@ impl Linear {
         }
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        tau: f32,
-        tap: &mut Option<&mut dyn LinearTap>,
-    ) -> Result<Tensor> {
-        // Activation sparsity: zero |x| < tau before the matmul.
-        let x = if tau > 0.0 {
-            let keep = x
-                .abs()
-                .map_err(me)?
-                .ge(tau as f64)
-                .map_err(me)?
-                .to_dtype(x.dtype())
-                .map_err(me)?;
-            (x * keep).map_err(me)?
-        } else {
-            x.clone()
-        };
-        if let Some(t) = tap.as_deref_mut() {
-            if t.wants(&self.id) {
-                t.record(&self.id, &x, &WeightView(self))?;
-            }
+    /// The activations this projection multiplies: `x` with |x| < tau zeroed (activation
+    /// sparsity; tau = 0 is off).
+    fn sparsify(x: &Tensor, tau: f32) -> Result<Tensor> {
+        if tau <= 0.0 {
+            return Ok(x.clone());
         }
+        let keep = x
+            .abs()
+            .map_err(me)?
+            .ge(tau as f64)
+            .map_err(me)?
+            .to_dtype(x.dtype())
+            .map_err(me)?;
+        (x * keep).map_err(me)
+    }
+
+    fn show(&self, x: &Tensor, tap: &mut Option<&mut dyn LinearTap>) -> Result<()> {
+        match tap.as_deref_mut() {
+            Some(t) if t.wants(&self.id) => t.record(&self.id, x, &WeightView(self)),
+            _ => Ok(()),
+        }
+    }
+
+    fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         match &self.w {
-            Weight::Quant(m, _) => m.forward(&x).map_err(me),
+            Weight::Quant(m, _) => m.forward(x).map_err(me),
             Weight::Dense(w) => {
                 let y = x
                     .to_dtype(w.dtype())
@@ -207,6 +209,105 @@ impl Linear {
                 y.to_dtype(DType::F32).map_err(me)
             }
         }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        tau: f32,
+        tap: &mut Option<&mut dyn LinearTap>,
+    ) -> Result<Tensor> {
+        let x = Self::sparsify(x, tau)?;
+        self.show(&x, tap)?;
+        self.matmul(&x)
+    }
+
+    /// Projections of one input as one: their weight rows concatenated (`Opt::MergedProj`).
+    fn merged(parts: &[&Linear], proj: &'static str, device: &Device) -> Result<Linear> {
+        let first = parts[0];
+        let out_features = parts.iter().map(|p| p.out_features).sum();
+        let w = match &first.w {
+            Weight::Quant(_, q0) => {
+                let mut bytes = Vec::new();
+                for p in parts {
+                    match &p.w {
+                        Weight::Quant(_, q) if q.dtype() == q0.dtype() => {
+                            bytes.extend_from_slice(&q.data().map_err(me)?)
+                        }
+                        _ => return Err(Error::Model(format!("{proj}: mixed weight formats"))),
+                    }
+                }
+                let storage = QStorage::from_data(bytes.into(), device, q0.dtype()).map_err(me)?;
+                let q =
+                    Arc::new(QTensor::new(storage, (out_features, first.in_features)).map_err(me)?);
+                Weight::Quant(QMatMul::from_arc(q.clone()).map_err(me)?, q)
+            }
+            Weight::Dense(_) => {
+                let ws: Vec<&Tensor> = parts
+                    .iter()
+                    .map(|p| match &p.w {
+                        Weight::Dense(t) => Ok(t),
+                        Weight::Quant(..) => {
+                            Err(Error::Model(format!("{proj}: mixed weight formats")))
+                        }
+                    })
+                    .collect::<Result<_>>()?;
+                Weight::Dense(Tensor::cat(&ws, 1).map_err(me)?)
+            }
+        };
+        Ok(Linear {
+            id: LinearId {
+                layer: first.id.layer,
+                proj,
+            },
+            w,
+            out_features,
+            in_features: first.in_features,
+        })
+    }
+}
+
+/// Projections that multiply the same input (q, k, v; gate, up), and the same as one
+/// matmul when `Opt::MergedProj` is on. Taps see each projection; results are the same.
+struct Projections {
+    parts: Vec<Linear>,
+    merged: Option<Linear>,
+}
+
+impl Projections {
+    fn new(parts: Vec<Linear>, proj: &'static str, merge: bool, device: &Device) -> Result<Self> {
+        let merged = if merge {
+            let refs: Vec<&Linear> = parts.iter().collect();
+            Some(Linear::merged(&refs, proj, device)?)
+        } else {
+            None
+        };
+        Ok(Projections { parts, merged })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        tau: f32,
+        tap: &mut Option<&mut dyn LinearTap>,
+    ) -> Result<Vec<Tensor>> {
+        let x = Linear::sparsify(x, tau)?;
+        for p in &self.parts {
+            p.show(&x, tap)?;
+        }
+        let Some(m) = &self.merged else {
+            return self.parts.iter().map(|p| p.matmul(&x)).collect();
+        };
+        let y = m.matmul(&x)?;
+        let mut at = 0;
+        self.parts
+            .iter()
+            .map(|p| {
+                let part = y.narrow(D::Minus1, at, p.out_features).map_err(me);
+                at += p.out_features;
+                part
+            })
+            .collect()
     }
 }
 
@@ -246,15 +347,83 @@ impl RmsNorm {
 
 struct Block {
     attn_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k, v.
+    qkv: Projections,
     o: Linear,
     ffn_norm: RmsNorm,
-    gate: Linear,
-    up: Linear,
+    /// gate, up.
+    gate_up: Projections,
     down: Linear,
-    kv: Option<(Tensor, Tensor)>,
+    kv: Option<KvCache>,
+}
+
+/// Keys and values of the positions so far, [batch, kv_heads, positions, head_dim]: either
+/// exactly that long (rebuilt by concatenation each step) or the first `len` positions of
+/// a preallocated capacity written in place (`Opt::InplaceKv`; doubled when full).
+struct KvCache {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl KvCache {
+    /// Capacity a new in-place cache starts with, in positions.
+    const FIRST_CAPACITY: usize = 256;
+
+    /// Append this step's k and v (the first step when `cache` is None); returns all keys
+    /// and values so far.
+    fn append(
+        cache: &mut Option<KvCache>,
+        k: Tensor,
+        v: Tensor,
+        in_place: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let s = k.dim(2).map_err(me)?;
+        let next = match cache.take() {
+            None if !in_place => KvCache { k, v, len: s },
+            Some(c) if !in_place => KvCache {
+                k: Tensor::cat(&[&c.k, &k], 2).map_err(me)?,
+                v: Tensor::cat(&[&c.v, &v], 2).map_err(me)?,
+                len: c.len + s,
+            },
+            old => {
+                let len = old.as_ref().map_or(0, |c| c.len);
+                let mut c = match old {
+                    Some(c) if len + s <= c.k.dim(2).map_err(me)? => c,
+                    old => Self::with_capacity(old, &k, (len + s).max(Self::FIRST_CAPACITY))?,
+                };
+                c.k.slice_set(&k, 2, len).map_err(me)?;
+                c.v.slice_set(&v, 2, len).map_err(me)?;
+                c.len = len + s;
+                c
+            }
+        };
+        let out = (
+            next.k.narrow(2, 0, next.len).map_err(me)?,
+            next.v.narrow(2, 0, next.len).map_err(me)?,
+        );
+        *cache = Some(next);
+        Ok(out)
+    }
+
+    /// A preallocated cache of at least `need` positions (a power of two) holding `old`'s.
+    fn with_capacity(old: Option<KvCache>, like: &Tensor, need: usize) -> Result<KvCache> {
+        let (b, h, _, d) = like.dims4().map_err(me)?;
+        let cap = need.next_power_of_two();
+        let zeros = || Tensor::zeros((b, h, cap, d), like.dtype(), like.device()).map_err(me);
+        let c = KvCache {
+            k: zeros()?,
+            v: zeros()?,
+            len: 0,
+        };
+        if let Some(o) = old.filter(|o| o.len > 0) {
+            let keep = |t: &Tensor| t.narrow(2, 0, o.len)?.contiguous();
+            c.k.slice_set(&keep(&o.k).map_err(me)?, 2, 0).map_err(me)?;
+            c.v.slice_set(&keep(&o.v).map_err(me)?, 2, 0).map_err(me)?;
+            return Ok(KvCache { len: o.len, ..c });
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -274,6 +443,7 @@ pub struct Config {
 pub struct Llama {
     pub config: Config,
     pub precision: Precision,
+    pub opts: Opts,
     embed: Tensor,
     blocks: Vec<Block>,
     norm: RmsNorm,
@@ -290,8 +460,10 @@ impl Llama {
         ct: &gguf_file::Content,
         r: &mut R,
         precision: Precision,
+        opts: Opts,
         device: &Device,
     ) -> Result<Self> {
+        candle_core::quantized::set_q4_1_tiles(opts.has(Opt::Tiles));
         let u = |k: &str| -> Result<usize> {
             ct.metadata
                 .get(k)
@@ -347,13 +519,17 @@ impl Llama {
                     device,
                 )
             };
+            let merge = opts.has(Opt::MergedProj);
+            let qkv = vec![
+                lin("attn_q", "q")?,
+                lin("attn_k", "k")?,
+                lin("attn_v", "v")?,
+            ];
+            let gate_up = vec![lin("ffn_gate", "gate")?, lin("ffn_up", "up")?];
             blocks.push(Block {
-                q: lin("attn_q", "q")?,
-                k: lin("attn_k", "k")?,
-                v: lin("attn_v", "v")?,
+                qkv: Projections::new(qkv, "qkv", merge, device)?,
                 o: lin("attn_output", "o")?,
-                gate: lin("ffn_gate", "gate")?,
-                up: lin("ffn_up", "up")?,
+                gate_up: Projections::new(gate_up, "gate_up", merge, device)?,
                 down: lin("ffn_down", "down")?,
                 attn_norm: norm(
                     tensor(&format!("blk.{l}.attn_norm.weight"))?,
@@ -390,6 +566,7 @@ impl Llama {
         Ok(Llama {
             config: Config { vocab, ..config },
             precision,
+            opts,
             embed,
             blocks,
             norm: out_norm,
@@ -406,8 +583,11 @@ impl Llama {
         self.blocks
             .iter()
             .map(|b| {
-                [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]
+                b.qkv
+                    .parts
                     .iter()
+                    .chain(&b.gate_up.parts)
+                    .chain([&b.o, &b.down])
                     .map(|l| l.params())
                     .sum::<usize>()
             })
@@ -437,60 +617,34 @@ impl Llama {
             .reshape((b, s, c.n_embd))
             .map_err(me)?;
         let mask = if s > 1 {
-            Some(causal_mask(s, pos, &self.device)?)
+            let m = causal_mask(s, pos, &self.device)?;
+            // Grouped attention stacks each KV head's query heads as rows: stack the mask too.
+            let stack = if self.opts.has(Opt::GqaView) {
+                c.n_head / c.n_kv_head
+            } else {
+                1
+            };
+            Some(m.repeat((stack, 1)).map_err(me)?)
         } else {
             None
         };
         let cos = self.cos.narrow(0, pos, s).map_err(me)?;
         let sin = self.sin.narrow(0, pos, s).map_err(me)?;
         let tau = self.tau;
+        let at = Attention {
+            config: c,
+            opts: self.opts,
+            cos: &cos,
+            sin: &sin,
+            mask: mask.as_ref(),
+        };
         for blk in &mut self.blocks {
-            // Attention.
-            let x = blk.attn_norm.forward(&h)?;
-            let q = blk.q.forward(&x, tau, &mut tap)?;
-            let k = blk.k.forward(&x, tau, &mut tap)?;
-            let v = blk.v.forward(&x, tau, &mut tap)?;
-            let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-                t.reshape((b, s, n, c.head_dim))
-                    .map_err(me)?
-                    .transpose(1, 2)
-                    .map_err(me)?
-                    .contiguous()
-                    .map_err(me)
-            };
-            let q = candle_nn::rotary_emb::rope_i(&heads(q, c.n_head)?, &cos, &sin).map_err(me)?;
-            let k =
-                candle_nn::rotary_emb::rope_i(&heads(k, c.n_kv_head)?, &cos, &sin).map_err(me)?;
-            let v = heads(v, c.n_kv_head)?;
-            let (k, v) = match &blk.kv {
-                Some((pk, pv)) if pos > 0 => (
-                    Tensor::cat(&[pk, &k], 2).map_err(me)?,
-                    Tensor::cat(&[pv, &v], 2).map_err(me)?,
-                ),
-                _ => (k, v),
-            };
-            blk.kv = Some((k.clone(), v.clone()));
-            let rep = c.n_head / c.n_kv_head;
-            let k = candle_transformers::utils::repeat_kv(k, rep).map_err(me)?;
-            let v = candle_transformers::utils::repeat_kv(v, rep).map_err(me)?;
-            let att = (q.matmul(&k.t().map_err(me)?).map_err(me)? / (c.head_dim as f64).sqrt())
-                .map_err(me)?;
-            let att = match &mask {
-                Some(m) => att.broadcast_add(m).map_err(me)?,
-                None => att,
-            };
-            let att = candle_nn::ops::softmax_last_dim(&att).map_err(me)?;
-            let y = att.matmul(&v.contiguous().map_err(me)?).map_err(me)?;
-            let y = y
-                .transpose(1, 2)
-                .map_err(me)?
-                .reshape((b, s, c.n_embd))
-                .map_err(me)?;
-            h = (h + blk.o.forward(&y, tau, &mut tap)?).map_err(me)?;
+            h = (&h + at.forward(blk, &h, tau, &mut tap)?).map_err(me)?;
             // Feed-forward (SwiGLU).
             let x = blk.ffn_norm.forward(&h)?;
-            let g = candle_nn::ops::silu(&blk.gate.forward(&x, tau, &mut tap)?).map_err(me)?;
-            let u = blk.up.forward(&x, tau, &mut tap)?;
+            let [g, u] = <[Tensor; 2]>::try_from(blk.gate_up.forward(&x, tau, &mut tap)?)
+                .map_err(|_| Error::Model("gate_up: two projections expected".into()))?;
+            let g = candle_nn::ops::silu(&g).map_err(me)?;
             h = (h + blk.down.forward(&(g * u).map_err(me)?, tau, &mut tap)?).map_err(me)?;
         }
         let last = h
@@ -503,6 +657,91 @@ impl Llama {
         self.output
             .forward(&x, 0.0, &mut tap)?
             .squeeze(1)
+            .map_err(me)
+    }
+}
+
+/// One block's self-attention at the positions of this forward pass.
+struct Attention<'a> {
+    config: &'a Config,
+    opts: Opts,
+    cos: &'a Tensor,
+    sin: &'a Tensor,
+    /// Additive causal mask [s, positions] for a prefill; None for one new position.
+    mask: Option<&'a Tensor>,
+}
+
+impl Attention<'_> {
+    /// The attention output projected by `o` ([b, s, n_embd]), to be added to `h`.
+    fn forward(
+        &self,
+        blk: &mut Block,
+        h: &Tensor,
+        tau: f32,
+        tap: &mut Option<&mut dyn LinearTap>,
+    ) -> Result<Tensor> {
+        let c = self.config;
+        let (b, s, _) = h.dims3().map_err(me)?;
+        let x = blk.attn_norm.forward(h)?;
+        let [q, k, v] = <[Tensor; 3]>::try_from(blk.qkv.forward(&x, tau, tap)?)
+            .map_err(|_| Error::Model("qkv: three projections expected".into()))?;
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            t.reshape((b, s, n, c.head_dim))
+                .map_err(me)?
+                .transpose(1, 2)
+                .map_err(me)?
+                .contiguous()
+                .map_err(me)
+        };
+        let rope = |t: &Tensor| candle_nn::rotary_emb::rope_i(t, self.cos, self.sin).map_err(me);
+        let q = rope(&heads(q, c.n_head)?)?;
+        let k = rope(&heads(k, c.n_kv_head)?)?;
+        let v = heads(v, c.n_kv_head)?;
+        let (k, v) = KvCache::append(&mut blk.kv, k, v, self.opts.has(Opt::InplaceKv))?;
+        let y = if self.opts.has(Opt::GqaView) {
+            self.grouped(&q, &k, &v, (b, s))?
+        } else {
+            let rep = c.n_head / c.n_kv_head;
+            let k = candle_transformers::utils::repeat_kv(k, rep).map_err(me)?;
+            let v = candle_transformers::utils::repeat_kv(v, rep).map_err(me)?;
+            self.softmax_attend(&q, &k, &v.contiguous().map_err(me)?)?
+        };
+        let y = y
+            .transpose(1, 2)
+            .map_err(me)?
+            .reshape((b, s, c.n_embd))
+            .map_err(me)?;
+        blk.o.forward(&y, tau, tap)
+    }
+
+    /// softmax(q k^T / sqrt(d) + mask) v over matching leading dims.
+    fn softmax_attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let c = self.config;
+        let att = (q.matmul(&k.t().map_err(me)?).map_err(me)? / (c.head_dim as f64).sqrt())
+            .map_err(me)?;
+        let att = match self.mask {
+            Some(m) => att.broadcast_add(m).map_err(me)?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att).map_err(me)?;
+        att.matmul(v).map_err(me)
+    }
+
+    /// Grouped-query attention without copying K/V per query head: the query heads of one
+    /// KV head (adjacent, as repeat_kv pairs them) are stacked as rows of one matrix, and
+    /// the mask was stacked as often (`Llama::forward`).
+    fn grouped(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        (b, s): (usize, usize),
+    ) -> Result<Tensor> {
+        let c = self.config;
+        let (kvh, rep) = (c.n_kv_head, c.n_head / c.n_kv_head);
+        let q = q.reshape((b, kvh, rep * s, c.head_dim)).map_err(me)?;
+        self.softmax_attend(&q, k, v)?
+            .reshape((b, c.n_head, s, c.head_dim))
             .map_err(me)
     }
 }

