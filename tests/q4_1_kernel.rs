@@ -1,5 +1,10 @@
 //! The vendored candle-core's AVX2 Q4_1 x Q8_1 dot product (vendor/candle-core/PERFWATT.md)
-//! is bit-identical to candle's scalar code, so greedy tokens cannot change with it.
+//! is bit-identical to candle's scalar code, and so are the repacked Q4_1 tiles (here with
+//! the CPU's widest kernel; tests/q4_1_tiles_avx2.rs forces the AVX2 one): greedy tokens
+//! cannot change with either.
+
+#[path = "common/q4_1_tiles.rs"]
+mod q4_1_tiles;
 
 use candle_core::quantized::k_quants::{BlockQ4_1, BlockQ8_1, GgmlType};
 
@@ -24,4 +29,9 @@ fn avx2_q4_1_dot_is_bit_identical_to_the_scalar_one() {
             );
         }
     }
+}
+
+#[test]
+fn repacked_q4_1_tiles_are_bit_identical_to_the_unpacked_matmul() {
+    q4_1_tiles::tiles_equal_unpacked();
 }

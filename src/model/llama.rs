@@ -617,14 +617,7 @@ impl Llama {
             .reshape((b, s, c.n_embd))
             .map_err(me)?;
         let mask = if s > 1 {
-            let m = causal_mask(s, pos, &self.device)?;
-            // Grouped attention stacks each KV head's query heads as rows: stack the mask too.
-            let stack = if self.opts.has(Opt::GqaView) {
-                c.n_head / c.n_kv_head
-            } else {
-                1
-            };
-            Some(m.repeat((stack, 1)).map_err(me)?)
+            Some(causal_mask(s, pos, &self.device)?)
         } else {
             None
         };
@@ -698,15 +691,11 @@ impl Attention<'_> {
         let k = rope(&heads(k, c.n_kv_head)?)?;
         let v = heads(v, c.n_kv_head)?;
         let (k, v) = KvCache::append(&mut blk.kv, k, v, self.opts.has(Opt::InplaceKv))?;
-        let y = if self.opts.has(Opt::GqaView) {
-            self.grouped(&q, &k, &v, (b, s))?
-        } else {
-            let rep = c.n_head / c.n_kv_head;
-            let k = candle_transformers::utils::repeat_kv(k, rep).map_err(me)?;
-            let v = candle_transformers::utils::repeat_kv(v, rep).map_err(me)?;
-            self.softmax_attend(&q, &k, &v.contiguous().map_err(me)?)?
-        };
-        let y = y
+        let rep = c.n_head / c.n_kv_head;
+        let k = candle_transformers::utils::repeat_kv(k, rep).map_err(me)?;
+        let v = candle_transformers::utils::repeat_kv(v, rep).map_err(me)?;
+        let y = self
+            .softmax_attend(&q, &k, &v.contiguous().map_err(me)?)?
             .transpose(1, 2)
             .map_err(me)?
             .reshape((b, s, c.n_embd))
@@ -725,24 +714,6 @@ impl Attention<'_> {
         };
         let att = candle_nn::ops::softmax_last_dim(&att).map_err(me)?;
         att.matmul(v).map_err(me)
-    }
-
-    /// Grouped-query attention without copying K/V per query head: the query heads of one
-    /// KV head (adjacent, as repeat_kv pairs them) are stacked as rows of one matrix, and
-    /// the mask was stacked as often (`Llama::forward`).
-    fn grouped(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        (b, s): (usize, usize),
-    ) -> Result<Tensor> {
-        let c = self.config;
-        let (kvh, rep) = (c.n_kv_head, c.n_head / c.n_kv_head);
-        let q = q.reshape((b, kvh, rep * s, c.head_dim)).map_err(me)?;
-        self.softmax_attend(&q, k, v)?
-            .reshape((b, c.n_head, s, c.head_dim))
-            .map_err(me)
     }
 }
 
@@ -785,4 +756,35 @@ pub fn argmax(logits: &Tensor) -> Result<Vec<u32>> {
         .map_err(me)?
         .to_vec1::<u32>()
         .map_err(me)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-place cache (across two doublings) holds what concatenation builds.
+    #[test]
+    fn in_place_kv_cache_equals_concatenation_across_growth() {
+        let dev = Device::Cpu;
+        let (mut cat, mut inplace) = (None, None);
+        let mut pos = 0;
+        for step in [100usize, 1, 155, 1, 3, 300, 1] {
+            let n = 2 * 3 * step * 4;
+            let k = Tensor::arange(pos as f32, (pos + n) as f32, &dev)
+                .unwrap()
+                .reshape((2, 3, step, 4))
+                .unwrap();
+            let v = (&k * -1.0).unwrap();
+            let a = KvCache::append(&mut cat, k.clone(), v.clone(), false).unwrap();
+            let b = KvCache::append(&mut inplace, k, v, true).unwrap();
+            pos += n;
+            for (x, y) in [(&a.0, &b.0), (&a.1, &b.1)] {
+                assert_eq!(x.dims(), y.dims());
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(flat(x), flat(y), "after appending {step}");
+            }
+        }
+        let cap = inplace.as_ref().unwrap().k.dim(2).unwrap();
+        assert_eq!((inplace.unwrap().len, cap), (561, 1024));
+    }
 }

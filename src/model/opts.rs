@@ -3,7 +3,7 @@
 //! --opt`, a `[axes] opts` list in a sweep). Every set gives the same greedy tokens
 //! (tests/opts.rs): none of them changes an arithmetic result, only how it is reached.
 //!
-//! In: a list such as `all`, `none`, `tiles,merged-proj` or `all,-gqa-view`. Out: `Opts`,
+//! In: a list such as `all`, `none`, `tiles,merged-proj` or `all,-inplace-kv`. Out: `Opts`,
 //! written back in that canonical form (`none`, or the names in declaration order).
 
 use std::fmt;
@@ -22,20 +22,19 @@ pub enum Opt {
     /// A KV cache written in place into preallocated capacity instead of concatenated into
     /// a new tensor every step (which copies the whole cache per layer per token).
     InplaceKv,
-    /// Grouped-query attention on K/V as cached: query heads of a KV head multiply it as
-    /// one matrix instead of K/V being copied once per query head.
-    GqaView,
 }
 
 impl Opt {
-    pub const ALL: [Opt; 4] = [Opt::Tiles, Opt::MergedProj, Opt::InplaceKv, Opt::GqaView];
+    // Tried and left out: grouped-query attention without the per-head K/V copy (each KV
+    // head's query heads as rows of one matmul). Faster, but the f32 gemm then sums in
+    // another order and one greedy token of tests/opts.rs changed.
+    pub const ALL: [Opt; 3] = [Opt::Tiles, Opt::MergedProj, Opt::InplaceKv];
 
     pub fn name(self) -> &'static str {
         match self {
             Opt::Tiles => "tiles",
             Opt::MergedProj => "merged-proj",
             Opt::InplaceKv => "inplace-kv",
-            Opt::GqaView => "gqa-view",
         }
     }
 
@@ -154,13 +153,13 @@ mod tests {
     fn lists_parse_and_print_in_canonical_form() {
         let all: Opts = "all".parse().unwrap();
         assert_eq!(all, Opts::all());
-        assert_eq!(all.to_string(), "tiles,merged-proj,inplace-kv,gqa-view");
+        assert_eq!(all.to_string(), "tiles,merged-proj,inplace-kv");
         assert_eq!("none".parse::<Opts>().unwrap(), Opts::NONE);
         assert_eq!(Opts::NONE.to_string(), "none");
-        let two: Opts = "gqa-view, tiles".parse().unwrap();
-        assert_eq!(two.to_string(), "tiles,gqa-view");
+        let two: Opts = "inplace-kv, tiles".parse().unwrap();
+        assert_eq!(two.to_string(), "tiles,inplace-kv");
         let minus: Opts = "all,-tiles".parse().unwrap();
-        assert!(!minus.has(Opt::Tiles) && minus.has(Opt::GqaView));
+        assert!(!minus.has(Opt::Tiles) && minus.has(Opt::InplaceKv));
         assert_eq!(minus.to_string().parse::<Opts>().unwrap(), minus);
         let e = "tiles,graphs".parse::<Opts>().unwrap_err().to_string();
         assert!(
