@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture::{run_infer, write_report, CaptureSpec, InferConfig, InferReport, Progress};
 use crate::error::{write_atomic, Error, IoContext, Result};
-use crate::model::Precision;
+use crate::model::{Opts, Precision};
 use crate::sim::{simulate, simulate_gate, Counting, Design, SimReport};
 use crate::stats::{Estimate, Rng};
 use crate::trace::OperandStream;
@@ -30,6 +30,8 @@ pub struct Axes {
     pub max_new_tokens: Vec<usize>,
     pub sparsity_tau: Vec<f32>,
     pub kv_cache: Vec<bool>,
+    /// Optimization sets (`perfwatt infer --opt`): "all", "none", "all,-tiles", ...
+    pub opts: Vec<Opts>,
     /// Captured operand width (MAC operand width): 8 or 16.
     pub width: Vec<u8>,
 }
@@ -161,19 +163,22 @@ impl SweepSpec {
                             for kv in or(&a.kv_cache, b.kv_cache) {
                                 for tau in or(&a.sparsity_tau, b.sparsity_tau) {
                                     for width in or(&a.width, self.capture.width) {
-                                        let mut cfg = b.clone();
-                                        cfg.device = device.clone();
-                                        cfg.precision = precision;
-                                        cfg.batch = batch;
-                                        cfg.prompt_len = prompt_len.clone();
-                                        cfg.max_new_tokens = t;
-                                        cfg.kv_cache = kv;
-                                        cfg.sparsity_tau = tau;
-                                        cfg.capture = Some(CaptureSpec {
-                                            width,
-                                            ..self.capture.clone()
-                                        });
-                                        out.push(Point { cfg });
+                                        for opts in or(&a.opts, b.opts) {
+                                            let mut cfg = b.clone();
+                                            cfg.opts = opts;
+                                            cfg.device = device.clone();
+                                            cfg.precision = precision;
+                                            cfg.batch = batch;
+                                            cfg.prompt_len = prompt_len.clone();
+                                            cfg.max_new_tokens = t;
+                                            cfg.kv_cache = kv;
+                                            cfg.sparsity_tau = tau;
+                                            cfg.capture = Some(CaptureSpec {
+                                                width,
+                                                ..self.capture.clone()
+                                            });
+                                            out.push(Point { cfg });
+                                        }
                                     }
                                 }
                             }
@@ -191,12 +196,18 @@ pub struct Point {
 }
 
 impl Point {
-    /// A file-name-safe key naming the point's settings.
+    /// A file-name-safe key naming the point's settings (the optimization set only when
+    /// it is not all of them, so folders of sweeps from before the knobs keep their keys).
     pub fn key(&self) -> String {
         let c = &self.cfg;
         let w = c.capture.as_ref().map(|s| s.width).unwrap_or(8);
+        let opts = if c.opts == Opts::all() {
+            String::new()
+        } else {
+            format!("-o{}", c.opts.to_string().replace(',', "+"))
+        };
         format!(
-            "{}-{}-b{}-p{}-t{}-kv{}-tau{}-w{w}",
+            "{}-{}-b{}-p{}-t{}-kv{}-tau{}-w{w}{opts}",
             c.device,
             c.precision.name(),
             c.batch,
@@ -219,6 +230,9 @@ pub struct Row {
     pub prompt_tokens: usize,
     pub new_tokens: usize,
     pub kv_cache: bool,
+    /// The optimization set (`--opt`); None in rows of sweeps from before the knobs.
+    #[serde(default)]
+    pub opts: Option<String>,
     pub sparsity_tau: f32,
     pub width: u8,
     pub latency_p50_s: f64,
@@ -426,6 +440,7 @@ impl Row {
             prompt_tokens: r0.prompt_tokens,
             new_tokens: r0.new_tokens,
             kv_cache: cfg.kv_cache,
+            opts: Some(cfg.opts.to_string()),
             sparsity_tau: cfg.sparsity_tau,
             width: sim.width,
             latency_p50_s: pct(&lat_pooled, 50.0),

@@ -347,3 +347,57 @@ sparsity_tau = [0.0, 0.05]
     .unwrap();
     assert_eq!(again.len(), 2);
 }
+
+/// An `opts` axis: one point per optimization set (keys name the set unless it is all of
+/// them), the same greedy text in every row, and the report's Optimizations section
+/// against the all-on twin.
+#[test]
+fn optimization_sets_are_an_axis_with_the_same_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("o.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "opts"
+[base]
+max_new_tokens = 6
+warmup = 0
+repeats = 3
+[capture]
+layers = [0]
+projs = ["q"]
+max_pairs = 4000
+rows = 1
+[axes]
+opts = ["all", "none", "all,-inplace-kv"]
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    assert!(sweep(&spec, &out).status().unwrap().success());
+    let all = rows(&out);
+    let got: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r["opts"].as_str().unwrap(), r["key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got[0].0, "tiles,merged-proj,inplace-kv");
+    assert!(got[0].1.ends_with("-w8"), "{got:?}");
+    assert_eq!(got[1].0, "none");
+    assert!(got[1].1.ends_with("-w8-onone"), "{got:?}");
+    assert_eq!(got[2].0, "tiles,merged-proj");
+    assert!(got[2].1.ends_with("-w8-otiles+merged-proj"), "{got:?}");
+    for r in &all[1..] {
+        assert_eq!(r["generated"], all[0]["generated"], "{}", r["opts"]);
+    }
+    let report = std::fs::read_to_string(perfwatt::report::write_report(&out).unwrap()).unwrap();
+    let section = report.split("### Optimizations").nth(1).expect("section");
+    let table: Vec<&str> = section
+        .split("\n### ")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("| q4_1"))
+        .collect();
+    assert_eq!(table.len(), 2, "{section}");
+    assert!(table[0].contains("opt=none") && table[1].contains("opt=tiles,merged-proj"));
+}

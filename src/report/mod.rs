@@ -18,6 +18,7 @@ use plotters::prelude::*;
 
 use crate::error::{write_atomic, Error, IoContext, Result};
 use crate::plot::{bars, both, legend, pe, render, scatter, BLUE, GREEN, ORANGE, PURPLE, RED};
+use crate::model::Opts;
 use crate::stats::pearson;
 use crate::sweep::{read_rows, Row};
 use section::{table, Align, Correlation};
@@ -34,6 +35,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         sweep.signal_groups()?,
         sweep.latency_and_energy()?,
         sweep.energy_delay(),
+        sweep.optimizations(),
         sweep.sparsity_cost(),
         sweep.correlation()?,
         sweep.power_series()?,
@@ -621,35 +623,90 @@ impl<'a> Sweep<'a> {
         format!("\n### Energy-delay product\n\navg W is energy (NVML counter) over time; {peak}. idle W is the median of the idle windows (counter energy over several seconds with nothing running) before and after each replicate of a point; drift is after minus before. Energy above idle is total energy minus idle power x time, never clamped ({negative} configurations read below idle).{basis} \"series vs counter\" is the median over runs of (trapezoid integral of the power series - counter energy) / counter energy; runs past 5% are flagged.\n\n{}", table(&columns, lines))
     }
 
+    /// The row with `r`'s settings but this sparsity and optimization set.
+    fn twin(&self, r: &Row, tau: f32, opts: Option<&str>) -> Option<&Row> {
+        let same = |t: &Row| {
+            (
+                &t.device,
+                &t.precision,
+                t.batch,
+                t.prompt_tokens,
+                t.new_tokens,
+                t.kv_cache,
+                t.width,
+            ) == (
+                &r.device,
+                &r.precision,
+                r.batch,
+                r.prompt_tokens,
+                r.new_tokens,
+                r.kv_cache,
+                r.width,
+            )
+        };
+        self.rows
+            .iter()
+            .find(|t| t.sparsity_tau == tau && t.opts.as_deref() == opts && same(t))
+    }
+
+    /// What each optimization set does against all of them on (`--opt`, a sweep's
+    /// `[axes] opts`): latency with its CI over runs, decode speed, J/token with its CI and
+    /// above idle, EDP, and the ratios to the twin configuration with every optimization.
+    fn optimizations(&self) -> String {
+        let all = Opts::all().to_string();
+        let rows: Vec<(&Row, &Row)> = self
+            .rows
+            .iter()
+            .filter(|r| r.opts.as_deref().is_some_and(|o| o != all))
+            .filter_map(|r| Some((r, self.twin(r, r.sparsity_tau, Some(&all))?)))
+            .collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b != 0.0 => format!("x{:.2}", a / b),
+            _ => "n/a".into(),
+        };
+        let lines = rows.iter().map(|(r, t)| {
+            let j_ci = match (r.j_per_token_ci95_low, r.j_per_token_ci95_high) {
+                (Some(lo), Some(hi)) => fmt_ci(lo, hi),
+                _ => "n/a".into(),
+            };
+            vec![
+                label(r),
+                format!("{:.4} {}", r.latency_mean_s, ci_over_runs(r)),
+                format!("{:.1}", r.tokens_per_s_decode),
+                format!("{} {j_ci}", na(r.j_per_token, 4)),
+                na(r.j_per_token_above_idle, 4),
+                na(r.edp_js, 3),
+                ratio(Some(r.latency_mean_s), Some(t.latency_mean_s)),
+                ratio(r.j_per_token_above_idle, t.j_per_token_above_idle),
+                ratio(r.edp_js, t.edp_js),
+            ]
+        });
+        let columns = [
+            ("configuration", Align::Left),
+            ("latency s [95% CI]", Align::Right),
+            ("decode tok/s", Align::Right),
+            ("J/token [95% CI]", Align::Right),
+            ("J/token above idle", Align::Right),
+            ("EDP J*s", Align::Right),
+            ("latency vs all", Align::Right),
+            ("J/token above idle vs all", Align::Right),
+            ("EDP vs all", Align::Right),
+        ];
+        format!("\n### Optimizations\n\nEach configuration with some optimizations off (`opt=`) against its twin with all of them on ({all}); the same greedy tokens either way (tests/opts.rs), so only time and energy differ. Ratios above 1 are what the missing optimizations cost. Energy is n/a on the CPU.\n\n{}", table(&columns, lines))
+    }
+
     /// What activation sparsity costs: it is applied by masking kernels before every
     /// projection (the matmuls stay dense), so a tau > 0 row's latency and energy against
     /// its tau = 0 twin are the masking's price, while its toggles see the sparser operands.
     fn sparsity_cost(&self) -> String {
-        let twin = |r: &Row| {
-            self.rows.iter().find(|t| {
-                t.sparsity_tau == 0.0
-                    && (
-                        &t.precision,
-                        t.batch,
-                        t.prompt_tokens,
-                        t.new_tokens,
-                        t.kv_cache,
-                        t.width,
-                    ) == (
-                        &r.precision,
-                        r.batch,
-                        r.prompt_tokens,
-                        r.new_tokens,
-                        r.kv_cache,
-                        r.width,
-                    )
-            })
-        };
         let pairs: Vec<(&Row, &Row)> = self
             .rows
             .iter()
             .filter(|r| r.sparsity_tau > 0.0)
-            .filter_map(|r| Some((r, twin(r)?)))
+            .filter_map(|r| Some((r, self.twin(r, 0.0, r.opts.as_deref())?)))
             .collect();
         if pairs.is_empty() {
             return String::new();
@@ -767,6 +824,9 @@ fn label(r: &Row) -> String {
     }
     if r.sparsity_tau > 0.0 {
         s.push_str(&format!(" tau{}", r.sparsity_tau));
+    }
+    if let Some(o) = r.opts.as_deref().filter(|&o| o != Opts::all().to_string()) {
+        s.push_str(&format!(" opt={o}"));
     }
     // A 16-bit integer capture; 16-bit floats are named by the operands column.
     let float = r.format.as_deref().is_some_and(|f| f.contains('f'));
