@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# CPU inference side by side in one run: perfwatt (candle, shipped Q4_1 GGUF, greedy) and
-# llama.cpp (llama-cpp-python from PyPI, same file, same prompt token ids, same thread
-# count, greedy), alternating ROUNDS times (default 3). Prints prefill and decode tokens/s
-# (medians) and the ratio. llama-cpp-python is installed into target/llamacpp-venv on
+# CPU inference side by side in one run: perfwatt (candle, shipped Q4_1 GGUF, greedy; with
+# every optimization, and with none: `--opt none`) and llama.cpp (llama-cpp-python from
+# PyPI, same file, same prompt token ids, same thread count, greedy), alternating ROUNDS
+# times (default 3). Prints prefill and decode tokens/s (medians) and the ratios. llama-cpp-python is installed into target/llamacpp-venv on
 # first use (a source build: about 5 minutes on 2 cores).
 # Usage: scripts/bench-cpu-llamacpp.sh [NEW_TOKENS]   (default 64)
 set -euo pipefail
@@ -21,14 +21,17 @@ MODEL=${PERFWATT_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%F); $THREADS threads; $T new tokens; llama-cpp-python $("$V/bin/python" -c 'import llama_cpp;print(llama_cpp.__version__)')"
 : > "$W/runs.txt"
 for r in $(seq "$ROUNDS"); do
-  $P infer --device cpu --dtype q4_1 --max-new-tokens "$T" --warmup 1 --repeats 3 --out "$W/perfwatt.json" > /dev/null
-  python3 - "$W/perfwatt.json" >> "$W/runs.txt" <<'PY'
+  for opt in all none; do
+    $P infer --device cpu --dtype q4_1 --max-new-tokens "$T" --warmup 1 --repeats 3 --opt $opt --out "$W/perfwatt-$opt.json" > /dev/null
+    python3 - "$W/perfwatt-$opt.json" "$opt" >> "$W/runs.txt" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
+name = "perfwatt" if sys.argv[2] == "all" else "perfwatt--opt-" + sys.argv[2]
 for run in d["runs"]:
-    print("perfwatt", d["prompt_tokens"] / run["ttft_s"], len(run["step_latencies_s"]) / sum(run["step_latencies_s"]))
+    print(name, d["prompt_tokens"] / run["ttft_s"], len(run["step_latencies_s"]) / sum(run["step_latencies_s"]))
 PY
-  "$V/bin/python" - "$MODEL" "$W/perfwatt.json" "$T" "$THREADS" >> "$W/runs.txt" <<'PY'
+  done
+  "$V/bin/python" - "$MODEL" "$W/perfwatt-all.json" "$T" "$THREADS" >> "$W/runs.txt" <<'PY'
 import json, sys, time
 from llama_cpp import Llama
 model, report, t, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -65,6 +68,9 @@ print("|---|---:|---:|---:|")
 med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in runs.items()}
 for k, (p, d) in med.items():
     print(f"| {k} | {p:.1f} | {d:.1f} | {len(runs[k])} |")
-p, l = med["perfwatt"], med["llama.cpp"]
-print(f"\nperfwatt / llama.cpp: prefill {p[0] / l[0]:.2f}x, decode {p[1] / l[1]:.2f}x")
+l = med["llama.cpp"]
+print()
+for k, p in med.items():
+    if k != "llama.cpp":
+        print(f"{k} / llama.cpp: prefill {p[0] / l[0]:.2f}x, decode {p[1] / l[1]:.2f}x")
 PY

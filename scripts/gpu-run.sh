@@ -18,6 +18,7 @@
 #      into $OUT/gemm-energy so that a run stopped at the time limit keeps its rounds
 #  11. devices, devices-sweep: every GPU of a host at once (infer and gemm-energy, then a
 #      sweep, with --devices all)
+#  12. opts: the optimization knobs (--opt) on and off, the sweep experiments/gpu-opts.toml
 # Lessons from the lent machine (2026-11-23): it is handed back after 30 s idle, so the
 # carry calls must follow each other at once; the working tree (~30 MB) plus the carried
 # paths must stay under 64 MiB a call, so split the model into 36,000,000-byte parts (three
@@ -142,6 +143,10 @@ if [ "$STEP" = nvml-steps ]; then
     log "infer nvml_steps_${run%%:*}"
     $BIN infer --device cuda --out "$R/nvml_steps_${run%%:*}.json" --dtype q4_1 --batch ${run##*:} --max-new-tokens 64 --warmup 3 --repeats 120 --sample-hz 50 --sampler-ab steps >> "$R/log.txt" 2>&1 || log "FAILED nvml_steps_${run%%:*}"
   done
+fi
+if [ "$STEP" = opts ]; then
+  log "sweep gpu-opts"
+  $BIN sweep experiments/gpu-opts.toml --out "${SWEEP_DIR:-$R/sweep}" --report >> "$R/log.txt" 2>&1 || log "FAILED sweep opts"
 fi
 log done
 if [ -n "${OUT:-}" ]; then tar czf "$OUT/results-$STEP.tar.gz" --exclude='*.ops' -C "$(dirname "$R")" "$(basename "$R")"; fi

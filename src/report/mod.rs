@@ -17,8 +17,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::{write_atomic, Error, IoContext, Result};
-use crate::plot::{bars, both, legend, pe, render, scatter, BLUE, GREEN, ORANGE, PURPLE, RED};
 use crate::model::Opts;
+use crate::plot::{bars, both, legend, pe, render, scatter, BLUE, GREEN, ORANGE, PURPLE, RED};
 use crate::stats::pearson;
 use crate::sweep::{read_rows, Row};
 use section::{table, Align, Correlation};
@@ -668,15 +668,19 @@ impl<'a> Sweep<'a> {
             _ => "n/a".into(),
         };
         let lines = rows.iter().map(|(r, t)| {
-            let j_ci = match (r.j_per_token_ci95_low, r.j_per_token_ci95_high) {
-                (Some(lo), Some(hi)) => fmt_ci(lo, hi),
-                _ => "n/a".into(),
+            let j = match (
+                r.j_per_token,
+                r.j_per_token_ci95_low,
+                r.j_per_token_ci95_high,
+            ) {
+                (Some(j), Some(lo), Some(hi)) => format!("{j:.4} {}", fmt_ci(lo, hi)),
+                (j, ..) => na(j, 4),
             };
             vec![
                 label(r),
                 format!("{:.4} {}", r.latency_mean_s, ci_over_runs(r)),
                 format!("{:.1}", r.tokens_per_s_decode),
-                format!("{} {j_ci}", na(r.j_per_token, 4)),
+                j,
                 na(r.j_per_token_above_idle, 4),
                 na(r.edp_js, 3),
                 ratio(Some(r.latency_mean_s), Some(t.latency_mean_s)),
