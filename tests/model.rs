@@ -4,14 +4,19 @@
 use candle_core::{Device, Tensor};
 use perfwatt::model::{self, argmax, Precision};
 
-fn greedy(precision: Precision, ids: &[u32], n: usize) -> Vec<u32> {
-    let (mut m, _) = model::load(
+/// The shipped model on the CPU with every optimization (tests/opts.rs covers the rest).
+fn load(precision: Precision) -> (model::Llama, model::Tokenizer) {
+    model::load(
         &model::default_model_path(),
         precision,
         model::Opts::all(),
         &Device::Cpu,
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn greedy(precision: Precision, ids: &[u32], n: usize) -> Vec<u32> {
+    let (mut m, _) = load(precision);
     let mut out = Vec::new();
     let mut pos = 0;
     let mut input = ids.to_vec();
@@ -30,13 +35,7 @@ fn greedy(precision: Precision, ids: &[u32], n: usize) -> Vec<u32> {
 
 #[test]
 fn tokenizer_matches_reference_ids_and_round_trips() {
-    let (_, tok) = model::load(
-        &model::default_model_path(),
-        Precision::Q4_1,
-        model::Opts::all(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (_, tok) = load(Precision::Q4_1);
     assert_eq!(
         tok.encode("The capital of France is").unwrap(),
         vec![504, 3575, 282, 4649, 314]
@@ -61,13 +60,7 @@ fn tokenizer_matches_reference_ids_and_round_trips() {
 
 #[test]
 fn greedy_generation_is_coherent() {
-    let (_, tok) = model::load(
-        &model::default_model_path(),
-        Precision::Q4_1,
-        model::Opts::all(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (_, tok) = load(Precision::Q4_1);
     let out = greedy(Precision::Q4_1, &[504, 3575, 282, 4649, 314], 12);
     let text = tok.decode(&out);
     assert!(text.starts_with(" Paris."), "{text:?}");
@@ -109,13 +102,7 @@ fn matches_candle_quantized_llama() {
 
 #[test]
 fn precision_variants_load_and_stay_coherent() {
-    let (_, tok) = model::load(
-        &model::default_model_path(),
-        Precision::Q4_1,
-        model::Opts::all(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (_, tok) = load(Precision::Q4_1);
     // Higher precisions than the shipped Q4_1 keep the answer.
     for p in [
         Precision::Q8_0,
