@@ -532,7 +532,7 @@ pub struct InferArgs {
     /// Optimizations of the forward pass to use: `all` (default), `none`, a list, or all
     /// but some (`all,-tiles`). Greedy tokens are the same with any set; only speed and
     /// energy change. tiles: repacked Q4_1 weights, 16-row tiles for AVX512-VNNI/AVX2
-    /// (CPU); merged-proj: q,k,v in one matmul and gate,up in another; inplace-kv: a
+    /// (CPU); merged-proj: q,k,v in one matmul and gate,up in another (CPU only); inplace-kv: a
     /// preallocated KV cache written in place, not concatenated each step; gqa-view:
     /// grouped-query attention without copying K/V per query head.
     #[arg(long, default_value = "all", value_name = "LIST")]

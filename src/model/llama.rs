@@ -519,7 +519,10 @@ impl Llama {
                     device,
                 )
             };
-            let merge = opts.has(Opt::MergedProj);
+            // CPU only: on CUDA the prefill and batched matmuls go to cuBLAS, which picks
+            // its kernel by shape, and the merged shapes changed greedy tokens on an H100
+            // (experiments/results/h100-2026-11-23-opts).
+            let merge = opts.has(Opt::MergedProj) && device.is_cpu();
             let qkv = vec![
                 lin("attn_q", "q")?,
                 lin("attn_k", "k")?,

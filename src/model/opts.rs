@@ -17,7 +17,9 @@ pub enum Opt {
     /// with each tile reused by up to 4 activation rows (vendored candle, repack_q4_1.rs).
     Tiles,
     /// One matmul for q, k and v and one for gate and up (weights concatenated at load):
-    /// one activation quantization and one thread-pool dispatch (or kernel) instead of 3+2.
+    /// one activation quantization and one thread-pool dispatch instead of 3+2. CPU only:
+    /// on CUDA, cuBLAS picks its kernel by shape and the merged shapes changed greedy
+    /// tokens (H100, batch 1 and 16), so there it stays off.
     MergedProj,
     /// A KV cache written in place into preallocated capacity instead of concatenated into
     /// a new tensor every step (which copies the whole cache per layer per token).
