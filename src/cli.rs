@@ -533,8 +533,7 @@ pub struct InferArgs {
     /// but some (`all,-tiles`). Greedy tokens are the same with any set; only speed and
     /// energy change. tiles: repacked Q4_1 weights, 16-row tiles for AVX512-VNNI/AVX2
     /// (CPU); merged-proj: q,k,v in one matmul and gate,up in another (CPU only); inplace-kv: a
-    /// preallocated KV cache written in place, not concatenated each step; gqa-view:
-    /// grouped-query attention without copying K/V per query head.
+    /// preallocated KV cache written in place, not concatenated each step.
     #[arg(long, default_value = "all", value_name = "LIST")]
     pub opt: perfwatt::model::Opts,
     /// Write captured operands (.ops) here.
