@@ -19,6 +19,8 @@
 #  11. devices, devices-sweep: every GPU of a host at once (infer and gemm-energy, then a
 #      sweep, with --devices all)
 #  12. opts: the optimization knobs (--opt) on and off, the sweep experiments/gpu-opts.toml
+#  13. graphs: --opt all / all,-graphs / none at batch 1 and 16, whether the tokens agree,
+#      and PyTorch's static-cache (CUDA graphs) bf16 on the same prompt
 # Lessons from the lent machine (2026-11-23): it is handed back after 30 s idle, so the
 # carry calls must follow each other at once; the working tree (~30 MB) plus the carried
 # paths must stay under 64 MiB a call, so split the model into 36,000,000-byte parts (three
@@ -143,6 +145,35 @@ if [ "$STEP" = nvml-steps ]; then
     log "infer nvml_steps_${run%%:*}"
     $BIN infer --device cuda --out "$R/nvml_steps_${run%%:*}.json" --dtype q4_1 --batch ${run##*:} --max-new-tokens 64 --warmup 3 --repeats 120 --sample-hz 50 --sampler-ab steps >> "$R/log.txt" 2>&1 || log "FAILED nvml_steps_${run%%:*}"
   done
+fi
+if [ "$STEP" = graphs ]; then
+  # Issue 13: the static decode step replayed as a CUDA graph. Batch 1 and 16, each set in
+  # alternating order, then whether every set generated the same tokens; PyTorch's best
+  # (bf16, static cache, CUDA graphs) on the same prompt ids in the same call.
+  for i in 1 2; do
+    for o in all all,-graphs none; do
+      n=${o//,-/_no_}
+      inf graphs_b1_${n}_$i --dtype q4_1 --opt $o --max-new-tokens 128 --warmup 2 --repeats 5
+      inf graphs_b16_${n}_$i --dtype q4_1 --opt $o --batch 16 --max-new-tokens 128 --warmup 2 --repeats 5
+    done
+  done
+  python3 - "$R" > "$R/same-tokens.txt" 2>&1 <<'PY'
+import json, sys, glob, collections
+by = collections.defaultdict(dict)
+for f in sorted(glob.glob(sys.argv[1] + "/graphs_*.json")):
+    j = json.load(open(f)); b = f.split("graphs_")[1].split("_")[0]
+    by[b][f.rsplit("/", 1)[1]] = (j["tokens"], j["tokens_per_s_decode"])
+for b, runs in by.items():
+    ref = next(iter(runs.values()))[0]
+    for name, (gen, tps) in runs.items():
+        print(b, name, "same tokens" if gen == ref else "DIFFERENT tokens", "decode tok/s", tps)
+PY
+  cat "$R/same-tokens.txt" | tee -a "$R/log.txt"
+  python3 -c "import json;print(json.dumps(json.load(open('$R/graphs_b1_all_1.json'))['prompt_ids']))" > "$R/ids.json"
+  mkdir -p "$PW/py" && python3 -m pip install -q --no-deps --target "$PW/py" "$PW"/gguf-*.whl >> "$R/log.txt" 2>&1
+  log "torch bf16 static"
+  PYTHONPATH=$PW/py HF_HUB_OFFLINE=1 python3 scripts/torch_baseline.py --gguf "$PERFWATT_MODEL" --prompts "$R/ids.json" \
+    --dtype bf16 --static-cache --max-new-tokens 128 --warmup 3 --repeats 5 --out "$R/torch_bf16_static_b1.json" >> "$R/log.txt" 2>&1 || log "FAILED torch bf16 static"
 fi
 if [ "$STEP" = opts ]; then
   log "sweep gpu-opts"

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::energy::{EnergyWindow, GpuMeter, Phase, PowerSample};
 use crate::error::{write_atomic, Error, Result};
-use crate::model::{self, argmax, LinearTap, Llama, Opts, Precision, Tokenizer};
+use crate::model::{self, argmax, LinearTap, Llama, Opt, Opts, Precision, StaticStep, Tokenizer};
 use crate::stats::{percentile, Estimate};
 
 mod devices;
@@ -560,6 +560,8 @@ struct Bench<'a> {
     /// Prompt tokens and new tokens per sequence.
     l: usize,
     t: usize,
+    /// `Opt::Graphs`: the static decode step, kept across runs (its CUDA graph with it).
+    static_step: Option<StaticStep>,
 }
 
 /// NVML on a GPU run (all fields empty on the CPU, with the reason): the meter, the idle
@@ -669,6 +671,7 @@ impl<'a> Bench<'a> {
             batch_ids,
             l,
             t: cfg.max_new_tokens,
+            static_step: None,
         })
     }
 
@@ -743,7 +746,24 @@ impl<'a> Bench<'a> {
         let m = &mut self.m;
         let prompt = Tensor::new(self.batch_ids.clone(), device).map_err(me)?;
         let mut seqs = self.batch_ids.clone();
-        m.clear_kv_cache();
+        // Static steps where graphs apply: CUDA, no activations read out (no tap), a KV
+        // cache to scatter into.
+        let graphs = m.opts.has(Opt::Graphs) && device.is_cuda();
+        let mut static_step = match graphs && cfg.kv_cache && tap.is_none() {
+            true => {
+                if m.reserve_kv(cfg.batch, l + self.t)? {
+                    self.static_step = None;
+                }
+                match self.static_step.take() {
+                    Some(st) => Some(st),
+                    None => Some(StaticStep::new(m, cfg.batch, l + self.t)?),
+                }
+            }
+            false => {
+                m.clear_kv_cache();
+                None
+            }
+        };
         meter.set_phase(if measured {
             Phase::Prefill
         } else {
@@ -777,17 +797,26 @@ impl<'a> Bench<'a> {
             }
             let step_start = Instant::now();
             let tap = tap.as_deref_mut().map(|c| c as &mut dyn LinearTap);
-            let logits = if cfg.kv_cache {
-                let x = Tensor::new(next.as_slice(), device)
-                    .map_err(me)?
-                    .unsqueeze(1)
-                    .map_err(me)?;
-                m.forward(&x, l + step - 1, tap)?
-            } else {
-                m.clear_kv_cache();
-                m.forward(&Tensor::new(seqs.clone(), device).map_err(me)?, 0, tap)?
+            next = match static_step.as_mut() {
+                Some(st) => {
+                    if step == 1 {
+                        st.start(&next, l)?;
+                    }
+                    st.step(m)?
+                }
+                None if cfg.kv_cache => {
+                    let x = Tensor::new(next.as_slice(), device)
+                        .map_err(me)?
+                        .unsqueeze(1)
+                        .map_err(me)?;
+                    argmax(&m.forward(&x, l + step - 1, tap)?)?
+                }
+                None => {
+                    m.clear_kv_cache();
+                    let all = Tensor::new(seqs.clone(), device).map_err(me)?;
+                    argmax(&m.forward(&all, 0, tap)?)?
+                }
             };
-            next = argmax(&logits)?;
             let step_s = step_start.elapsed().as_secs_f64();
             steps.push(step_s);
             if step_ab {
@@ -798,6 +827,7 @@ impl<'a> Bench<'a> {
             }
         }
         let total = start.elapsed().as_secs_f64();
+        self.static_step = static_step;
         if step_ab {
             meter.set_paused(false);
         }

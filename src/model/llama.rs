@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::error::{Error, Result};
 
+use super::fused;
 use super::opts::{Opt, Opts};
 
 /// candle errors, first line only (they may carry a backtrace).
@@ -274,6 +275,12 @@ struct Projections {
     merged: Option<Linear>,
 }
 
+/// Most activation rows for which candle's CUDA quantized matmul runs its mat-vec kernel,
+/// which computes every output row on its own: a merged weight gives the same bits there.
+/// Above it, the tiled kernel (and cuBLAS for dense weights) picks tiles by shape, and the
+/// merged shapes changed greedy tokens on an H100 (experiments/results/h100-2026-11-23-opts).
+const CUDA_MAT_VEC_ROWS: usize = 8;
+
 impl Projections {
     fn new(parts: Vec<Linear>, proj: &'static str, merge: bool, device: &Device) -> Result<Self> {
         let merged = if merge {
@@ -295,7 +302,12 @@ impl Projections {
         for p in &self.parts {
             p.show(&x, tap)?;
         }
-        let Some(m) = &self.merged else {
+        let rows = x.elem_count() / self.parts[0].in_features;
+        let merged = self
+            .merged
+            .as_ref()
+            .filter(|_| x.device().is_cpu() || rows <= CUDA_MAT_VEC_ROWS);
+        let Some(m) = merged else {
             return self.parts.iter().map(|p| p.matmul(&x)).collect();
         };
         let y = m.matmul(&x)?;
@@ -343,6 +355,11 @@ impl RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32).map_err(me)
     }
+
+    /// `(a + b, norm(a + b))`: a residual add and this norm of its sum.
+    fn after_add(&self, a: &Tensor, b: &Tensor, fuse: bool) -> Result<(Tensor, Tensor)> {
+        fused::add_rms_norm(a, b, &self.weight, self.eps as f32, fuse)
+    }
 }
 
 struct Block {
@@ -359,11 +376,24 @@ struct Block {
 
 /// Keys and values of the positions so far, [batch, kv_heads, positions, head_dim]: either
 /// exactly that long (rebuilt by concatenation each step) or the first `len` positions of
-/// a preallocated capacity written in place (`Opt::InplaceKv`; doubled when full).
+/// a preallocated capacity written in place (`Opt::InplaceKv`; doubled when full), or a
+/// capacity reserved for static decode steps (`fixed`: written in place, never moved,
+/// since a captured CUDA graph holds its address).
 struct KvCache {
     k: Tensor,
     v: Tensor,
     len: usize,
+    fixed: bool,
+}
+
+/// Where a forward pass puts its keys and values.
+enum KvWrite<'a> {
+    /// After the cached positions (a host count): prefill and the plain decode step.
+    Append { in_place: bool },
+    /// At the position a device tensor holds, given as `[batch, heads, 1, head_dim]`
+    /// copies of it (what `scatter_set` takes): the static step. Attention then spans the
+    /// whole reserved capacity, the positions after this one masked.
+    At(&'a Tensor),
 }
 
 impl KvCache {
@@ -379,17 +409,31 @@ impl KvCache {
         in_place: bool,
     ) -> Result<(Tensor, Tensor)> {
         let s = k.dim(2).map_err(me)?;
+        let in_place = in_place || cache.as_ref().is_some_and(|c| c.fixed);
         let next = match cache.take() {
-            None if !in_place => KvCache { k, v, len: s },
+            None if !in_place => KvCache {
+                k,
+                v,
+                len: s,
+                fixed: false,
+            },
             Some(c) if !in_place => KvCache {
                 k: Tensor::cat(&[&c.k, &k], 2).map_err(me)?,
                 v: Tensor::cat(&[&c.v, &v], 2).map_err(me)?,
                 len: c.len + s,
+                fixed: false,
             },
             old => {
                 let len = old.as_ref().map_or(0, |c| c.len);
                 let mut c = match old {
                     Some(c) if len + s <= c.k.dim(2).map_err(me)? => c,
+                    Some(c) if c.fixed => {
+                        return Err(Error::Model(format!(
+                            "KV cache reserved for {} positions, {} needed",
+                            c.k.dim(2).map_err(me)?,
+                            len + s
+                        )))
+                    }
                     old => Self::with_capacity(old, &k, (len + s).max(Self::FIRST_CAPACITY))?,
                 };
                 c.k.slice_set(&k, 2, len).map_err(me)?;
@@ -406,16 +450,29 @@ impl KvCache {
         Ok(out)
     }
 
-    /// A preallocated cache of at least `need` positions (a power of two) holding `old`'s.
-    fn with_capacity(old: Option<KvCache>, like: &Tensor, need: usize) -> Result<KvCache> {
-        let (b, h, _, d) = like.dims4().map_err(me)?;
-        let cap = need.next_power_of_two();
+    /// Write this step's k and v at the position `index` holds (`KvWrite::At`); returns
+    /// the whole capacity.
+    fn write_at(&self, k: &Tensor, v: &Tensor, index: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.k.scatter_set(index, k, 2).map_err(me)?;
+        self.v.scatter_set(index, v, 2).map_err(me)?;
+        Ok((self.k.clone(), self.v.clone()))
+    }
+
+    /// An empty cache of `cap` positions for `b` sequences of `h` heads of `d` values.
+    fn zeros(b: usize, h: usize, cap: usize, d: usize, like: &Tensor) -> Result<KvCache> {
         let zeros = || Tensor::zeros((b, h, cap, d), like.dtype(), like.device()).map_err(me);
-        let c = KvCache {
+        Ok(KvCache {
             k: zeros()?,
             v: zeros()?,
             len: 0,
-        };
+            fixed: false,
+        })
+    }
+
+    /// A preallocated cache of at least `need` positions (a power of two) holding `old`'s.
+    fn with_capacity(old: Option<KvCache>, like: &Tensor, need: usize) -> Result<KvCache> {
+        let (b, h, _, d) = like.dims4().map_err(me)?;
+        let c = Self::zeros(b, h, need.next_power_of_two(), d, like)?;
         if let Some(o) = old.filter(|o| o.len > 0) {
             let keep = |t: &Tensor| t.narrow(2, 0, o.len)?.contiguous();
             c.k.slice_set(&keep(&o.k).map_err(me)?, 2, 0).map_err(me)?;
@@ -450,6 +507,9 @@ pub struct Llama {
     output: Linear,
     cos: Tensor,
     sin: Tensor,
+    /// `cos` and `sin` times 1/sqrt(head_dim), for the queries (`Opt::Fused`, where that
+    /// is a power of two): the attention scores come out scaled.
+    q_rope: Option<(Tensor, Tensor)>,
     /// Activation sparsity threshold (0 = off).
     pub tau: f32,
     pub device: Device,
@@ -519,10 +579,10 @@ impl Llama {
                     device,
                 )
             };
-            // CPU only: on CUDA the prefill and batched matmuls go to cuBLAS, which picks
-            // its kernel by shape, and the merged shapes changed greedy tokens on an H100
-            // (experiments/results/h100-2026-11-23-opts).
-            let merge = opts.has(Opt::MergedProj) && device.is_cpu();
+            // On CUDA only quantized weights are merged, for the mat-vec kernel's row
+            // counts (`CUDA_MAT_VEC_ROWS`); dense ones go to cuBLAS at every row count.
+            let merge =
+                opts.has(Opt::MergedProj) && (device.is_cpu() || precision.dense_dtype().is_none());
             let qkv = vec![
                 lin("attn_q", "q")?,
                 lin("attn_k", "k")?,
@@ -566,6 +626,12 @@ impl Llama {
             config.context.min(8192),
             device,
         )?;
+        let scale = (config.head_dim as f64).sqrt();
+        let exact = scale.fract() == 0.0 && (scale as u64).is_power_of_two();
+        let q_rope = match opts.has(Opt::Fused) && exact {
+            true => Some(((&cos / scale).map_err(me)?, (&sin / scale).map_err(me)?)),
+            false => None,
+        };
         Ok(Llama {
             config: Config { vocab, ..config },
             precision,
@@ -576,6 +642,7 @@ impl Llama {
             output,
             cos,
             sin,
+            q_rope,
             tau: 0.0,
             device: device.clone(),
         })
@@ -604,51 +671,131 @@ impl Llama {
         }
     }
 
+    /// Preallocate every layer's KV cache for `capacity` positions of `batch` sequences,
+    /// for static decode steps (`StaticStep`), each KV head repeated for the query heads
+    /// that read it; an existing reservation of that size is kept and emptied. Returns whether buffers were allocated: a CUDA graph captured on the
+    /// old ones must then be captured again.
+    pub fn reserve_kv(&mut self, batch: usize, capacity: usize) -> Result<bool> {
+        let c = &self.config;
+        let like = Tensor::zeros(1, DType::F32, &self.device).map_err(me)?;
+        let mut allocated = false;
+        for b in &mut self.blocks {
+            match &mut b.kv {
+                Some(kv) if kv.fixed && kv.k.dims() == [batch, c.n_head, capacity, c.head_dim] => {
+                    kv.len = 0
+                }
+                kv => {
+                    let mut new = KvCache::zeros(batch, c.n_head, capacity, c.head_dim, &like)?;
+                    new.fixed = true;
+                    *kv = Some(new);
+                    allocated = true;
+                }
+            }
+        }
+        Ok(allocated)
+    }
+
     /// Logits of the last position for each sequence: [batch, vocab].
     pub fn forward(
         &mut self,
         tokens: &Tensor,
         pos: usize,
-        mut tap: Option<&mut dyn LinearTap>,
+        tap: Option<&mut dyn LinearTap>,
     ) -> Result<Tensor> {
         let (b, s) = tokens.dims2().map_err(me)?;
+        let rows = |t: &Tensor| t.narrow(0, pos, s).map_err(me);
+        let inputs = StepInputs {
+            cos: rows(&self.cos)?,
+            sin: rows(&self.sin)?,
+            q_rope: match &self.q_rope {
+                Some((c, s)) => Some((rows(c)?, rows(s)?)),
+                None => None,
+            },
+            mask: match s {
+                1 => None,
+                _ => Some(causal_mask(s, pos, &self.device)?),
+            },
+            kv: KvWrite::Append {
+                in_place: self.opts.has(Opt::InplaceKv),
+            },
+        };
+        self.forward_with(&tokens.flatten_all().map_err(me)?, (b, s), &inputs, tap)
+    }
+
+    /// Logits [batch, vocab] of one decode step whose shapes and buffers are the same at
+    /// every position: tokens and position are read from device tensors, keys and values
+    /// go into the reserved cache (`reserve_kv`), attention spans all of it, masked.
+    pub(crate) fn forward_static(&mut self, at: &StaticInputs) -> Result<Tensor> {
+        let c = &self.config;
+        let b = at.tokens.dim(0).map_err(me)?;
+        let index = at
+            .pos
+            .reshape((1, 1, 1, 1))
+            .and_then(|p| p.broadcast_as((b, c.n_head, 1, c.head_dim)))
+            .and_then(|p| p.contiguous())
+            .map_err(me)?;
+        let rows = |t: &Tensor| t.index_select(&at.pos, 0).map_err(me);
+        let inputs = StepInputs {
+            cos: rows(&self.cos)?,
+            sin: rows(&self.sin)?,
+            q_rope: match &self.q_rope {
+                Some((c, s)) => Some((rows(c)?, rows(s)?)),
+                None => None,
+            },
+            mask: Some(
+                at.key_pos
+                    .broadcast_le(&at.pos)
+                    .and_then(|seen| seen.where_cond(&at.open, &at.shut))
+                    .map_err(me)?,
+            ),
+            kv: KvWrite::At(&index),
+        };
+        self.forward_with(&at.tokens, (b, 1), &inputs, None)
+    }
+
+    /// The decoder over flat token ids of `b` sequences of `s` positions.
+    fn forward_with(
+        &mut self,
+        tokens: &Tensor,
+        (b, s): (usize, usize),
+        inputs: &StepInputs,
+        mut tap: Option<&mut dyn LinearTap>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let mut h = self
             .embed
-            .index_select(&tokens.flatten_all().map_err(me)?, 0)
+            .index_select(tokens, 0)
             .map_err(me)?
             .reshape((b, s, c.n_embd))
             .map_err(me)?;
-        let mask = if s > 1 {
-            Some(causal_mask(s, pos, &self.device)?)
-        } else {
-            None
-        };
-        let cos = self.cos.narrow(0, pos, s).map_err(me)?;
-        let sin = self.sin.narrow(0, pos, s).map_err(me)?;
-        let tau = self.tau;
+        let (tau, fuse) = (self.tau, self.opts.has(Opt::Fused));
         let at = Attention {
             config: c,
-            opts: self.opts,
-            cos: &cos,
-            sin: &sin,
-            mask: mask.as_ref(),
+            inputs,
+            fuse,
         };
-        for blk in &mut self.blocks {
-            h = (&h + at.forward(blk, &h, tau, &mut tap)?).map_err(me)?;
+        // Each residual add goes with the RMSNorm after it (one kernel under `fuse`): the
+        // next block's attention norm, or the output norm after the last block.
+        let mut x = self.blocks[0].attn_norm.forward(&h)?;
+        for i in 0..self.blocks.len() {
+            let a = at.forward(&mut self.blocks[i], &x, tau, &mut tap)?;
+            let blk = &self.blocks[i];
+            let (h1, x1) = blk.ffn_norm.after_add(&h, &a, fuse)?;
             // Feed-forward (SwiGLU).
-            let x = blk.ffn_norm.forward(&h)?;
-            let [g, u] = <[Tensor; 2]>::try_from(blk.gate_up.forward(&x, tau, &mut tap)?)
+            let [g, u] = <[Tensor; 2]>::try_from(blk.gate_up.forward(&x1, tau, &mut tap)?)
                 .map_err(|_| Error::Model("gate_up: two projections expected".into()))?;
-            let g = candle_nn::ops::silu(&g).map_err(me)?;
-            h = (h + blk.down.forward(&(g * u).map_err(me)?, tau, &mut tap)?).map_err(me)?;
+            let d = blk
+                .down
+                .forward(&fused::silu_mul(&g, &u, fuse)?, tau, &mut tap)?;
+            let next = self.blocks.get(i + 1).map_or(&self.norm, |b| &b.attn_norm);
+            (h, x) = next.after_add(&h1, &d, fuse)?;
         }
-        let last = h
+        // Normalized per row: the last position's row is what its own norm would give.
+        let x = x
             .narrow(1, s - 1, 1)
             .map_err(me)?
             .contiguous()
             .map_err(me)?;
-        let x = self.norm.forward(&last)?;
         // The output head is not subject to activation sparsity (it picks the token).
         self.output
             .forward(&x, 0.0, &mut tap)?
@@ -657,29 +804,52 @@ impl Llama {
     }
 }
 
+/// The device tensors a static decode step reads (`Llama::forward_static`); the step's
+/// owner (`StaticStep`) writes the next tokens and position into them.
+pub(crate) struct StaticInputs {
+    /// [batch] u32: this step's tokens.
+    pub tokens: Tensor,
+    /// [1] u32: their position.
+    pub pos: Tensor,
+    /// [capacity] u32: 0, 1, ... (the key positions the mask compares with `pos`).
+    pub key_pos: Tensor,
+    /// [capacity] f32 zeros and -inf: the mask's two values.
+    pub open: Tensor,
+    pub shut: Tensor,
+}
+
+/// What a forward pass needs besides its tokens: RoPE rows of its positions, the additive
+/// mask (None: one new position sees every cached one) and where keys and values go.
+struct StepInputs<'a> {
+    cos: Tensor,
+    sin: Tensor,
+    /// The queries' tables when they carry the attention's scale (`Llama::q_rope`).
+    q_rope: Option<(Tensor, Tensor)>,
+    mask: Option<Tensor>,
+    kv: KvWrite<'a>,
+}
+
 /// One block's self-attention at the positions of this forward pass.
 struct Attention<'a> {
     config: &'a Config,
-    opts: Opts,
-    cos: &'a Tensor,
-    sin: &'a Tensor,
-    /// Additive causal mask [s, positions] for a prefill; None for one new position.
-    mask: Option<&'a Tensor>,
+    inputs: &'a StepInputs<'a>,
+    /// `Opt::Fused`: mask and softmax as one kernel.
+    fuse: bool,
 }
 
 impl Attention<'_> {
-    /// The attention output projected by `o` ([b, s, n_embd]), to be added to `h`.
+    /// The attention output of `x` (normalized, [b, s, n_embd]) projected by `o`: what
+    /// the residual stream adds.
     fn forward(
         &self,
         blk: &mut Block,
-        h: &Tensor,
+        x: &Tensor,
         tau: f32,
         tap: &mut Option<&mut dyn LinearTap>,
     ) -> Result<Tensor> {
         let c = self.config;
-        let (b, s, _) = h.dims3().map_err(me)?;
-        let x = blk.attn_norm.forward(h)?;
-        let [q, k, v] = <[Tensor; 3]>::try_from(blk.qkv.forward(&x, tau, tap)?)
+        let (b, s, _) = x.dims3().map_err(me)?;
+        let [q, k, v] = <[Tensor; 3]>::try_from(blk.qkv.forward(x, tau, tap)?)
             .map_err(|_| Error::Model("qkv: three projections expected".into()))?;
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             t.reshape((b, s, n, c.head_dim))
@@ -689,16 +859,38 @@ impl Attention<'_> {
                 .contiguous()
                 .map_err(me)
         };
-        let rope = |t: &Tensor| candle_nn::rotary_emb::rope_i(t, self.cos, self.sin).map_err(me);
-        let q = rope(&heads(q, c.n_head)?)?;
-        let k = rope(&heads(k, c.n_kv_head)?)?;
+        let at = self.inputs;
+        let rope = |t: &Tensor, (cos, sin): (&Tensor, &Tensor)| {
+            candle_nn::rotary_emb::rope_i(t, cos, sin).map_err(me)
+        };
+        let q_rope = at
+            .q_rope
+            .as_ref()
+            .map_or((&at.cos, &at.sin), |(c, s)| (c, s));
+        let q = rope(&heads(q, c.n_head)?, q_rope)?;
+        let k = rope(&heads(k, c.n_kv_head)?, (&at.cos, &at.sin))?;
         let v = heads(v, c.n_kv_head)?;
-        let (k, v) = KvCache::append(&mut blk.kv, k, v, self.opts.has(Opt::InplaceKv))?;
+        // A reserved cache (static steps) holds each KV head once per query head that reads
+        // it: the new position is repeated once, not the whole cache at every step.
         let rep = c.n_head / c.n_kv_head;
-        let k = candle_transformers::utils::repeat_kv(k, rep).map_err(me)?;
-        let v = candle_transformers::utils::repeat_kv(v, rep).map_err(me)?;
+        let fixed = blk.kv.as_ref().is_some_and(|kv| kv.fixed);
+        let repeat =
+            |k: &Tensor, v: &Tensor| Ok::<_, Error>((repeat_kv(k, rep)?, repeat_kv(v, rep)?));
+        let (k, v) = if fixed { repeat(&k, &v)? } else { (k, v) };
+        let (k, v) = match at.kv {
+            KvWrite::Append { in_place } => KvCache::append(&mut blk.kv, k, v, in_place)?,
+            KvWrite::At(index) => match &blk.kv {
+                Some(kv) if kv.fixed => kv.write_at(&k, &v, index)?,
+                _ => {
+                    return Err(Error::Model(
+                        "static step without a reserved KV cache".into(),
+                    ))
+                }
+            },
+        };
+        let (k, v) = if fixed { (k, v) } else { repeat(&k, &v)? };
         let y = self
-            .softmax_attend(&q, &k, &v.contiguous().map_err(me)?)?
+            .softmax_attend(&q, &k, &v)?
             .transpose(1, 2)
             .map_err(me)?
             .reshape((b, s, c.n_embd))
@@ -706,18 +898,35 @@ impl Attention<'_> {
         blk.o.forward(&y, tau, tap)
     }
 
-    /// softmax(q k^T / sqrt(d) + mask) v over matching leading dims.
+    /// softmax(q k^T / sqrt(d) + mask) v over matching leading dims (q already scaled
+    /// when its RoPE tables carry the scale).
     fn softmax_attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let c = self.config;
-        let att = (q.matmul(&k.t().map_err(me)?).map_err(me)? / (c.head_dim as f64).sqrt())
-            .map_err(me)?;
-        let att = match self.mask {
-            Some(m) => att.broadcast_add(m).map_err(me)?,
-            None => att,
+        let att = q.matmul(&k.t().map_err(me)?).map_err(me)?;
+        let att = match self.inputs.q_rope {
+            Some(_) => att,
+            None => (att / (c.head_dim as f64).sqrt()).map_err(me)?,
         };
-        let att = candle_nn::ops::softmax_last_dim(&att).map_err(me)?;
+        let att = fused::masked_softmax(&att, self.inputs.mask.as_ref(), self.fuse)?;
         att.matmul(v).map_err(me)
     }
+}
+
+/// Each KV head `rep` times in a row, [b, kv_heads * rep, positions, d]: the query heads
+/// that share it. On the CPU as candle's `repeat_kv` (concatenation, which copies in
+/// contiguous runs); on CUDA one strided-copy kernel instead of one kernel per repeat.
+fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        return candle_transformers::utils::repeat_kv(x.clone(), rep)
+            .and_then(|t| t.contiguous())
+            .map_err(me);
+    }
+    let (b, h, s, d) = x.dims4().map_err(me)?;
+    x.unsqueeze(2)
+        .and_then(|t| t.broadcast_as((b, h, rep, s, d)))
+        .and_then(|t| t.contiguous())
+        .and_then(|t| t.reshape((b, h * rep, s, d)))
+        .map_err(me)
 }
 
 fn rope_tables(

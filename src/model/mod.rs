@@ -3,8 +3,10 @@
 //! In: a GGUF path, a precision and a device. Out: `Llama` (forward pass with taps) and
 //! `Tokenizer`. Used by `capture`.
 
+pub mod fused;
 pub mod llama;
 pub mod opts;
+pub mod static_step;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use candle_core::Device;
 
 pub use llama::{argmax, Config, Linear, LinearId, LinearTap, Llama, Precision, WeightView};
 pub use opts::{Opt, Opts};
+pub use static_step::StaticStep;
 pub use tokenizer::Tokenizer;
 
 use crate::error::{Error, IoContext, Result};

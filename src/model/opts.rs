@@ -1,7 +1,8 @@
 //! Software optimizations of the forward pass as knobs: each can be switched off so that
 //! what it does to latency and energy is measured rather than assumed (`perfwatt infer
 //! --opt`, a `[axes] opts` list in a sweep). Every set gives the same greedy tokens
-//! (tests/opts.rs): none of them changes an arithmetic result, only how it is reached.
+//! (tests/opts.rs): none of them but `graphs` changes an arithmetic result, only how it is
+//! reached, and `graphs` only the order of some sums.
 //!
 //! In: a list such as `all`, `none`, `tiles,merged-proj` or `all,-inplace-kv`. Out: `Opts`,
 //! written back in that canonical form (`none`, or the names in declaration order).
@@ -17,26 +18,52 @@ pub enum Opt {
     /// with each tile reused by up to 4 activation rows (vendored candle, repack_q4_1.rs).
     Tiles,
     /// One matmul for q, k and v and one for gate and up (weights concatenated at load):
-    /// one activation quantization and one thread-pool dispatch instead of 3+2. CPU only:
-    /// on CUDA, cuBLAS picks its kernel by shape and the merged shapes changed greedy
-    /// tokens (H100, batch 1 and 16), so there it stays off.
+    /// one activation quantization and one thread-pool dispatch (CPU) or two kernels
+    /// (CUDA) instead of 3+2. On CUDA only for quantized weights at up to 8 activation
+    /// rows, where candle's mat-vec kernel computes each output row on its own: its tiled
+    /// kernel and cuBLAS pick tiles by shape, and merged shapes there changed greedy
+    /// tokens (H100, prefill and batch 16).
     MergedProj,
     /// A KV cache written in place into preallocated capacity instead of concatenated into
     /// a new tensor every step (which copies the whole cache per layer per token).
     InplaceKv,
+    /// CUDA: decode steps with static shapes (the KV cache reserved for prompt + new
+    /// tokens, each KV head stored once per query head; tokens, position, RoPE rows and
+    /// attention mask read from device tensors), so that a step is the same kernels on the
+    /// same buffers at every position: captured once as a CUDA graph and replayed per
+    /// token, one launch instead of hundreds. Its attention spans the whole reserved
+    /// cache, masked, so sums may associate differently than over the cached positions
+    /// only: greedy tokens are checked on the GPU runs, and the static step on the CPU
+    /// against the plain one within a tolerance (tests/opts.rs). Ignored on the CPU, which
+    /// has no graphs and for which the static step is only more work.
+    Graphs,
+    /// CUDA: a residual add and the RMSNorm after it, the attention mask and softmax, and
+    /// SiLU x up each as one kernel of perfwatt's (src/model/fused.cu) that repeats
+    /// candle's two kernels' float operations in their order. Everywhere: the attention's
+    /// 1/sqrt(head_dim) folded into the query's RoPE tables where it is a power of two
+    /// (exact: scaling by a power of two commutes with rounding), one kernel less.
+    Fused,
 }
 
 impl Opt {
     // Tried and left out: grouped-query attention without the per-head K/V copy (each KV
     // head's query heads as rows of one matmul). Faster, but the f32 gemm then sums in
     // another order and one greedy token of tests/opts.rs changed.
-    pub const ALL: [Opt; 3] = [Opt::Tiles, Opt::MergedProj, Opt::InplaceKv];
+    pub const ALL: [Opt; 5] = [
+        Opt::Tiles,
+        Opt::MergedProj,
+        Opt::InplaceKv,
+        Opt::Graphs,
+        Opt::Fused,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Opt::Tiles => "tiles",
             Opt::MergedProj => "merged-proj",
             Opt::InplaceKv => "inplace-kv",
+            Opt::Graphs => "graphs",
+            Opt::Fused => "fused",
         }
     }
 
@@ -107,7 +134,7 @@ impl fmt::Debug for Opts {
 impl FromStr for Opts {
     type Err = Error;
 
-    /// `all`, `none`, names (`tiles,gqa-view`), and `-name` to take one away (`all,-tiles`).
+    /// `all`, `none`, names (`tiles,graphs`), and `-name` to take one away (`all,-tiles`).
     fn from_str(s: &str) -> Result<Opts> {
         let mut set = Opts::NONE;
         for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -155,7 +182,7 @@ mod tests {
     fn lists_parse_and_print_in_canonical_form() {
         let all: Opts = "all".parse().unwrap();
         assert_eq!(all, Opts::all());
-        assert_eq!(all.to_string(), "tiles,merged-proj,inplace-kv");
+        assert_eq!(all.to_string(), "tiles,merged-proj,inplace-kv,graphs,fused");
         assert_eq!("none".parse::<Opts>().unwrap(), Opts::NONE);
         assert_eq!(Opts::NONE.to_string(), "none");
         let two: Opts = "inplace-kv, tiles".parse().unwrap();
@@ -163,9 +190,9 @@ mod tests {
         let minus: Opts = "all,-tiles".parse().unwrap();
         assert!(!minus.has(Opt::Tiles) && minus.has(Opt::InplaceKv));
         assert_eq!(minus.to_string().parse::<Opts>().unwrap(), minus);
-        let e = "tiles,graphs".parse::<Opts>().unwrap_err().to_string();
+        let e = "tiles,gqa-view".parse::<Opts>().unwrap_err().to_string();
         assert!(
-            e.contains("unknown optimization 'graphs'") && e.contains("merged-proj"),
+            e.contains("unknown optimization 'gqa-view'") && e.contains("merged-proj"),
             "{e}"
         );
         assert_eq!(Opts::all_but_one().len(), Opt::ALL.len());

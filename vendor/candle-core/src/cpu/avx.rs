@@ -250,10 +250,19 @@ pub(crate) unsafe fn vec_sum(row: *const f32, b: *mut f32, k: usize) {
             sum[j] = CurrentCpu::vec_add(sum[j], x[j]);
         }
     }
-    CurrentCpu::vec_reduce(sum, b);
-    for i in np..k {
-        *b += *row.add(i)
+    // perfwatt: the tail goes into the lanes its elements would have in a longer row (as
+    // one more zero-padded step), so appending zeros to a row leaves its sum bit for bit
+    // the same: a softmax over a KV cache padded with masked positions then sums like one
+    // over the cached positions only. (It was added after the lanes were reduced.)
+    if np < k {
+        let mut tail = [0f32; CurrentCpu::STEP];
+        std::ptr::copy_nonoverlapping(row.add(np), tail.as_mut_ptr(), k - np);
+        for j in 0..CurrentCpu::ARR {
+            x[j] = CurrentCpu::load(tail.as_ptr().add(j * CurrentCpu::EPR));
+            sum[j] = CurrentCpu::vec_add(sum[j], x[j]);
+        }
     }
+    CurrentCpu::vec_reduce(sum, b);
 }
 
 #[target_feature(enable = "avx2")]

@@ -44,6 +44,10 @@ const MMVQ_MAX_BATCH: usize = 8;
 struct WorkspaceSlot {
     slice: CudaSlice<u8>,
     cap: usize,
+    /// Workspaces outgrown, kept alive (perfwatt): a captured CUDA graph holds the address
+    /// of the one it was captured with, and freeing it would leave the graph reading freed
+    /// memory. They are small (rows <= 8 of Q8_1 blocks).
+    retired: Vec<CudaSlice<u8>>,
 }
 
 static WORKSPACE: OnceLock<Mutex<HashMap<DeviceId, WorkspaceSlot>>> = OnceLock::new();
@@ -66,14 +70,19 @@ fn workspace_ensure(
         std::collections::hash_map::Entry::Occupied(entry) => {
             let slot = entry.into_mut();
             if slot.cap < bytes {
-                slot.slice = unsafe { dev.alloc::<u8>(bytes)? };
+                let old = std::mem::replace(&mut slot.slice, unsafe { dev.alloc::<u8>(bytes)? });
+                slot.retired.push(old);
                 slot.cap = bytes;
             }
             slot
         }
         std::collections::hash_map::Entry::Vacant(entry) => {
             let slice = unsafe { dev.alloc::<u8>(bytes)? };
-            entry.insert(WorkspaceSlot { slice, cap: bytes })
+            entry.insert(WorkspaceSlot {
+                slice,
+                cap: bytes,
+                retired: Vec::new(),
+            })
         }
     };
     let ptr = slot.slice.device_ptr(slot.slice.stream()).0;
