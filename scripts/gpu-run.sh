@@ -19,7 +19,8 @@
 #  11. devices, devices-sweep: every GPU of a host at once (infer and gemm-energy, then a
 #      sweep, with --devices all)
 #  12. opts: the optimization knobs (--opt) on and off, the sweep experiments/gpu-opts.toml
-#  13. graphs: --opt all / all,-graphs / none at batch 1 and 16, whether the tokens agree,
+#  13. graphs: --opt all / all,-graphs / all,-fused / none at batch 1 and 16, whether the
+#      tokens agree,
 #      and PyTorch's static-cache (CUDA graphs) bf16 on the same prompt
 # Lessons from the lent machine (2026-11-23): it is handed back after 30 s idle, so the
 # carry calls must follow each other at once; the working tree (~30 MB) plus the carried
@@ -151,7 +152,7 @@ if [ "$STEP" = graphs ]; then
   # alternating order, then whether every set generated the same tokens; PyTorch's best
   # (bf16, static cache, CUDA graphs) on the same prompt ids in the same call.
   for i in 1 2; do
-    for o in all all,-graphs none; do
+    for o in all all,-graphs all,-fused none; do
       n=${o//,-/_no_}
       inf graphs_b1_${n}_$i --dtype q4_1 --opt $o --max-new-tokens 128 --warmup 2 --repeats 5
       inf graphs_b16_${n}_$i --dtype q4_1 --opt $o --batch 16 --max-new-tokens 128 --warmup 2 --repeats 5
