@@ -23,35 +23,65 @@ __device__ __forceinline__ float warp_max(float x) {
     return x;
 }
 
-// h = a + b and y = rmsnorm(h) * alpha, rows of ncols < 1024 values, one warp per row (as
-// candle launches rmsnorm_f32 there): lane t sums the squares of columns t, t + 32, ... in
-// that order, the warp adds its lanes by xor shuffles. The loops are unrolled so that a
-// lane's loads are in flight together; candle's loop waits on one load per column, which
-// made its RMSNorm the slowest kernel of a decode step (~10 us of ~2 us kernels).
+// h = a + b and y = rmsnorm(h) * alpha, rows of ncols < 1024 values; candle launches its
+// rmsnorm_f32 there as one warp per row, lane t summing the squares of columns t, t + 32,
+// ... in that order, then adding the lanes by xor shuffles, each lane scaling its own
+// columns by its own result. Here one thread per column loads (one round of memory
+// latency instead of one per 32 columns: candle's RMSNorm was the slowest kernel of a
+// decode step, ~10 us where the others take 2-4), and the first warp sums from shared
+// memory in candle's order; the block is a multiple of 32 threads.
 extern "C" __global__ void add_rmsnorm_f32(
     const float *__restrict__ a, const float *__restrict__ b, float *__restrict__ h,
     float *__restrict__ y, const float *__restrict__ alpha, const int ncols,
     const float eps) {
+    __shared__ float xs[1024];
+    __shared__ float scales[WARP];
     const int row = blockIdx.x;
-    const int tid = threadIdx.x;
-    const float *ar = a + row * ncols;
-    const float *br = b + row * ncols;
-    float *hr = h + row * ncols;
-    float *yr = y + row * ncols;
-    float tmp = 0.0f;
-#pragma unroll 4
-    for (int col = tid; col < ncols; col += WARP) {
-        const float xi = ar[col] + br[col];
-        hr[col] = xi;
-        tmp += xi * xi;
+    const int col = threadIdx.x;
+    const int at = row * ncols + col;
+    float xi = 0.0f;
+    if (col < ncols) {
+        xi = a[at] + b[at];
+        h[at] = xi;
+        xs[col] = xi;
     }
-    tmp = warp_sum(tmp);
-    const float mean = tmp / ncols;
-    const float scale = rsqrtf(mean + eps);
-#pragma unroll 4
-    for (int col = tid; col < ncols; col += WARP) {
-        yr[col] = scale * hr[col] * alpha[col];
+    __syncthreads();
+    if (col < WARP) {
+        float tmp = 0.0f;
+        for (int c = col; c < ncols; c += WARP) {
+            const float v = xs[c];
+            tmp += v * v;
+        }
+        tmp = warp_sum(tmp);
+        const float mean = tmp / ncols;
+        scales[col] = rsqrtf(mean + eps);
     }
+    __syncthreads();
+    if (col < ncols) {
+        y[at] = scales[col % WARP] * xi * alpha[col];
+    }
+}
+
+// This decode step's keys and values [b, kv_heads, 1, d] into a reserved cache
+// [b, kv_heads * rep, cap, d] at the position *pos, each KV head into the rep query heads
+// that read it: what a strided copy (the repeat) and a scatter did, for k and for v.
+extern "C" __global__ void kv_write_f32(
+    const float *__restrict__ k, const float *__restrict__ v,
+    const unsigned int *__restrict__ pos, float *__restrict__ kc, float *__restrict__ vc,
+    const int b, const int kv_heads, const int rep, const int cap, const int d) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const int heads = kv_heads * rep;
+    if (i >= b * heads * d) {
+        return;
+    }
+    const int e = i % d;
+    const int bh = i / d;
+    const int head = bh % heads;
+    const int bi = bh / heads;
+    const int src = (bi * kv_heads + head / rep) * d + e;
+    const long dst = ((long)(bi * heads + head) * cap + pos[0]) * d + e;
+    kc[dst] = k[src];
+    vc[dst] = v[src];
 }
 
 // softmax(x + mask) along rows of ncols values; row r adds mask row r % mask_rows. One warp

@@ -47,6 +47,28 @@ pub fn masked_softmax(att: &Tensor, mask: Option<&Tensor>, fuse: bool) -> Result
     candle_nn::ops::softmax_last_dim(&att).map_err(me)
 }
 
+/// Write one position's keys and values `k`, `v` [b, kv_heads, 1, d] into reserved caches
+/// `kc`, `vc` [b, kv_heads * rep, cap, d] at the position `pos` ([1] u32) holds, each KV
+/// head into its `rep` query heads, as one kernel. False where the kernel does not apply
+/// (nothing written): the caller repeats and scatters with candle's operations.
+pub fn kv_write(
+    kc: &Tensor,
+    vc: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    pos: &Tensor,
+    rep: usize,
+    fuse: bool,
+) -> Result<bool> {
+    #[cfg(feature = "cuda")]
+    if fuse && cuda::takes(&[kc, vc, k, v]) && pos.dtype() == candle_core::DType::U32 {
+        cuda::kv_write(kc, vc, k, v, pos, rep).map_err(me)?;
+        return Ok(true);
+    }
+    let _ = (kc, vc, k, v, pos, rep, fuse);
+    Ok(false)
+}
+
 /// `silu(g) * u`: SwiGLU's gate.
 pub fn silu_mul(g: &Tensor, u: &Tensor, fuse: bool) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
@@ -67,7 +89,8 @@ mod cuda {
     use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
     use candle_core::cuda::WrapErr;
     use candle_core::{
-        CpuStorage, CudaStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor,
+        CpuStorage, CudaStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Storage,
+        Tensor,
     };
 
     const SOURCE: &str = include_str!("fused.cu");
@@ -134,6 +157,66 @@ mod cuda {
         candle_core::bail!("{op}: a CUDA kernel (the CPU runs candle's own operations)")
     }
 
+    /// A tensor's CUDA buffer from its first element, and the guard that keeps it.
+    fn buffer<'a>(
+        t: &'a Tensor,
+    ) -> candle_core::Result<(candle_core::StorageRef<'a>, usize)> {
+        let (storage, layout) = t.storage_and_layout();
+        Ok((storage, layout.start_offset()))
+    }
+
+    fn view<'a>(
+        storage: &'a Storage,
+        offset: usize,
+    ) -> candle_core::Result<candle_core::cuda::cudarc::driver::CudaView<'a, f32>> {
+        match storage {
+            Storage::Cuda(s) => Ok(s.as_cuda_slice::<f32>()?.slice(offset..)),
+            _ => candle_core::bail!("a CUDA tensor expected"),
+        }
+    }
+
+    /// See `super::kv_write`. The caches are written in place through their shared
+    /// storage: candle has no in-place op of four inputs.
+    pub fn kv_write(
+        kc: &Tensor,
+        vc: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        pos: &Tensor,
+        rep: usize,
+    ) -> candle_core::Result<()> {
+        let (b, kv_heads, _, d) = k.dims4()?;
+        let cap = kc.dim(2)?;
+        let Device::Cuda(dev) = k.device() else {
+            candle_core::bail!("kv-write: a CUDA tensor expected")
+        };
+        let func = dev.get_or_load_custom_func("kv_write_f32", MODULE, ptx()?)?;
+        let (skc, okc) = buffer(kc)?;
+        let (svc, ovc) = buffer(vc)?;
+        let (sk, ok) = buffer(k)?;
+        let (sv, ov) = buffer(v)?;
+        let (sp, op) = buffer(pos)?;
+        let (kc, vc, k, v) = (
+            view(&skc, okc)?,
+            view(&svc, ovc)?,
+            view(&sk, ok)?,
+            view(&sv, ov)?,
+        );
+        let pos = match &*sp {
+            Storage::Cuda(s) => s.as_cuda_slice::<u32>()?.slice(op..),
+            _ => candle_core::bail!("kv-write: a CUDA position expected"),
+        };
+        let ints = [b as i32, kv_heads as i32, rep as i32, cap as i32, d as i32];
+        let mut launch = func.builder();
+        launch.arg(&k).arg(&v).arg(&pos).arg(&kc).arg(&vc);
+        for i in &ints {
+            launch.arg(i);
+        }
+        let cfg = LaunchConfig::for_num_elems((b * kv_heads * rep * d) as u32);
+        unsafe { launch.launch(cfg) }.w()?;
+        Ok(())
+    }
+
     fn one_warp_per_row(rows: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (rows as u32, 1, 1),
@@ -190,7 +273,13 @@ mod cuda {
                 .arg(&alpha)
                 .arg(&cols_i)
                 .arg(&eps);
-            unsafe { launch.launch(one_warp_per_row(n / cols)) }.w()?;
+            // One thread per column, whole warps.
+            let cfg = LaunchConfig {
+                grid_dim: ((n / cols) as u32, 1, 1),
+                block_dim: (cols.div_ceil(32) as u32 * 32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { launch.launch(cfg) }.w()?;
             let mut dims = vec![2];
             dims.extend_from_slice(la.dims());
             Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), dims.into()))

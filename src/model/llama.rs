@@ -390,10 +390,10 @@ struct KvCache {
 enum KvWrite<'a> {
     /// After the cached positions (a host count): prefill and the plain decode step.
     Append { in_place: bool },
-    /// At the position a device tensor holds, given as `[batch, heads, 1, head_dim]`
-    /// copies of it (what `scatter_set` takes): the static step. Attention then spans the
-    /// whole reserved capacity, the positions after this one masked.
-    At(&'a Tensor),
+    /// At the position a device tensor `pos` ([1] u32) holds, also given as `index`,
+    /// `[batch, heads, 1, head_dim]` copies of it (what `scatter_set` takes): the static
+    /// step. Attention then spans the whole reserved capacity, later positions masked.
+    At { pos: &'a Tensor, index: &'a Tensor },
 }
 
 impl KvCache {
@@ -450,11 +450,24 @@ impl KvCache {
         Ok(out)
     }
 
-    /// Write this step's k and v at the position `index` holds (`KvWrite::At`); returns
-    /// the whole capacity.
-    fn write_at(&self, k: &Tensor, v: &Tensor, index: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.k.scatter_set(index, k, 2).map_err(me)?;
-        self.v.scatter_set(index, v, 2).map_err(me)?;
+    /// Write this step's k and v [b, kv_heads, 1, d] at a device-held position
+    /// (`KvWrite::At`) into this reserved cache, each KV head `rep` times (one kernel under
+    /// `fuse`); returns the whole capacity.
+    fn write_at(
+        &self,
+        (k, v): (&Tensor, &Tensor),
+        (pos, index): (&Tensor, &Tensor),
+        rep: usize,
+        fuse: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        if !fused::kv_write(&self.k, &self.v, k, v, pos, rep, fuse)? {
+            self.k
+                .scatter_set(index, &repeat_kv(k, rep)?, 2)
+                .map_err(me)?;
+            self.v
+                .scatter_set(index, &repeat_kv(v, rep)?, 2)
+                .map_err(me)?;
+        }
         Ok((self.k.clone(), self.v.clone()))
     }
 
@@ -748,7 +761,10 @@ impl Llama {
                     .and_then(|seen| seen.where_cond(&at.open, &at.shut))
                     .map_err(me)?,
             ),
-            kv: KvWrite::At(&index),
+            kv: KvWrite::At {
+                pos: &at.pos,
+                index: &index,
+            },
         };
         self.forward_with(&at.tokens, (b, 1), &inputs, None)
     }
@@ -876,11 +892,18 @@ impl Attention<'_> {
         let fixed = blk.kv.as_ref().is_some_and(|kv| kv.fixed);
         let repeat =
             |k: &Tensor, v: &Tensor| Ok::<_, Error>((repeat_kv(k, rep)?, repeat_kv(v, rep)?));
-        let (k, v) = if fixed { repeat(&k, &v)? } else { (k, v) };
         let (k, v) = match at.kv {
-            KvWrite::Append { in_place } => KvCache::append(&mut blk.kv, k, v, in_place)?,
-            KvWrite::At(index) => match &blk.kv {
-                Some(kv) if kv.fixed => kv.write_at(&k, &v, index)?,
+            KvWrite::Append { in_place } => {
+                let (k, v) = if fixed { repeat(&k, &v)? } else { (k, v) };
+                let (k, v) = KvCache::append(&mut blk.kv, k, v, in_place)?;
+                if fixed {
+                    (k, v)
+                } else {
+                    repeat(&k, &v)?
+                }
+            }
+            KvWrite::At { pos, index } => match &blk.kv {
+                Some(kv) if kv.fixed => kv.write_at((&k, &v), (pos, index), rep, self.fuse)?,
                 _ => {
                     return Err(Error::Model(
                         "static step without a reserved KV cache".into(),
@@ -888,7 +911,6 @@ impl Attention<'_> {
                 }
             },
         };
-        let (k, v) = if fixed { (k, v) } else { repeat(&k, &v)? };
         let y = self
             .softmax_attend(&q, &k, &v)?
             .transpose(1, 2)
