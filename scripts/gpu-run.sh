@@ -151,11 +151,11 @@ if [ "$STEP" = graphs ]; then
   # Issue 13: the static decode step replayed as a CUDA graph. Batch 1 and 16, each set in
   # alternating order, then whether every set generated the same tokens; PyTorch's best
   # (bf16, static cache, CUDA graphs) on the same prompt ids in the same call.
-  for i in 1 2; do
-    for o in all all,-graphs all,-fused none; do
-      n=${o//,-/_no_}
-      inf graphs_b1_${n}_$i --dtype q4_1 --opt $o --max-new-tokens 128 --warmup 2 --repeats 5
-      inf graphs_b16_${n}_$i --dtype q4_1 --opt $o --batch 16 --max-new-tokens 128 --warmup 2 --repeats 5
+  # (Speed and tokens; the sweep `opts` measures energy with idle windows and CIs.)
+  for o in all all,-graphs all,-fused none; do
+    n=${o//,-/_no_}
+    for b in 1 16; do
+      inf graphs_b${b}_${n} --dtype q4_1 --opt $o --batch $b --max-new-tokens 128 --warmup 2 --repeats 5 --idle-seconds 1 --idle-windows 1
     done
   done
   python3 - "$R" > "$R/same-tokens.txt" 2>&1 <<'PY'

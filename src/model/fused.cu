@@ -132,3 +132,40 @@ extern "C" __global__ void silu_mul_f32(
     const float s = x / (1.0f + expf(-x));
     out[i] = s * u[r * ld_u + c];
 }
+
+// The index of the largest value of each row, as candle's fast_argmax picks it: a block of
+// blockDim threads per row, thread t keeping the first largest (strict >) of columns t,
+// t + blockDim, ..., then a tree over shared memory in which the lower thread's index wins
+// ties. The same choices, without candle's strided-index arithmetic per element (that
+// made its argmax over the 49,152 logits the longest kernel of a decode step).
+extern "C" __global__ void argmax_f32(
+    const float *__restrict__ x, unsigned int *__restrict__ dst, const int ncols) {
+    __shared__ float shr[1024];
+    __shared__ unsigned int shr_index[1024];
+    const int tid = threadIdx.x;
+    const float *xr = x + (long)blockIdx.x * ncols;
+    float best = NEG_INF;
+    unsigned int best_i = 0xFFFFFFFF;
+    bool not_set = true;
+#pragma unroll 8
+    for (int c = tid; c < ncols; c += blockDim.x) {
+        const float v = xr[c];
+        if (not_set || v > best) {
+            best = v;
+            best_i = c;
+            not_set = false;
+        }
+    }
+    shr[tid] = best;
+    shr_index[tid] = best_i;
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        __syncthreads();
+        if (tid < s && shr[tid + s] > shr[tid]) {
+            shr[tid] = shr[tid + s];
+            shr_index[tid] = shr_index[tid + s];
+        }
+    }
+    if (tid == 0) {
+        dst[blockIdx.x] = shr_index[0];
+    }
+}

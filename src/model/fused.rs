@@ -47,6 +47,17 @@ pub fn masked_softmax(att: &Tensor, mask: Option<&Tensor>, fuse: bool) -> Result
     candle_nn::ops::softmax_last_dim(&att).map_err(me)
 }
 
+/// Index of the largest value along the last dimension ([rows] u32): greedy decoding, with
+/// candle's choice among equal values.
+pub fn argmax(x: &Tensor, fuse: bool) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if fuse && cuda::takes(&[x]) {
+        return x.apply_op1_no_bwd(&cuda::Argmax).map_err(me);
+    }
+    let _ = fuse;
+    x.argmax(candle_core::D::Minus1).map_err(me)
+}
+
 /// Write one position's keys and values `k`, `v` [b, kv_heads, 1, d] into reserved caches
 /// `kc`, `vc` [b, kv_heads * rep, cap, d] at the position `pos` ([1] u32) holds, each KV
 /// head into its `rep` query heads, as one kernel. False where the kernel does not apply
@@ -158,9 +169,7 @@ mod cuda {
     }
 
     /// A tensor's CUDA buffer from its first element, and the guard that keeps it.
-    fn buffer<'a>(
-        t: &'a Tensor,
-    ) -> candle_core::Result<(candle_core::StorageRef<'a>, usize)> {
+    fn buffer<'a>(t: &'a Tensor) -> candle_core::Result<(candle_core::StorageRef<'a>, usize)> {
         let (storage, layout) = t.storage_and_layout();
         Ok((storage, layout.start_offset()))
     }
@@ -331,6 +340,45 @@ mod cuda {
             Ok((
                 CudaStorage::wrap_cuda_slice(out, dev.clone()),
                 lx.shape().clone(),
+            ))
+        }
+    }
+
+    pub struct Argmax;
+
+    impl candle_core::CustomOp1 for Argmax {
+        fn name(&self) -> &'static str {
+            "argmax"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            cpu_unused(self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            x: &CudaStorage,
+            lx: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dev = x.device();
+            let dims = lx.dims();
+            let cols = dims[dims.len() - 1];
+            let rows = lx.shape().elem_count() / cols;
+            let out = unsafe { dev.alloc::<u32>(rows)? };
+            let func = dev.get_or_load_custom_func("argmax_f32", MODULE, ptx()?)?;
+            let (x, cols_i) = (slice(x, lx)?, cols as i32);
+            let mut launch = func.builder();
+            launch.arg(&x).arg(&out).arg(&cols_i);
+            // As candle launches its argmax: the row's length up to 1024, a power of two.
+            let cfg = LaunchConfig {
+                grid_dim: (rows as u32, 1, 1),
+                block_dim: (cols.min(1024).next_power_of_two() as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            unsafe { launch.launch(cfg) }.w()?;
+            Ok((
+                CudaStorage::wrap_cuda_slice(out, dev.clone()),
+                Shape::from_dims(&dims[..dims.len() - 1]),
             ))
         }
     }

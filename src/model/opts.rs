@@ -39,7 +39,9 @@ pub enum Opt {
     Graphs,
     /// CUDA: a residual add and the RMSNorm after it, the attention mask and softmax, and
     /// SiLU x up each as one kernel of perfwatt's (src/model/fused.cu) that repeats
-    /// candle's two kernels' float operations in their order. Everywhere: the attention's
+    /// candle's two kernels' float operations in their order; in the static step the KV
+    /// write (repeat + scatter, four kernels) as one, and greedy argmax without candle's
+    /// per-element index arithmetic (same picks). Everywhere: the attention's
     /// 1/sqrt(head_dim) folded into the query's RoPE tables where it is a power of two
     /// (exact: scaling by a power of two commutes with rounding), one kernel less.
     Fused,

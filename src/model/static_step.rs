@@ -13,11 +13,13 @@
 //! kernel launches, each with its host-side work. On the CPU every step runs as it is:
 //! the same arithmetic, which is what tests/opts.rs checks against the plain step.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 use crate::error::Result;
 
+use super::fused;
 use super::llama::{me, Llama, StaticInputs};
+use super::opts::Opt;
 
 pub struct StaticStep {
     at: StaticInputs,
@@ -88,7 +90,7 @@ impl StaticStep {
     /// The step's kernels, launched (or recorded, while a capture is on).
     fn run(&self, m: &mut Llama) -> Result<Tensor> {
         let logits = m.forward_static(&self.at)?;
-        let next = logits.argmax(D::Minus1).map_err(me)?;
+        let next = fused::argmax(&logits, m.opts.has(Opt::Fused))?;
         self.at.tokens.slice_set(&next, 0, 0).map_err(me)?;
         let pos = self.at.pos.add(&self.one).map_err(me)?;
         self.at.pos.slice_set(&pos, 0, 0).map_err(me)?;
