@@ -23,9 +23,10 @@
 #      tokens agree,
 #      and PyTorch's static-cache (CUDA graphs) bf16 on the same prompt
 # Lessons from the lent machine (2026-11-23): it is handed back after 30 s idle, so the
-# carry calls must follow each other at once; the working tree (~30 MB) plus the carried
-# paths must stay under 64 MiB a call, so split the model into 36,000,000-byte parts (three
-# calls: part00, part01, then part02 + perfwatt.xz + the gguf wheel); only a limited number
+# carry calls must follow each other at once; the working tree (~38 MB on 2026-11-30) plus
+# the carried paths must stay under 64 MiB a call, so split the model into 28,000,000-byte
+# parts (`split -b 28000000 -d MODEL carried/model.part`; one call per part, the last with
+# perfwatt.xz + the gguf wheel); only a limited number
 # of files comes back from $OUT per call (the rest is "left out (count)"): tar result
 # folders; $OUT is empty again in the next call. HEADLINE_ONLY=1 stops the headline step
 # after the PyTorch runs; SWEEP_DIR keeps a resumable sweep outside $OUT across calls.
