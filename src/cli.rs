@@ -530,10 +530,13 @@ pub struct InferArgs {
     #[arg(long, default_value_t = 0.0, value_name = "TAU")]
     pub sparsity: f32,
     /// Optimizations of the forward pass to use: `all` (default), `none`, a list, or all
-    /// but some (`all,-tiles`). Greedy tokens are the same with any set; only speed and
-    /// energy change. tiles: repacked Q4_1 weights, 16-row tiles for AVX512-VNNI/AVX2
-    /// (CPU); merged-proj: q,k,v in one matmul and gate,up in another (CPU only); inplace-kv: a
-    /// preallocated KV cache written in place, not concatenated each step.
+    /// but some (`all,-graphs`). Only speed and energy change (greedy tokens too, on CUDA
+    /// at batch > 1 with graphs: see BENCHMARKS.md). tiles: repacked Q4_1 weights, 16-row
+    /// tiles for AVX512-VNNI/AVX2 (CPU); merged-proj: q,k,v in one matmul and gate,up in
+    /// another (CUDA: up to 8 rows); inplace-kv: a preallocated KV cache written in place,
+    /// not concatenated each step; graphs: a static decode step captured once as a CUDA
+    /// graph and replayed per token (CUDA); fused: perfwatt's kernels for add + RMSNorm,
+    /// mask + softmax, SiLU x up, KV write, argmax (CUDA; same bits as candle's).
     #[arg(long, default_value = "all", value_name = "LIST")]
     pub opt: perfwatt::model::Opts,
     /// Write captured operands (.ops) here.

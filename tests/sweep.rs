@@ -400,4 +400,5 @@ opts = ["all", "none", "all,-inplace-kv"]
         .collect();
     assert_eq!(table.len(), 2, "{section}");
     assert!(table[0].contains("opt=none") && table[1].contains("opt=tiles,merged-proj"));
+    assert!(table.iter().all(|l| l.ends_with("| same |")), "{section}");
 }
