@@ -171,6 +171,7 @@ for b, runs in by.items():
         print(b, name, "same tokens" if gen == ref else "DIFFERENT tokens", "decode tok/s", tps)
 PY
   cat "$R/same-tokens.txt" | tee -a "$R/log.txt"
+  [ -n "${NO_TORCH:-}" ] && { log done; exit 0; }
   python3 -c "import json;print(json.dumps(json.load(open('$R/graphs_b1_all.json'))['prompt_ids']))" > "$R/ids.json"
   mkdir -p "$PW/py" && python3 -m pip install -q --no-deps --target "$PW/py" "$PW"/gguf-*.whl >> "$R/log.txt" 2>&1
   log "torch bf16 static"

@@ -81,6 +81,7 @@ fn greedy_tokens_and_logits_are_the_same_with_any_optimization() {
 /// The static decode step (what `graphs` captures on CUDA), fed the plain step's tokens at
 /// every position, gives the plain step's logits bit for bit, though its attention spans
 /// the whole reserved cache (masked): run twice, the second time on the kept reservation.
+/// So does the plain step over a fixed span (a concatenated cache padded with zeros).
 #[test]
 fn static_step_gives_the_plain_step_logits() {
     let prompts = test_prompts();
@@ -96,6 +97,10 @@ fn static_step_gives_the_plain_step_logits() {
         .0
     };
     let (mut plain, mut fixed) = (load(), load());
+    // The plain step attending over all l + n positions (what `perfwatt infer` does on
+    // CUDA, for the same shapes as the static step) gives the same logits too.
+    let mut spanning = load();
+    spanning.decode_span = Some(l + n);
     let mut st = StaticStep::new(&fixed, 2, l + n).unwrap();
     for round in 0..2 {
         let allocated = fixed.reserve_kv(2, l + n).unwrap();
@@ -105,6 +110,14 @@ fn static_step_gives_the_plain_step_logits() {
             "round {round}: only the first reservation allocates"
         );
         plain.clear_kv_cache();
+        spanning.clear_kv_cache();
+        spanning
+            .forward(
+                &Tensor::new(prompts.to_vec(), &Device::Cpu).unwrap(),
+                0,
+                None,
+            )
+            .unwrap();
         let prompt = Tensor::new(prompts.to_vec(), &Device::Cpu).unwrap();
         let mut next = argmax(&plain.forward(&prompt, 0, None).unwrap()).unwrap();
         assert_eq!(
@@ -118,6 +131,7 @@ fn static_step_gives_the_plain_step_logits() {
                 .unsqueeze(1)
                 .unwrap();
             let want = plain.forward(&x, pos, None).unwrap();
+            let spanned = spanning.forward(&x, pos, None).unwrap();
             // The step sets its own next tokens and position; setting them is what lets the
             // two follow the same tokens.
             st.start(&next, pos).unwrap();
@@ -136,6 +150,10 @@ fn static_step_gives_the_plain_step_logits() {
             assert!(
                 bits(&got) == bits(&want),
                 "round {round} step {step}: logits differ"
+            );
+            assert!(
+                bits(&spanned) == bits(&want),
+                "round {round} step {step}: spanning"
             );
         }
     }

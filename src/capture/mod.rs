@@ -526,10 +526,10 @@ pub fn run_infer(
             let static_steps = bench.static_step.is_some();
             let r = bench.run_once(&meter, false, Some(&mut c))?;
             let tokens: Vec<Vec<u32>> = r.seqs.iter().map(|s| s[bench.l..].to_vec()).collect();
-            // Taps need the plain decode step. Where the measured runs took static steps
-            // (`--opt graphs`), whose attention spans the reserved cache, cuBLAS may sum in
-            // another order at batch > 1 and greedy tokens may part: the operands are then
-            // the capture run's own, which is said rather than refused.
+            // Taps need the plain decode step. It spans the same positions as the static
+            // steps of `--opt graphs` (`Llama::decode_span`), so the tokens should agree; if
+            // they do not, the operands are the capture run's own, which is said rather
+            // than refused.
             if tokens != measured.generated {
                 if !static_steps {
                     return Err(Error::Model(
@@ -754,6 +754,9 @@ impl<'a> Bench<'a> {
         let m = &mut self.m;
         let prompt = Tensor::new(self.batch_ids.clone(), device).map_err(me)?;
         let mut seqs = self.batch_ids.clone();
+        // On CUDA every decode step attends over all the run's positions, masked, so that
+        // plain and static steps (and every set of knobs) multiply the same shapes.
+        m.decode_span = device.is_cuda().then_some(l + self.t);
         // Static steps where graphs apply: CUDA, no activations read out (no tap), a KV
         // cache to scatter into.
         let graphs = m.opts.has(Opt::Graphs) && device.is_cuda();

@@ -388,8 +388,9 @@ struct KvCache {
 
 /// Where a forward pass puts its keys and values.
 enum KvWrite<'a> {
-    /// After the cached positions (a host count): prefill and the plain decode step.
-    Append { in_place: bool },
+    /// After the cached positions (a host count): prefill and the plain decode step, which
+    /// with a `span` attends over that many positions (zeros after the cached ones).
+    Append { in_place: bool, span: Option<usize> },
     /// At the position a device tensor `pos` ([1] u32) holds, also given as `index`,
     /// `[batch, heads, 1, head_dim]` copies of it (what `scatter_set` takes): the static
     /// step. Attention then spans the whole reserved capacity, later positions masked.
@@ -471,6 +472,27 @@ impl KvCache {
         Ok((self.k.clone(), self.v.clone()))
     }
 
+    /// The cached keys and values over `span` positions: those of the cache's capacity
+    /// (not yet written after `len`: zeros, or a reserved cache's masked leftovers), or
+    /// zeros appended to a cache of exactly its length.
+    fn spanning(&self, span: usize) -> Result<(Tensor, Tensor)> {
+        let (b, h, cap, d) = self.k.dims4().map_err(me)?;
+        if span < self.len {
+            return Err(Error::Model(format!(
+                "decode span {span} is shorter than the {} cached positions",
+                self.len
+            )));
+        }
+        if cap >= span {
+            let first = |t: &Tensor| t.narrow(2, 0, span).map_err(me);
+            return Ok((first(&self.k)?, first(&self.v)?));
+        }
+        let zeros =
+            Tensor::zeros((b, h, span - cap, d), self.k.dtype(), self.k.device()).map_err(me)?;
+        let pad = |t: &Tensor| Tensor::cat(&[t, &zeros], 2).map_err(me);
+        Ok((pad(&self.k)?, pad(&self.v)?))
+    }
+
     /// An empty cache of `cap` positions for `b` sequences of `h` heads of `d` values.
     fn zeros(b: usize, h: usize, cap: usize, d: usize, like: &Tensor) -> Result<KvCache> {
         let zeros = || Tensor::zeros((b, h, cap, d), like.dtype(), like.device()).map_err(me);
@@ -525,6 +547,12 @@ pub struct Llama {
     q_rope: Option<(Tensor, Tensor)>,
     /// Activation sparsity threshold (0 = off).
     pub tau: f32,
+    /// Decode steps attend over this many positions, those after the cached ones masked
+    /// (None: over the cached ones only). `perfwatt infer` sets it on CUDA to the run's
+    /// prompt + new tokens, which the static step of `Opt::Graphs` must span: every decode
+    /// step, plain or static, then multiplies the same shapes, and cuBLAS, which picks its
+    /// kernels by shape, sums the same way whatever the knobs.
+    pub decode_span: Option<usize>,
     pub device: Device,
 }
 
@@ -657,6 +685,7 @@ impl Llama {
             sin,
             q_rope,
             tau: 0.0,
+            decode_span: None,
             device: device.clone(),
         })
     }
@@ -724,12 +753,14 @@ impl Llama {
                 Some((c, s)) => Some((rows(c)?, rows(s)?)),
                 None => None,
             },
-            mask: match s {
-                1 => None,
+            mask: match (s, self.decode_span) {
+                (1, None) => None,
+                (1, Some(span)) => Some(span_mask(pos, span, &self.device)?),
                 _ => Some(causal_mask(s, pos, &self.device)?),
             },
             kv: KvWrite::Append {
                 in_place: self.opts.has(Opt::InplaceKv),
+                span: self.decode_span.filter(|_| s == 1),
             },
         };
         self.forward_with(&tokens.flatten_all().map_err(me)?, (b, s), &inputs, tap)
@@ -893,9 +924,13 @@ impl Attention<'_> {
         let repeat =
             |k: &Tensor, v: &Tensor| Ok::<_, Error>((repeat_kv(k, rep)?, repeat_kv(v, rep)?));
         let (k, v) = match at.kv {
-            KvWrite::Append { in_place } => {
+            KvWrite::Append { in_place, span } => {
                 let (k, v) = if fixed { repeat(&k, &v)? } else { (k, v) };
                 let (k, v) = KvCache::append(&mut blk.kv, k, v, in_place)?;
+                let (k, v) = match (span, &blk.kv) {
+                    (Some(span), Some(kv)) => kv.spanning(span)?,
+                    _ => (k, v),
+                };
                 if fixed {
                     (k, v)
                 } else {
@@ -972,6 +1007,14 @@ fn rope_tables(
         .broadcast_mul(&inv.reshape((1, head_dim / 2)).map_err(me)?)
         .map_err(me)?;
     Ok((freqs.cos().map_err(me)?, freqs.sin().map_err(me)?))
+}
+
+/// Additive mask [span] for one new position `pos`: -inf over the keys after it.
+fn span_mask(pos: usize, span: usize, device: &Device) -> Result<Tensor> {
+    let m: Vec<f32> = (0..span)
+        .map(|j| if j > pos { f32::NEG_INFINITY } else { 0.0 })
+        .collect();
+    Tensor::from_vec(m, span, device).map_err(me)
 }
 
 /// Additive mask [s, pos + s]: -inf where query i (at pos + i) would see a later key.
