@@ -380,12 +380,15 @@ opts = ["all", "none", "all,-inplace-kv"]
         .iter()
         .map(|r| (r["opts"].as_str().unwrap(), r["key"].as_str().unwrap()))
         .collect();
-    assert_eq!(got[0].0, "tiles,merged-proj,inplace-kv");
+    assert_eq!(got[0].0, "tiles,merged-proj,inplace-kv,graphs,fused");
     assert!(got[0].1.ends_with("-w8"), "{got:?}");
     assert_eq!(got[1].0, "none");
     assert!(got[1].1.ends_with("-w8-onone"), "{got:?}");
-    assert_eq!(got[2].0, "tiles,merged-proj");
-    assert!(got[2].1.ends_with("-w8-otiles+merged-proj"), "{got:?}");
+    assert_eq!(got[2].0, "tiles,merged-proj,graphs,fused");
+    assert!(
+        got[2].1.ends_with("-w8-otiles+merged-proj+graphs+fused"),
+        "{got:?}"
+    );
     for r in &all[1..] {
         assert_eq!(r["generated"], all[0]["generated"], "{}", r["opts"]);
     }
@@ -399,6 +402,8 @@ opts = ["all", "none", "all,-inplace-kv"]
         .filter(|l| l.starts_with("| q4_1"))
         .collect();
     assert_eq!(table.len(), 2, "{section}");
-    assert!(table[0].contains("opt=none") && table[1].contains("opt=tiles,merged-proj"));
+    assert!(
+        table[0].contains("opt=none") && table[1].contains("opt=tiles,merged-proj,graphs,fused")
+    );
     assert!(table.iter().all(|l| l.ends_with("| same |")), "{section}");
 }
