@@ -737,6 +737,20 @@ impl Llama {
         Ok(allocated)
     }
 
+    /// The RoPE rows of a pass's positions, which `rows` picks from a table: cos, sin, and
+    /// the queries' scaled pair (`q_rope`).
+    #[allow(clippy::type_complexity)]
+    fn rope_rows(
+        &self,
+        rows: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor, Option<(Tensor, Tensor)>)> {
+        let q_rope = match &self.q_rope {
+            Some((c, s)) => Some((rows(c)?, rows(s)?)),
+            None => None,
+        };
+        Ok((rows(&self.cos)?, rows(&self.sin)?, q_rope))
+    }
+
     /// Logits of the last position for each sequence: [batch, vocab].
     pub fn forward(
         &mut self,
@@ -745,14 +759,11 @@ impl Llama {
         tap: Option<&mut dyn LinearTap>,
     ) -> Result<Tensor> {
         let (b, s) = tokens.dims2().map_err(me)?;
-        let rows = |t: &Tensor| t.narrow(0, pos, s).map_err(me);
+        let (cos, sin, q_rope) = self.rope_rows(|t| t.narrow(0, pos, s).map_err(me))?;
         let inputs = StepInputs {
-            cos: rows(&self.cos)?,
-            sin: rows(&self.sin)?,
-            q_rope: match &self.q_rope {
-                Some((c, s)) => Some((rows(c)?, rows(s)?)),
-                None => None,
-            },
+            cos,
+            sin,
+            q_rope,
             mask: match (s, self.decode_span) {
                 (1, None) => None,
                 (1, Some(span)) => Some(span_mask(pos, span, &self.device)?),
@@ -778,14 +789,11 @@ impl Llama {
             .and_then(|p| p.broadcast_as((b, c.n_head, 1, c.head_dim)))
             .and_then(|p| p.contiguous())
             .map_err(me)?;
-        let rows = |t: &Tensor| t.index_select(&at.pos, 0).map_err(me);
+        let (cos, sin, q_rope) = self.rope_rows(|t| t.index_select(&at.pos, 0).map_err(me))?;
         let inputs = StepInputs {
-            cos: rows(&self.cos)?,
-            sin: rows(&self.sin)?,
-            q_rope: match &self.q_rope {
-                Some((c, s)) => Some((rows(c)?, rows(s)?)),
-                None => None,
-            },
+            cos,
+            sin,
+            q_rope,
             mask: Some(
                 at.key_pos
                     .broadcast_le(&at.pos)
