@@ -20,7 +20,7 @@
 #      sweep, with --devices all)
 #  12. opts: the optimization knobs (--opt) on and off, the sweep experiments/gpu-opts.toml
 #  13. graphs: --opt all / all,-graphs / all,-fused / none at batch 1 and 16, whether the
-#      tokens agree,
+#      tokens agree (NO_TORCH=1 stops there),
 #      and PyTorch's static-cache (CUDA graphs) bf16 on the same prompt
 # Lessons from the lent machine (2026-11-23): it is handed back after 30 s idle, so the
 # carry calls must follow each other at once; the working tree (~38 MB on 2026-11-30) plus
