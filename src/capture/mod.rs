@@ -765,10 +765,10 @@ impl<'a> Bench<'a> {
                 if m.reserve_kv(cfg.batch, l + self.t)? {
                     self.static_step = None;
                 }
-                match self.static_step.take() {
-                    Some(st) => Some(st),
-                    None => Some(StaticStep::new(m, cfg.batch, l + self.t)?),
-                }
+                Some(match self.static_step.take() {
+                    Some(st) => st,
+                    None => StaticStep::new(m, cfg.batch, l + self.t)?,
+                })
             }
             false => {
                 m.clear_kv_cache();

@@ -125,9 +125,9 @@ mod cuda {
             .all(|t| t.device().is_cuda() && t.dtype() == DType::F32 && t.is_contiguous())
     }
 
-    /// A layout as rows of its last dimension: (rows, cols, row stride, offset), when
-    /// the last dimension is contiguous and the leading ones step by whole rows.
-    pub fn rows(l: &Layout) -> Option<(usize, usize, usize, usize)> {
+    /// A layout as rows of its last dimension: (rows, cols, row stride), when the last
+    /// dimension is contiguous and the leading ones step by whole rows.
+    pub fn rows(l: &Layout) -> Option<(usize, usize, usize)> {
         let (dims, strides) = (l.dims(), l.stride());
         let cols = *dims.last()?;
         if cols > 1 && strides[dims.len() - 1] != 1 {
@@ -149,12 +149,7 @@ mod cuda {
             }
             expect = s * d;
         }
-        Some((
-            l.shape().elem_count() / cols.max(1),
-            cols,
-            ld,
-            l.start_offset(),
-        ))
+        Some((l.shape().elem_count() / cols.max(1), cols, ld))
     }
 
     fn slice<'a>(
@@ -411,8 +406,7 @@ mod cuda {
             let shape_of = |l: &Layout| {
                 rows(l).ok_or_else(|| candle_core::Error::Msg("silu-mul: layout".into()))
             };
-            let ((rows_g, cols, ld_g, _), (rows_u, cols_u, ld_u, _)) =
-                (shape_of(lg)?, shape_of(lu)?);
+            let ((rows_g, cols, ld_g), (rows_u, cols_u, ld_u)) = (shape_of(lg)?, shape_of(lu)?);
             if (rows_g, cols) != (rows_u, cols_u) {
                 candle_core::bail!("silu-mul: {:?} and {:?}", lg.dims(), lu.dims())
             }

@@ -494,8 +494,12 @@ impl KvCache {
     }
 
     /// An empty cache of `cap` positions for `b` sequences of `h` heads of `d` values.
-    fn zeros(b: usize, h: usize, cap: usize, d: usize, like: &Tensor) -> Result<KvCache> {
-        let zeros = || Tensor::zeros((b, h, cap, d), like.dtype(), like.device()).map_err(me);
+    fn zeros(
+        (b, h, cap, d): (usize, usize, usize, usize),
+        dtype: DType,
+        device: &Device,
+    ) -> Result<KvCache> {
+        let zeros = || Tensor::zeros((b, h, cap, d), dtype, device).map_err(me);
         Ok(KvCache {
             k: zeros()?,
             v: zeros()?,
@@ -507,7 +511,11 @@ impl KvCache {
     /// A preallocated cache of at least `need` positions (a power of two) holding `old`'s.
     fn with_capacity(old: Option<KvCache>, like: &Tensor, need: usize) -> Result<KvCache> {
         let (b, h, _, d) = like.dims4().map_err(me)?;
-        let c = Self::zeros(b, h, need.next_power_of_two(), d, like)?;
+        let c = Self::zeros(
+            (b, h, need.next_power_of_two(), d),
+            like.dtype(),
+            like.device(),
+        )?;
         if let Some(o) = old.filter(|o| o.len > 0) {
             let keep = |t: &Tensor| t.narrow(2, 0, o.len)?.contiguous();
             c.k.slice_set(&keep(&o.k).map_err(me)?, 2, 0).map_err(me)?;
@@ -715,19 +723,18 @@ impl Llama {
 
     /// Preallocate every layer's KV cache for `capacity` positions of `batch` sequences,
     /// for static decode steps (`StaticStep`), each KV head repeated for the query heads
-    /// that read it; an existing reservation of that size is kept and emptied. Returns whether buffers were allocated: a CUDA graph captured on the
-    /// old ones must then be captured again.
+    /// that read it; an existing reservation of that size is kept and emptied. Returns
+    /// whether buffers were allocated: a CUDA graph captured on the old ones must then be
+    /// captured again.
     pub fn reserve_kv(&mut self, batch: usize, capacity: usize) -> Result<bool> {
         let c = &self.config;
-        let like = Tensor::zeros(1, DType::F32, &self.device).map_err(me)?;
+        let dims = (batch, c.n_head, capacity, c.head_dim);
         let mut allocated = false;
         for b in &mut self.blocks {
             match &mut b.kv {
-                Some(kv) if kv.fixed && kv.k.dims() == [batch, c.n_head, capacity, c.head_dim] => {
-                    kv.len = 0
-                }
+                Some(kv) if kv.fixed && kv.k.dims4().ok() == Some(dims) => kv.len = 0,
                 kv => {
-                    let mut new = KvCache::zeros(batch, c.n_head, capacity, c.head_dim, &like)?;
+                    let mut new = KvCache::zeros(dims, DType::F32, &self.device)?;
                     new.fixed = true;
                     *kv = Some(new);
                     allocated = true;
