@@ -1,7 +1,7 @@
 // extern "C" shim over a Verilator model of a MAC or dot-product design: create, run cycles
 // (optionally dumping VCD and counting toggles of the sampled signals), read the
 // accumulator, free. build.rs instantiates PW_EXPORT once per model (design, parameters)
-// with the snapshot body generated from sim/signals.rs.
+// with the snapshot body generated from sim/designs.rs.
 #pragma once
 #include <cstdint>
 #include "verilated.h"

@@ -4,8 +4,11 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use perfwatt::capture::{CaptureSpec, InferConfig};
+use perfwatt::choice::Choice;
+use perfwatt::device::DeviceSpec;
 use perfwatt::roofline::{Preset, RooflineConfig};
 use perfwatt::sim::{Counting, Design};
 use perfwatt::trace::OperandStream;
@@ -170,14 +173,14 @@ pub enum Cmd {
 #[derive(Args)]
 pub struct GemmEnergyArgs {
     /// cpu, cuda (GPU 0) or cuda:N (a build with --features cuda and an NVIDIA GPU).
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = device_spec)]
+    pub device: DeviceSpec,
     /// Several GPUs at once: `0,1` or `all`. Each measures every pattern into OUT/cudaN
     /// (its full report); OUT/devices.{md,csv,json} compare them pattern by pattern.
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
     pub devices: Option<String>,
     /// GEMM element types, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "int8,bf16")]
+    #[arg(long, value_parser = choice::<perfwatt::gemm_energy::patterns::Dtype>(), value_delimiter = ',', default_value = "int8,bf16")]
     pub dtype: Vec<perfwatt::gemm_energy::patterns::Dtype>,
     /// M,K,N (default 8192,8192,8192 on cuda, 64,256,64 on cpu).
     #[arg(long, value_name = "M,K,N")]
@@ -226,8 +229,8 @@ impl GemmEnergyArgs {
         // --devices: the GPU defaults (shape, seconds, idle windows); each device's run
         // gets its own name.
         let device = match self.devices {
-            Some(_) => "cuda",
-            None => &self.device,
+            Some(_) => "cuda".parse()?,
+            None => self.device,
         };
         let mut c = perfwatt::gemm_energy::GemmConfig::new(device);
         c.dtypes = self.dtype.clone();
@@ -272,8 +275,8 @@ impl GemmEnergyArgs {
 
     pub fn out_dir(&self) -> PathBuf {
         let device = match self.devices {
-            Some(_) => "devices",
-            None => &self.device,
+            Some(_) => "devices".to_string(),
+            None => self.device.to_string(),
         };
         self.out
             .clone()
@@ -325,16 +328,38 @@ impl TogglesArgs {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum DesignChoice {
-    Baseline,
-    Isolated,
-    Signmag,
-    Dot,
-    DotIsolated,
-    Bf16,
-    Bf16Dot,
+/// `--design`: one design of the catalogue, or all of them.
+#[derive(Clone, Copy)]
+pub enum DesignSet {
+    One(Design),
     All,
+}
+
+/// `--design`'s parser: the catalogue's names (with their help) and `all`.
+fn design_set() -> impl clap::builder::TypedValueParser<Value = DesignSet> {
+    let names = Design::all()
+        .map(|d| clap::builder::PossibleValue::new(d.name()).help(d.about))
+        .chain([
+            clap::builder::PossibleValue::new("all").help("every design that can take the stream")
+        ]);
+    clap::builder::PossibleValuesParser::new(names).map(|s| match s.as_str() {
+        "all" => DesignSet::All,
+        name => DesignSet::One(Design::named(name).expect("a possible value")),
+    })
+}
+
+/// clap's parser for a library `Choice`: its names as the possible values, with their help.
+fn choice<T: Choice + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    let names = T::ALL.iter().map(|c| {
+        let v = clap::builder::PossibleValue::new(c.name());
+        if c.about().is_empty() {
+            v
+        } else {
+            v.help(c.about())
+        }
+    });
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|s| perfwatt::choice::parse::<T>(&s).expect("a possible value"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -349,7 +374,7 @@ pub struct SimArgs {
     #[arg(long, value_name = "FILE", required_unless_present = "synthetic")]
     pub operands: Option<PathBuf>,
     /// Use a generated stream instead of a file.
-    #[arg(long, value_enum, conflicts_with = "operands")]
+    #[arg(long, value_parser = choice::<perfwatt::trace::synth::Kind>(), conflicts_with = "operands")]
     pub synthetic: Option<perfwatt::trace::synth::Kind>,
     /// Pairs in a --synthetic stream.
     #[arg(long, default_value_t = 100_000)]
@@ -365,8 +390,10 @@ pub struct SimArgs {
     /// i8, i16, or bf16/f16 (decimal numbers, rounded to the format).
     #[arg(long, value_name = "FORMAT", value_parser = parse_elem_format)]
     pub csv_format: Option<perfwatt::trace::ElemFormat>,
-    #[arg(long, value_enum, default_value = "all")]
-    pub design: DesignChoice,
+    /// A design of the catalogue (sim/designs.rs), or `all`: every design that can take
+    /// the stream (the others are skipped, saying why).
+    #[arg(long, value_parser = design_set(), default_value = "all")]
+    pub design: DesignSet,
     /// Lanes of the dot-product units (built: 4, 16, 64; bf16-dot: 4, 16). The stream's dot-product
     /// length must be a multiple of it.
     #[arg(long, default_value_t = perfwatt::sim::DEFAULT_LANES)]
@@ -459,33 +486,35 @@ impl SimArgs {
 
     pub fn designs(&self) -> Vec<Design> {
         match self.design {
-            DesignChoice::Baseline => vec![Design::Baseline],
-            DesignChoice::Isolated => vec![Design::Isolated],
-            DesignChoice::Signmag => vec![Design::Signmag],
-            DesignChoice::Dot => vec![Design::Dot],
-            DesignChoice::DotIsolated => vec![Design::DotIsolated],
-            DesignChoice::Bf16 => vec![Design::Bf16],
-            DesignChoice::Bf16Dot => vec![Design::Bf16Dot],
-            DesignChoice::All => Design::ALL.to_vec(),
+            DesignSet::One(d) => vec![d],
+            DesignSet::All => Design::all().collect(),
         }
     }
 
-    /// `--design all` skips the designs that cannot take the stream; a design named
-    /// alone must run.
-    pub fn threads(&self) -> usize {
-        self.threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    /// What to simulate: `--design all` skips the designs that cannot take the stream; a
+    /// design named alone must run.
+    pub fn plan<'a>(
+        &self,
+        gate: Option<&'a perfwatt::sim::gate::GateOptions>,
+    ) -> perfwatt::sim::SimPlan<'a> {
+        perfwatt::sim::SimPlan {
+            designs: self.designs(),
+            lanes: self.lanes,
+            counting: self.counting(),
+            threads: self
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            gate,
+            skip_unfit: matches!(self.design, DesignSet::All),
+        }
     }
 
-    pub fn skip_unfit(&self) -> bool {
-        matches!(self.design, DesignChoice::All)
-    }
-
-    /// The design whose stimulus `--export` writes: the one named, or the baseline.
+    /// The design whose stimulus `--export` writes: the one named, or the catalogue's first
+    /// (the baseline).
     pub fn export_design(&self) -> Design {
         match self.designs().as_slice() {
             [one] => *one,
-            _ => Design::Baseline,
+            _ => Design::all().next().expect("a design"),
         }
     }
 
@@ -502,15 +531,15 @@ impl SimArgs {
 #[derive(Args)]
 pub struct InferArgs {
     /// cpu, cuda (GPU 0) or cuda:N (a build with --features cuda and an NVIDIA GPU).
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = device_spec)]
+    pub device: DeviceSpec,
     /// Several GPUs at once: `0,1` or `all`. Each runs the whole benchmark with its own
     /// model and NVML sampler; the measured runs share one wall-clock window. OUT gets the
     /// host's figures (pooled percentiles, summed energy), OUT.cudaN.json each GPU's.
     #[arg(long, value_name = "LIST", conflicts_with_all = ["device", "capture"])]
     pub devices: Option<String>,
     /// Weight format: q4_1 as shipped, re-quantized q8_0/q4_0/q4k, or dense f32/f16/bf16.
-    #[arg(long, value_enum, default_value = "q4_1")]
+    #[arg(long, value_parser = choice::<perfwatt::model::Precision>(), default_value = "q4_1")]
     pub dtype: perfwatt::model::Precision,
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -570,7 +599,7 @@ pub struct InferArgs {
     /// Measure the NVML sampler's own cost: measured runs (`runs`) or the decode steps
     /// within each measured run (`steps`) alternate sampler on and paused (ABBA), and
     /// the report gains `sampler_ab` (paired overhead, 95% CI). GPU only.
-    #[arg(long, value_enum, value_name = "UNIT", num_args = 0..=1, default_missing_value = "runs", default_value = "off")]
+    #[arg(long, value_parser = choice::<perfwatt::capture::AbUnit>(), value_name = "UNIT", num_args = 0..=1, default_missing_value = "runs", default_value = "off")]
     pub sampler_ab: perfwatt::capture::AbUnit,
     /// Grid carbon intensity for gCO2eq (g/kWh).
     #[arg(long, default_value_t = 400.0)]
@@ -591,7 +620,7 @@ impl InferArgs {
         InferConfig {
             model: self.model.clone().unwrap_or(defaults.model),
             prompts: self.prompts.clone().unwrap_or(defaults.prompts),
-            device: self.device.clone(),
+            device: self.device,
             precision: self.dtype,
             batch: self.batch,
             prompt_len: self.prompt_len.clone(),
@@ -673,9 +702,9 @@ impl SweepArgs {
 
 #[derive(Args)]
 pub struct RooflineArgs {
-    /// cpu, or cuda (a build with --features cuda and an NVIDIA GPU).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// cpu, cuda (GPU 0) or cuda:N (a build with --features cuda and an NVIDIA GPU).
+    #[arg(long, default_value = "cpu", value_parser = device_spec)]
+    pub device: DeviceSpec,
     /// Kernel dtype: f32, f16, bf16 (default: bf16 on cuda, f32 on cpu).
     #[arg(long)]
     pub dtype: Option<String>,
@@ -699,7 +728,7 @@ pub struct RooflineArgs {
 impl RooflineArgs {
     pub fn config(&self) -> Result<RooflineConfig> {
         let mut cfg = RooflineConfig::new(
-            &self.device,
+            self.device,
             if self.quick {
                 Preset::Quick
             } else {
@@ -724,10 +753,8 @@ impl RooflineArgs {
 }
 
 /// `--device`: cpu, cuda or cuda:N.
-fn parse_device(s: &str) -> std::result::Result<String, String> {
-    perfwatt::model::cuda_ordinal(s)
-        .map(|_| s.to_string())
-        .map_err(|e| e.to_string())
+fn device_spec(s: &str) -> std::result::Result<DeviceSpec, String> {
+    s.parse().map_err(|e: perfwatt::Error| e.to_string())
 }
 
 fn parse_width(s: &str) -> std::result::Result<u8, String> {

@@ -51,24 +51,3 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|e| Error::io(path, e))
     }
 }
-
-/// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, rename.
-/// A crash leaves either the old file or the new one, never half of one.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir).at(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-    f.write_all(bytes).at(&tmp)?;
-    f.sync_all().at(&tmp)?;
-    drop(f);
-    std::fs::rename(&tmp, path).at(path)
-}

@@ -7,27 +7,37 @@
 //! ```
 //!
 //! Layers, each importing only from the layers below it (no cycles, nothing reaches up):
-//! - leaves: `error`, `stats`, `plot` (PNG+SVG drawing), `energy` (NVML), `model` (candle);
+//! - leaves: `error`, `files` (atomic writes, JSON Lines), `choice` (enums named by a
+//!   word), `stats`, `render` (PNG+SVG plots, shared markdown sections), `device` (cpu /
+//!   cuda:N, parsed once; the per-device fan-out), `energy` (NVML), `model` (candle);
 //! - formats the stages exchange, each read and written by one module: `trace` (operand
 //!   streams: capture writes them, sim reads them) and `vcd` (any simulator's VCD -> toggles;
 //!   sim counts its own dumps with it);
 //! - stages: `capture` (model + energy -> measurements and `.ops`), `sim` (streams ->
-//!   toggles);
-//! - drivers over the stages: `sweep` (capture and sim per point), `report` (a sweep's run
-//!   folder -> report.md), `roofline` (model kernels -> roofline).
+//!   toggles, through the design catalogue `sim::catalogue`);
+//! - drivers over the stages: `sweep` (capture and sim per point; `sweep::slurm`), `report`
+//!   (a sweep's run folder -> report.md), `roofline` (model kernels -> roofline),
+//!   `gemm_energy` (operand patterns -> J/GEMM and the hardware models that predict it).
+//!
+//! The command line (clap) lives in the binary only: library enums parse from and print as
+//! their names (`FromStr`/`Display`), and `src/cli.rs` maps flags onto them.
 
 pub mod capture;
+pub mod choice;
+pub mod device;
 pub mod energy;
 pub mod error;
+pub mod files;
 pub mod gemm_energy;
 pub mod model;
-mod plot;
+mod render;
 pub mod report;
 pub mod roofline;
 pub mod sim;
-pub mod slurm;
 pub mod stats;
 pub mod sweep;
+/// `sweep --slurm`, where it was before the sweep became a folder.
+pub use sweep::slurm;
 pub mod trace;
 pub mod vcd;
 

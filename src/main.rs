@@ -10,6 +10,8 @@ use std::sync::atomic::Ordering;
 
 use clap::Parser;
 use cli::{Cli, Cmd, SimArgs, SimFormat, TableFormat, TogglesArgs};
+use perfwatt::device::DeviceSpec;
+use perfwatt::sim::SimEvent;
 use perfwatt::Result;
 
 fn run(cli: Cli) -> Result<()> {
@@ -18,7 +20,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Sim(a) => sim(&a),
         Cmd::Infer(a) => match &a.devices {
             Some(list) => {
-                infer_devices(&a.config(), &perfwatt::model::parse_devices(list)?, &a.out)
+                infer_devices(&a.config(), &perfwatt::device::parse_devices(list)?, &a.out)
             }
             None => infer(&a.config(), a.capture.as_deref(), &a.out),
         },
@@ -49,7 +51,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::GemmEnergy(a) => match &a.devices {
             Some(list) => gemm_energy_devices(
                 &a.config()?,
-                &perfwatt::model::parse_devices(list)?,
+                &perfwatt::device::parse_devices(list)?,
                 &a.out_dir(),
             ),
             None => gemm_energy(&a.config()?, &a.out_dir()),
@@ -60,7 +62,7 @@ fn run(cli: Cli) -> Result<()> {
 fn toggles(a: &TogglesArgs) -> Result<()> {
     let report = a.count()?;
     if let Some(out) = &a.saif {
-        perfwatt::error::write_atomic(out, perfwatt::vcd::saif::to_saif(&report).as_bytes())?;
+        perfwatt::files::write_atomic(out, perfwatt::vcd::saif::to_saif(&report).as_bytes())?;
     }
     let text = match a.format {
         TableFormat::Table => report.to_table(a.top),
@@ -76,78 +78,33 @@ fn sim(a: &SimArgs) -> Result<()> {
     if let Some(path) = &a.export {
         return export_stream(&stream, path, a.export_design(), a.lanes);
     }
-    let counting = a.counting();
     let gate = a.gate_options()?;
-    let n = stream.pairs.len() as u64;
-    let mut results = Vec::new();
-    let mut failed = Vec::new();
-    for d in a.designs() {
-        // Under `--design all`, a design that cannot take this stream is skipped, saying why.
-        if let Err(why) = d.params_for(&stream, a.lanes) {
-            if a.skip_unfit() {
-                eprintln!("perfwatt: skipped {why}");
-                continue;
-            }
-            return Err(why);
-        }
-        let bar = progress_bar(n, &format!("sim {}", d.name()));
-        let r = perfwatt::sim::simulate_threads(
-            d,
-            a.lanes,
-            &stream,
-            &counting,
-            a.threads(),
-            &mut |done| bar.set_position(done),
-        );
-        bar.finish_and_clear();
-        // One design's failure does not stop the others; the run still fails at the end.
-        match r {
-            Ok(r) => results.push(r),
-            Err(e) => failed.push(e.to_string()),
-        }
-        if let Some(opts) = &gate {
-            let bar = progress_bar(n, &format!("gate {} (first run synthesizes)", d.name()));
-            let r = perfwatt::sim::simulate_gate(d, a.lanes, &stream, opts, &mut |done| {
-                bar.set_position(done)
-            });
-            bar.finish_and_clear();
-            match r {
-                Ok(r) => results.push(r),
-                Err(e) => failed.push(e.to_string()),
-            }
-        }
-    }
-    let report = perfwatt::sim::SimReport::new(&stream, results);
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let run = perfwatt::sim::simulate_plan(&a.plan(gate.as_ref()), &stream, &mut |ev| match ev {
+        SimEvent::Skipped(why) => eprintln!("perfwatt: skipped {why}"),
+        SimEvent::Started(what, n) => bar = Some(progress_bar(n, what)),
+        SimEvent::Done(k) => bar.iter().for_each(|b| b.set_position(k)),
+        SimEvent::Finished => bar.take().iter().for_each(|b| b.finish_and_clear()),
+    })?;
     match a.format {
         SimFormat::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
+            serde_json::to_string_pretty(&run.report).expect("serializable")
         ),
-        SimFormat::Table => print!("{}", report.to_table()),
+        SimFormat::Table => print!("{}", run.report.to_table()),
     }
-    if failed.is_empty() {
+    if run.failed.is_empty() {
         Ok(())
     } else {
-        Err(perfwatt::Error::Sim(failed.join("; ")))
+        Err(perfwatt::Error::Sim(run.failed.join("; ")))
     }
 }
 
 /// `perfwatt cells`: a Liberty file's numbers as a cell table.
 fn cells(liberty: &Path, map: Option<&str>) -> Result<()> {
-    use perfwatt::sim::gate::{CellKind, CellTable};
-    let mut names = CellTable::shipped().cell_names()?;
-    for pair in map.unwrap_or("").split(',').filter(|p| !p.is_empty()) {
-        let (k, cell) = pair
-            .split_once('=')
-            .ok_or_else(|| perfwatt::Error::Config(format!("--map: {pair} is not KIND=CELL")))?;
-        let kind = CellKind::ALL
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(k))
-            .ok_or_else(|| perfwatt::Error::Config(format!("--map: no generic cell {k}")))?;
-        names.insert(kind, cell.to_string());
-    }
-    let table = CellTable::from_liberty(liberty, &names)?;
-    print!("{}", table.to_toml());
+    use perfwatt::sim::gate::CellTable;
+    let names = CellTable::shipped().cell_names_mapped(map.unwrap_or(""))?;
+    print!("{}", CellTable::from_liberty(liberty, &names)?.to_toml());
     Ok(())
 }
 
@@ -168,7 +125,7 @@ fn export_stream(
     } else {
         perfwatt::sim::stimulus_hex(stream, design, lanes)?.into_bytes()
     };
-    perfwatt::error::write_atomic(path, &bytes)
+    perfwatt::files::write_atomic(path, &bytes)
 }
 
 fn infer(cfg: &perfwatt::capture::InferConfig, capture: Option<&Path>, out: &Path) -> Result<()> {
@@ -185,7 +142,7 @@ fn infer(cfg: &perfwatt::capture::InferConfig, capture: Option<&Path>, out: &Pat
     )?;
     bar.finish_and_clear();
     let power = perfwatt::capture::write_report(&report, &samples, out)?;
-    print!("{}", infer_summary(&report));
+    print!("{}", report.to_text());
     println!("wrote {} and {}", out.display(), power.display());
     if let Some(c) = &report.capture {
         println!(
@@ -200,7 +157,7 @@ fn infer(cfg: &perfwatt::capture::InferConfig, capture: Option<&Path>, out: &Pat
 /// `infer --devices`: every device at once, one progress bar each.
 fn infer_devices(
     cfg: &perfwatt::capture::InferConfig,
-    devices: &[String],
+    devices: &[DeviceSpec],
     out: &Path,
 ) -> Result<()> {
     let bars = indicatif::MultiProgress::new();
@@ -222,9 +179,9 @@ fn infer_devices(
     let files = perfwatt::capture::write_devices_report(&run, out)?;
     for (d, (r, _)) in devices.iter().zip(&run.reports) {
         println!("--- {d}");
-        print!("{}", infer_summary(r));
+        print!("{}", r.to_text());
     }
-    print!("{}", host_summary(&run.host));
+    print!("{}", run.host.to_text());
     println!(
         "wrote {}",
         files
@@ -234,41 +191,6 @@ fn infer_devices(
             .join(", ")
     );
     Ok(())
-}
-
-fn host_summary(h: &perfwatt::capture::HostSummary) -> String {
-    let e = &h.energy;
-    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "n/a".into(), f);
-    let gpus: Vec<String> = e
-        .per_gpu
-        .iter()
-        .map(|g| format!("{} {}", g.device, opt(g.joules, &|j| format!("{j:.1} J"))))
-        .collect();
-    format!(
-        "--- host: {} devices, one window of {:.2} s\n\
-         latency p50 {:.3} s  p99 {:.3} s | TTFT p50 {:.3} s | TPOT p50 {:.4} s  p99 {:.4} s (pooled: {} steps)\n\
-         tokens/s output {:.1} ({} tokens) | same tokens on every device: {}\n\
-         energy {} ({}) | one window over all GPUs {} (sum {}) | J/token {} above idle {} | avg W {}\n{}",
-        h.devices.len(),
-        h.window_s,
-        h.latency_s.p50,
-        h.latency_s.p99,
-        h.ttft_s.p50,
-        h.tpot_s.p50,
-        h.tpot_s.p99,
-        h.tpot_s.samples,
-        h.tokens_per_s_output,
-        h.output_tokens,
-        h.same_tokens,
-        opt(e.joules, &|j| format!("{j:.1} J")),
-        gpus.join(" + "),
-        opt(e.one_window_joules, &|j| format!("{j:.1} J")),
-        opt(e.sum_vs_one_window_pct, &|p| format!("{p:+.2}%")),
-        opt(e.j_per_token, &|j| format!("{j:.4}")),
-        opt(e.j_per_token_above_idle, &|j| format!("{j:.4}")),
-        opt(e.avg_w, &|w| format!("{w:.1}")),
-        e.reason.as_ref().map_or_else(String::new, |r| format!("energy n/a: {r}\n")),
-    )
 }
 
 fn roofline(cfg: &perfwatt::roofline::RooflineConfig, out: &Path) -> Result<()> {
@@ -315,13 +237,13 @@ fn gemm_energy(cfg: &perfwatt::gemm_energy::GemmConfig, out: &Path) -> Result<()
 /// `gemm-energy --devices`: every GPU at once, one progress bar each.
 fn gemm_energy_devices(
     cfg: &perfwatt::gemm_energy::GemmConfig,
-    devices: &[String],
+    devices: &[DeviceSpec],
     out: &Path,
 ) -> Result<()> {
     let bars = indicatif::MultiProgress::new();
     let per_device: Vec<_> = devices
         .iter()
-        .map(|d| bars.add(progress_bar(0, d)))
+        .map(|d| bars.add(progress_bar(0, &d.to_string())))
         .collect();
     let stop = interrupt_flag();
     let cmp = perfwatt::gemm_energy::devices::run_gemm_energy_devices(
@@ -339,23 +261,7 @@ fn gemm_energy_devices(
         },
     )?;
     per_device.iter().for_each(|b| b.finish_and_clear());
-    for d in &cmp.devices {
-        println!(
-            "{} ({}): median J/GEMM ratio to {} {}, Spearman {:?}",
-            d.device,
-            d.gpu,
-            devices[0],
-            d.median_ratio_to_first
-                .map_or_else(|| "n/a".into(), |r| format!("{r:.4}")),
-            d.spearman_to_first
-        );
-    }
-    println!(
-        "{} patterns on {} devices; wrote {}/devices.md, devices.csv, devices.json and a run folder per device",
-        cmp.patterns.len(),
-        devices.len(),
-        out.display()
-    );
+    print!("{}", cmp.to_text(out));
     Ok(())
 }
 
@@ -366,17 +272,16 @@ fn sweep(
     devices: Option<&str>,
 ) -> Result<()> {
     let spec = perfwatt::sweep::SweepSpec::read(spec_path)?;
-    let text = std::fs::read_to_string(spec_path).map_err(|e| perfwatt::Error::io(spec_path, e))?;
     let dir = out.unwrap_or_else(|| perfwatt::sweep::default_run_dir(&spec));
     let devices = match devices {
         Some(list) => {
-            if let Some(p) = spec.points().iter().find(|p| p.cfg.device == "cpu") {
+            if let Some(p) = spec.points().iter().find(|p| p.cfg.device.is_cpu()) {
                 return Err(perfwatt::Error::Config(format!(
                     "--devices runs GPU points, one per GPU; point {} is on the cpu (make the spec's device axis [\"cuda\"])",
                     p.key()
                 )));
             }
-            perfwatt::model::parse_devices(list)?
+            perfwatt::device::parse_devices(list)?
         }
         None => Vec::new(),
     };
@@ -385,7 +290,6 @@ fn sweep(
     let stop = interrupt_flag();
     let rows = perfwatt::sweep::run_sweep(
         &spec,
-        &text,
         &dir,
         &devices,
         perfwatt::sweep::SweepHooks {
@@ -412,35 +316,13 @@ fn sweep(
 /// `sweep --slurm`: write and submit the job array of the points without a row.
 fn sweep_slurm(a: &cli::SweepArgs) -> Result<()> {
     let spec = perfwatt::sweep::SweepSpec::read(&a.spec)?;
-    let text = std::fs::read_to_string(&a.spec).map_err(|e| perfwatt::Error::io(&a.spec, e))?;
     let dir = a
         .out
         .clone()
         .unwrap_or_else(|| perfwatt::sweep::default_run_dir(&spec));
     let exe = std::env::current_exe().map_err(|e| perfwatt::Error::io("perfwatt", e))?;
-    let s = perfwatt::slurm::submit(&spec, &text, &dir, &exe, &a.slurm_options())?;
-    match (&s.script, &s.job_id) {
-        (None, _) => println!(
-            "every point of {} has its row: nothing to submit",
-            dir.display()
-        ),
-        (Some(script), None) => println!(
-            "{} points: {} written, not submitted (--dry-run); submit it with sbatch {}",
-            s.keys.len(),
-            script.display(),
-            script.display()
-        ),
-        (Some(script), Some(id)) => println!(
-            "submitted job {id} ({}): {} array tasks, one per point ({})
-watch: squeue -n {}
-then:  perfwatt collect {} --report   (rerun this command to resubmit what is missing)",
-            s.job_name,
-            s.keys.len(),
-            script.display(),
-            s.job_name,
-            dir.display()
-        ),
-    }
+    let s = perfwatt::slurm::submit(&spec, &dir, &exe, &a.slurm_options())?;
+    println!("{}", s.to_text(&dir));
     Ok(())
 }
 
@@ -460,90 +342,6 @@ fn collect(dir: &Path, report: bool) -> Result<()> {
             missing.join(", ")
         )))
     }
-}
-
-fn infer_summary(r: &perfwatt::capture::InferReport) -> String {
-    let e = &r.energy;
-    let f = |o: Option<perfwatt::stats::Estimate>, unit: &str| {
-        o.map(|e| {
-            format!(
-                "{:.4} {unit} [{:.4}, {:.4}]",
-                e.mean, e.ci95_low, e.ci95_high
-            )
-        })
-        .unwrap_or_else(|| "n/a".into())
-    };
-    format!(
-        "device {} | {} | batch {} | prompt {} tok | {} new tok\n\
-         latency p50 {:.3} s  p95 {:.3} s  p99 {:.3} s | TTFT p50 {:.3} s | TPOT p50 {:.4} s\n\
-         tokens/s: output {:.1}  decode {:.1}  input {:.1}\n\
-         energy: {} | J/token {} | avg W {}{}\n{}\
-         sample: {:?}\n",
-        r.device,
-        r.config.precision.name(),
-        r.batch,
-        r.prompt_tokens,
-        r.new_tokens,
-        r.latency_s.p50,
-        r.latency_s.p95,
-        r.latency_s.p99,
-        r.ttft_s.p50,
-        r.tpot_s.p50,
-        r.tokens_per_s_output.mean,
-        r.tokens_per_s_decode.mean,
-        r.tokens_per_s_input.mean,
-        f(e.joules, "J"),
-        f(e.j_per_token, "J"),
-        f(e.avg_w, "W"),
-        e.reason
-            .as_ref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default(),
-        energy_notes(e),
-        r.generated.first().map(|s| s.as_str()).unwrap_or(""),
-    ) + &r
-        .sampler_ab
-        .as_ref()
-        .map(|a| {
-            format!(
-                "NVML sampler overhead over {} {} pairs: mean {:+.2}% [{:+.2}, {:+.2}], median {:+.2}% {}\n",
-                a.pairs,
-                if a.unit == perfwatt::capture::AbUnit::Steps { "decode-step" } else { "run" },
-                a.overhead_pct.mean,
-                a.overhead_pct.ci95_low,
-                a.overhead_pct.ci95_high,
-                a.overhead_pct_median,
-                a.overhead_pct_median_ci95
-                    .map(|(l, h)| format!("[{l:+.2}, {h:+.2}]"))
-                    .unwrap_or_default()
-            )
-        })
-        .unwrap_or_default()
-}
-
-/// Idle, above-idle energy, the counter's period and the power-series check: one line each
-/// when measured (95% CIs are over runs, n = runs).
-fn energy_notes(e: &perfwatt::capture::EnergyReport) -> String {
-    let mut out = String::new();
-    if let (Some(i), Some(a)) = (&e.idle, e.joules_above_idle) {
-        out.push_str(&format!(
-            "above idle: {:.3} J [{:.3}, {:.3}] per run (n = {} runs, {}) | idle {:.1} W: median of {} x {:.0} s windows before and after, drift {:+.1} W\n",
-            a.mean, a.ci95_low, a.ci95_high, a.n,
-            e.energy_basis.as_deref().unwrap_or("per run"),
-            i.median_w, i.before_w.len() + i.after_w.len(), i.window_s, i.drift_w.unwrap_or(f64::NAN),
-        ));
-    }
-    if let Some(p) = e.counter_period_s {
-        out.push_str(&format!(
-            "energy counter updates every {:.1} ms | power series ({} field) vs counter per run: median {:+.1}%, {} of {} runs differ by more than 5%\n",
-            p * 1e3,
-            e.power_field.as_deref().unwrap_or("?"),
-            e.power_check_median_diff_pct.unwrap_or(f64::NAN),
-            e.power_check_flagged,
-            e.power_check.len(),
-        ));
-    }
-    out
 }
 
 /// Set on Ctrl-C; long jobs check it between steps and stop cleanly (what is finished is

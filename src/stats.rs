@@ -28,6 +28,12 @@ fn t95(df: usize) -> f64 {
 }
 
 impl Estimate {
+    /// The estimate of `f` over the items where it has a value (runs with a counter
+    /// reading, rounds of one pattern, ...).
+    pub fn over<T>(items: &[T], f: impl Fn(&T) -> Option<f64>) -> Option<Estimate> {
+        Estimate::of(&items.iter().filter_map(f).collect::<Vec<_>>())
+    }
+
     pub fn of(xs: &[f64]) -> Option<Estimate> {
         if xs.is_empty() || xs.iter().any(|x| !x.is_finite()) {
             return None;
@@ -49,6 +55,31 @@ impl Estimate {
             ci95_low: mean - h,
             ci95_high: mean + h,
             n,
+        })
+    }
+}
+
+/// Percentiles of pooled samples (their count in `samples`: with few, p99 is about the
+/// maximum) and the mean over runs with its 95% CI (`mean.n` = runs).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    #[serde(default)]
+    pub samples: usize,
+    pub mean: Estimate,
+}
+
+impl Percentiles {
+    /// `pooled`: every request's (or token's) sample; `per_run`: one value per run.
+    pub fn of(pooled: &[f64], per_run: &[f64]) -> Option<Self> {
+        Some(Percentiles {
+            p50: percentile(pooled, 50.0)?,
+            p95: percentile(pooled, 95.0)?,
+            p99: percentile(pooled, 99.0)?,
+            samples: pooled.len(),
+            mean: Estimate::of(per_run)?,
         })
     }
 }

@@ -24,7 +24,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{write_atomic, Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::files::write_atomic;
 
 pub const OPS_MAGIC: &[u8; 8] = b"PWOPS\r\n\x1a";
 pub const OPS_VERSION: u16 = 1;
@@ -519,9 +520,7 @@ pub mod synth {
     use super::OperandStream;
     use crate::stats::Rng;
 
-    #[derive(
-        Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-    )]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
     #[serde(rename_all = "kebab-case")]
     pub enum Kind {
         /// Uniform over the full signed range.
@@ -531,6 +530,28 @@ pub mod synth {
         /// Activations Laplacian-distributed with 40% exact zeros; weights Gaussian-like.
         ActivationLike,
     }
+
+    impl crate::choice::Choice for Kind {
+        const WHAT: &'static str = "synthetic stream";
+        const ALL: &'static [Self] = &[Kind::Random, Kind::HalfZero, Kind::ActivationLike];
+        fn name(self) -> &'static str {
+            match self {
+                Kind::Random => "random",
+                Kind::HalfZero => "half-zero",
+                Kind::ActivationLike => "activation-like",
+            }
+        }
+        fn about(self) -> &'static str {
+            match self {
+                Kind::Random => "uniform over the full signed range",
+                Kind::HalfZero => "uniform, with half of the activations (a) set to zero",
+                Kind::ActivationLike => {
+                    "activations Laplacian-distributed with 40% exact zeros; weights Gaussian-like"
+                }
+            }
+        }
+    }
+    crate::choice_str!(Kind);
 
     /// Values are symmetric, -(2^(W-1)-1) ..= 2^(W-1)-1, like symmetric quantization (and
     /// so every value has a sign-magnitude encoding).

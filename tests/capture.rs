@@ -6,6 +6,11 @@ use perfwatt::model::{self, Precision};
 use perfwatt::sim::{simulate, Counting, Design};
 use perfwatt::trace::OperandStream;
 
+/// A design of the catalogue by name.
+fn named(name: &str) -> Design {
+    Design::named(name).unwrap()
+}
+
 fn cfg(new_tokens: usize) -> InferConfig {
     InferConfig {
         max_new_tokens: new_tokens,
@@ -109,7 +114,7 @@ fn capture_leaves_tokens_unchanged_and_replays_exactly() {
     assert!(s.zero_fraction() < 0.2, "{}", s.zero_fraction());
     // Every datapath computes the captured dot products exactly (simulate checks acc vs Rust),
     // the dot units in their int8 x uint4 build (the bf16 datapaths cannot take it, and say so).
-    for d in Design::ALL.into_iter().filter(|&d| !d.is_bf16()) {
+    for d in Design::all().filter(|&d| !d.is_bf16()) {
         let r = simulate(d, &s, &Counting::Fast, &mut |_| {}).unwrap();
         if d.is_dot() {
             assert_eq!(r.format, "i8 x u4");
@@ -162,13 +167,13 @@ fn precision_changes_the_captured_format_and_the_toggles() {
             .starts_with(arith));
         if dtype == Precision::F16 {
             // No f16 datapath: every design says why it cannot take the stream.
-            assert!(Design::ALL.iter().all(|d| d.params_for(&s, 16).is_err()));
+            assert!(Design::all().all(|d| d.params_for(&s, 16).is_err()));
             continue;
         }
         let mac = if s.is_integer() {
-            Design::Baseline
+            named("baseline")
         } else {
-            Design::Bf16
+            named("bf16")
         };
         per.push(
             simulate(mac, &s, &Counting::Fast, &mut |_| {})
@@ -260,7 +265,7 @@ fn two_devices_pool_their_samples_and_share_one_window() {
         repeats: 3,
         ..cfg(5)
     };
-    let devices = ["cpu".to_string(), "cpu".to_string()];
+    let devices = [perfwatt::device::DeviceSpec::Cpu; 2];
     let steps = std::sync::Mutex::new(vec![0; 2]);
     let run = run_infer_devices(
         &c,

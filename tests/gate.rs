@@ -17,6 +17,11 @@ use perfwatt::sim::{simulate_gate, simulate_lanes, Counting, Design, DesignResul
 use perfwatt::trace::synth::{self, Kind};
 use perfwatt::trace::{ElemFormat, OperandStream};
 
+/// A design of the catalogue by name.
+fn named(name: &str) -> Design {
+    Design::named(name).unwrap()
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -109,7 +114,7 @@ fn serial_mac_netlists_compute_what_the_rtl_computes() {
             "sparse",
             synth::stream(Kind::ActivationLike, 20_000, width, 4).pairs,
         ));
-        for d in Design::MACS {
+        for d in Design::integer_macs() {
             for (what, pairs) in &cases {
                 // Dot products of 64 (the accumulator restarts) and one long one.
                 for k in [64, pairs.len()] {
@@ -119,7 +124,7 @@ fn serial_mac_netlists_compute_what_the_rtl_computes() {
             }
         }
     }
-    for d in Design::MACS {
+    for d in Design::integer_macs() {
         both(d, 1, &sample(), &o, "shipped sample");
     }
 }
@@ -136,7 +141,7 @@ fn dot_unit_netlists_compute_what_the_rtl_computes() {
         let meta = serde_json::json!({"source": "test", "dot_len": k});
         OperandStream::with_formats(ElemFormat::I8, ElemFormat::U4, "test", pairs, meta).unwrap()
     };
-    for d in [Design::Dot, Design::DotIsolated] {
+    for d in [named("dot"), named("dot-isolated")] {
         for (what, pairs) in edge_cases(8, 512)
             .into_iter()
             .chain([("random", random.clone())])
@@ -166,8 +171,8 @@ fn bf16_netlists_compute_what_the_rtl_computes() {
     };
     for (what, pairs) in [("moderate exponents", moderate), ("every exponent", wide)] {
         for k in [16, 8192] {
-            both(Design::Bf16, 1, &bf16(pairs.clone(), k), &o, what);
-            both(Design::Bf16Dot, 4, &bf16(pairs.clone(), k), &o, what);
+            both(named("bf16"), 1, &bf16(pairs.clone(), k), &o, what);
+            both(named("bf16-dot"), 4, &bf16(pairs.clone(), k), &o, what);
         }
     }
 }
@@ -182,9 +187,9 @@ fn unit_delay_sample_agrees_with_zero_delay_and_counts_glitches() {
     );
     let s = sample();
     for (d, lanes) in [
-        (Design::Baseline, 1),
-        (Design::Isolated, 1),
-        (Design::Dot, 4),
+        (named("baseline"), 1),
+        (named("isolated"), 1),
+        (named("dot"), 4),
     ] {
         let r = simulate_gate(d, lanes, &s, &opts(600), &mut |_| {}).unwrap();
         let g = r.gate.as_ref().unwrap().glitch.as_ref().unwrap();
@@ -215,8 +220,8 @@ fn unit_delay_sample_agrees_with_zero_delay_and_counts_glitches() {
 fn gate_level_sees_more_activity_and_a_smaller_isolation_saving() {
     let o = opts(0);
     let s = sample();
-    let (rb, gb) = both(Design::Baseline, 1, &s, &o, "sample");
-    let (ri, gi) = both(Design::Isolated, 1, &s, &o, "sample");
+    let (rb, gb) = both(named("baseline"), 1, &s, &o, "sample");
+    let (ri, gi) = both(named("isolated"), 1, &s, &o, "sample");
     let saving = |b: &DesignResult, i: &DesignResult| {
         1.0 - i.datapath_toggles as f64 / b.datapath_toggles as f64
     };

@@ -9,7 +9,7 @@ use perfwatt::gemm_energy::patterns::{Dtype, Shape};
 use perfwatt::gemm_energy::{run_gemm_energy, GemmConfig, Hooks};
 
 fn cfg() -> GemmConfig {
-    let mut c = GemmConfig::new("cpu");
+    let mut c = GemmConfig::new(perfwatt::device::DeviceSpec::Cpu);
     c.shape = Shape {
         m: 32,
         k: 256,
@@ -294,7 +294,7 @@ fn several_devices_measure_at_once_and_are_compared_pattern_by_pattern() {
     c.real = false;
     c.dtypes = vec![Dtype::Int8];
     c.permute = Vec::new();
-    let devices = ["cpu".to_string(), "cpu".to_string()];
+    let devices = [perfwatt::device::DeviceSpec::Cpu; 2];
     let seen = std::sync::Mutex::new([0usize; 2]);
     let cmp = run_gemm_energy_devices(
         &c,

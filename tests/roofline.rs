@@ -11,7 +11,7 @@ fn quick(dir: &std::path::Path, stop_after: Option<usize>) -> perfwatt::Result<R
     let mut on_kernel = |i: usize, _: usize, _: &str| seen = i;
     let stop = std::cell::Cell::new(0usize);
     run_roofline(
-        &RooflineConfig::new("cpu", Preset::Quick),
+        &RooflineConfig::new(perfwatt::device::DeviceSpec::Cpu, Preset::Quick),
         dir,
         Hooks {
             on_kernel: &mut on_kernel,

@@ -11,6 +11,11 @@ use perfwatt::sim::{simulate, simulate_lanes, Counting, Design, DesignResult};
 use perfwatt::trace::synth::{self, Kind};
 use perfwatt::trace::{ElemFormat, OperandStream};
 
+/// A design of the catalogue by name.
+fn named(name: &str) -> Design {
+    Design::named(name).unwrap()
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -60,7 +65,7 @@ fn exact_dot_products_both_designs_both_widths() {
             let s = stream(width, pairs.clone());
             // Every serial MAC takes the full range, the sign-magnitude one included (its
             // W+1-bit operands encode -2^(W-1)).
-            for d in Design::MACS {
+            for d in Design::integer_macs() {
                 let r = run(d, &s, &Counting::Fast);
                 assert_eq!(r.acc_final, dot(&pairs), "{name} w{width} {}", d.name());
                 assert_eq!(r.cycles, pairs.len() as u64 + 4);
@@ -77,7 +82,7 @@ fn exact_dot_products_both_designs_both_widths() {
     // 1M random pairs per width, one dot product: every serial MAC exact.
     for width in [8u8, 16] {
         let s = synth::stream(Kind::Random, 1 << 20, width, 17);
-        for d in Design::MACS {
+        for d in Design::integer_macs() {
             assert_eq!(
                 run(d, &s, &Counting::None).acc_final,
                 dot(&s.pairs),
@@ -146,7 +151,7 @@ fn dot_units_are_exact_for_every_lane_count_and_format() {
         }
         for (name, s) in &cases {
             let last = &s.pairs[s.pairs.len() - s.dot_len().unwrap()..];
-            for d in [Design::Dot, Design::DotIsolated] {
+            for d in [named("dot"), named("dot-isolated")] {
                 let r = simulate_lanes(d, lanes, s, &Counting::Fast, &mut |_| {}).unwrap();
                 assert_eq!(r.acc_final, dot(last), "{name} {} l{lanes}", d.name());
                 assert_eq!(r.cycles, (s.pairs.len() / lanes as usize) as u64 + 5);
@@ -162,7 +167,7 @@ fn dot_units_are_exact_for_every_lane_count_and_format() {
     }
     // K not a multiple of the lanes, and formats a dot unit cannot take: clear errors.
     let e = simulate_lanes(
-        Design::Dot,
+        named("dot"),
         16,
         &int8(random[..1000].to_vec(), 100),
         &Counting::Fast,
@@ -172,7 +177,7 @@ fn dot_units_are_exact_for_every_lane_count_and_format() {
     .to_string();
     assert!(e.contains("multiple of the lane count 16"), "{e}");
     let wide = synth::stream(Kind::Random, 64, 16, 1);
-    let e = simulate(Design::Dot, &wide, &Counting::Fast, &mut |_| {})
+    let e = simulate(named("dot"), &wide, &Counting::Fast, &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(e.contains("cannot take a i16 x i16 stream"), "{e}");
@@ -197,18 +202,19 @@ fn bf16_datapaths_are_bit_exact() {
     };
     let kinds = std::cell::RefCell::new(std::collections::BTreeMap::<&str, usize>::new());
     let designs = [
-        (Design::Bf16, 1),
-        (Design::Bf16Dot, 4),
-        (Design::Bf16Dot, 16),
+        (named("bf16"), 1),
+        (named("bf16-dot"), 4),
+        (named("bf16-dot"), 16),
     ];
     let check = |s: &OperandStream, what: &str| {
         let start = s.pairs.len() - s.dot_len().unwrap();
         for (d, lanes) in designs {
             let r = simulate_lanes(d, lanes, s, &Counting::Fast, &mut |_| {})
                 .unwrap_or_else(|e| panic!("{what} {} x{lanes}: {e}", d.name()));
-            let want = match d {
-                Design::Bf16 => perfwatt::sim::fp::mac_bf16(&s.pairs[start..]),
-                _ => perfwatt::sim::fp::dot_bf16(&s.pairs[start..], lanes as usize),
+            let want = if d == named("bf16") {
+                perfwatt::sim::fp::mac_bf16(&s.pairs[start..])
+            } else {
+                perfwatt::sim::fp::dot_bf16(&s.pairs[start..], lanes as usize)
             };
             assert_eq!(
                 r.acc_final as i32 as u32,
@@ -290,8 +296,8 @@ fn bf16_datapaths_are_bit_exact() {
 fn dot_isolation_saves_on_sparse_data() {
     let mut s = synth::stream(Kind::HalfZero, 16_384, 8, 5);
     s.meta = serde_json::json!({"source": "test", "dot_len": 256});
-    let b = run(Design::Dot, &s, &Counting::Fast);
-    let i = run(Design::DotIsolated, &s, &Counting::Fast);
+    let b = run(named("dot"), &s, &Counting::Fast);
+    let i = run(named("dot-isolated"), &s, &Counting::Fast);
     assert!(
         i.datapath_toggles < b.datapath_toggles * 9 / 10,
         "{} vs {}",
@@ -321,10 +327,7 @@ fn dot_len_restarts_the_accumulator() {
     let mut s = synth::stream(Kind::ActivationLike, n, 8, 3);
     s.meta = serde_json::json!({"source": "test", "dot_len": 64});
     let last = &s.pairs[((n - 1) / 64) * 64..];
-    for d in Design::ALL
-        .into_iter()
-        .filter(|d| d.params_for(&s, 16).is_ok())
-    {
+    for d in Design::all().filter(|d| d.params_for(&s, 16).is_ok()) {
         for c in [Counting::Fast, Counting::None] {
             assert_eq!(run(d, &s, &c).acc_final, dot(last), "{} {c:?}", d.name());
         }
@@ -350,11 +353,11 @@ fn vcd_and_fast_counts_agree_exactly() {
         let bf =
             OperandStream::with_formats(ElemFormat::Bf16, ElemFormat::Bf16, "test", pairs, meta)
                 .unwrap();
-        for d in [Design::Bf16, Design::Bf16Dot] {
+        for d in [named("bf16"), named("bf16-dot")] {
             let both = run(d, &bf, &Counting::Both(dir.path().to_path_buf()));
             assert_eq!(both.signals, run(d, &bf, &Counting::Fast).signals);
         }
-        for d in Design::ALL
+        for d in Design::all()
             .into_iter()
             .filter(|d| d.params_for(&s, 16).is_ok())
         {
@@ -370,8 +373,8 @@ fn vcd_and_fast_counts_agree_exactly() {
 #[test]
 fn isolation_saves_switching_on_sparse_data_and_is_neutral_on_dense() {
     let s = synth::stream(Kind::HalfZero, 20_000, 8, 5);
-    let b = run(Design::Baseline, &s, &Counting::Fast);
-    let i = run(Design::Isolated, &s, &Counting::Fast);
+    let b = run(named("baseline"), &s, &Counting::Fast);
+    let i = run(named("isolated"), &s, &Counting::Fast);
     assert!(
         i.datapath_toggles < b.datapath_toggles * 8 / 10,
         "{} vs {}",
@@ -388,8 +391,8 @@ fn isolation_saves_switching_on_sparse_data_and_is_neutral_on_dense() {
         .map(|(a, b)| (a | 1, b | 1))
         .collect();
     let s = stream(8, dense);
-    let b = run(Design::Baseline, &s, &Counting::Fast);
-    let i = run(Design::Isolated, &s, &Counting::Fast);
+    let b = run(named("baseline"), &s, &Counting::Fast);
+    let i = run(named("isolated"), &s, &Counting::Fast);
     let diff = |g: &str| b.groups[g] as i64 - i.groups[g] as i64;
     assert!(
         (0..=16).contains(&diff("multiplier inputs")),
@@ -428,9 +431,9 @@ fn iverilog_agrees_per_signal() {
         serde_json::json!({"source": "test", "dot_len": 96}),
     )
     .unwrap();
-    iverilog_vs_ours(dir.path(), Design::Bf16, 1, &bf);
-    iverilog_vs_ours(dir.path(), Design::Bf16Dot, 16, &bf);
-    iverilog_vs_ours(dir.path(), Design::Bf16Dot, 4, &bf);
+    iverilog_vs_ours(dir.path(), named("bf16"), 1, &bf);
+    iverilog_vs_ours(dir.path(), named("bf16-dot"), 16, &bf);
+    iverilog_vs_ours(dir.path(), named("bf16-dot"), 4, &bf);
     let q4 = OperandStream::with_formats(
         ElemFormat::I8,
         ElemFormat::U4,
@@ -442,7 +445,7 @@ fn iverilog_agrees_per_signal() {
     for (kind, width) in [(Kind::ActivationLike, 8u8), (Kind::Random, 16u8)] {
         let mut s = synth::stream(kind, 1536, width, 21);
         s.meta = serde_json::json!({"source": "test", "dot_len": 96});
-        for d in Design::ALL {
+        for d in Design::all() {
             for (s, lanes) in [(&s, 16), (&s, 4), (&q4, 16)] {
                 if d.params_for(s, lanes).is_err() || (!d.is_dot() && lanes != 16) {
                     continue;
@@ -468,7 +471,7 @@ fn iverilog_vs_ours(dir: &std::path::Path, d: Design, lanes: u32, s: &OperandStr
             .unwrap()
             .width
     };
-    let params = if d == Design::Bf16Dot {
+    let params = if d == named("bf16-dot") {
         format!(".LANES({lanes})")
     } else if d.is_dot() {
         let (a, b) = ours.format.split_once(" x ").unwrap();
@@ -479,7 +482,7 @@ fn iverilog_vs_ours(dir: &std::path::Path, d: Design, lanes: u32, s: &OperandStr
             a.starts_with('i') as u8,
             b.starts_with('i') as u8
         )
-    } else if d == Design::Bf16 {
+    } else if d == named("bf16") {
         String::new()
     } else {
         format!(".W({})", ours.width)
@@ -604,7 +607,7 @@ fn csv_import_and_errors() {
             (h(0x8000), h(0x7f80))
         ]
     );
-    let r = simulate_lanes(Design::Bf16, 1, &s, &Counting::Fast, &mut |_| {}).unwrap();
+    let r = simulate_lanes(named("bf16"), 1, &s, &Counting::Fast, &mut |_| {}).unwrap();
     assert_eq!(r.acc_final as u32, 0x7fc0_0000); // -0 x inf is NaN, canonical
     let f16 = OperandStream::from_csv_as("a,b\n0.5,1e-3\n", ElemFormat::F16, "h.csv").unwrap();
     assert_eq!(f16.pairs[0].0, 0x3800);
@@ -671,10 +674,10 @@ fn verilator_toggle_coverage_agrees() {
     let mut s = synth::stream(Kind::ActivationLike, 400, 8, 4);
     s.meta = serde_json::json!({"source": "test", "dot_len": 64});
     // The serial MACs (the dot units are cross-checked against iverilog above).
-    for d in Design::MACS {
+    for d in Design::integer_macs() {
         let stim = dir.path().join(format!("stim_{}.hex", d.name()));
         std::fs::write(&stim, perfwatt::sim::stimulus_hex(&s, d, 1).unwrap()).unwrap();
-        let port_w = if d == Design::Signmag { 9 } else { 8 };
+        let port_w = if d == named("signmag") { 9 } else { 8 };
         let obj = dir.path().join(format!("obj_{}", d.name()));
         common::run_ok(
             Command::new("verilator")
@@ -779,7 +782,7 @@ fn threads_join_exactly_for_every_design() {
     .unwrap();
     streams.push(bf);
     for s in &streams {
-        for d in Design::ALL {
+        for d in Design::all() {
             for lanes in [1, 4] {
                 if (lanes == 4) != d.is_dot() || d.params_for(s, lanes).is_err() {
                     continue;

@@ -4,6 +4,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use perfwatt::device::DeviceSpec;
+
 const SPEC: &str = r#"
 name = "test"
 gate_level = true
@@ -274,9 +276,8 @@ sparsity_tau = [0.0, 0.05]
     let mut last = 0;
     let rows = perfwatt::sweep::run_sweep(
         &spec,
-        text,
         &out,
-        &["cpu".to_string(), "cpu".to_string()],
+        &[DeviceSpec::Cpu, DeviceSpec::Cpu],
         perfwatt::sweep::SweepHooks {
             on_point: &mut |done, total, what| {
                 assert_eq!(total, 4);
@@ -336,9 +337,8 @@ sparsity_tau = [0.0, 0.05]
     // A rerun finds every row and runs nothing.
     let again = perfwatt::sweep::run_sweep(
         &spec,
-        text,
         &out,
-        &["cpu".to_string(), "cpu".to_string()],
+        &[DeviceSpec::Cpu, DeviceSpec::Cpu],
         perfwatt::sweep::SweepHooks {
             on_point: &mut |_, _, what| assert!(what.is_none(), "{what:?} ran again"),
             interrupted: &|| false,

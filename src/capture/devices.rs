@@ -1,6 +1,6 @@
 //! One inference benchmark on several devices at once (`perfwatt infer --devices 0,1`).
 //!
-//! In: an `InferConfig` and device names (`cuda:0`, `cuda:1`, ...). Each device runs the
+//! In: an `InferConfig` and devices (`cuda:0`, `cuda:1`, ...). Each device runs the
 //! whole benchmark in its own thread with its own model, meter and NVML sampler; the
 //! measured runs of all devices start and end together (a rendezvous), so every GPU's
 //! energy counter is read over one shared wall-clock window. Out: every device's own
@@ -16,8 +16,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{request_percentiles, run_infer, InferConfig, InferReport, Percentiles, Progress};
+use crate::device::{self, DeviceSpec};
 use crate::energy::{EnergyWindow, GpuMeter, PowerSample};
-use crate::error::{write_atomic, Error, Result};
+use crate::error::{Error, Result};
+use crate::files::write_atomic;
 
 /// A barrier that survives a party leaving: a device whose run fails (or is interrupted)
 /// leaves, and the others go on instead of waiting for it forever.
@@ -79,7 +81,7 @@ impl Drop for Member<'_> {
 /// What the host did over the shared window, all devices together.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostSummary {
-    pub devices: Vec<String>,
+    pub devices: Vec<DeviceSpec>,
     /// Output tokens of every measured run of every device.
     pub output_tokens: usize,
     /// The shared window (host clock): first measured run of any device to the last of all.
@@ -98,7 +100,7 @@ pub struct HostSummary {
 /// One GPU's counter over the shared window.
 #[derive(Debug, Clone, Serialize)]
 pub struct GpuWindow {
-    pub device: String,
+    pub device: DeviceSpec,
     pub gpu: Option<String>,
     pub uuid: Option<String>,
     /// As its own thread read it, right after the window opened and closed.
@@ -142,14 +144,10 @@ pub struct DevicesProgress<'a> {
 /// Run `cfg` on every device of `devices` at once; see the module header.
 pub fn run_infer_devices(
     cfg: &InferConfig,
-    devices: &[String],
+    devices: &[DeviceSpec],
     progress: DevicesProgress<'_>,
 ) -> Result<DevicesRun> {
-    if devices.len() < 2 {
-        return Err(Error::Config(
-            "--devices: name at least two GPUs (for one, use --device cuda:N)".into(),
-        ));
-    }
+    device::require_several(devices)?;
     if cfg.capture.is_some() {
         return Err(Error::Config(
             "--capture records one device's operands: use --device, not --devices".into(),
@@ -158,66 +156,51 @@ pub fn run_infer_devices(
     // The second reader's meters, opened before any work (None on the CPU, or without NVML).
     let meters: Vec<Option<GpuMeter>> = devices
         .iter()
-        .map(|d| match crate::model::cuda_ordinal(d)? {
-            Some(n) => Ok(GpuMeter::for_cuda(n).ok()),
-            None => Ok(None),
-        })
-        .collect::<Result<_>>()?;
+        .map(|d| GpuMeter::for_cuda(d.ordinal()?).ok())
+        .collect();
     let read_all = || -> Option<u64> { meters.iter().map(|m| m.as_ref()?.energy_mj()).sum() };
     let rendezvous = Rendezvous::new(devices.len() + 1);
-    let (results, one_window) = std::thread::scope(|s| {
-        let workers: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let rendezvous = &rendezvous;
-                let progress = &progress;
-                s.spawn(move || {
-                    let _member = Member(rendezvous);
-                    let cfg = InferConfig {
-                        device: d.clone(),
-                        ..cfg.clone()
-                    };
-                    run_infer(
-                        &cfg,
-                        None,
-                        Progress {
-                            on_step: &mut |done, all| (progress.on_step)(i, done, all),
-                            interrupted: progress.interrupted,
-                            sync: Some(&|| rendezvous.wait()),
-                        },
-                    )
-                })
-            })
-            .collect();
+    let run_one = |i: usize, device: DeviceSpec| {
+        let _member = Member(&rendezvous);
+        let cfg = InferConfig {
+            device,
+            ..cfg.clone()
+        };
+        run_infer(
+            &cfg,
+            None,
+            Progress {
+                on_step: &mut |done, all| (progress.on_step)(i, done, all),
+                interrupted: progress.interrupted,
+                sync: Some(&|| rendezvous.wait()),
+            },
+        )
+    };
+    // This thread reads every counter at the shared window's edges.
+    let (results, one_window) = device::on_each(devices, run_one, || {
         let _member = Member(&rendezvous);
         rendezvous.wait();
         let (e0, t0) = (read_all(), Instant::now());
         rendezvous.wait();
         let (e1, t1) = (read_all(), Instant::now());
         let seconds = t1.duration_since(t0).as_secs_f64();
-        let one_window = (
+        (
             seconds,
             EnergyWindow::between(e0, e1, seconds).map(|w| w.joules),
-        );
-        let results: Vec<Result<(InferReport, Vec<PowerSample>)>> = workers
-            .into_iter()
-            .map(|w| w.join().expect("device thread"))
-            .collect();
-        (results, one_window)
+        )
     });
-    let reports = crate::model::every_device(devices, results)?;
+    let reports = device::every_device(devices, results)?;
     let host = summarize(devices, &reports, one_window.0, one_window.1)?;
     Ok(DevicesRun { reports, host })
 }
 
 /// Where device `i` of `devices` keeps its own report beside the host's `out`: infer.json
 /// -> infer.cuda1.json (its power series in infer.cuda1.power.csv).
-pub fn device_report_path(out: &Path, devices: &[String], i: usize) -> PathBuf {
+pub fn device_report_path(out: &Path, devices: &[DeviceSpec], i: usize) -> PathBuf {
     let stem = out
         .file_stem()
         .map_or_else(|| "infer".into(), |s| s.to_string_lossy().into_owned());
-    let name = crate::model::device_file_name(devices, i);
+    let name = device::device_file_name(devices, i);
     out.with_file_name(format!("{stem}.{name}.json"))
 }
 
@@ -252,7 +235,7 @@ pub fn write_devices_report(run: &DevicesRun, out: &Path) -> Result<Vec<PathBuf>
 
 /// The host's figures from every device's report.
 fn summarize(
-    devices: &[String],
+    devices: &[DeviceSpec],
     reports: &[(InferReport, Vec<PowerSample>)],
     window_s: f64,
     one_window_joules: Option<f64>,
@@ -271,7 +254,7 @@ fn summarize(
             let e = &r.energy;
             let joules = e.shared_window.map(|w| w.joules);
             GpuWindow {
-                device: d.clone(),
+                device: *d,
                 gpu: e.gpu.clone(),
                 uuid: e.gpu_uuid.clone(),
                 joules,

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{run_gemm_energy, GemmConfig, GemmReport, Hooks};
-use crate::error::{write_atomic, Error, Result};
+use crate::device::{self, DeviceSpec};
+use crate::error::Result;
+use crate::files::write_atomic;
 use crate::stats::spearman;
 
 /// One pattern on every device.
@@ -32,7 +34,7 @@ pub struct PatternAcross {
 /// One device against the first.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceSummary {
-    pub device: String,
+    pub device: DeviceSpec,
     pub gpu: String,
     pub folder: String,
     pub idle_w: Option<f64>,
@@ -49,6 +51,30 @@ pub struct DevicesComparison {
     pub patterns: Vec<PatternAcross>,
 }
 
+impl DevicesComparison {
+    /// What `gemm-energy --devices` prints: each device against the first, and the files.
+    pub fn to_text(&self, out: &Path) -> String {
+        let mut s = String::new();
+        let first = self.devices.first().map(|d| d.device.to_string()).unwrap_or_default();
+        for d in &self.devices {
+            s.push_str(&format!(
+                "{} ({}): median J/GEMM ratio to {first} {}, Spearman {:?}\n",
+                d.device,
+                d.gpu,
+                d.median_ratio_to_first
+                    .map_or_else(|| "n/a".into(), |r| format!("{r:.4}")),
+                d.spearman_to_first
+            ));
+        }
+        s + &format!(
+            "{} patterns on {} devices; wrote {}/devices.md, devices.csv, devices.json and a run folder per device\n",
+            self.patterns.len(),
+            self.devices.len(),
+            out.display()
+        )
+    }
+}
+
 pub struct DevicesHooks<'a> {
     /// (device index, points done, points in all, what)
     pub on_point: &'a (dyn Fn(usize, usize, usize, &str) + Sync),
@@ -56,50 +82,34 @@ pub struct DevicesHooks<'a> {
 }
 
 /// Device `i`'s folder under `out`: cuda:1 -> out/cuda1.
-pub fn device_dir(out: &Path, devices: &[String], i: usize) -> PathBuf {
-    out.join(crate::model::device_file_name(devices, i))
+pub fn device_dir(out: &Path, devices: &[DeviceSpec], i: usize) -> PathBuf {
+    out.join(device::device_file_name(devices, i))
 }
 
 /// Measure on every device at once, then compare; see the module header.
 pub fn run_gemm_energy_devices(
     cfg: &GemmConfig,
-    devices: &[String],
+    devices: &[DeviceSpec],
     out: &Path,
     hooks: DevicesHooks<'_>,
 ) -> Result<DevicesComparison> {
-    if devices.len() < 2 {
-        return Err(Error::Config(
-            "--devices: name at least two GPUs (for one, use --device cuda:N)".into(),
-        ));
-    }
-    let results: Vec<Result<GemmReport>> = std::thread::scope(|s| {
-        let workers: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let hooks = &hooks;
-                s.spawn(move || {
-                    let cfg = GemmConfig {
-                        device: d.clone(),
-                        ..cfg.clone()
-                    };
-                    run_gemm_energy(
-                        &cfg,
-                        &device_dir(out, devices, i),
-                        Hooks {
-                            on_point: &mut |k, n, what| (hooks.on_point)(i, k, n, what),
-                            interrupted: hooks.interrupted,
-                        },
-                    )
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("device thread"))
-            .collect()
-    });
-    let reports = crate::model::every_device(devices, results)?;
+    device::require_several(devices)?;
+    let run_one = |i: usize, device: DeviceSpec| {
+        let cfg = GemmConfig {
+            device,
+            ..cfg.clone()
+        };
+        run_gemm_energy(
+            &cfg,
+            &device_dir(out, devices, i),
+            Hooks {
+                on_point: &mut |k, n, what| (hooks.on_point)(i, k, n, what),
+                interrupted: hooks.interrupted,
+            },
+        )
+    };
+    let (results, ()) = device::on_each(devices, run_one, || ());
+    let reports = device::every_device(devices, results)?;
     let cmp = compare(devices, &reports);
     write_atomic(
         &out.join("devices.json"),
@@ -111,7 +121,7 @@ pub fn run_gemm_energy_devices(
 }
 
 /// Every device's report against the first's, pattern by pattern.
-pub fn compare(devices: &[String], reports: &[GemmReport]) -> DevicesComparison {
+pub fn compare(devices: &[DeviceSpec], reports: &[GemmReport]) -> DevicesComparison {
     let first = &reports[0];
     let mean = |r: &GemmReport, i: usize, above: bool| {
         let p = &r.points[i];
@@ -165,9 +175,9 @@ pub fn compare(devices: &[String], reports: &[GemmReport]) -> DevicesComparison 
                 })
                 .collect();
             DeviceSummary {
-                device: name.clone(),
+                device: *name,
                 gpu: r.device.clone(),
-                folder: crate::model::device_file_name(devices, d),
+                folder: device::device_file_name(devices, d),
                 idle_w: match (r.idle_w_before, r.idle_w_after) {
                     (Some(a), Some(b)) => Some((a + b) / 2.0),
                     (a, b) => a.or(b),

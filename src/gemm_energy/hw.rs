@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::gemm_energy::patterns::{Dtype, Operands};
 use crate::sim::gate::GateOptions;
 use crate::sim::{simulate_gate, simulate_lanes, Counting, Design};
-use crate::trace::OperandStream;
+use crate::trace::{ElemFormat, OperandStream};
 
 /// One hardware model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,21 +50,19 @@ impl HwModel {
     /// `gate` the netlists of its RTL designs (but the sign-magnitude experiment).
     pub fn for_dtype(dtype: Dtype, lanes: u32, gate: bool) -> Vec<HwModel> {
         let mut v = Vec::new();
-        match dtype {
-            Dtype::Int8 => {
-                v.extend(Design::MACS.map(|d| HwModel::Rtl(d, 1)));
-                v.extend([
-                    HwModel::Rtl(Design::Dot, lanes),
-                    HwModel::Rtl(Design::DotIsolated, lanes),
-                ]);
-            }
-            Dtype::Bf16 => {
-                v.push(HwModel::Rtl(Design::Bf16, 1));
-                if crate::sim::BF16_LANES.contains(&lanes) {
-                    v.push(HwModel::Rtl(Design::Bf16Dot, lanes));
-                }
-            }
-            Dtype::F16 => {}
+        // Every design of the catalogue that multiplies this dtype's operands: serial MACs
+        // at one lane, dot units at `lanes` (f16 has no RTL design).
+        let format = match dtype {
+            Dtype::Int8 => Some(ElemFormat::I8),
+            Dtype::Bf16 => Some(ElemFormat::Bf16),
+            Dtype::F16 => None,
+        };
+        if let Some(f) = format {
+            v.extend(
+                Design::all()
+                    .filter(|d| d.takes(f, lanes))
+                    .map(|d| HwModel::Rtl(d, if d.is_dot() { lanes } else { 1 })),
+            );
         }
         v.extend([HwModel::BitFlips(1), HwModel::BitFlips(lanes)]);
         if gate {
@@ -73,7 +71,7 @@ impl HwModel {
             let designs: Vec<(Design, u32)> = v
                 .iter()
                 .filter_map(|m| match *m {
-                    HwModel::Rtl(d, l) if d != Design::Signmag => Some((d, l)),
+                    HwModel::Rtl(d, l) if !d.experiment => Some((d, l)),
                     _ => None,
                 })
                 .collect();

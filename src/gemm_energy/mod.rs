@@ -27,7 +27,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{write_atomic, Error, IoContext, Result};
+use crate::device::DeviceSpec;
+use crate::error::{Error, IoContext, Result};
+use crate::files::write_atomic;
 use crate::stats::{percentile, Estimate};
 use hw::HwModel;
 use patterns::{Dtype, Family, Operands, Shape};
@@ -36,7 +38,7 @@ use patterns::{Dtype, Family, Operands, Shape};
 #[derive(Debug, Clone, Serialize)]
 pub struct GemmConfig {
     /// cpu, or cuda (a build with the `cuda` feature).
-    pub device: String,
+    pub device: DeviceSpec,
     pub dtypes: Vec<Dtype>,
     pub shape: Shape,
     /// Synthetic pattern names; empty = all.
@@ -70,10 +72,10 @@ pub struct GemmConfig {
 impl GemmConfig {
     /// Defaults for a device: 8192^3 and 2 s x 3 rounds on the GPU; 64x256x64 and 0.05 s
     /// on the CPU (seconds, for CI).
-    pub fn new(device: &str) -> Self {
-        let gpu = device != "cpu";
+    pub fn new(device: DeviceSpec) -> Self {
+        let gpu = !device.is_cpu();
         GemmConfig {
-            device: device.into(),
+            device,
             dtypes: vec![Dtype::Int8, Dtype::Bf16],
             shape: if gpu {
                 Shape {
@@ -217,8 +219,8 @@ impl GemmDevice for CpuDevice {
 }
 
 /// The device `cfg.device` names.
-pub fn open_device(device: &str) -> Result<Box<dyn GemmDevice>> {
-    match crate::model::cuda_ordinal(device)? {
+pub fn open_device(device: DeviceSpec) -> Result<Box<dyn GemmDevice>> {
+    match device.ordinal() {
         None => Ok(Box::new(CpuDevice { ops: None })),
         Some(n) => open_cuda(n),
     }
@@ -231,9 +233,10 @@ fn open_cuda(ordinal: usize) -> Result<Box<dyn GemmDevice>> {
 
 #[cfg(not(feature = "cuda"))]
 fn open_cuda(_: usize) -> Result<Box<dyn GemmDevice>> {
-    Err(Error::Config(
-        "--device cuda: this perfwatt was built without CUDA (cargo build --release --features cuda)".into(),
-    ))
+    Err(Error::Config(format!(
+        "--device cuda: {}",
+        crate::device::NO_CUDA
+    )))
 }
 
 /// One pattern of one dtype: its operands are generated when measured.
@@ -469,24 +472,6 @@ fn info(
     })
 }
 
-fn read_rounds(path: &Path) -> Result<Vec<RoundRow>> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(Vec::new());
-    };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::Parse {
-                file: path.display().to_string(),
-                line: i as u64 + 1,
-                offset: 0,
-                msg: e.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// What an earlier run of the same folder found (its results.json): the device, its idle
 /// draw and power limit, and which permuted GEMMs matched their originals. Used when
 /// nothing is left to measure, so that new hardware models can score old measurements
@@ -545,12 +530,12 @@ pub fn run_gemm_energy(cfg: &GemmConfig, out: &Path, mut hooks: Hooks<'_>) -> Re
     let rounds_path = out.join("points.jsonl");
     // The device first: a missing one is reported before minutes of operand generation,
     // unless this folder holds rounds that may already be complete.
-    let dev = open_device(&cfg.device);
+    let dev = open_device(cfg.device);
     if !rounds_path.exists() {
         dev.as_ref().map_err(|e| Error::Config(e.to_string()))?;
     }
     let plan = plan(cfg)?;
-    let mut rows = read_rounds(&rounds_path)?;
+    let mut rows: Vec<RoundRow> = crate::files::read_jsonl_if_exists(&rounds_path)?;
     let prior = Prior::read(out);
     let mut exact: Vec<Option<bool>> = plan
         .permutations
@@ -585,7 +570,10 @@ pub fn run_gemm_energy(cfg: &GemmConfig, out: &Path, mut hooks: Hooks<'_>) -> Re
         (dev.name(), dev.power_limit_w(), before, after)
     } else {
         (
-            prior.device.clone().unwrap_or_else(|| cfg.device.clone()),
+            prior
+                .device
+                .clone()
+                .unwrap_or_else(|| cfg.device.to_string()),
             prior.power_limit_w,
             prior.idle_w_before,
             prior.idle_w_after,
@@ -708,9 +696,7 @@ fn summarize(
         .iter()
         .filter(|r| r.dtype == info.dtype && r.pattern == info.pattern)
         .collect();
-    let est = |f: &dyn Fn(&Measurement) -> Option<f64>| {
-        Estimate::of(&mine.iter().filter_map(|r| f(&r.m)).collect::<Vec<_>>())
-    };
+    let est = |f: &dyn Fn(&Measurement) -> Option<f64>| Estimate::over(&mine, |r| f(&r.m));
     let per = |m: &Measurement, v: f64| v / m.gemms.max(1) as f64;
     let j = est(&|m| Some(per(m, m.joules?)));
     let clocks: Vec<f64> = mine.iter().filter_map(|r| r.m.sm_mhz_median).collect();

@@ -14,7 +14,7 @@ use crate::stats::Rng;
 use crate::trace::ElemFormat;
 
 /// The element type a GEMM multiplies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
     /// int8 x int8, int32 accumulation (cuBLAS IMMA on the GPU).
@@ -24,6 +24,22 @@ pub enum Dtype {
     /// IEEE half x half, fp32 accumulation.
     F16,
 }
+
+impl crate::choice::Choice for Dtype {
+    const WHAT: &'static str = "GEMM dtype";
+    const ALL: &'static [Self] = &[Dtype::Int8, Dtype::Bf16, Dtype::F16];
+    fn name(self) -> &'static str {
+        Dtype::name(self)
+    }
+    fn about(self) -> &'static str {
+        match self {
+            Dtype::Int8 => "int8 x int8, int32 accumulation (cuBLAS IMMA on the GPU)",
+            Dtype::Bf16 => "bfloat16 x bfloat16, fp32 accumulation",
+            Dtype::F16 => "IEEE half x half, fp32 accumulation",
+        }
+    }
+}
+crate::choice_str!(Dtype);
 
 impl Dtype {
     pub fn name(self) -> &'static str {

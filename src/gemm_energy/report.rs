@@ -7,10 +7,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::error::{write_atomic, IoContext, Result};
+use crate::error::{IoContext, Result};
+use crate::files::write_atomic;
 use crate::gemm_energy::patterns::Dtype;
 use crate::gemm_energy::{GemmReport, PointResult};
-use crate::report::section::{table, Align, Correlation};
+use crate::render::section::{table, Align, Correlation};
 use crate::stats::{bootstrap_ci, loo_errors_pct, pearson, percentile, spearman};
 use crate::vcd::toggles::csv_field;
 
@@ -118,8 +119,19 @@ fn header(r: &GemmReport) -> String {
     md
 }
 
-/// One dtype's patterns: cost, power, clocks and toggles per hardware model.
+/// One dtype's patterns: the table, then how far the cost spreads and which patterns ran
+/// at the power cap.
 fn patterns_table(dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> String {
+    format!(
+        "## {}\n\n{}\n{}\n",
+        dtype.name(),
+        patterns_grid(points),
+        spread_notes(points, r)
+    )
+}
+
+/// Cost, power, clocks and toggles per hardware model, one row per pattern.
+fn patterns_grid(points: &[&PointResult]) -> String {
     let energy = points.iter().all(|p| p.j_per_gemm.is_some());
     let models: Vec<String> = points[0].info.toggles.keys().cloned().collect();
     let mut cols: Vec<(String, Align)> = vec![
@@ -190,7 +202,13 @@ fn patterns_table(dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> Stri
         v.extend(models.iter().map(|m| format!("{:.2}", p.info.toggles[m])));
         v
     });
-    let mut md = format!("## {}\n\n{}\n", dtype.name(), table(&columns, rows));
+    table(&columns, rows)
+}
+
+/// The cost's spread across the patterns, and the patterns at the power cap.
+fn spread_notes(points: &[&PointResult], r: &GemmReport) -> String {
+    let energy = points.iter().all(|p| p.j_per_gemm.is_some());
+    let mut md = String::new();
     let (lo, hi) = points
         .iter()
         .map(|p| cost(p))
@@ -226,7 +244,6 @@ fn patterns_table(dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> Stri
             let _ = writeln!(md, "\nAt the power cap ({limit:.0} W, or a power clock event) for {} of {} patterns ({}): there the card holds its watts and lowers its clock, so energy per GEMM rises through time, not power.", capped.len(), points.len(), capped.join(", "));
         }
     }
-    md.push('\n');
     md
 }
 

@@ -28,22 +28,16 @@ pub(crate) fn me(e: candle_core::Error) -> Error {
 }
 
 /// Weight format of the projections: a software optimization the sweep compares.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
     /// Q4_1 as shipped in the GGUF (token embedding/output Q8_0).
-    #[value(name = "q4_1")]
     Q4_1,
     /// Re-quantized from the shipped weights.
-    #[value(name = "q8_0")]
     Q8_0,
-    #[value(name = "q4_0")]
     Q4_0,
     /// Q4_K where the row length is a multiple of 256, Q4_0 elsewhere (as llama.cpp falls
     /// back); SmolLM2's hidden size 576 is not, so only ffn_down is really Q4_K.
-    #[value(name = "q4k")]
     #[serde(rename = "q4k")]
     Q4K,
     /// Dequantized to dense f32 / f16 / bf16 matmuls.
@@ -51,6 +45,31 @@ pub enum Precision {
     F16,
     Bf16,
 }
+
+impl crate::choice::Choice for Precision {
+    const WHAT: &'static str = "weight format";
+    const ALL: &'static [Self] = &[
+        Precision::Q4_1,
+        Precision::Q8_0,
+        Precision::Q4_0,
+        Precision::Q4K,
+        Precision::F32,
+        Precision::F16,
+        Precision::Bf16,
+    ];
+    fn name(self) -> &'static str {
+        Precision::name(self)
+    }
+    fn about(self) -> &'static str {
+        match self {
+            Precision::Q4_1 => "Q4_1 as shipped in the GGUF (token embedding/output Q8_0)",
+            Precision::Q8_0 | Precision::Q4_0 => "re-quantized from the shipped weights",
+            Precision::Q4K => "Q4_K where the row length is a multiple of 256, Q4_0 elsewhere",
+            _ => "dequantized to dense matmuls",
+        }
+    }
+}
+crate::choice_str!(Precision);
 
 impl Precision {
     pub fn name(self) -> &'static str {
@@ -564,15 +583,10 @@ pub struct Llama {
     pub device: Device,
 }
 
-impl Llama {
-    pub fn from_gguf<R: std::io::Read + std::io::Seek>(
-        ct: &gguf_file::Content,
-        r: &mut R,
-        precision: Precision,
-        opts: Opts,
-        device: &Device,
-    ) -> Result<Self> {
-        candle_core::quantized::set_q4_1_tiles(opts.has(Opt::Tiles));
+impl Config {
+    /// The llama hyperparameters of a GGUF file's metadata (`vocab` comes from the
+    /// embedding's rows).
+    fn from_gguf(ct: &gguf_file::Content) -> Result<Config> {
         let u = |k: &str| -> Result<usize> {
             ct.metadata
                 .get(k)
@@ -590,7 +604,7 @@ impl Llama {
             u("llama.embedding_length")?,
             u("llama.attention.head_count")?,
         );
-        let config = Config {
+        Ok(Config {
             n_layer: u("llama.block_count")?,
             n_embd,
             n_head,
@@ -601,60 +615,103 @@ impl Llama {
             rope_base: f("llama.rope.freq_base", 10000.0),
             rms_eps: f("llama.attention.layer_norm_rms_epsilon", 1e-5) as f64,
             context: u("llama.context_length").unwrap_or(2048),
+        })
+    }
+}
+
+/// A GGUF file's tensors, read onto one device.
+struct Weights<'a, R> {
+    ct: &'a gguf_file::Content,
+    r: &'a mut R,
+    device: &'a Device,
+}
+
+impl<R: std::io::Read + std::io::Seek> Weights<'_, R> {
+    fn tensor(&mut self, name: &str) -> Result<QTensor> {
+        self.ct
+            .tensor(self.r, name, self.device)
+            .map_err(|e| Error::Model(format!("{name}: {e}")))
+    }
+
+    fn norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: self.tensor(name)?.dequantize(self.device).map_err(me)?,
+            eps,
+        })
+    }
+
+    /// Layer `l`: its projections in `precision` (merged where `merged-proj` applies) and
+    /// its norms.
+    fn block(
+        &mut self,
+        l: usize,
+        config: &Config,
+        precision: Precision,
+        opts: Opts,
+    ) -> Result<Block> {
+        let device = self.device;
+        let mut lin = |suffix: &str, proj: &'static str| -> Result<Linear> {
+            Linear::new(
+                LinearId {
+                    layer: Some(l),
+                    proj,
+                },
+                self.tensor(&format!("blk.{l}.{suffix}.weight"))?,
+                precision,
+                device,
+            )
         };
-        let mut tensor = |name: &str| {
-            ct.tensor(r, name, device)
-                .map_err(|e| Error::Model(format!("{name}: {e}")))
-        };
-        let norm = |t: QTensor, eps: f64| -> Result<RmsNorm> {
-            Ok(RmsNorm {
-                weight: t.dequantize(device).map_err(me)?,
-                eps,
-            })
-        };
-        let embd_q = tensor("token_embd.weight")?;
-        let embed = embd_q.dequantize(device).map_err(me)?;
+        // On CUDA only quantized weights are merged, for the mat-vec kernel's row
+        // counts (`CUDA_MAT_VEC_ROWS`); dense ones go to cuBLAS at every row count.
+        let merge =
+            opts.has(Opt::MergedProj) && (device.is_cpu() || precision.dense_dtype().is_none());
+        let qkv = vec![
+            lin("attn_q", "q")?,
+            lin("attn_k", "k")?,
+            lin("attn_v", "v")?,
+        ];
+        let gate_up = vec![lin("ffn_gate", "gate")?, lin("ffn_up", "up")?];
+        let o = lin("attn_output", "o")?;
+        let down = lin("ffn_down", "down")?;
+        Ok(Block {
+            qkv: Projections::new(qkv, "qkv", merge, device)?,
+            o,
+            gate_up: Projections::new(gate_up, "gate_up", merge, device)?,
+            down,
+            attn_norm: self.norm(&format!("blk.{l}.attn_norm.weight"), config.rms_eps)?,
+            ffn_norm: self.norm(&format!("blk.{l}.ffn_norm.weight"), config.rms_eps)?,
+            kv: None,
+        })
+    }
+}
+
+impl Llama {
+    /// The model of a GGUF file: its metadata, every layer's weights in `precision` on
+    /// `device`, the output head, the RoPE tables.
+    pub fn from_gguf<R: std::io::Read + std::io::Seek>(
+        ct: &gguf_file::Content,
+        r: &mut R,
+        precision: Precision,
+        opts: Opts,
+        device: &Device,
+    ) -> Result<Self> {
+        candle_core::quantized::set_q4_1_tiles(opts.has(Opt::Tiles));
+        let config = Config::from_gguf(ct)?;
+        let mut w = Weights { ct, r, device };
+        let embed = w
+            .tensor("token_embd.weight")?
+            .dequantize(device)
+            .map_err(me)?;
         let vocab = embed.dim(0).map_err(me)?;
-        let mut blocks = Vec::with_capacity(config.n_layer);
-        for l in 0..config.n_layer {
-            let mut lin = |suffix: &str, proj: &'static str| -> Result<Linear> {
-                Linear::new(
-                    LinearId {
-                        layer: Some(l),
-                        proj,
-                    },
-                    tensor(&format!("blk.{l}.{suffix}.weight"))?,
-                    precision,
-                    device,
-                )
-            };
-            // On CUDA only quantized weights are merged, for the mat-vec kernel's row
-            // counts (`CUDA_MAT_VEC_ROWS`); dense ones go to cuBLAS at every row count.
-            let merge =
-                opts.has(Opt::MergedProj) && (device.is_cpu() || precision.dense_dtype().is_none());
-            let qkv = vec![
-                lin("attn_q", "q")?,
-                lin("attn_k", "k")?,
-                lin("attn_v", "v")?,
-            ];
-            let gate_up = vec![lin("ffn_gate", "gate")?, lin("ffn_up", "up")?];
-            blocks.push(Block {
-                qkv: Projections::new(qkv, "qkv", merge, device)?,
-                o: lin("attn_output", "o")?,
-                gate_up: Projections::new(gate_up, "gate_up", merge, device)?,
-                down: lin("ffn_down", "down")?,
-                attn_norm: norm(
-                    tensor(&format!("blk.{l}.attn_norm.weight"))?,
-                    config.rms_eps,
-                )?,
-                ffn_norm: norm(tensor(&format!("blk.{l}.ffn_norm.weight"))?, config.rms_eps)?,
-                kv: None,
-            });
-        }
-        let out_norm = norm(tensor("output_norm.weight")?, config.rms_eps)?;
+        let blocks = (0..config.n_layer)
+            .map(|l| w.block(l, &config, precision, opts))
+            .collect::<Result<Vec<_>>>()?;
+        let out_norm = w.norm("output_norm.weight", config.rms_eps)?;
         // The output head: output.weight if present, else tied to the embedding. Quantized
         // variants keep it as shipped (Q8_0), like llama.cpp keeps the head at high precision.
-        let head_q = tensor("output.weight").or_else(|_| tensor("token_embd.weight"))?;
+        let head_q = w
+            .tensor("output.weight")
+            .or_else(|_| w.tensor("token_embd.weight"))?;
         let head_precision = if precision.dense_dtype().is_some() {
             precision
         } else {

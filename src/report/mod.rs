@@ -8,20 +8,21 @@
 //! Every sentence of findings is generated from the numbers it states. `write_report` is
 //! the list of its sections; `section` holds the builders other reports share.
 
-pub(crate) mod section;
-
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::error::{write_atomic, Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::files::write_atomic;
 use crate::model::Opts;
-use crate::plot::{bars, both, legend, pe, render, scatter, BLUE, GREEN, ORANGE, PURPLE, RED};
+use crate::render::plot::{
+    bars, both, legend, pe, render, scatter, BLUE, GREEN, ORANGE, PURPLE, RED,
+};
+use crate::render::section::{table, Align, Correlation};
 use crate::stats::pearson;
 use crate::sweep::{read_rows, Row};
-use section::{table, Align, Correlation};
 
 /// Build report.md and plots for a run folder. Returns the report path.
 pub fn write_report(dir: &Path) -> Result<PathBuf> {
@@ -360,58 +361,12 @@ impl<'a> Sweep<'a> {
         let mut md = String::from(
             "\n## Switching activity\n\n![toggles per configuration](plots/toggles_per_config.png)\n\n",
         );
-        // Isolation exists for the integer formats only.
-        let (zf, savings): (Vec<f64>, Vec<f64>) = rows
-            .iter()
-            .filter_map(|r| r.toggle_saving_pct.map(|s| (r.zero_fraction, s)))
-            .unzip();
-        if !savings.is_empty() {
-            let (smin, smax) = range(savings.iter().copied());
-            let (zmin, zmax) = range(zf.iter().copied());
-            let _ = write!(
-                md,
-                "Operand isolation removed {smin:.1}% to {smax:.1}% of the datapath toggles across the {} configurations with integer operands, on operand streams where {:.1}% to {:.1}% of pairs had a zero operand.",
-                savings.len(),
-                100.0 * zmin,
-                100.0 * zmax
-            );
-            if let Some(r) = pearson(&zf, &savings) {
-                let _ = write!(md, " Across configurations the saving tracks the zero-operand fraction with Pearson r = {r:.3} (n = {}).", savings.len());
-            }
-        }
-        if signmag.is_some() {
-            let pct: Vec<f64> = rows
-                .iter()
-                .filter_map(|r| r.signmag_vs_baseline_pct)
-                .collect();
-            let v: Vec<f64> = rows
-                .iter()
-                .filter_map(|r| r.signmag_toggles_per_mac)
-                .collect();
-            let (lo, hi) = range(pct.iter().copied());
-            let mean = v.iter().sum::<f64>() / v.len() as f64;
-            let _ = write!(
-                md,
-                "\n\nOperand encoding: the same baseline MAC fed sign-magnitude operands switched {lo:+.1}% to {hi:+.1}% relative to two's complement (mean {mean:.2} toggles/MAC), with no gating at all."
-            );
-        }
-        if let Some(d) = &dot {
-            let (dlo, dhi) = range(d.iter().copied().filter(|x| x.is_finite()));
-            let _ = write!(
-                md,
-                "\n\nThe 16-lane dot-product unit of each configuration's format (a K-slice of 16 pairs per cycle, as a tensor core takes them; the fused bf16 unit for bf16 operands) switched {dlo:.2} to {dhi:.2} toggles per MAC"
-            );
-            if let Some(i) = &dot_iso {
-                let (slo, shi) = range(
-                    d.iter()
-                        .zip(i)
-                        .filter(|(_, i)| i.is_finite())
-                        .map(|(d, i)| 100.0 * (d - i) / d.max(1e-12)),
-                );
-                let _ = write!(md, "; per-lane operand isolation saved {slo:.1}% to {shi:.1}% of that on integer operands");
-            }
-            md.push('.');
-        }
+        md.push_str(&switching_words(
+            rows,
+            signmag.is_some(),
+            dot.as_deref(),
+            dot_iso.as_deref(),
+        ));
         Ok(md)
     }
 
@@ -993,6 +948,70 @@ where
             .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED.stroke_width(1)));
     }
     legend(&mut chart)
+}
+
+/// The switching section in words: isolation's saving against the zero-operand fraction,
+/// the sign-magnitude encoding, the dot units.
+fn switching_words(
+    rows: &[Row],
+    signmag: bool,
+    dot: Option<&[f64]>,
+    dot_iso: Option<&[f64]>,
+) -> String {
+    let mut md = String::new();
+    // Isolation exists for the integer formats only.
+    let (zf, savings): (Vec<f64>, Vec<f64>) = rows
+        .iter()
+        .filter_map(|r| r.toggle_saving_pct.map(|s| (r.zero_fraction, s)))
+        .unzip();
+    if !savings.is_empty() {
+        let (smin, smax) = range(savings.iter().copied());
+        let (zmin, zmax) = range(zf.iter().copied());
+        let _ = write!(
+            md,
+            "Operand isolation removed {smin:.1}% to {smax:.1}% of the datapath toggles across the {} configurations with integer operands, on operand streams where {:.1}% to {:.1}% of pairs had a zero operand.",
+            savings.len(),
+            100.0 * zmin,
+            100.0 * zmax
+        );
+        if let Some(r) = pearson(&zf, &savings) {
+            let _ = write!(md, " Across configurations the saving tracks the zero-operand fraction with Pearson r = {r:.3} (n = {}).", savings.len());
+        }
+    }
+    if signmag {
+        let pct: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| r.signmag_vs_baseline_pct)
+            .collect();
+        let v: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| r.signmag_toggles_per_mac)
+            .collect();
+        let (lo, hi) = range(pct.iter().copied());
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let _ = write!(
+            md,
+            "\n\nOperand encoding: the same baseline MAC fed sign-magnitude operands switched {lo:+.1}% to {hi:+.1}% relative to two's complement (mean {mean:.2} toggles/MAC), with no gating at all."
+        );
+    }
+    if let Some(d) = dot {
+        let (dlo, dhi) = range(d.iter().copied().filter(|x| x.is_finite()));
+        let _ = write!(
+            md,
+            "\n\nThe 16-lane dot-product unit of each configuration's format (a K-slice of 16 pairs per cycle, as a tensor core takes them; the fused bf16 unit for bf16 operands) switched {dlo:.2} to {dhi:.2} toggles per MAC"
+        );
+        if let Some(i) = dot_iso {
+            let (slo, shi) = range(
+                d.iter()
+                    .zip(i)
+                    .filter(|(_, i)| i.is_finite())
+                    .map(|(d, i)| 100.0 * (d - i) / d.max(1e-12)),
+            );
+            let _ = write!(md, "; per-lane operand isolation saved {slo:.1}% to {shi:.1}% of that on integer operands");
+        }
+        md.push('.');
+    }
+    md
 }
 
 #[cfg(test)]

@@ -97,6 +97,22 @@ impl CellTable {
             .collect()
     }
 
+    /// `cell_names` with overrides from a `--map` list (`NAND=NAND2_X1,DFF=DFFPOSX1`).
+    pub fn cell_names_mapped(&self, map: &str) -> Result<BTreeMap<CellKind, String>> {
+        let mut names = self.cell_names()?;
+        for pair in map.split(',').filter(|p| !p.is_empty()) {
+            let (k, cell) = pair
+                .split_once('=')
+                .ok_or_else(|| Error::Config(format!("--map: {pair} is not KIND=CELL")))?;
+            let kind = CellKind::ALL
+                .into_iter()
+                .find(|c| c.name().eq_ignore_ascii_case(k))
+                .ok_or_else(|| Error::Config(format!("--map: no generic cell {k}")))?;
+            names.insert(kind, cell.to_string());
+        }
+        Ok(names)
+    }
+
     /// Read the numbers for `names` (generic kind -> library cell) from a Liberty file.
     /// Generic pins map to the library cell's input pins in their order, except a flip-
     /// flop's C, which is its `clock : true` pin.

@@ -230,57 +230,71 @@ pub fn yosys_version() -> Result<String> {
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
-impl Netlist {
-    /// Read yosys's JSON for `module` (the file name only for errors).
-    pub fn parse(text: &str, module: &str, file: &str) -> Result<Netlist> {
-        let bad = |msg: String| Error::Sim(format!("{file}: {msg}"));
-        let doc: Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not yosys JSON: {e}")))?;
-        let m = doc
-            .pointer(&format!("/modules/{module}"))
-            .ok_or_else(|| bad(format!("no module {module}")))?;
-        // yosys numbers bits from 2 (0 and 1 are spelled "0"/"1"); ours are dense from 0.
-        let mut ids: HashMap<u64, usize> = HashMap::new();
-        let mut nets: Vec<Net> = Vec::new();
-        let mut bit = |v: &Value| -> Result<Bit> {
-            match v {
-                Value::Number(n) => {
-                    let n = n.as_u64().ok_or_else(|| bad(format!("bad bit {v}")))?;
-                    let next = nets.len();
-                    let id = *ids.entry(n).or_insert(next);
-                    if id == next {
-                        nets.push(Net {
-                            name: None,
-                            signal: String::new(),
-                            driver: Driver::None,
-                        });
-                    }
-                    Ok(Bit::Net(id))
+/// One module of yosys's JSON being read: its bits numbered densely as they are met.
+struct Reader<'a> {
+    file: &'a str,
+    module: &'a str,
+    m: &'a Value,
+    /// yosys numbers bits from 2 (0 and 1 are spelled "0"/"1"); ours are dense from 0.
+    ids: HashMap<u64, usize>,
+    nets: Vec<Net>,
+}
+
+impl Reader<'_> {
+    fn bad(&self, msg: String) -> Error {
+        Error::Sim(format!("{}: {msg}", self.file))
+    }
+
+    fn bit(&mut self, v: &Value) -> Result<Bit> {
+        match v {
+            Value::Number(n) => {
+                let n = n.as_u64().ok_or_else(|| self.bad(format!("bad bit {v}")))?;
+                let next = self.nets.len();
+                let id = *self.ids.entry(n).or_insert(next);
+                if id == next {
+                    self.nets.push(Net {
+                        name: None,
+                        signal: String::new(),
+                        driver: Driver::None,
+                    });
                 }
-                Value::String(s) if s == "0" || s == "1" => Ok(Bit::Const(s == "1")),
-                _ => Err(bad(format!(
-                    "bit {v} is neither a net nor 0/1 (x and z are not simulated)"
-                ))),
+                Ok(Bit::Net(id))
             }
-        };
-        let obj = |v: &Value, what: &str| {
-            v.get(what)
-                .and_then(Value::as_object)
-                .cloned()
-                .ok_or_else(|| bad(format!("no {what} in module {module}")))
-        };
+            Value::String(s) if s == "0" || s == "1" => Ok(Bit::Const(s == "1")),
+            _ => Err(self.bad(format!(
+                "bit {v} is neither a net nor 0/1 (x and z are not simulated)"
+            ))),
+        }
+    }
+
+    fn obj(&self, what: &str) -> Result<serde_json::Map<String, Value>> {
+        self.m
+            .get(what)
+            .and_then(Value::as_object)
+            .cloned()
+            .ok_or_else(|| self.bad(format!("no {what} in module {}", self.module)))
+    }
+
+    fn ports(&mut self) -> Result<Vec<Port>> {
         let mut ports = Vec::new();
-        for (name, p) in obj(m, "ports")? {
+        for (name, p) in self.obj("ports")? {
             let input = p.get("direction").and_then(Value::as_str) == Some("input");
             let bits = p["bits"].as_array().cloned().unwrap_or_default();
-            let bits = bits.iter().map(&mut bit).collect::<Result<Vec<_>>>()?;
+            let bits = bits
+                .iter()
+                .map(|b| self.bit(b))
+                .collect::<Result<Vec<_>>>()?;
             ports.push(Port { name, input, bits });
         }
+        Ok(ports)
+    }
+
+    fn cells(&mut self) -> Result<Vec<Cell>> {
         let mut cells = Vec::new();
-        for (name, c) in obj(m, "cells")? {
+        for (name, c) in self.obj("cells")? {
             let t = c["type"].as_str().unwrap_or("?");
             let kind = CellKind::from_yosys(t).ok_or_else(|| {
-                bad(format!(
+                self.bad(format!(
                     "cell {name} has type {t}, not a generic gate or $_DFF_P_"
                 ))
             })?;
@@ -288,16 +302,21 @@ impl Netlist {
                 c.pointer(&format!("/connections/{p}"))
                     .and_then(|v| v.get(0))
                     .cloned()
-                    .ok_or_else(|| bad(format!("cell {name}: pin {p} unconnected")))
+                    .ok_or_else(|| self.bad(format!("cell {name}: pin {p} unconnected")))
             };
-            let inputs = kind
+            let pins: Vec<Value> = kind
                 .inputs()
                 .iter()
-                .map(|p| pin(p).and_then(|v| bit(&v)))
+                .map(|p| pin(p))
+                .collect::<Result<_>>()?;
+            let out = pin(kind.output())?;
+            let inputs = pins
+                .iter()
+                .map(|v| self.bit(v))
                 .collect::<Result<Vec<_>>>()?;
-            let output = match bit(&pin(kind.output())?)? {
+            let output = match self.bit(&out)? {
                 Bit::Net(n) => n,
-                Bit::Const(_) => return Err(bad(format!("cell {name} drives a constant"))),
+                Bit::Const(_) => return Err(self.bad(format!("cell {name} drives a constant"))),
             };
             cells.push(Cell {
                 kind,
@@ -305,15 +324,25 @@ impl Netlist {
                 output,
             });
         }
-        // Names: every named bit; a net with several takes a top-level one over a
-        // submodule's alias, a register over a wire, then the shortest.
+        Ok(cells)
+    }
+
+    /// Names: every named bit; a net with several takes a top-level one over a
+    /// submodule's alias, a register over a wire, then the shortest.
+    fn names(&mut self, ports: &[Port]) -> Result<BTreeMap<usize, String>> {
         let mut names: BTreeMap<usize, String> = BTreeMap::new();
         // Ports name their bits too (yosys lists them among the netnames as well).
-        let port_names = obj(m, "ports")?.into_iter().map(|(k, p)| (k, p, false));
-        let net_names = obj(m, "netnames")?.into_iter().map(|(k, n)| {
+        let port_names = self.obj("ports")?.into_iter().map(|(k, p)| (k, p, false));
+        let net_names = self.obj("netnames")?.into_iter().map(|(k, n)| {
             let hidden = n.get("hide_name").and_then(Value::as_u64) == Some(1);
             (k, n, hidden)
         });
+        // Registers (`_q`) anchor the RTL's structure; a port or a submodule's alias of
+        // the same bit only names it when nothing else does.
+        let rank = |s: &str| {
+            let reg = s.split('[').next().is_some_and(|b| b.ends_with("_q"));
+            (s.contains('.'), is_port(ports, s), !reg, s.len())
+        };
         for (name, n, hidden) in port_names.chain(net_names) {
             if hidden {
                 continue;
@@ -321,17 +350,11 @@ impl Netlist {
             let bits = n["bits"].as_array().cloned().unwrap_or_default();
             let width = bits.len();
             for (i, b) in bits.iter().enumerate() {
-                if let Ok(Bit::Net(id)) = bit(b) {
+                if let Ok(Bit::Net(id)) = self.bit(b) {
                     let full = if width == 1 {
                         name.clone()
                     } else {
                         format!("{name}[{i}]")
-                    };
-                    // Registers (`_q`) anchor the RTL's structure; a port or a
-                    // submodule's alias of the same bit only names it when nothing else does.
-                    let rank = |s: &str| {
-                        let reg = s.split('[').next().is_some_and(|b| b.ends_with("_q"));
-                        (s.contains('.'), is_port(&ports, s), !reg, s.len())
                     };
                     match names.get(&id) {
                         Some(old) if rank(old) <= rank(&full) => {}
@@ -342,10 +365,35 @@ impl Netlist {
                 }
             }
         }
-        for (id, name) in names {
-            nets[id].name = Some(name);
+        Ok(names)
+    }
+}
+
+impl Netlist {
+    /// Read yosys's JSON for `module` (the file name only for errors).
+    pub fn parse(text: &str, module: &str, file: &str) -> Result<Netlist> {
+        let doc: Value = serde_json::from_str(text)
+            .map_err(|e| Error::Sim(format!("{file}: not yosys JSON: {e}")))?;
+        let m = doc
+            .pointer(&format!("/modules/{module}"))
+            .ok_or_else(|| Error::Sim(format!("{file}: no module {module}")))?;
+        let mut rd = Reader {
+            file,
+            module,
+            m,
+            ids: HashMap::new(),
+            nets: Vec::new(),
+        };
+        let ports = rd.ports()?;
+        let cells = rd.cells()?;
+        for (id, name) in rd.names(&ports)? {
+            rd.nets[id].name = Some(name);
         }
-        let mut nl = Netlist { nets, cells, ports };
+        let mut nl = Netlist {
+            nets: rd.nets,
+            cells,
+            ports,
+        };
         nl.set_drivers(file)?;
         nl.drop_dangling();
         nl.set_signals();

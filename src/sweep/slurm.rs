@@ -11,7 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::error::{write_atomic, Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::files::write_atomic;
 use crate::sweep::{collect, prepare_dir, SweepSpec};
 
 /// Where and how the array's tasks run.
@@ -38,6 +39,34 @@ pub struct Submission {
     pub job_name: String,
 }
 
+impl Submission {
+    /// What `sweep --slurm` prints: what was written or submitted, and what to run next.
+    pub fn to_text(&self, dir: &Path) -> String {
+        match (&self.script, &self.job_id) {
+            (None, _) => format!(
+                "every point of {} has its row: nothing to submit",
+                dir.display()
+            ),
+            (Some(script), None) => format!(
+                "{} points: {} written, not submitted (--dry-run); submit it with sbatch {}",
+                self.keys.len(),
+                script.display(),
+                script.display()
+            ),
+            (Some(script), Some(id)) => format!(
+                "submitted job {id} ({}): {} array tasks, one per point ({})
+watch: squeue -n {}
+then:  perfwatt collect {} --report   (rerun this command to resubmit what is missing)",
+                self.job_name,
+                self.keys.len(),
+                script.display(),
+                self.job_name,
+                dir.display()
+            ),
+        }
+    }
+}
+
 /// The job name of a run folder's tasks: the sweep's name and a hash of the folder, so two
 /// run folders of one spec do not see each other's tasks.
 fn job_name(spec: &SweepSpec, dir: &Path) -> String {
@@ -52,14 +81,8 @@ fn job_name(spec: &SweepSpec, dir: &Path) -> String {
 /// Write (and unless `opts.dry_run`, submit) the job array of the points of `dir` that have
 /// no row yet. `exe` is the perfwatt binary the tasks run (on a cluster: a path every node
 /// sees, like the run folder).
-pub fn submit(
-    spec: &SweepSpec,
-    spec_text: &str,
-    dir: &Path,
-    exe: &Path,
-    opts: &SlurmOptions,
-) -> Result<Submission> {
-    prepare_dir(spec, spec_text, dir)?;
+pub fn submit(spec: &SweepSpec, dir: &Path, exe: &Path, opts: &SlurmOptions) -> Result<Submission> {
+    prepare_dir(spec, dir)?;
     let (_, missing) = collect(dir)?;
     let name = job_name(spec, dir);
     let mut sub = Submission {

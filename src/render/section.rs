@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::plot::{both, render, scatter};
+use crate::render::plot::{both, render, scatter};
 use crate::stats::{bootstrap_ci, linear_fit, pearson, spearman};
 
 /// Column alignment in a markdown table.

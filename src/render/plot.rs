@@ -12,7 +12,7 @@ use plotters::prelude::*;
 
 use crate::error::{Error, Result};
 
-static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// A plotters error as perfwatt's.
 pub(crate) fn pe<E: std::fmt::Display>(e: E) -> Error {
@@ -30,7 +30,7 @@ fn register_font() {
 /// the PNG and the SVG backend (closures cannot be generic over the backend type).
 macro_rules! both {
     (|$root:ident| $body:block) => {
-        $crate::plot::Both(
+        $crate::render::plot::Both(
             |$root: plotters::prelude::DrawingArea<
                 plotters::prelude::BitMapBackend,
                 plotters::coord::Shift,

@@ -1,0 +1,185 @@
+//! What one `perfwatt infer` run is: `InferConfig` (device, precision, batch, lengths,
+//! repeats, energy windows) and `CaptureSpec` (which matmuls' operands to record), and
+//! the prompts it feeds the model.
+//!
+//! In: flags or a sweep point; a prompt set (JSON Lines with a `text` field). Out: the
+//! config, and chat-formatted prompts of exactly the asked length.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::model::{self, Opts, Precision, Tokenizer};
+
+/// What to capture. Layers and projections name the matmuls; each captured activation
+/// vector meets `rows` evenly spaced weight rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CaptureSpec {
+    pub layers: Vec<usize>,
+    pub projs: Vec<String>,
+    /// 8: the quantized kernel's own integers (int8 for formats without one); 16: int16
+    /// with one scale per tensor.
+    pub width: u8,
+    pub max_pairs: usize,
+    pub rows: usize,
+    /// Seed of the reservoir sampling of activation vectors.
+    pub seed: u64,
+}
+
+impl Default for CaptureSpec {
+    fn default() -> Self {
+        CaptureSpec {
+            layers: vec![0, 15, 29],
+            projs: ["q", "k", "v", "o", "gate", "up", "down"]
+                .map(String::from)
+                .to_vec(),
+            width: 8,
+            max_pairs: 500_000,
+            rows: 4,
+            seed: 1,
+        }
+    }
+}
+
+/// One `perfwatt infer` run. Serialized into the report and used by sweep points.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InferConfig {
+    pub model: PathBuf,
+    pub prompts: PathBuf,
+    pub device: DeviceSpec,
+    pub precision: Precision,
+    pub batch: usize,
+    /// Prompt length in tokens (chat template included): short=40, medium=96, long=192, or N.
+    pub prompt_len: String,
+    pub max_new_tokens: usize,
+    pub warmup: usize,
+    pub repeats: usize,
+    pub kv_cache: bool,
+    /// Optimizations of the forward pass that are on (`model::Opt`): all by default.
+    #[serde(default)]
+    pub opts: Opts,
+    /// Activation sparsity: zero |x| < tau at every projection's input (0 = off).
+    pub sparsity_tau: f32,
+    pub sample_hz: f64,
+    /// Measure the sampler's own cost: measured runs (`runs`) or the decode steps of each
+    /// measured run (`steps`) alternate sampler on / paused in ABBA order (drift cancels)
+    /// and the report gains a paired comparison.
+    pub sampler_ab: AbUnit,
+    /// Grid carbon intensity for gCO2eq, g per kWh.
+    pub grid_g_per_kwh: f64,
+    /// Idle power: `idle_windows` counter windows of `idle_seconds` before the runs and
+    /// as many after them (GPU only).
+    pub idle_seconds: f64,
+    pub idle_windows: usize,
+    pub capture: Option<CaptureSpec>,
+}
+
+impl Default for InferConfig {
+    fn default() -> Self {
+        InferConfig {
+            model: model::default_model_path(),
+            prompts: crate::asset_path("experiments/prompts.jsonl"),
+            device: DeviceSpec::Cpu,
+            precision: Precision::Q4_1,
+            batch: 1,
+            prompt_len: "short".into(),
+            max_new_tokens: 16,
+            warmup: 1,
+            repeats: 3,
+            kv_cache: true,
+            opts: Opts::all(),
+            sparsity_tau: 0.0,
+            sample_hz: 50.0,
+            sampler_ab: AbUnit::Off,
+            grid_g_per_kwh: 400.0,
+            idle_seconds: 5.0,
+            idle_windows: 2,
+            capture: None,
+        }
+    }
+}
+
+/// What the NVML sampler A/B alternates over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AbUnit {
+    #[default]
+    Off,
+    Runs,
+    Steps,
+}
+
+impl crate::choice::Choice for AbUnit {
+    const WHAT: &'static str = "sampler A/B unit";
+    const ALL: &'static [Self] = &[AbUnit::Off, AbUnit::Runs, AbUnit::Steps];
+    fn name(self) -> &'static str {
+        match self {
+            AbUnit::Off => "off",
+            AbUnit::Runs => "runs",
+            AbUnit::Steps => "steps",
+        }
+    }
+}
+crate::choice_str!(AbUnit);
+
+pub fn prompt_tokens(len: &str) -> Result<usize> {
+    match len {
+        "short" => Ok(40),
+        "medium" => Ok(96),
+        "long" => Ok(192),
+        n => n.parse().ok().filter(|&n| n >= 8).ok_or_else(|| {
+            Error::Config(format!(
+                "prompt length '{n}': short, medium, long or a number >= 8"
+            ))
+        }),
+    }
+}
+
+/// The chat template's head, which every prompt starts with.
+pub(super) const CHAT_HEAD: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n";
+
+/// Chat-formatted prompts of exactly `len` tokens: prompts whose user text is long enough
+/// are cut to fit (the template's head and tail kept), taken in file order, repeated to
+/// fill the batch. Equal lengths make batches exact (no padding).
+pub fn build_batch(
+    tok: &Tokenizer,
+    prompts: &Path,
+    batch: usize,
+    len: usize,
+) -> Result<Vec<Vec<u32>>> {
+    /// One line of a prompt set (experiments/prompts.jsonl; other fields are provenance).
+    #[derive(Deserialize)]
+    struct PromptLine {
+        text: String,
+    }
+    let lines: Vec<PromptLine> = crate::files::read_jsonl(prompts)?;
+    let head = tok.encode(CHAT_HEAD)?;
+    let tail = tok.encode("<|im_end|>\n<|im_start|>assistant\n")?;
+    let need = len
+        .checked_sub(head.len() + tail.len())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "prompt length {len} is shorter than the chat template ({} tokens)",
+                head.len() + tail.len() + 1
+            ))
+        })?;
+    let mut fits = Vec::new();
+    for line in &lines {
+        let user = tok.encode(&line.text)?;
+        if user.len() >= need {
+            fits.push([head.as_slice(), &user[..need], tail.as_slice()].concat());
+        }
+    }
+    if fits.is_empty() {
+        return Err(Error::Config(format!(
+            "no prompt in {} is long enough for {len} tokens",
+            prompts.display()
+        )));
+    }
+    Ok((0..batch).map(|i| fits[i % fits.len()].clone()).collect())
+}

@@ -1,0 +1,207 @@
+//! A sweep spec: `[base]` infer settings, `[capture]`, `[axes]` of values to cross, and
+//! replicates; its points in a stable order and the randomized order replicates run in.
+//!
+//! In: TOML text. Out: `SweepSpec`, `Point`s (an `InferConfig` each, with a key that names
+//! its folder).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::capture::{CaptureSpec, InferConfig};
+use crate::device::DeviceSpec;
+use crate::error::{Error, IoContext, Result};
+use crate::model::{Opts, Precision};
+use crate::stats::Rng;
+
+/// Values to sweep; an empty list keeps `[base]`'s value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Axes {
+    pub device: Vec<DeviceSpec>,
+    pub precision: Vec<Precision>,
+    pub batch: Vec<usize>,
+    pub prompt_len: Vec<String>,
+    pub max_new_tokens: Vec<usize>,
+    pub sparsity_tau: Vec<f32>,
+    pub kv_cache: Vec<bool>,
+    /// Optimization sets (`perfwatt infer --opt`): "all", "none", "all,-tiles", ...
+    pub opts: Vec<Opts>,
+    /// Captured operand width (MAC operand width): 8 or 16.
+    pub width: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub base: InferConfig,
+    #[serde(default)]
+    pub capture: CaptureSpec,
+    #[serde(default)]
+    pub axes: Axes,
+    /// Times every point runs, each in a process of its own. Points run in randomized
+    /// blocks: every point once in a seeded random order, then again in another, so drift
+    /// (idle power, clocks, temperature) does not line up with an axis.
+    #[serde(default = "one")]
+    pub replicates: usize,
+    #[serde(default)]
+    pub order_seed: u64,
+    /// Also replay each point's operands into the gate-level netlists of its serial MACs
+    /// (yosys, cached) and price them with the shipped cell table: `gate_*` columns.
+    #[serde(default)]
+    pub gate_level: bool,
+    /// The spec's own text, copied into its run folder (a rerun with another spec there
+    /// is refused).
+    #[serde(skip)]
+    pub text: String,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl SweepSpec {
+    pub fn from_toml(text: &str, name: &str) -> Result<Self> {
+        let spec: SweepSpec = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{name}: {}", e.to_string().trim())))?;
+        Ok(SweepSpec {
+            text: text.to_string(),
+            ..spec
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let mut s = Self::from_toml(&text, &path.display().to_string())?;
+        // Relative model/prompt paths name shipped files (see `asset_path`).
+        for p in [&mut s.base.model, &mut s.base.prompts] {
+            if p.is_relative() {
+                *p = crate::asset_path(&p.to_string_lossy());
+            }
+        }
+        Ok(s)
+    }
+
+    /// Every point, in a stable order.
+    pub fn points(&self) -> Vec<Point> {
+        fn or<T: Clone>(v: &[T], d: T) -> Vec<T> {
+            if v.is_empty() {
+                vec![d]
+            } else {
+                v.to_vec()
+            }
+        }
+        let a = &self.axes;
+        let b = &self.base;
+        let mut out = Vec::new();
+        for device in or(&a.device, b.device) {
+            for precision in or(&a.precision, b.precision) {
+                for batch in or(&a.batch, b.batch) {
+                    for prompt_len in or(&a.prompt_len, b.prompt_len.clone()) {
+                        for t in or(&a.max_new_tokens, b.max_new_tokens) {
+                            for kv in or(&a.kv_cache, b.kv_cache) {
+                                for tau in or(&a.sparsity_tau, b.sparsity_tau) {
+                                    for width in or(&a.width, self.capture.width) {
+                                        for opts in or(&a.opts, b.opts) {
+                                            let mut cfg = b.clone();
+                                            cfg.opts = opts;
+                                            cfg.device = device;
+                                            cfg.precision = precision;
+                                            cfg.batch = batch;
+                                            cfg.prompt_len = prompt_len.clone();
+                                            cfg.max_new_tokens = t;
+                                            cfg.kv_cache = kv;
+                                            cfg.sparsity_tau = tau;
+                                            cfg.capture = Some(CaptureSpec {
+                                                width,
+                                                ..self.capture.clone()
+                                            });
+                                            out.push(Point { cfg });
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+pub struct Point {
+    pub cfg: InferConfig,
+}
+
+impl Point {
+    /// A file-name-safe key naming the point's settings (the optimization set only when
+    /// it is not all of them, so folders of sweeps from before the knobs keep their keys).
+    pub fn key(&self) -> String {
+        let c = &self.cfg;
+        let w = c.capture.as_ref().map(|s| s.width).unwrap_or(8);
+        let opts = if c.opts == Opts::all() {
+            String::new()
+        } else {
+            format!("-o{}", c.opts.to_string().replace(',', "+"))
+        };
+        format!(
+            "{}-{}-b{}-p{}-t{}-kv{}-tau{}-w{w}{opts}",
+            c.device,
+            c.precision.name(),
+            c.batch,
+            c.prompt_len,
+            c.max_new_tokens,
+            c.kv_cache as u8,
+            c.sparsity_tau
+        )
+    }
+}
+
+/// (point, replicate) in randomized blocks: block r runs every point once, in an order
+/// drawn from `seed + r`.
+pub fn run_order(points: usize, replicates: usize, seed: u64) -> Vec<(usize, usize)> {
+    let mut out = Vec::with_capacity(points * replicates);
+    for r in 0..replicates {
+        let mut idx: Vec<usize> = (0..points).collect();
+        let mut rng = Rng::new(seed.wrapping_add(r as u64).wrapping_mul(0x9e37_79b9) ^ 0x5eed);
+        for k in (1..idx.len()).rev() {
+            idx.swap(k, (rng.next_u64() % (k as u64 + 1)) as usize);
+        }
+        out.extend(idx.into_iter().map(|i| (i, r)));
+    }
+    out
+}
+
+/// Default run folder of a spec: experiments/runs/<name>.
+pub fn default_run_dir(spec: &SweepSpec) -> PathBuf {
+    Path::new("experiments/runs").join(&spec.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_order_is_a_permutation_per_block_and_differs_between_blocks() {
+        let o = run_order(10, 3, 7);
+        assert_eq!(o.len(), 30);
+        for r in 0..3 {
+            let mut b: Vec<usize> = o[r * 10..(r + 1) * 10].iter().map(|x| x.0).collect();
+            assert!(o[r * 10..(r + 1) * 10].iter().all(|x| x.1 == r));
+            let shuffled = b.clone();
+            b.sort();
+            assert_eq!(b, (0..10).collect::<Vec<_>>());
+            assert_ne!(shuffled, b, "block {r} left in spec order");
+        }
+        assert_ne!(
+            o[..10].iter().map(|x| x.0).collect::<Vec<_>>(),
+            o[10..20].iter().map(|x| x.0).collect::<Vec<_>>()
+        );
+        assert_eq!(run_order(10, 3, 7), o, "seeded");
+    }
+}
