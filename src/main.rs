@@ -76,7 +76,7 @@ fn toggles(a: &TogglesArgs) -> Result<()> {
 fn sim(a: &SimArgs) -> Result<()> {
     let stream = a.stream()?;
     if let Some(path) = &a.export {
-        return export_stream(&stream, path, a.export_design(), a.lanes);
+        return perfwatt::sim::export_stream(&stream, path, a.export_design(), a.lanes);
     }
     let gate = a.gate_options()?;
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -106,26 +106,6 @@ fn cells(liberty: &Path, map: Option<&str>) -> Result<()> {
     let names = CellTable::shipped().cell_names_mapped(map.unwrap_or(""))?;
     print!("{}", CellTable::from_liberty(liberty, &names)?.to_toml());
     Ok(())
-}
-
-/// `sim --export`: the stream as CSV (by extension) or as iverilog stimulus for `design`
-/// (a dot unit with `lanes` lanes).
-fn export_stream(
-    stream: &perfwatt::trace::OperandStream,
-    path: &Path,
-    design: perfwatt::sim::Design,
-    lanes: u32,
-) -> Result<()> {
-    let bytes = if path.extension().is_some_and(|e| e == "csv") {
-        let mut v = Vec::new();
-        stream
-            .write_csv(&mut v)
-            .map_err(|e| perfwatt::Error::io(path, e))?;
-        v
-    } else {
-        perfwatt::sim::stimulus_hex(stream, design, lanes)?.into_bytes()
-    };
-    perfwatt::files::write_atomic(path, &bytes)
 }
 
 fn infer(cfg: &perfwatt::capture::InferConfig, capture: Option<&Path>, out: &Path) -> Result<()> {

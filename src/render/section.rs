@@ -44,6 +44,10 @@ pub(crate) fn table(
     s
 }
 
+/// Distinct values of the switching measure below which a design cannot identify a
+/// correlation (two values make any two points a perfect line).
+pub(crate) const MIN_DISTINCT: usize = 5;
+
 /// What a correlation section compares: `y` (a cost) against `x` (switching), over
 /// `items` (e.g. "configurations", "patterns").
 pub(crate) struct Correlation<'a> {
@@ -79,10 +83,25 @@ impl Correlation<'_> {
     }
 
     /// The finding in words, every number from the data: r and rho with 95% bootstrap CIs,
-    /// strength and direction, the fit, and a warning when the CI includes zero. None when
-    /// the correlation is undefined (fewer than 2 items, or a variable that does not vary).
+    /// strength and direction only when the CI of r excludes zero, the fit, and a warning
+    /// when it does not. "Not identifiable" when x takes fewer than `MIN_DISTINCT` values.
+    /// None when the correlation is undefined (fewer than 2 items, or y does not vary).
     pub(crate) fn text(&self) -> Option<String> {
         let (x, y) = (self.x, self.y);
+        let mut values: Vec<f64> = x.to_vec();
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        if x.len() >= 2 && values.len() < MIN_DISTINCT {
+            return Some(format!(
+                "Not identifiable from this design: {} takes {} distinct value(s) across the {} {} ({} to {}); a correlation needs at least {MIN_DISTINCT}, so none is reported.\n",
+                self.x_name,
+                values.len(),
+                x.len(),
+                self.items,
+                sig4(values[0]),
+                sig4(values[values.len() - 1]),
+            ));
+        }
         let (r, rho) = (pearson(x, y)?, spearman(x, y)?);
         let r_ci = bootstrap_ci(x, y, pearson, 2000);
         let rho_ci = bootstrap_ci(x, y, spearman, 2000);
@@ -97,8 +116,14 @@ impl Correlation<'_> {
             _ => "no meaningful",
         };
         let dir = if r >= 0.0 { "positive" } else { "negative" };
+        let established = r_ci.is_some_and(|(lo, hi)| lo > 0.0 || hi < 0.0);
+        let finding = if established {
+            format!("a {strength} {dir} linear association")
+        } else {
+            "no linear association established".into()
+        };
         let mut md = format!(
-            "Pearson r = {r:.3} ({}), Spearman rho = {rho:.3} ({}), n = {}: a {strength} {dir} linear association between {} and {}.",
+            "Pearson r = {r:.3} ({}), Spearman rho = {rho:.3} ({}), n = {}: {finding} between {} and {}.",
             ci(r_ci),
             ci(rho_ci),
             x.len(),
@@ -114,7 +139,7 @@ impl Correlation<'_> {
                 self.x_unit
             ));
         }
-        if r_ci.is_none_or(|(lo, hi)| lo < 0.0 && hi > 0.0) {
+        if !established {
             md.push_str(&format!("\nThe interval includes zero (or cannot be computed): with this many {} the data do not establish a correlation either way.\n", self.items));
         }
         Some(md)
@@ -171,7 +196,19 @@ mod tests {
         );
         assert!(!t.contains("includes zero"), "{t}");
         let flat = vec![1.0; 20];
-        let c = Correlation { y: &flat, ..c };
-        assert!(c.text().is_none());
+        let c2 = Correlation { y: &flat, ..c };
+        assert!(c2.text().is_none());
+        // Two toggle values: not identifiable, whatever y does.
+        let two: Vec<f64> = (0..20).map(|i| 45.0 + (i % 2) as f64).collect();
+        let t = Correlation { x: &two, ..c }.text().unwrap();
+        assert!(t.starts_with("Not identifiable") && t.contains("2 distinct"), "{t}");
+        assert!(!t.contains("strong") && !t.contains("Pearson"), "{t}");
+        // Noise: the CI crosses zero, so no strength word.
+        let noise: Vec<f64> = (0..20).map(|i| ((i * 7919) % 13) as f64).collect();
+        let t = Correlation { y: &noise, ..c }.text().unwrap();
+        assert!(t.contains("no linear association established"), "{t}");
+        for w in ["strong", "moderate", "weak"] {
+            assert!(!t.contains(w), "{w}: {t}");
+        }
     }
 }

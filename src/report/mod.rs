@@ -64,14 +64,19 @@ fn fmt_ci(lo: f64, hi: f64) -> String {
     format!("[{lo:.3}, {hi:.3}]")
 }
 
-/// The latency CI with its n (runs over all replicates); none for fewer than 3 runs.
+/// The latency CI with its n and unit: over replicates (independent processes), or with
+/// one replicate over its runs, which are not independent units (said so); none for fewer
+/// than 3 units.
 fn ci_over_runs(r: &Row) -> String {
-    let n = r.runs.unwrap_or(r.repeats);
+    let (n, unit) = match r.ci_over.as_deref() {
+        Some("replicates") => (r.replicates.unwrap_or(1), "replicates"),
+        _ => (r.runs.unwrap_or(r.repeats), "runs of one process"),
+    };
     if n < 3 {
-        format!("n = {n} runs: too few for a CI")
+        format!("n = {n} {unit}: too few for a CI")
     } else {
         format!(
-            "{} n={n}",
+            "{} n={n} {unit}",
             fmt_ci(r.latency_ci95_low_s, r.latency_ci95_high_s)
         )
     }
@@ -150,6 +155,14 @@ impl<'a> Sweep<'a> {
                 _ => String::new(),
             },
         );
+        let units = match rows[0].ci_over.as_deref() {
+            Some("replicates") => format!(
+                "Every 95% CI of a mean is over the {} replicates (processes with their own model load): each replicate's runs are averaged first.",
+                rows[0].replicates.unwrap_or(1)
+            ),
+            _ => "> **CIs over runs of one process**: with one replicate per configuration, the 95% CIs of means are over the runs of a single process, which are not independent units (they share a model load, a warm cache, the machine's state): read them as too narrow. Set `replicates = 5` or more in the spec for CIs over independent units.".into(),
+        };
+        let _ = writeln!(md, "{units}\n");
         let broken = &self.broken;
         if !broken.is_empty() {
             let _ = writeln!(md, "> **Excluded: {} configuration(s) with degenerate output** (the model emitted only special tokens, e.g. `{}`), so their speed and energy are not comparable: {}. Their rows stay in results.csv.\n",
@@ -221,7 +234,7 @@ impl<'a> Sweep<'a> {
             ("configuration", L),
             ("operands", L),
             ("latency p50 (s)", R),
-            ("95% CI of mean latency (t, over runs)", L),
+            ("95% CI of mean latency (t)", L),
             ("tok/s out", R),
             ("J/token", R),
             ("J/token above idle", R),
@@ -735,7 +748,7 @@ impl<'a> Sweep<'a> {
         let mut md = format!(
             "\n## Does switching activity move with {what}?\n\n![correlation](plots/correlation.png)\n\n"
         );
-        match c.text() {
+        match correlation_words(rows, &c) {
             Some(t) => {
                 md.push_str(&t);
                 let _ = writeln!(md, "\nA caution on reading this: configurations change {what} mainly through arithmetic format and work per token (precision, batch, cache), while toggles per MAC change through the operand values (zeros, magnitudes). A correlation across a sweep says they move together under these optimizations, not that one causes the other.");
@@ -950,6 +963,57 @@ where
     legend(&mut chart)
 }
 
+/// The axes that move energy per token far more than operands do: configurations that
+/// differ in any of them are not compared for a correlation with switching.
+fn stratum(r: &Row) -> String {
+    format!(
+        "batch {}, {}, {}",
+        r.batch,
+        r.gpu.as_deref().unwrap_or(&r.device),
+        r.precision
+    )
+}
+
+/// The correlation in words: over every configuration when they share one stratum
+/// (`stratum`), else within each stratum of two or more configurations, never pooled
+/// across strata (a pooled r would mostly compare batch with batch, device with device).
+/// None when undefined.
+fn correlation_words(rows: &[Row], all: &Correlation<'_>) -> Option<String> {
+    let mut strata: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let s = stratum(r);
+        match strata.iter_mut().find(|(k, _)| *k == s) {
+            Some((_, v)) => v.push(i),
+            None => strata.push((s, vec![i])),
+        }
+    }
+    if strata.len() < 2 {
+        return all.text();
+    }
+    let mut md = format!(
+        "The {} configurations fall into {} strata (batch x device x precision), which move {} through work per token, not through the operands: a correlation pooled across them would compare strata, so it is not reported. Within-stratum correlations:\n\n",
+        rows.len(),
+        strata.len(),
+        all.y_name
+    );
+    for (name, idx) in &strata {
+        let x: Vec<f64> = idx.iter().map(|&i| all.x[i]).collect();
+        let y: Vec<f64> = idx.iter().map(|&i| all.y[i]).collect();
+        let text = match idx.len() {
+            1 => "one configuration: no correlation.\n".to_string(),
+            _ => Correlation {
+                x: &x,
+                y: &y,
+                ..*all
+            }
+            .text()
+            .unwrap_or_else(|| "undefined (a variable did not vary).\n".into()),
+        };
+        let _ = write!(md, "- within-stratum ({name}, {} configurations): {text}", idx.len());
+    }
+    Some(md)
+}
+
 /// The switching section in words: isolation's saving against the zero-operand fraction,
 /// the sign-magnitude encoding, the dot units.
 fn switching_words(
@@ -1028,6 +1092,51 @@ mod tests {
         assert!(super::degenerate(&r));
         r.generated = "<|im_start|>Paris".into();
         assert!(!super::degenerate(&r));
+    }
+
+    /// Two strata (batch 1 and 16) with opposite slopes inside: the words are within each
+    /// stratum, with no strength word for the pooled data; and a toggle axis of two values
+    /// is not identifiable.
+    #[test]
+    fn correlations_stay_within_strata() {
+        use super::{correlation_words, Correlation, Row};
+        let rows: Vec<Row> = (0..12)
+            .map(|i| Row {
+                batch: if i < 6 { 1 } else { 16 },
+                device: "cuda".into(),
+                precision: "q4_1".into(),
+                ..Row::default()
+            })
+            .collect();
+        let x: Vec<f64> = (0..12).map(|i| 45.0 + (i % 6) as f64 * 0.1).collect();
+        // Batch 1: J/token rises with toggles; batch 16: it falls, and is 10x lower.
+        let y: Vec<f64> = (0..12)
+            .map(|i| match i < 6 {
+                true => 1.0 + 0.1 * (i % 6) as f64,
+                false => 0.1 - 0.01 * (i % 6) as f64,
+            })
+            .collect();
+        let c = Correlation {
+            x: &x,
+            y: &y,
+            x_name: "baseline toggles per MAC",
+            x_unit: "toggles/MAC",
+            y_name: "GPU J/token",
+            items: "configurations",
+        };
+        let md = correlation_words(&rows, &c).unwrap();
+        let (pooled, within) = md.split_once("Within-stratum correlations:").unwrap();
+        for w in ["strong", "moderate", "weak"] {
+            assert!(!pooled.contains(w), "{w}: {pooled}");
+        }
+        assert!(pooled.contains("not reported"), "{pooled}");
+        assert!(within.contains("within-stratum (batch 1, cuda, q4_1, 6 configurations)"), "{within}");
+        assert!(within.contains("strong positive") && within.contains("strong negative"), "{within}");
+        // One stratum, two toggle values: not identifiable.
+        let two: Vec<f64> = (0..6).map(|i| 45.0 + (i % 2) as f64).collect();
+        let c = Correlation { x: &two, y: &y[..6], ..c };
+        let md = correlation_words(&rows[..6], &c).unwrap();
+        assert!(md.starts_with("Not identifiable from this design"), "{md}");
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub use run::{
     simulate, simulate_gate, simulate_lanes, simulate_plan, simulate_threads, SimEvent, SimPlan,
     SimRun,
 };
-pub use schedule::stimulus_hex;
+pub use schedule::{export_stream, stimulus_hex};
 pub use table::SimReport;
 
 /// How toggles are counted.

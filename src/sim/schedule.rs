@@ -3,7 +3,9 @@
 //! In: a design, its model parameters and an `OperandStream`. Out: `Schedule`, the
 //! `PwCycle<NW>` records of sim/shim.h (2 reset cycles, one pair or K-slice per cycle with
 //! clear_i at each dot product's start, the drain), where it may be cut for threads, and
-//! the same cycles as iverilog stimulus words (tests/rtl/mac_tb.v).
+//! the same cycles as iverilog stimulus words (tests/rtl/mac_tb.v), written by `sim --export`.
+
+use std::path::Path;
 
 use crate::error::Result;
 use crate::trace::OperandStream;
@@ -11,7 +13,6 @@ use crate::trace::OperandStream;
 use super::catalogue::Params;
 use super::Design;
 
-/// words (a's NW words, b's NW words, then rst_n | valid << 8 | clear << 16).
 /// The cycle records a model replays: `PwCycle<NW>` of sim/shim.h, flattened into 32-bit
 /// words (a's NW words, b's NW words, then rst_n | valid << 8 | clear << 16).
 pub(super) struct Schedule {
@@ -160,4 +161,24 @@ pub(super) fn schedule_hex(
         out.push('\n');
     }
     out
+}
+
+/// `sim --export`: the stream as CSV (by extension) or as iverilog stimulus for `design`
+/// (a dot unit with `lanes` lanes).
+pub fn export_stream(
+    stream: &OperandStream,
+    path: &Path,
+    design: Design,
+    lanes: u32,
+) -> Result<()> {
+    let bytes = if path.extension().is_some_and(|e| e == "csv") {
+        let mut v = Vec::new();
+        stream
+            .write_csv(&mut v)
+            .map_err(|e| crate::error::Error::io(path, e))?;
+        v
+    } else {
+        stimulus_hex(stream, design, lanes)?.into_bytes()
+    };
+    crate::files::write_atomic(path, &bytes)
 }

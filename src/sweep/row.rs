@@ -200,6 +200,25 @@ pub struct Row {
     pub gate_isolated_fj_per_mac: Option<f64>,
     #[serde(default)]
     pub gate_energy_saving_pct: Option<f64>,
+    /// The independent units every CI of a mean is over: "replicates" (processes with their
+    /// own model load; n = `replicates`), or with one replicate "runs" of that one process
+    /// (n = `runs`, not independent: a CI over them is too narrow). Absent in older rows:
+    /// runs.
+    #[serde(default)]
+    pub ci_over: Option<String>,
+}
+
+/// Means with 95% CIs over independent units: each replicate's mean over its own runs
+/// first, then the t-interval over the replicates; with one replicate, over its runs.
+fn over_units(reps: &[Replicate], per_run: impl Fn(&Replicate) -> Vec<f64>) -> Option<Estimate> {
+    if reps.len() < 2 {
+        return reps.first().and_then(|r| Estimate::of(&per_run(r)));
+    }
+    let means: Vec<f64> = reps
+        .iter()
+        .filter_map(|r| Estimate::of(&per_run(r)).map(|e| e.mean))
+        .collect();
+    (means.len() == reps.len()).then(|| Estimate::of(&means)).flatten()
 }
 
 /// The serial MAC a stream's format is replayed into: the bf16 MAC for bf16 streams.
@@ -246,6 +265,7 @@ impl Row {
             replicates: Some(reps.len()),
             ..Row::default()
         };
+        row.ci_over = Some(if reps.len() >= 2 { "replicates" } else { "runs" }.into());
         row.set_timing(reps)?;
         row.set_energy(reps);
         row.set_switching(sim)?;
@@ -264,9 +284,11 @@ impl Row {
         self.latency_p50_s = latency.p50;
         self.latency_p95_s = latency.p95;
         self.latency_p99_s = latency.p99;
-        self.latency_mean_s = latency.mean.mean;
-        self.latency_ci95_low_s = latency.mean.ci95_low;
-        self.latency_ci95_high_s = latency.mean.ci95_high;
+        let lat = over_units(reps, |r| r.runs.iter().map(|x| x.latency_s).collect())
+            .unwrap_or(latency.mean);
+        self.latency_mean_s = lat.mean;
+        self.latency_ci95_low_s = lat.ci95_low;
+        self.latency_ci95_high_s = lat.ci95_high;
         self.ttft_p50_s = ttft.p50;
         self.tpot_p50_s = tpot.p50;
         self.tokens_per_s_output = mean_over_runs(&|r| b * t / r.latency_s);
@@ -276,16 +298,18 @@ impl Row {
         Ok(())
     }
 
-    /// Energy: (J, s) per run over all replicates, above idle with each replicate's idle;
-    /// means with their CIs over runs, and how the energy was measured.
+    /// Energy: (J, s) per run, above idle with each replicate's idle; means with their CIs
+    /// over replicates (`over_units`), and how the energy was measured.
     fn set_energy(&mut self, reps: &[Replicate]) {
         let out_tokens = (self.batch * self.new_tokens) as f64;
-        let energy: Vec<(f64, f64, Option<f64>)> = reps
-            .iter()
-            .flat_map(|r| r.energy_per_run.iter().map(move |&(j, s)| (j, s, r.idle_w)))
-            .collect();
+        // (J, s) per run of each replicate, above idle with the replicate's own idle.
         let est = |f: &dyn Fn(f64, f64, Option<f64>) -> Option<f64>| {
-            Estimate::over(&energy, |&(j, s, i)| f(j, s, i))
+            over_units(reps, |r| {
+                r.energy_per_run
+                    .iter()
+                    .filter_map(|&(j, s)| f(j, s, r.idle_w))
+                    .collect()
+            })
         };
         let above = |j: f64, s: f64, i: Option<f64>| Some(j - i? * s);
         let mean = |o: Option<Estimate>| o.map(|e| e.mean);
@@ -494,4 +518,76 @@ pub fn device_use(dir: &Path) -> Result<Vec<DeviceUse>> {
     }
     out.sort_by(|a, b| a.device.cmp(&b.device));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replicate of `runs` runs with these latencies and 2 J per second.
+    fn replicate(latencies: &[f64]) -> Replicate {
+        Replicate {
+            config: InferConfig::default(),
+            gpu: None,
+            batch: 1,
+            prompt_tokens: 40,
+            new_tokens: 4,
+            runs: latencies
+                .iter()
+                .map(|&l| RunRecord {
+                    latency_s: l,
+                    ttft_s: l / 4.0,
+                    step_latencies_s: vec![l / 4.0; 3],
+                    energy_j: Some(2.0 * l),
+                    energy_above_idle_j: None,
+                })
+                .collect(),
+            energy_per_run: latencies.iter().map(|&l| (2.0 * l, l)).collect(),
+            energy_basis: Some("per run".into()),
+            idle_w: Some(1.0),
+            idle_drift_w: None,
+            peak_w: None,
+            power_field: None,
+            power_check_flagged: 0,
+            power_check_diffs_pct: Vec::new(),
+            flops_per_run: 0.0,
+            generated: String::new(),
+        }
+    }
+
+    /// 3 replicates of 5 runs: every CI of a mean is over the 3 replicate means (n = 3),
+    /// not over the 15 runs; percentiles still pool every request.
+    #[test]
+    fn cis_over_3_replicates_of_5_runs_have_n_3() {
+        let reps = [
+            replicate(&[1.0, 1.01, 0.99, 1.02, 0.98]),
+            replicate(&[1.5, 1.51, 1.49, 1.52, 1.48]),
+            replicate(&[0.7, 0.71, 0.69, 0.72, 0.68]),
+        ];
+        let lat = over_units(&reps, |r| r.runs.iter().map(|x| x.latency_s).collect()).unwrap();
+        let want = Estimate::of(&[1.0, 1.5, 0.7]).unwrap();
+        assert_eq!(lat.n, 3);
+        assert!((lat.mean - want.mean).abs() < 1e-12);
+        assert!((lat.ci95_low - want.ci95_low).abs() < 1e-9);
+        // Over the 15 runs the interval would be several times narrower.
+        let runs: Vec<f64> = reps
+            .iter()
+            .flat_map(|r| r.runs.iter().map(|x| x.latency_s))
+            .collect();
+        let naive = Estimate::of(&runs).unwrap();
+        assert!(naive.ci95_high - naive.ci95_low < 0.5 * (lat.ci95_high - lat.ci95_low));
+        let mut row = Row {
+            batch: 1,
+            new_tokens: 4,
+            ..Row::default()
+        };
+        row.set_timing(&reps).unwrap();
+        row.set_energy(&reps);
+        assert_eq!((row.runs, row.latency_ci95_low_s), (Some(15), want.ci95_low));
+        let e = Estimate::of(&[2.0, 3.0, 1.4]).unwrap();
+        assert!((row.energy_ci95_low_j.unwrap() - e.ci95_low).abs() < 1e-9);
+        // One replicate: the CI is over its runs (`ci_over` = "runs" says so in the row).
+        let one = &reps[..1];
+        assert_eq!(over_units(one, |r| r.energy_per_run.iter().map(|x| x.0).collect()).unwrap().n, 5);
+    }
 }
