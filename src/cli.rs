@@ -82,7 +82,14 @@ pub enum Cmd {
   perfwatt sweep experiments/cpu-demo.toml && perfwatt report experiments/runs/cpu-demo")]
     Sweep(SweepArgs),
     /// Write report.md and plots (PNG + SVG) for a sweep's run folder.
-    Report { run_dir: PathBuf },
+    Report {
+        run_dir: PathBuf,
+        /// First recompute every row's latency and energy columns from the points'
+        /// replicate.json with the current statistics (CIs over replicates), keeping the
+        /// switching columns: for run folders written by an older perfwatt.
+        #[arg(long)]
+        rescore: bool,
+    },
     /// Merge a run folder's finished points (results.jsonl and every points/KEY/row.json a
     /// Slurm task wrote) into results.{jsonl,csv}; say which points are still missing.
     #[command(after_help = "Example:

@@ -36,7 +36,11 @@ fn run(cli: Cli) -> Result<()> {
             out,
             capture,
         } => perfwatt::sweep::run_replicate(&config, &out, capture.as_deref()),
-        Cmd::Report { run_dir } => {
+        Cmd::Report { run_dir, rescore } => {
+            if rescore {
+                let rows = perfwatt::sweep::rescore(&run_dir)?;
+                println!("rescored {} rows in {}/results.csv", rows.len(), run_dir.display());
+            }
             println!("{}", perfwatt::report::write_report(&run_dir)?.display());
             Ok(())
         }

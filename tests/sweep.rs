@@ -240,11 +240,42 @@ sparsity_tau = [0.0, 0.05]
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(untimed(rows(&out)), untimed(all));
+    assert_eq!(untimed(rows(&out)), untimed(all.clone()));
     assert_eq!(
         std::fs::metadata(&infer).unwrap().modified().unwrap(),
         before
     );
+    // CIs of means are over the 2 replicates (each replicate's 3 runs averaged first).
+    for row in &all {
+        assert_eq!(row["ci_over"], "replicates");
+    }
+    // A row written by an older perfwatt (CIs over runs, no `ci_over`): `report --rescore`
+    // recomputes its measurement columns from the replicates and keeps its switching ones.
+    let old: String = all
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let o = r.as_object_mut().unwrap();
+            o.remove("ci_over");
+            o.insert("latency_ci95_low_s".into(), 0.0.into());
+            o.insert("baseline_toggles".into(), 7.into());
+            serde_json::to_string(&r).unwrap() + "\n"
+        })
+        .collect();
+    std::fs::write(out.join("results.jsonl"), old).unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .args(["report", "--rescore"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    for (new, was) in rows(&out).iter().zip(&all) {
+        assert_eq!(new["ci_over"], "replicates");
+        assert_eq!(new["latency_ci95_low_s"], was["latency_ci95_low_s"]);
+        assert_eq!(new["baseline_toggles"], 7);
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("over the 2 replicates"), "{md}");
 }
 
 /// `sweep --devices`: one worker per device takes the next replicate in the run order

@@ -17,6 +17,8 @@ mod row;
 pub mod slurm;
 mod spec;
 
-pub use queue::{collect, prepare_dir, run_point, run_replicate, run_sweep, OnPoint, SweepHooks};
+pub use queue::{
+    collect, prepare_dir, rescore, run_point, run_replicate, run_sweep, OnPoint, SweepHooks,
+};
 pub use row::{device_use, read_rows, rows_csv, DeviceUse, Replicate, Row};
 pub use spec::{default_run_dir, run_order, Axes, Point, SweepSpec};

@@ -254,6 +254,32 @@ fn collect_rows(dir: &Path, points: &[Point]) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// Recompute the measurement columns of every row of a run folder from its points'
+/// `replicate.json` (what the current statistics make of the same raw runs: CIs over
+/// replicates), keeping the switching columns, whose operands a committed folder may no
+/// longer hold. Rewrites results.{jsonl,csv} and each point's row.json; returns the rows.
+pub fn rescore(dir: &Path) -> Result<Vec<Row>> {
+    let spec = SweepSpec::read(&dir.join("sweep.toml"))?;
+    let reps = spec.replicates.max(1);
+    let mut rows = read_rows(dir)?;
+    for row in &mut rows {
+        let pdir = dir.join("points").join(&row.key);
+        let replicates = finished_replicates(&pdir, reps).ok_or_else(|| {
+            Error::Config(format!(
+                "{}: not every replicate has its replicate.json",
+                pdir.display()
+            ))
+        })?;
+        row.rescore(&replicates)?;
+        write_atomic(
+            &pdir.join("row.json"),
+            serde_json::to_string_pretty(&row).expect("row").as_bytes(),
+        )?;
+    }
+    write_rows(dir, &rows)?;
+    Ok(rows)
+}
+
 /// Merge a run folder's finished rows (results.jsonl and every point's row.json) into
 /// results.{jsonl,csv}, in the spec's order. Returns the rows and the keys still missing.
 pub fn collect(dir: &Path) -> Result<(Vec<Row>, Vec<String>)> {

@@ -265,11 +265,19 @@ impl Row {
             replicates: Some(reps.len()),
             ..Row::default()
         };
-        row.ci_over = Some(if reps.len() >= 2 { "replicates" } else { "runs" }.into());
-        row.set_timing(reps)?;
-        row.set_energy(reps);
+        row.rescore(reps)?;
         row.set_switching(sim)?;
         Ok(row)
+    }
+
+    /// The measurement columns again from the same replicates (the switching columns
+    /// stay): what `perfwatt report --rescore` does to a finished row.
+    pub(super) fn rescore(&mut self, reps: &[Replicate]) -> Result<()> {
+        self.replicates = Some(reps.len());
+        self.ci_over = Some(if reps.len() >= 2 { "replicates" } else { "runs" }.into());
+        self.set_timing(reps)?;
+        self.set_energy(reps);
+        Ok(())
     }
 
     /// Latency percentiles pooled over every request (TPOT: every decode step) of every
