@@ -39,7 +39,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Report { run_dir, rescore } => {
             if rescore {
                 let rows = perfwatt::sweep::rescore(&run_dir)?;
-                println!("rescored {} rows in {}/results.csv", rows.len(), run_dir.display());
+                println!(
+                    "rescored {} rows in {}/results.csv",
+                    rows.len(),
+                    run_dir.display()
+                );
             }
             println!("{}", perfwatt::report::write_report(&run_dir)?.display());
             Ok(())

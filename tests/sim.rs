@@ -357,10 +357,7 @@ fn vcd_and_fast_counts_agree_exactly() {
             let both = run(d, &bf, &Counting::Both(dir.path().to_path_buf()));
             assert_eq!(both.signals, run(d, &bf, &Counting::Fast).signals);
         }
-        for d in Design::all()
-            .into_iter()
-            .filter(|d| d.params_for(&s, 16).is_ok())
-        {
+        for d in Design::all().filter(|d| d.params_for(&s, 16).is_ok()) {
             // Counting::Both fails the run unless the two paths agree signal by signal.
             let both = run(d, &s, &Counting::Both(dir.path().to_path_buf()));
             let fast = run(d, &s, &Counting::Fast);

@@ -104,8 +104,10 @@ fn kill_9_loses_nothing_finished_and_rerun_resumes() {
     let report = perfwatt::report::write_report(&out).unwrap();
     let md = std::fs::read_to_string(&report).unwrap();
     assert!(
-        md.contains("Pearson r =")
-            && md.contains("Spearman rho =")
+        // Few configurations: the toggle axis may have too few values for a correlation,
+        // and the report then says so instead of naming a strength.
+        ((md.contains("Pearson r =") && md.contains("Spearman rho ="))
+            || md.contains("Not identifiable from this design"))
             && md.contains("No energy data")
             && md.contains("## Gate level")
     );
@@ -268,7 +270,11 @@ sparsity_tau = [0.0, 0.05]
         .arg(&out)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     for (new, was) in rows(&out).iter().zip(&all) {
         assert_eq!(new["ci_over"], "replicates");
         assert_eq!(new["latency_ci95_low_s"], was["latency_ci95_low_s"]);

@@ -264,7 +264,7 @@ impl<'a> Bench<'a> {
         }
         Ok(Some(match self.static_step.take() {
             Some(st) => st,
-            None => StaticStep::new(&mut self.m, cfg.batch, span)?,
+            None => StaticStep::new(&self.m, cfg.batch, span)?,
         }))
     }
 

@@ -55,7 +55,11 @@ impl DevicesComparison {
     /// What `gemm-energy --devices` prints: each device against the first, and the files.
     pub fn to_text(&self, out: &Path) -> String {
         let mut s = String::new();
-        let first = self.devices.first().map(|d| d.device.to_string()).unwrap_or_default();
+        let first = self
+            .devices
+            .first()
+            .map(|d| d.device.to_string())
+            .unwrap_or_default();
         for d in &self.devices {
             s.push_str(&format!(
                 "{} ({}): median J/GEMM ratio to {first} {}, Spearman {:?}\n",

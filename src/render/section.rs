@@ -201,7 +201,10 @@ mod tests {
         // Two toggle values: not identifiable, whatever y does.
         let two: Vec<f64> = (0..20).map(|i| 45.0 + (i % 2) as f64).collect();
         let t = Correlation { x: &two, ..c }.text().unwrap();
-        assert!(t.starts_with("Not identifiable") && t.contains("2 distinct"), "{t}");
+        assert!(
+            t.starts_with("Not identifiable") && t.contains("2 distinct"),
+            "{t}"
+        );
         assert!(!t.contains("strong") && !t.contains("Pearson"), "{t}");
         // Noise: the CI crosses zero, so no strength word.
         let noise: Vec<f64> = (0..20).map(|i| ((i * 7919) % 13) as f64).collect();

@@ -1009,7 +1009,11 @@ fn correlation_words(rows: &[Row], all: &Correlation<'_>) -> Option<String> {
             .text()
             .unwrap_or_else(|| "undefined (a variable did not vary).\n".into()),
         };
-        let _ = write!(md, "- within-stratum ({name}, {} configurations): {text}", idx.len());
+        let _ = write!(
+            md,
+            "- within-stratum ({name}, {} configurations): {text}",
+            idx.len()
+        );
     }
     Some(md)
 }
@@ -1130,11 +1134,21 @@ mod tests {
             assert!(!pooled.contains(w), "{w}: {pooled}");
         }
         assert!(pooled.contains("not reported"), "{pooled}");
-        assert!(within.contains("within-stratum (batch 1, cuda, q4_1, 6 configurations)"), "{within}");
-        assert!(within.contains("strong positive") && within.contains("strong negative"), "{within}");
+        assert!(
+            within.contains("within-stratum (batch 1, cuda, q4_1, 6 configurations)"),
+            "{within}"
+        );
+        assert!(
+            within.contains("strong positive") && within.contains("strong negative"),
+            "{within}"
+        );
         // One stratum, two toggle values: not identifiable.
         let two: Vec<f64> = (0..6).map(|i| 45.0 + (i % 2) as f64).collect();
-        let c = Correlation { x: &two, y: &y[..6], ..c };
+        let c = Correlation {
+            x: &two,
+            y: &y[..6],
+            ..c
+        };
         let md = correlation_words(&rows[..6], &c).unwrap();
         assert!(md.starts_with("Not identifiable from this design"), "{md}");
     }

@@ -17,6 +17,7 @@ use super::ffi::{FastCounter, Model};
 use super::schedule::{piece_cuts, schedule, schedule_hex, Schedule};
 use super::{gate, Counting, Design, DesignResult, SignalCount, DEFAULT_LANES};
 
+/// One piece's outcome: its toggles, the snapshot it started from (after its warm-up) and
 /// ended in, and its accumulator.
 struct Piece {
     toggles: Vec<u64>,

@@ -109,8 +109,6 @@ pub(super) fn piece_cuts(s: &Schedule, threads: usize) -> Vec<usize> {
     cuts
 }
 
-/// One piece's outcome: its toggles, the snapshot it started from (after its warm-up) and
-
 /// The stream as the stimulus tests/rtl/mac_tb.v replays in iverilog: one hex word per
 /// cycle, {rst_n, valid, clear, a_i, b_i} (the ports' bits as `design` takes them, a dot
 /// unit's lanes packed), with this module's schedule (reset, the pairs or slices, drain).

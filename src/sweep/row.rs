@@ -218,7 +218,9 @@ fn over_units(reps: &[Replicate], per_run: impl Fn(&Replicate) -> Vec<f64>) -> O
         .iter()
         .filter_map(|r| Estimate::of(&per_run(r)).map(|e| e.mean))
         .collect();
-    (means.len() == reps.len()).then(|| Estimate::of(&means)).flatten()
+    (means.len() == reps.len())
+        .then(|| Estimate::of(&means))
+        .flatten()
 }
 
 /// The serial MAC a stream's format is replayed into: the bf16 MAC for bf16 streams.
@@ -274,7 +276,14 @@ impl Row {
     /// stay): what `perfwatt report --rescore` does to a finished row.
     pub(super) fn rescore(&mut self, reps: &[Replicate]) -> Result<()> {
         self.replicates = Some(reps.len());
-        self.ci_over = Some(if reps.len() >= 2 { "replicates" } else { "runs" }.into());
+        self.ci_over = Some(
+            if reps.len() >= 2 {
+                "replicates"
+            } else {
+                "runs"
+            }
+            .into(),
+        );
         self.set_timing(reps)?;
         self.set_energy(reps);
         Ok(())
@@ -591,11 +600,19 @@ mod tests {
         };
         row.set_timing(&reps).unwrap();
         row.set_energy(&reps);
-        assert_eq!((row.runs, row.latency_ci95_low_s), (Some(15), want.ci95_low));
+        assert_eq!(
+            (row.runs, row.latency_ci95_low_s),
+            (Some(15), want.ci95_low)
+        );
         let e = Estimate::of(&[2.0, 3.0, 1.4]).unwrap();
         assert!((row.energy_ci95_low_j.unwrap() - e.ci95_low).abs() < 1e-9);
         // One replicate: the CI is over its runs (`ci_over` = "runs" says so in the row).
         let one = &reps[..1];
-        assert_eq!(over_units(one, |r| r.energy_per_run.iter().map(|x| x.0).collect()).unwrap().n, 5);
+        assert_eq!(
+            over_units(one, |r| r.energy_per_run.iter().map(|x| x.0).collect())
+                .unwrap()
+                .n,
+            5
+        );
     }
 }
