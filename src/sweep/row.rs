@@ -264,7 +264,6 @@ impl Row {
             flops_per_run: r0.flops_per_run,
             repeats: cfg.repeats,
             generated: r0.generated.clone(),
-            replicates: Some(reps.len()),
             ..Row::default()
         };
         row.rescore(reps)?;
