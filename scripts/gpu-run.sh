@@ -19,6 +19,8 @@
 #  11. devices, devices-sweep: every GPU of a host at once (infer and gemm-energy, then a
 #      sweep, with --devices all)
 #  12. opts: the optimization knobs (--opt) on and off, the sweep experiments/gpu-opts.toml
+#  14. gemm-tile (only when asked for): issue 25's regimes, tile orders, calibration and
+#      held-out check (see the step)
 #  13. graphs: --opt all / all,-graphs / all,-fused / none at batch 1 and 16, whether the
 #      tokens agree (NO_TORCH=1 stops there),
 #      and PyTorch's static-cache (CUDA graphs) bf16 on the same prompt
@@ -131,6 +133,27 @@ if [ "$STEP" = gemm-energy ]; then
   $BIN gemm-energy --device cuda --dtype int8,bf16 --seconds "${GE_SECONDS:-2}" --rounds "${GE_ROUNDS:-3}" --out "$G" >> "$R/log.txt" 2>&1 || log "FAILED gemm-energy"
   tar -C "$G" -czf "${OUT:-$R}/gemm-energy-plots.tgz" plots 2>/dev/null
   cp "$R/log.txt" "${OUT:-$R}/gemm-energy-log.txt"
+fi
+if [ "$STEP" = gemm-tile ]; then
+  # Issue 25: both regimes, int8 + bf16, the tile unit's orders, nested selection, a
+  # calibration per regime; then patterns held out of it (and a new seed) predicted by it.
+  # Kept in $PW (resumable while the machine stays warm: call again after a time-out),
+  # tarred into $OUT at the end of every call.
+  G=$PW/gemm-tile
+  HOLD=checker,zeros-a-normal-b,rows-alternating-b,normal-a-same-rows-b,laplace,sparse50-both,sorted-same-rows,low-bits
+  EXCL=$(echo "$HOLD" | sed 's/\([^,]*\)/-\1/g')
+  log "gemm-tile calibrate"
+  timeout "${GE_BUDGET:-520}" $BIN gemm-energy --device cuda --dtype int8,bf16 --regime both --calibrate \
+    --patterns "all,$EXCL" --seconds "${GE_SECONDS:-1}" --rounds "${GE_ROUNDS:-2}" --out "$G/calibrate" >> "$R/log.txt" 2>&1 || log "STOPPED calibrate (rerun to resume)"
+  for reg in back-to-back duty; do
+    [ -f "$G/calibrate/$reg/calibration.json" ] || continue
+    log "gemm-tile holdout $reg"
+    timeout "${GE_BUDGET:-520}" $BIN gemm-energy --device cuda --dtype int8,bf16 --regime $reg --no-real --permute none \
+      --patterns "$HOLD" --seed 2 --seconds "${GE_SECONDS:-1}" --rounds "${GE_ROUNDS:-2}" \
+      --check-calibration "$G/calibrate/$reg/calibration.json" --out "$G/holdout/$reg" >> "$R/log.txt" 2>&1 || log "STOPPED holdout $reg"
+  done
+  cp "$R/log.txt" "$G/log.txt"
+  tar -C "$G" -czf "${OUT:-$R}/gemm-tile.tgz" .
 fi
 if [ "$STEP" = nvml-batch ]; then
   # The same A/B where runs are GPU-bound (batch 16 and 64) and vary less than at batch 1.

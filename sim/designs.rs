@@ -55,6 +55,10 @@ pub struct DesignEntry {
     /// An encoding experiment rather than a datapath to compare: no gate-level runs in
     /// sweeps or gemm-energy.
     pub experiment: bool,
+    /// A tile-level unit (TILE_ROWS x TILE_COLS cells sharing operand fragments, an
+    /// accumulator file addressed by sel_i): it replays whole output blocks of a GEMM
+    /// (src/sim/tile.rs), not a dot-product stream.
+    pub tile: bool,
 }
 
 /// Top-level ports: read as `model->name`; everything else as an internal signal.
@@ -72,6 +76,14 @@ pub const LANES: &[u32] = &[4, 16, 64];
 /// Lane counts the fused bf16 dot unit is built for (a 64-lane one would double the build
 /// time for a shape no tensor core has).
 pub const BF16_LANES: &[u32] = &[4, 16];
+
+/// The tile-level MMA unit (rtl/mma_tile.v): cell rows (A fragments), cell columns (B
+/// fragments) and accumulator entries per cell, fixed at build time. 4 x 4 cells of 16
+/// lanes are 256 MACs per cycle; 8 entries hold one 16 x 8 output block (PTX
+/// mma.m16n8k32's tile) as 4 x 2 sub-blocks of 4 x 4 outputs.
+pub const TILE_ROWS: u32 = 4;
+pub const TILE_COLS: u32 = 4;
+pub const TILE_DEPTH: u32 = 8;
 
 /// Bits below fp32's 24-bit significand the fused bf16 dot unit keeps when it aligns its
 /// terms (rtl/dot_bf16.v's EXTRA; src/sim/fp.rs uses the same).
@@ -133,6 +145,35 @@ fn dot_bf16_width(name: &str, p: Params) -> Option<u32> {
     }
 }
 
+fn tile_params(p: Params) -> Vec<String> {
+    let mut v = dot_int_params(p);
+    v.extend([
+        format!("-GROWS={TILE_ROWS}"),
+        format!("-GCOLS={TILE_COLS}"),
+        format!("-GDEPTH={TILE_DEPTH}"),
+    ]);
+    v
+}
+
+/// The tile unit's signals: its operand ports and fragments hold TILE_ROWS (A) or
+/// TILE_COLS (B) lane groups, its products, tree levels and sums one per cell.
+fn tile_width(name: &str, p: Params) -> Option<u32> {
+    let cells = TILE_ROWS * TILE_COLS;
+    let sel = log2(cells * TILE_DEPTH);
+    if name.contains("g_level[") {
+        return Some(cells * default_width(p, name));
+    }
+    Some(match name {
+        "a_i" | "a_frag_q" => TILE_ROWS * p.lanes * p.a_w,
+        "b_i" | "b_frag_q" => TILE_COLS * p.lanes * p.b_w,
+        "mult" | "prod_q" | "sum_q" => cells * default_width(p, name),
+        "acc_q" => cells * TILE_DEPTH * ACC_W,
+        "sel_i" => sel,
+        "sel_q" | "sel2_q" | "sel3_q" => log2(TILE_DEPTH),
+        _ => return None,
+    })
+}
+
 /// Every design, in the order tables and `--design all` list them.
 pub const DESIGNS: &[DesignEntry] = &[
     DesignEntry {
@@ -151,6 +192,7 @@ pub const DESIGNS: &[DesignEntry] = &[
         verilog_params: width_param,
         groups: &[],
         experiment: false,
+        tile: false,
     },
     DesignEntry {
         name: "isolated",
@@ -168,6 +210,7 @@ pub const DESIGNS: &[DesignEntry] = &[
         verilog_params: width_param,
         groups: &[],
         experiment: false,
+        tile: false,
     },
     DesignEntry {
         name: "signmag",
@@ -185,6 +228,7 @@ pub const DESIGNS: &[DesignEntry] = &[
         verilog_params: width_param,
         groups: &[],
         experiment: true,
+        tile: false,
     },
     DesignEntry {
         name: "dot",
@@ -203,6 +247,7 @@ pub const DESIGNS: &[DesignEntry] = &[
         verilog_params: dot_int_params,
         groups: &[],
         experiment: false,
+        tile: false,
     },
     DesignEntry {
         name: "dot-isolated",
@@ -221,6 +266,7 @@ pub const DESIGNS: &[DesignEntry] = &[
         verilog_params: dot_int_params,
         groups: &[],
         experiment: false,
+        tile: false,
     },
     DesignEntry {
         name: "bf16",
@@ -238,6 +284,7 @@ pub const DESIGNS: &[DesignEntry] = &[
         verilog_params: no_params,
         groups: &[],
         experiment: false,
+        tile: false,
     },
     DesignEntry {
         name: "bf16-dot",
@@ -256,6 +303,29 @@ pub const DESIGNS: &[DesignEntry] = &[
         verilog_params: dot_bf16_params,
         groups: &[("emax", "adder tree"), ("aligned", "adder tree"), ("tree_sum", "adder tree")],
         experiment: false,
+        tile: false,
+    },
+    DesignEntry {
+        name: "mma-tile",
+        about: "Tile-level int8 MMA unit, tensor-core style: 4 x 4 cells of W-lane dot products \
+                sharing A fragments along rows and B fragments along columns, an accumulator \
+                file per cell; replays whole output blocks in a chosen order (gemm-energy).",
+        module: "mma_tile",
+        arith: Arith::Int,
+        lanes: &[16],
+        formats: &[(8, 8, true, true)],
+        drain: 3,
+        // acc_o is a read-out mux over the file, not a datapath register: not sampled.
+        signals: &[
+            "clk_i", "rst_ni", "valid_i", "clear_i", "sel_i", "a_i", "b_i", "a_frag_q", "b_frag_q", "valid_q",
+            "clear_q", "sel_q", "mult", "prod_q", "valid2_q", "clear2_q", "sel2_q", "g_level[*].s", "sum_q",
+            "valid3_q", "clear3_q", "sel3_q", "acc_q",
+        ],
+        width: tile_width,
+        verilog_params: tile_params,
+        groups: &[("a_frag_q", "A delivery"), ("b_frag_q", "B delivery"), ("sel_i", "operand ports")],
+        experiment: false,
+        tile: true,
     },
 ];
 

@@ -4,6 +4,8 @@
 // with the snapshot body generated from sim/designs.rs.
 #pragma once
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 #include "verilated.h"
 #include "verilated_vcd_c.h"
 
@@ -31,8 +33,9 @@ struct PwHarness {
 // compiler's portable fallback.
 static inline uint64_t pw_popcount(uint64_t x) { return (uint64_t)__builtin_popcountll(x); }
 
-// One clock cycle's inputs; the layout src/sim.rs writes (NW 32-bit words per operand port,
-// lane 0 in the low bits of word 0; then the control bytes). NW = 1 for the serial MACs.
+// One clock cycle's inputs; the layout src/sim/schedule.rs writes (NW 32-bit words per
+// operand port, lane 0 in the low bits of word 0; then the control bytes). NW = 1 for the
+// serial MACs. sel drives sel_i where a model has one (the tile unit's accumulator entry).
 template <int NW>
 struct PwCycle {
     uint32_t a[NW];
@@ -40,8 +43,18 @@ struct PwCycle {
     uint8_t rst_n;
     uint8_t valid;
     uint8_t clear;
-    uint8_t pad;
+    uint8_t sel;
 };
+
+// sel_i, driven only on models that have the port (detected at compile time).
+template <class R, class = void>
+struct pw_has_sel : std::false_type {};
+template <class R>
+struct pw_has_sel<R, std::void_t<decltype(std::declval<R&>().sel_i)>> : std::true_type {};
+template <class R>
+static inline void pw_set_sel(R* r, uint8_t sel) {
+    if constexpr (pw_has_sel<R>::value) r->sel_i = sel;
+}
 
 // Drive an operand port from its words: a scalar port (up to 64 bits) or a VlWide.
 template <class T, int NW>
@@ -115,6 +128,7 @@ inline __attribute__((always_inline)) void pw_run(PwHarness<M>* x, const PwCycle
         r->rst_ni = c.rst_n;
         r->valid_i = c.valid;
         r->clear_i = c.clear;
+        pw_set_sel(r, c.sel);
         pw_set(r->a_i, c.a);
         pw_set(r->b_i, c.b);
         eval();

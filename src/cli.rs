@@ -164,7 +164,10 @@ pub enum Cmd {
     /// one shape back to back for --seconds after a warm-up, energy from the NVML counter,
     /// --rounds rounds in alternating order (mean and 95% CI over rounds), SM clock and
     /// clock-event reasons, idle power before and after. The RTL side replays
-    /// --sample-dots dot products of each pattern into the designs of rtl/. A K-permuted
+    /// --sample-dots dot products of each pattern into the designs of rtl/, and
+    /// --sample-blocks output blocks into the tile-level MMA unit in each --tile-orders
+    /// order; the report selects among them inside each leave-one-out fold and states
+    /// whether they beat the baselines named before fitting. A K-permuted
     /// twin of the --permute patterns (int8: bit-identical output, checked) measures an
     /// exact software optimization. On the CPU: time only, small shapes (what CI runs).
     /// Writes DIR/points.jsonl as it goes (a rerun resumes), results.{json,csv}, report.md
@@ -177,8 +180,38 @@ pub enum Cmd {
     GemmEnergy(GemmEnergyArgs),
 }
 
+#[derive(Subcommand)]
+pub enum GemmAction {
+    /// Predict energy per GEMM of your operands from a calibration, on a CPU-only machine:
+    /// the calibration's hardware model is replayed on A and B, its fitted weights applied,
+    /// with a 95% prediction interval from its leave-one-out errors.
+    #[command(after_help = "Example:
+  perfwatt gemm-energy predict --calibration experiments/results/h200-gemm-energy/duty/calibration.json \\
+      --operands A.npy B.npy")]
+    Predict(PredictArgs),
+}
+
 #[derive(Args)]
+pub struct PredictArgs {
+    /// A calibration written by `perfwatt gemm-energy --calibrate`.
+    #[arg(long, value_name = "FILE")]
+    pub calibration: PathBuf,
+    /// A (M x K) and B (K x N) as .npy, at the calibrated shape.
+    #[arg(long, num_args = 2, value_names = ["A.npy", "B.npy"], required = true)]
+    pub operands: Vec<PathBuf>,
+    /// Which of the calibration's dtypes (default: its first).
+    #[arg(long, value_parser = choice::<perfwatt::gemm_energy::patterns::Dtype>())]
+    pub dtype: Option<perfwatt::gemm_energy::patterns::Dtype>,
+    /// Print JSON instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct GemmEnergyArgs {
+    #[command(subcommand)]
+    pub action: Option<GemmAction>,
     /// cpu, cuda (GPU 0) or cuda:N (a build with --features cuda and an NVIDIA GPU).
     #[arg(long, default_value = "cpu", value_parser = device_spec)]
     pub device: DeviceSpec,
@@ -192,7 +225,8 @@ pub struct GemmEnergyArgs {
     /// M,K,N (default 8192,8192,8192 on cuda, 64,256,64 on cpu).
     #[arg(long, value_name = "M,K,N")]
     pub shape: Option<String>,
-    /// Synthetic patterns, comma-separated, or `all`.
+    /// Synthetic patterns, comma-separated, or `all`; `all,-checker,-laplace` leaves the
+    /// minus-named out.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub patterns: Vec<String>,
     /// Leave out the real SmolLM2 operand patterns (which need the model).
@@ -211,12 +245,43 @@ pub struct GemmEnergyArgs {
     /// Rounds per pattern (interleaved, alternating order).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// back-to-back (GEMMs launched without pause: random-like data runs at the power cap,
+    /// where energy per GEMM grows through lower clocks), duty (bursts of --duty-burst-ms of
+    /// GEMMs, then --duty-sleep-ms asleep, so the card stays under its limit at its top
+    /// clock; idle is then that schedule's floor), or both (OUT/back-to-back, OUT/duty).
+    #[arg(long, default_value = "back-to-back", value_parser = ["back-to-back", "duty", "both"])]
+    pub regime: String,
+    #[arg(long, default_value_t = 10.0, value_name = "MS")]
+    pub duty_burst_ms: f64,
+    #[arg(long, default_value_t = 12.0, value_name = "MS")]
+    pub duty_sleep_ms: f64,
     /// Lanes of the dot-product unit models (4, 16 or 64).
     #[arg(long, default_value_t = 16)]
     pub lanes: u32,
     /// Dot products (full K) per pattern replayed into the hardware models.
     #[arg(long, default_value_t = 16)]
     pub sample_dots: usize,
+    /// Orders in which the tile-level MMA unit (int8, rtl/mma_tile.v) walks an output
+    /// block, comma-separated, or `none`: k-outer-* steps through every sub-block per
+    /// K-slice (as an MMA), k-inner-* through all of K per sub-block; -n / -m: which
+    /// index runs fastest.
+    #[arg(long, value_delimiter = ',', default_value = "k-outer-n,k-outer-m,k-inner-n,k-inner-m")]
+    pub tile_orders: Vec<String>,
+    /// 16 x 8 output blocks (full K, seeded positions) per pattern the tile unit replays.
+    #[arg(long, default_value_t = 4)]
+    pub sample_blocks: usize,
+    /// Seed of the synthetic patterns' values and of the sampled blocks (a new seed: new
+    /// data of the same patterns).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// After the run, write OUT/calibration.json: per dtype the model the nested selection
+    /// chose most, fitted to every pattern, for `perfwatt gemm-energy predict`.
+    #[arg(long)]
+    pub calibrate: bool,
+    /// A calibration from an earlier run: the report predicts every pattern of this run
+    /// with it (patterns it never saw, if they are new) and gives the errors.
+    #[arg(long, value_name = "FILE")]
+    pub check_calibration: Option<PathBuf>,
     /// Also rank the RTL designs' gate-level netlists (yosys; every net's toggles, and the
     /// energy estimate of the shipped cell table) as hardware models. The first run builds
     /// them: minutes for the 16-lane dot units.
@@ -255,12 +320,20 @@ impl GemmEnergyArgs {
             }
             c.shape = Shape { m, k, n };
         }
-        c.patterns = self
-            .patterns
-            .iter()
-            .filter(|p| *p != "all")
-            .cloned()
-            .collect();
+        // `all,-name,...`: every pattern but those named with a minus.
+        let (minus, plus): (Vec<&String>, Vec<&String>) =
+            self.patterns.iter().partition(|p| p.starts_with('-'));
+        c.patterns = plus.into_iter().filter(|p| *p != "all").cloned().collect();
+        if !minus.is_empty() {
+            let drop: Vec<&str> = minus.iter().map(|p| &p[1..]).collect();
+            if c.patterns.is_empty() {
+                c.patterns = perfwatt::gemm_energy::patterns::PATTERNS
+                    .iter()
+                    .map(|p| p.name.to_string())
+                    .collect();
+            }
+            c.patterns.retain(|p| !drop.contains(&p.as_str()));
+        }
         c.real = !self.no_real;
         if let Some(m) = &self.model {
             c.model = m.clone();
@@ -274,10 +347,35 @@ impl GemmEnergyArgs {
             .collect();
         c.seconds = self.seconds.unwrap_or(c.seconds);
         c.rounds = self.rounds.max(1);
+        if !(self.duty_burst_ms > 0.0 && self.duty_sleep_ms >= 0.0) {
+            return Err(perfwatt::Error::Config(
+                "--duty-burst-ms must be positive and --duty-sleep-ms not negative".into(),
+            ));
+        }
+        c.duty_burst_ms = self.duty_burst_ms;
+        c.duty_sleep_ms = self.duty_sleep_ms;
         c.lanes = self.lanes;
         c.sample_dots = self.sample_dots.max(1);
+        c.tile_orders = self
+            .tile_orders
+            .iter()
+            .filter(|o| *o != "none")
+            .map(|o| o.parse())
+            .collect::<perfwatt::Result<_>>()?;
+        c.sample_blocks = self.sample_blocks.max(1);
+        c.seed = self.seed;
         c.gate_level = self.gate_level;
+        c.check_calibration = self.check_calibration.clone();
         Ok(c)
+    }
+
+    /// The regimes --regime names, in the order they run.
+    pub fn regimes(&self) -> Result<Vec<perfwatt::gemm_energy::Regime>> {
+        use perfwatt::gemm_energy::Regime;
+        Ok(match self.regime.as_str() {
+            "both" => vec![Regime::BackToBack, Regime::Duty],
+            r => vec![r.parse()?],
+        })
     }
 
     pub fn out_dir(&self) -> PathBuf {

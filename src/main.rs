@@ -56,14 +56,30 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Cmd::Cells { liberty, map } => cells(&liberty, map.as_deref()),
         Cmd::Roofline(a) => roofline(&a.config()?, &a.out_dir()),
-        Cmd::GemmEnergy(a) => match &a.devices {
-            Some(list) => gemm_energy_devices(
-                &a.config()?,
-                &perfwatt::device::parse_devices(list)?,
-                &a.out_dir(),
-            ),
-            None => gemm_energy(&a.config()?, &a.out_dir()),
-        },
+        Cmd::GemmEnergy(a) => {
+            if let Some(cli::GemmAction::Predict(p)) = &a.action {
+                return gemm_predict(p);
+            }
+            // --regime both: one complete run per regime, each in its own folder.
+            let regimes = a.regimes()?;
+            for &regime in &regimes {
+                let cfg = perfwatt::gemm_energy::GemmConfig {
+                    regime,
+                    ..a.config()?
+                };
+                let out = match regimes.len() {
+                    1 => a.out_dir(),
+                    _ => a.out_dir().join(regime.to_string()),
+                };
+                match &a.devices {
+                    Some(list) => {
+                        gemm_energy_devices(&cfg, &perfwatt::device::parse_devices(list)?, &out)?
+                    }
+                    None => gemm_energy(&cfg, &out, a.calibrate)?,
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -201,7 +217,44 @@ fn roofline(cfg: &perfwatt::roofline::RooflineConfig, out: &Path) -> Result<()> 
     Ok(())
 }
 
-fn gemm_energy(cfg: &perfwatt::gemm_energy::GemmConfig, out: &Path) -> Result<()> {
+/// `gemm-energy predict`: a calibration applied to the user's operands.
+fn gemm_predict(p: &cli::PredictArgs) -> Result<()> {
+    use perfwatt::gemm_energy::{calibrate, npy, patterns};
+    let cals = calibrate::read(&p.calibration)?;
+    let cal = match p.dtype {
+        Some(d) => calibrate::for_dtype(&cals, d)?,
+        None => cals.first().ok_or_else(|| {
+            perfwatt::Error::Config(format!("{}: no calibration in it", p.calibration.display()))
+        })?,
+    };
+    let (a, b) = (npy::Array::read(&p.operands[0])?, npy::Array::read(&p.operands[1])?);
+    let ops = patterns::user_operands(cal.dtype, &a, &b)?;
+    let pred = calibrate::predict(cal, &ops)?;
+    if p.json {
+        println!("{}", serde_json::to_string_pretty(&pred).expect("json"));
+    } else {
+        println!(
+            "{} {} GEMM on {} ({}): predicted {:.4} {} [95% prediction interval {:.4}, {:.4}], from {} ({})",
+            pred.dtype.name(),
+            format!("{}x{}x{}", ops.shape.m, ops.shape.k, ops.shape.n),
+            pred.device,
+            pred.regime,
+            pred.predicted,
+            pred.unit,
+            pred.low,
+            pred.high,
+            pred.hw_model,
+            pred.features
+                .iter()
+                .map(|(f, v)| format!("{f} = {v:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn gemm_energy(cfg: &perfwatt::gemm_energy::GemmConfig, out: &Path, calibrate: bool) -> Result<()> {
     let bar = progress_bar(0, "gemm-energy");
     let stop = interrupt_flag();
     let report = perfwatt::gemm_energy::run_gemm_energy(
@@ -219,6 +272,12 @@ fn gemm_energy(cfg: &perfwatt::gemm_energy::GemmConfig, out: &Path) -> Result<()
         report.device,
         out.display()
     );
+    if calibrate {
+        let cals = perfwatt::gemm_energy::calibrate::calibrate(&report);
+        let path = out.join("calibration.json");
+        perfwatt::gemm_energy::calibrate::write(&cals, &path)?;
+        println!("calibration of {} dtype(s): {}", cals.len(), path.display());
+    }
     Ok(())
 }
 

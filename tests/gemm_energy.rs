@@ -43,9 +43,9 @@ fn cpu_run_is_complete_exact_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ge");
     let r = run(&cfg(), &out);
-    // 5 synthetic + 3 real per dtype, + 2 K-permuted twins for int8.
+    // 5 synthetic + 9 real per dtype, + 2 K-permuted twins for int8.
     let count = |d: Dtype| r.points.iter().filter(|p| p.info.dtype == d).count();
-    assert_eq!((count(Dtype::Int8), count(Dtype::Bf16)), (10, 8));
+    assert_eq!((count(Dtype::Int8), count(Dtype::Bf16)), (16, 14));
     assert!(r
         .points
         .iter()
@@ -69,10 +69,16 @@ fn cpu_run_is_complete_exact_and_resumes() {
         p(Dtype::Int8, "alternating").info.toggles["operand bit flips x16"],
         0.0
     );
+    // bf16: two RTL designs, two bit-flip models along K and the three other baselines.
     assert!(
         p(Dtype::Int8, "llm-q-l0").info.zero_a > 0.0
-            && p(Dtype::Bf16, "llm-down-l15").info.toggles.len() == 4
+            && p(Dtype::Bf16, "llm-down-l15").info.toggles.len() == 7
     );
+    // The tile unit, in every order, with its signal groups: zeros deliver nothing.
+    let tile = "mma-tile k-outer-n (RTL)";
+    assert_eq!(p(Dtype::Int8, "zeros").info.groups[tile]["A delivery"], 0.0);
+    assert!(p(Dtype::Int8, "normal").info.groups[tile]["B delivery"] > 1.0);
+    assert_eq!(p(Dtype::Int8, "normal").info.groups.len(), 4);
     // bf16: the serial MAC, the fused 16-lane dot unit, and the two bit-flip models.
     assert!(p(Dtype::Bf16, "normal").info.toggles["bf16-dot x16 (RTL)"] > 10.0);
     // The K permutation leaves the int8 product identical and lowers the lane model's flips.
@@ -88,7 +94,7 @@ fn cpu_run_is_complete_exact_and_resumes() {
     // Outputs: CSV with one row per point and as many fields as its header; report; plots.
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let n = csv.lines().next().unwrap().split(',').count();
-    assert_eq!(csv.lines().count(), 1 + 18);
+    assert_eq!(csv.lines().count(), 1 + 30);
     assert!(csv.lines().all(|l| l.split(',').count() == n), "{csv}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for s in [
@@ -98,6 +104,10 @@ fn cpu_run_is_complete_exact_and_resumes() {
         "leave-one-out",
         "K permutation",
         "No energy data",
+        "nested selection, against declared baselines",
+        "baseline: two-group mean",
+        "baseline: operand bit flips across rows",
+        "Chosen in the 16 folds",
     ] {
         assert!(md.contains(s), "report lacks {s}");
     }
@@ -155,6 +165,70 @@ fn gate_level_models_join_the_ranking() {
     assert!(t(Dtype::Bf16, "normal", "bf16-dot x4 (gate, fJ)") > 0.0);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("baseline MAC (gate, fJ)"), "{md}");
+}
+
+/// The duty regime, a calibration written by the CLI, `predict` on user operands at the
+/// calibrated shape (and one clear line for what it cannot do), and a run whose report
+/// checks the calibration's predictions.
+#[test]
+fn duty_regime_calibrate_and_predict_without_a_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cal");
+    let o = out.to_str().unwrap();
+    let (ok, err) = cli(&[
+        "--dtype", "int8", "--shape", "32,64,16", "--no-real", "--permute", "none",
+        "--patterns", "all,-checker,-laplace", "--tile-orders", "k-outer-n,k-inner-n",
+        "--sample-blocks", "2", "--seconds", "0.002", "--rounds", "2", "--regime", "both",
+        "--duty-burst-ms", "1", "--duty-sleep-ms", "1", "--calibrate", "--out", o,
+    ]);
+    assert!(ok, "{err}");
+    let md = std::fs::read_to_string(out.join("duty/report.md")).unwrap();
+    assert!(md.contains("--regime duty --duty-burst-ms 1 --duty-sleep-ms 1"), "{md}");
+    assert!(!md.contains("| checker |") && md.contains("| rows-alternating |"));
+    let cal = out.join("duty/calibration.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
+    assert_eq!(v[0]["schema"], "perfwatt.gemm-calibration/1");
+    assert_eq!(v[0]["regime"], "duty");
+    assert_eq!(v[0]["fitted_on"].as_array().unwrap().len(), 32);
+    assert!(out.join("back-to-back/calibration.json").exists());
+    // Predict: operands at the calibrated shape (A 32 x 64, B 64 x 16).
+    let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
+    npy_i8(&a, 32, 64, |i| (i * 37 % 255) as i8);
+    npy_i8(&b, 64, 16, |i| (i * 11 % 201) as i8);
+    let predict = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_perfwatt"));
+        c.args(["gemm-energy", "predict", "--calibration", cal.to_str().unwrap(), "--operands"]);
+        c.args([a.to_str().unwrap(), b.to_str().unwrap()]).args(extra);
+        c.output().unwrap()
+    };
+    let p = predict(&["--json"]);
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&p.stdout).unwrap();
+    let (lo, mid, hi) = (j["low"].as_f64().unwrap(), j["predicted"].as_f64().unwrap(), j["high"].as_f64().unwrap());
+    assert!(lo <= mid && mid <= hi && j["unit"] == "ms/GEMM", "{j}");
+    // Bad input, one line each: another dtype, another shape, an unknown order.
+    let e = predict(&["--dtype", "bf16"]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("no bf16 model") && msg.trim().lines().count() == 1, "{msg}");
+    npy_i8(&a, 16, 64, |i| i as i8);
+    let e = predict(&[]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("not the calibrated one"), "{msg}");
+    let (ok, err) = cli(&["--tile-orders", "k-sideways", "--out", dir.path().join("x").to_str().unwrap()]);
+    assert!(!ok && err.contains("unknown tile order 'k-sideways'") && err.trim().lines().count() == 1, "{err}");
+    let (ok, err) = cli(&["--shape", "8,64,8", "--no-real", "--patterns", "normal", "--out", dir.path().join("y").to_str().unwrap()]);
+    assert!(!ok && err.contains("16 x 8 block"), "{err}");
+    // The held-out patterns, predicted by the duty calibration in a new run's report.
+    let check = dir.path().join("check");
+    let (ok, err) = cli(&[
+        "--dtype", "int8", "--shape", "32,64,16", "--no-real", "--permute", "none",
+        "--patterns", "checker,laplace", "--tile-orders", "k-outer-n,k-inner-n", "--sample-blocks", "2",
+        "--seconds", "0.002", "--rounds", "1", "--regime", "duty", "--seed", "2",
+        "--check-calibration", cal.to_str().unwrap(), "--out", check.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let md = std::fs::read_to_string(check.join("report.md")).unwrap();
+    assert!(md.contains("predicted by the calibration") && md.contains("over the 2 it was not fitted on"), "{md}");
 }
 
 /// A .npy file (format 1.0) of `descr` and `shape` with `body` as its data.

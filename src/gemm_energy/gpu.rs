@@ -17,7 +17,7 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut
 use crate::energy::GpuMeter;
 use crate::error::{Error, Result};
 use crate::gemm_energy::patterns::{Dtype, Operands, Shape};
-use crate::gemm_energy::{reference_gemm, GemmDevice, Measurement};
+use crate::gemm_energy::{reference_gemm, GemmDevice, Measurement, Pace};
 use crate::stats::percentile;
 
 struct Loaded {
@@ -190,12 +190,13 @@ impl GemmDevice for CudaDevice {
         self.sync()
     }
 
-    /// Back-to-back GEMMs in batches of about 10 ms (synchronized, so the count is of
-    /// finished GEMMs); power from the energy counter between its first and last update
-    /// inside the loop (the counter moves in ~100 ms steps, so a window aligned to its
-    /// updates avoids a +-5% quantization error on 2 s), energy = that power x the loop's
-    /// time. SM clock and clock-event reasons read after every batch.
-    fn measure(&mut self, warmup: f64, seconds: f64) -> Result<Measurement> {
+    /// GEMMs in bursts of about `pace.burst_s` (synchronized, so the count is of finished
+    /// GEMMs), each followed by `pace.sleep_s` of sleep (none back to back); power from the
+    /// energy counter between its first and last update inside the loop (the counter moves
+    /// in ~100 ms steps, so a window aligned to its updates avoids a +-5% quantization
+    /// error on 2 s), energy = that power x the loop's time. SM clock and clock-event
+    /// reasons read after every burst (before its sleep: the clock under load).
+    fn measure(&mut self, warmup: f64, seconds: f64, pace: Pace) -> Result<Measurement> {
         let t = Instant::now();
         let mut per_gemm = f64::MAX;
         while t.elapsed().as_secs_f64() < warmup.max(1e-3) {
@@ -204,7 +205,7 @@ impl GemmDevice for CudaDevice {
             self.sync()?;
             per_gemm = per_gemm.min(s.elapsed().as_secs_f64());
         }
-        let batch = ((0.01 / per_gemm) as u64).clamp(1, 1000);
+        let batch = pace.burst(per_gemm);
         let (mut gemms, mut clocks, mut events) = (0u64, Vec::new(), Vec::<String>::new());
         let mut readings: Vec<(f64, u64)> = Vec::new();
         let t0 = Instant::now();
@@ -229,6 +230,7 @@ impl GemmDevice for CudaDevice {
             if now >= seconds {
                 break;
             }
+            pace.rest();
         }
         let elapsed = t0.elapsed().as_secs_f64();
         let power = match (readings.first(), readings.last()) {

@@ -7,14 +7,21 @@
 //! operand-bit-flip counts that need no RTL (bits that change between the operands one
 //! multiplier input sees in a row: serial, and per lane). bf16 has a serial RTL MAC (fp32
 //! accumulation, rounded per add) and the fused W-lane dot unit (rounded once per slice);
-//! f16 has only the bit-flip models.
+//! f16 has only the bit-flip models. int8 also replays whole output blocks into the
+//! tile-level MMA unit (`sim::tile`) in each traversal order asked for, with toggles per MAC
+//! by signal group (A delivery, B delivery, products, adder tree, accumulator).
+//!
+//! Baselines with no RTL, declared here before anything is fitted (`HwModel::is_baseline`):
+//! bit flips along K (serial and per lane), bit flips across neighbouring rows of A and of
+//! B, operand popcount, zero fraction.
 
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::gemm_energy::patterns::{Dtype, Operands};
 use crate::sim::gate::GateOptions;
-use crate::sim::{simulate_gate, simulate_lanes, Counting, Design};
+use crate::sim::tile::{simulate_tiles, TileOperands, TileOrder};
+use crate::sim::{simulate_gate, simulate_lanes, Counting, Design, DEFAULT_LANES};
 use crate::trace::{ElemFormat, OperandStream};
 
 /// One hardware model.
@@ -30,6 +37,16 @@ pub enum HwModel {
     Gate(Design, u32),
     /// The same netlist's energy estimate per MAC (fJ, the shipped cell table).
     GateEnergy(Design, u32),
+    /// The tile-level MMA unit (rtl/mma_tile.v, 16 lanes per cell) walking sampled output
+    /// blocks in this order: datapath toggles per MAC (and per signal group).
+    Tile(TileOrder),
+    /// Baseline: operand bits that differ between neighbouring rows of A (and of B) at the
+    /// same k, per element: what a unit that steps across rows would see, with no RTL.
+    RowFlips,
+    /// Baseline: set bits per operand element (A and B).
+    Popcount,
+    /// Baseline: the fraction of zero elements (mean of A's and B's).
+    ZeroFraction,
 }
 
 impl HwModel {
@@ -43,12 +60,25 @@ impl HwModel {
             HwModel::GateEnergy(d, l) if d.is_dot() => format!("{} x{l} (gate, fJ)", d.name()),
             HwModel::Gate(d, _) => format!("{} MAC (gate)", d.name()),
             HwModel::GateEnergy(d, _) => format!("{} MAC (gate, fJ)", d.name()),
+            HwModel::Tile(o) => format!("mma-tile {o} (RTL)"),
+            HwModel::RowFlips => "operand bit flips across rows".into(),
+            HwModel::Popcount => "operand popcount".into(),
+            HwModel::ZeroFraction => "zero fraction".into(),
         }
     }
 
-    /// Every model that applies to `dtype`, with dot units of `lanes` lanes, and with
-    /// `gate` the netlists of its RTL designs (but the sign-magnitude experiment).
-    pub fn for_dtype(dtype: Dtype, lanes: u32, gate: bool) -> Vec<HwModel> {
+    /// A model declared as a baseline: no RTL behind it.
+    pub fn is_baseline(self) -> bool {
+        matches!(
+            self,
+            HwModel::BitFlips(_) | HwModel::RowFlips | HwModel::Popcount | HwModel::ZeroFraction
+        )
+    }
+
+    /// Every model that applies to `dtype`, with dot units of `lanes` lanes, with `gate`
+    /// the netlists of its RTL designs (but the sign-magnitude experiment), and (int8) the
+    /// tile unit in each of `orders`; then the baselines.
+    pub fn for_dtype(dtype: Dtype, lanes: u32, gate: bool, orders: &[TileOrder]) -> Vec<HwModel> {
         let mut v = Vec::new();
         // Every design of the catalogue that multiplies this dtype's operands: serial MACs
         // at one lane, dot units at `lanes` (f16 has no RTL design).
@@ -64,7 +94,16 @@ impl HwModel {
                     .map(|d| HwModel::Rtl(d, if d.is_dot() { lanes } else { 1 })),
             );
         }
-        v.extend([HwModel::BitFlips(1), HwModel::BitFlips(lanes)]);
+        if dtype == Dtype::Int8 {
+            v.extend(orders.iter().map(|&o| HwModel::Tile(o)));
+        }
+        v.extend([
+            HwModel::BitFlips(1),
+            HwModel::BitFlips(lanes),
+            HwModel::RowFlips,
+            HwModel::Popcount,
+            HwModel::ZeroFraction,
+        ]);
         if gate {
             // The RTL designs above as netlists (a first gate-level run synthesizes each:
             // minutes for 16 lanes, see BENCHMARKS.md).
@@ -122,7 +161,7 @@ pub fn dot_stream(ops: &Operands, outputs: &[(usize, usize)]) -> Result<OperandS
 /// lane j of a `lanes`-wide unit sees elements j, j+lanes, ... of each dot product.
 pub fn bit_flips_per_mac(s: &OperandStream, dtype: Dtype, lanes: usize) -> f64 {
     let k = s.dot_len().unwrap_or(s.pairs.len()).max(1);
-    let mask = if dtype.bits() == 8 { 0xff } else { 0xffff };
+    let mask = mask(dtype);
     let mut flips = 0u64;
     for dot in s.pairs.chunks(k) {
         for (i, p) in dot.iter().enumerate().skip(lanes) {
@@ -134,14 +173,25 @@ pub fn bit_flips_per_mac(s: &OperandStream, dtype: Dtype, lanes: usize) -> f64 {
     flips as f64 / s.pairs.len().max(1) as f64
 }
 
-/// Toggles per MAC of every model in `models` on the sampled dot products of `ops`.
+/// What the hardware models counted on one pattern.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Toggles per MAC (or the baseline's value) per model name.
+    pub toggles: BTreeMap<String, f64>,
+    /// Per model with signal groups (the tile unit): toggles per MAC per group.
+    pub groups: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// Every model in `models` on `ops`: the dot-product designs on the sampled dot products
+/// `outputs`, the tile unit on the sampled output blocks `blocks`.
 pub fn toggles_per_mac(
     ops: &Operands,
     outputs: &[(usize, usize)],
+    blocks: &[(usize, usize)],
     models: &[HwModel],
-) -> Result<BTreeMap<String, f64>> {
+) -> Result<Counts> {
     let stream = dot_stream(ops, outputs)?;
-    let mut out = BTreeMap::new();
+    let mut out = Counts::default();
     for &m in models {
         let v = match m {
             HwModel::Rtl(d, lanes) => {
@@ -162,10 +212,83 @@ pub fn toggles_per_mac(
                     _ => r.toggles_per_pair,
                 }
             }
+            HwModel::Tile(order) => {
+                let t = TileOperands {
+                    a: &ops.a,
+                    b: &ops.b,
+                    m: ops.shape.m,
+                    n: ops.shape.n,
+                    k: ops.shape.k,
+                };
+                let run = simulate_tiles(&t, blocks, order, DEFAULT_LANES)?;
+                out.groups.insert(
+                    m.name(),
+                    run.per_mac
+                        .iter()
+                        .filter(|(g, _)| **g != "operand ports")
+                        .map(|(g, v)| (g.to_string(), *v))
+                        .collect(),
+                );
+                run.datapath_per_mac
+            }
+            HwModel::RowFlips => row_flips(ops),
+            HwModel::Popcount => popcount(ops),
+            HwModel::ZeroFraction => {
+                let z = |x: &[i16]| {
+                    x.iter().filter(|&&v| ops.dtype.format().is_zero(v)).count() as f64
+                        / x.len().max(1) as f64
+                };
+                (z(&ops.a) + z(&ops.b)) / 2.0
+            }
         };
-        out.insert(m.name(), v);
+        out.toggles.insert(m.name(), v);
     }
     Ok(out)
+}
+
+/// The bits of one element that can flip (8 for int8, 16 for the 16-bit floats).
+fn mask(dtype: Dtype) -> u32 {
+    if dtype.bits() == 8 {
+        0xff
+    } else {
+        0xffff
+    }
+}
+
+/// Rows of a matrix the row baselines look at: the first 256 (all of them if fewer).
+const ROW_SAMPLE: usize = 256;
+
+/// Bits that differ between neighbouring rows at the same k, per element, A's plus B's.
+pub fn row_flips(ops: &Operands) -> f64 {
+    let (k, mask) = (ops.shape.k, mask(ops.dtype));
+    let per = |x: &[i16], rows: usize| -> f64 {
+        let rows = rows.min(ROW_SAMPLE);
+        if rows < 2 {
+            return 0.0;
+        }
+        let flips: u64 = (0..rows - 1)
+            .map(|r| {
+                x[r * k..(r + 1) * k]
+                    .iter()
+                    .zip(&x[(r + 1) * k..(r + 2) * k])
+                    .map(|(&p, &q)| ((p ^ q) as u16 as u32 & mask).count_ones() as u64)
+                    .sum::<u64>()
+            })
+            .sum();
+        flips as f64 / ((rows - 1) * k) as f64
+    };
+    per(&ops.a, ops.shape.m) + per(&ops.b, ops.shape.n)
+}
+
+/// Set bits per element over the first rows of A and of B, A's plus B's.
+pub fn popcount(ops: &Operands) -> f64 {
+    let (k, mask) = (ops.shape.k, mask(ops.dtype));
+    let per = |x: &[i16], rows: usize| -> f64 {
+        let e = &x[..rows.min(ROW_SAMPLE) * k];
+        e.iter().map(|&v| (v as u16 as u32 & mask).count_ones() as u64).sum::<u64>() as f64
+            / e.len().max(1) as f64
+    };
+    per(&ops.a, ops.shape.m) + per(&ops.b, ops.shape.n)
 }
 
 /// A K order chosen to minimize operand switching for a unit of `lanes` multipliers: each

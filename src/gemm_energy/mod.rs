@@ -6,13 +6,19 @@
 //! per GEMM with a 95% CI over rounds, power, TOPS, SM clock, throttle reasons, and toggles
 //! per MAC under every hardware model), and `report.md` with plots.
 //!
-//! Measurement (GPU): per point, launches of the same GEMM back to back for `seconds` after
-//! a warm-up, energy from the NVML total-energy counter, rounds interleaved in alternating
-//! order so that thermal drift hits every pattern alike; idle power before and after. On
-//! the CPU, time only (energy null: no RAPL on these machines). The RTL side needs no
-//! device: sampled dot products of each pattern go through `hw`.
+//! Measurement (GPU): per point, launches of the same GEMM for `seconds` after a warm-up,
+//! energy from the NVML total-energy counter, rounds interleaved in alternating order so
+//! that thermal drift hits every pattern alike; idle power before and after. Two regimes
+//! (`Regime`): back to back (random-like data runs at the power cap, where energy per GEMM
+//! grows through lower clocks), or duty-cycled bursts of about `duty_burst_ms` of GEMMs
+//! then a `duty_sleep_ms` sleep (the card stays under its limit at its top clock; the idle
+//! windows are then that schedule with no GEMM, its floor). On the CPU, time only (energy
+//! null: no RAPL on these machines). The RTL side needs no device: sampled dot products
+//! and output blocks of each pattern go through `hw`.
 
+pub mod calibrate;
 pub mod devices;
+pub mod fit;
 #[cfg(feature = "cuda")]
 mod gpu;
 pub mod hw;
@@ -31,8 +37,33 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, IoContext, Result};
 use crate::files::write_atomic;
 use crate::stats::{percentile, Estimate};
+use crate::choice::Choice;
+use crate::sim::tile::{sample_blocks, TileOrder};
 use hw::HwModel;
 use patterns::{Dtype, Family, Operands, Shape};
+
+/// How the GEMMs of a measurement are issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Regime {
+    /// Launched back to back: the card runs at whatever clock its power limit allows.
+    #[default]
+    BackToBack,
+    /// Bursts of about `duty_burst_ms`, each followed by a `duty_sleep_ms` sleep.
+    Duty,
+}
+
+impl Choice for Regime {
+    const WHAT: &'static str = "regime";
+    const ALL: &'static [Self] = &[Regime::BackToBack, Regime::Duty];
+    fn name(self) -> &'static str {
+        match self {
+            Regime::BackToBack => "back-to-back",
+            Regime::Duty => "duty",
+        }
+    }
+}
+crate::choice_str!(Regime);
 
 /// One `perfwatt gemm-energy` run.
 #[derive(Debug, Clone, Serialize)]
@@ -57,16 +88,33 @@ pub struct GemmConfig {
     pub seconds: f64,
     pub warmup_seconds: f64,
     pub rounds: usize,
+    #[serde(default)]
+    pub regime: Regime,
+    /// Duty regime: GEMMs per burst chosen to take about this long, then this sleep.
+    #[serde(default)]
+    pub duty_burst_ms: f64,
+    #[serde(default)]
+    pub duty_sleep_ms: f64,
     /// Lanes of the dot-product unit hardware models (and of the permutation's model).
     pub lanes: u32,
     /// Output elements whose dot products the hardware models replay.
     pub sample_dots: usize,
+    /// Traversal orders of the tile-level MMA unit (int8), and how many of its 16 x 8
+    /// output blocks (seeded positions, full K) each replays.
+    #[serde(default)]
+    pub tile_orders: Vec<TileOrder>,
+    #[serde(default)]
+    pub sample_blocks: usize,
     pub seed: u64,
     /// Idle power windows before and after the run (seconds each, GPU).
     pub idle_seconds: f64,
     /// Add the RTL designs' gate-level netlists (toggles and energy per MAC) to the
     /// hardware models (yosys; built once, cached).
     pub gate_level: bool,
+    /// A calibration (from another run) whose predictions the report checks against
+    /// this run's measurements.
+    #[serde(default)]
+    pub check_calibration: Option<PathBuf>,
 }
 
 impl GemmConfig {
@@ -101,11 +149,17 @@ impl GemmConfig {
             seconds: if gpu { 2.0 } else { 0.05 },
             warmup_seconds: if gpu { 0.5 } else { 0.01 },
             rounds: 3,
+            regime: Regime::BackToBack,
+            duty_burst_ms: 10.0,
+            duty_sleep_ms: 12.0,
             lanes: 16,
             sample_dots: 16,
+            tile_orders: TileOrder::ALL.to_vec(),
+            sample_blocks: 4,
             seed: 1,
             idle_seconds: if gpu { 5.0 } else { 0.0 },
             gate_level: false,
+            check_calibration: None,
         }
     }
 }
@@ -131,13 +185,49 @@ pub trait GemmDevice {
     fn name(&self) -> String;
     /// Make `ops` the current GEMM (upload, allocate the output).
     fn load(&mut self, ops: &Operands) -> Result<()>;
-    /// Run the current GEMM back to back: `warmup` seconds, then at least `seconds` timed.
-    fn measure(&mut self, warmup: f64, seconds: f64) -> Result<Measurement>;
+    /// Run the current GEMM: `warmup` seconds back to back, then at least `seconds` timed,
+    /// in `pace`'s regime.
+    fn measure(&mut self, warmup: f64, seconds: f64, pace: Pace) -> Result<Measurement>;
     /// The current GEMM's output, for exactness checks (int8: i32 values; float: f32 bits).
     fn output(&mut self) -> Result<Vec<i64>>;
     /// Mean power over a window with nothing running (None without NVML).
     fn idle_w(&mut self, seconds: f64) -> Option<f64>;
     fn power_limit_w(&self) -> Option<f64>;
+}
+
+/// How a measurement issues its GEMMs: back to back (`sleep_s` 0), or bursts of about
+/// `burst_s` followed by a `sleep_s` sleep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    pub burst_s: f64,
+    pub sleep_s: f64,
+}
+
+impl Pace {
+    pub fn of(cfg: &GemmConfig) -> Pace {
+        match cfg.regime {
+            Regime::BackToBack => Pace {
+                burst_s: 0.01,
+                sleep_s: 0.0,
+            },
+            Regime::Duty => Pace {
+                burst_s: cfg.duty_burst_ms / 1e3,
+                sleep_s: cfg.duty_sleep_ms / 1e3,
+            },
+        }
+    }
+
+    /// GEMMs per burst for GEMMs of `per_gemm` seconds (at least 1, at most 1000).
+    pub fn burst(self, per_gemm: f64) -> u64 {
+        ((self.burst_s / per_gemm.max(1e-9)) as u64).clamp(1, 1000)
+    }
+
+    /// The sleep after a burst (nothing back to back).
+    pub fn rest(self) {
+        if self.sleep_s > 0.0 {
+            std::thread::sleep(std::time::Duration::from_secs_f64(self.sleep_s));
+        }
+    }
 }
 
 /// C = A B^T on the host: int8 in i64, floats in f32 (as bits). The reference every device
@@ -183,19 +273,26 @@ impl GemmDevice for CpuDevice {
         self.ops = Some(ops.clone());
         Ok(())
     }
-    fn measure(&mut self, warmup: f64, seconds: f64) -> Result<Measurement> {
+    fn measure(&mut self, warmup: f64, seconds: f64, pace: Pace) -> Result<Measurement> {
         let ops = self
             .ops
             .as_ref()
             .ok_or_else(|| Error::Config("no GEMM loaded".into()))?;
         let t0 = Instant::now();
-        while t0.elapsed().as_secs_f64() < warmup {
+        let mut per_gemm = f64::MAX;
+        while per_gemm == f64::MAX || t0.elapsed().as_secs_f64() < warmup {
+            let s = Instant::now();
             std::hint::black_box(reference_gemm(ops));
+            per_gemm = per_gemm.min(s.elapsed().as_secs_f64());
         }
+        let burst = pace.burst(per_gemm);
         let (t, mut gemms) = (Instant::now(), 0);
         while gemms == 0 || t.elapsed().as_secs_f64() < seconds {
-            std::hint::black_box(reference_gemm(ops));
-            gemms += 1;
+            for _ in 0..burst {
+                std::hint::black_box(reference_gemm(ops));
+            }
+            gemms += burst;
+            pace.rest();
         }
         Ok(Measurement {
             gemms,
@@ -249,8 +346,11 @@ pub struct PointInfo {
     /// Fraction of zero elements in A and B.
     pub zero_a: f64,
     pub zero_b: f64,
-    /// Toggles per MAC under each hardware model.
+    /// Toggles per MAC under each hardware model (a baseline's value under its name).
     pub toggles: BTreeMap<String, f64>,
+    /// Per model with signal groups (the tile unit's orders): toggles per MAC per group.
+    #[serde(default)]
+    pub groups: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 /// One timed round of one point.
@@ -392,7 +492,7 @@ fn plan(cfg: &GemmConfig) -> Result<Plan> {
     }
     let built = par_map(&specs, |(dtype, name, family, about, make)| {
         let ops = make()?;
-        let models = HwModel::for_dtype(*dtype, cfg.lanes, cfg.gate_level);
+        let models = HwModel::for_dtype(*dtype, cfg.lanes, cfg.gate_level, &cfg.tile_orders);
         let base = (info(&ops, name, *family, about, cfg, &models)?, ops);
         // The K-permuted twin (int8: exact), ordered for the dot unit's lanes.
         let twin = if *dtype == Dtype::Int8 && cfg.permute.contains(name) {
@@ -458,6 +558,8 @@ fn info(
     models: &[HwModel],
 ) -> Result<PointInfo> {
     let outputs = hw::sample_outputs(ops, cfg.sample_dots);
+    let blocks = sample_blocks(ops.shape.m, ops.shape.n, cfg.sample_blocks, cfg.seed);
+    let counts = hw::toggles_per_mac(ops, &outputs, &blocks, models)?;
     let zeros = |x: &[i16]| {
         x.iter().filter(|&&v| ops.dtype.format().is_zero(v)).count() as f64 / x.len().max(1) as f64
     };
@@ -468,7 +570,8 @@ fn info(
         about: about.into(),
         zero_a: zeros(&ops.a),
         zero_b: zeros(&ops.b),
-        toggles: hw::toggles_per_mac(ops, &outputs, models)?,
+        toggles: counts.toggles,
+        groups: counts.groups,
     })
 }
 
@@ -658,7 +761,7 @@ fn measure_rounds(
                 &format!("{} {}", info.dtype.name(), info.pattern),
             );
             dev.load(ops)?;
-            let m = dev.measure(cfg.warmup_seconds, cfg.seconds)?;
+            let m = dev.measure(cfg.warmup_seconds, cfg.seconds, Pace::of(cfg))?;
             if let Some(p) = plan
                 .permutations
                 .iter()

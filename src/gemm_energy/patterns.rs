@@ -93,7 +93,7 @@ pub fn f32_to_f16(v: f32) -> u16 {
 }
 
 /// A GEMM's shape: C [M, N] = A [M, K] B[N, K]^T.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shape {
     pub m: usize,
     pub k: usize,
@@ -144,6 +144,9 @@ pub enum Family {
     Bits,
     Placement,
     Sparsity,
+    /// Patterns that separate the tile unit's traversal orders: operands that change
+    /// along K only, across rows only, or both, in one operand or both.
+    Order,
     Real,
     User,
 }
@@ -180,9 +183,32 @@ enum Gen {
     Sparse(f32, f32, f64),
     /// Normal values, 2 of every 4 consecutive K elements zero (2:4 structured sparsity).
     TwoFour(f32, f32),
+    /// One row drawn from the inner generator, repeated in every row.
+    SameRows(&'static Gen),
+    /// Rows alternate +m / -(m+1) (int8 85 / -86: 01010101 / 10101010, every bit flips;
+    /// float +-m), constant along K.
+    AltRows(f32, f32),
+    /// +-v alternating along K, v drawn per row (normal).
+    AltKPerRow(f32, f32),
+    /// +m / -(m+1) alternating along K, the phase flipping from row to row.
+    Checker(f32, f32),
 }
 
 const NORMAL: Gen = Gen::Normal(40.0, 1.0);
+const SORTED: Gen = Gen::SortedK(40.0, 1.0);
+const PLUS_MINUS: Gen = Gen::AltRows(85.0, 1.5);
+const ROW_CONSTANT: Gen = Gen::RowConstant(40.0, 1.0);
+
+/// A pattern of the order family.
+const fn order(name: &'static str, about: &'static str, a: Gen, b: Gen) -> Pattern {
+    Pattern {
+        name,
+        family: Family::Order,
+        about,
+        a,
+        b,
+    }
+}
 
 /// Every synthetic pattern, in report order.
 pub const PATTERNS: &[Pattern] = &[
@@ -333,6 +359,19 @@ pub const PATTERNS: &[Pattern] = &[
         a: Gen::TwoFour(40.0, 1.0),
         b: Gen::TwoFour(40.0, 1.0),
     },
+    order("same-rows", "every row the same normal vector: random along K, none across rows", Gen::SameRows(&NORMAL), Gen::SameRows(&NORMAL)),
+    order("rows-alternating", "rows alternate +85 / -86 (every bit), constant along K", PLUS_MINUS, PLUS_MINUS),
+    order("alternating-k-per-row", "+-v alternating along K, v normal per row", Gen::AltKPerRow(40.0, 1.0), Gen::AltKPerRow(40.0, 1.0)),
+    order("sorted-same-rows", "one ascending normal vector in every row", Gen::SameRows(&SORTED), Gen::SameRows(&SORTED)),
+    order("checker", "+85 / -86 alternating along K and across rows", Gen::Checker(85.0, 1.5), Gen::Checker(85.0, 1.5)),
+    order("rows-alternating-a", "A: rows alternate +85 / -86; B: one constant", PLUS_MINUS, Gen::Const(-91.0, 1.3)),
+    order("rows-alternating-b", "A: one constant; B: rows alternate +85 / -86", Gen::Const(-91.0, 1.3), PLUS_MINUS),
+    order("alternating-a-normal-b", "A: +-85 along K, rows identical; B: normal", Gen::Alternating(85.0, 1.5), NORMAL),
+    order("row-constant-a-normal-b", "A: one normal value per row; B: normal", ROW_CONSTANT, NORMAL),
+    order("normal-a-row-constant-b", "A: normal; B: one normal value per row", NORMAL, ROW_CONSTANT),
+    order("same-rows-a-normal-b", "A: every row the same normal vector; B: normal", Gen::SameRows(&NORMAL), NORMAL),
+    order("normal-a-same-rows-b", "A: normal; B: every row the same normal vector", NORMAL, Gen::SameRows(&NORMAL)),
+    order("zeros-a-normal-b", "A all zero (every product zero); B normal", Gen::Const(0.0, 0.0), NORMAL),
 ];
 
 pub fn find(name: &str) -> Option<&'static Pattern> {
@@ -351,8 +390,21 @@ impl Gen {
         let int = dtype == Dtype::Int8;
         let pick = |i: f32, f: f32| if int { i } else { f };
         let enc = |v: f32| dtype.encode(v);
+        if let Gen::SameRows(inner) = self {
+            let row = inner.fill(dtype, 1, k, r);
+            return (0..rows).flat_map(|_| row.iter().copied()).collect();
+        }
+        // int8: +m / -(m+1), complementary bit patterns; floats: +-m.
+        let flip = |i: f32, f: f32, neg: bool| -> f32 {
+            match (neg, int) {
+                (false, true) => i,
+                (true, true) => -(i + 1.0),
+                (false, false) => f,
+                (true, false) => -f,
+            }
+        };
         let mut out = Vec::with_capacity(rows * k);
-        for _ in 0..rows {
+        for row in 0..rows {
             let start = out.len();
             match self {
                 Gen::Const(i, f) => out.extend(std::iter::repeat_n(enc(pick(i, f)), k)),
@@ -396,6 +448,17 @@ impl Gen {
                     let v = pick(i, f) * normal(r);
                     enc(if r.unit() < zero { 0.0 } else { v })
                 })),
+                Gen::SameRows(_) => unreachable!("filled above"),
+                Gen::AltRows(i, f) => {
+                    out.extend(std::iter::repeat_n(enc(flip(i, f, row % 2 == 1)), k))
+                }
+                Gen::AltKPerRow(i, f) => {
+                    let v = pick(i, f) * normal(r);
+                    out.extend((0..k).map(|j| enc(if j % 2 == 0 { v } else { -v })))
+                }
+                Gen::Checker(i, f) => {
+                    out.extend((0..k).map(|j| enc(flip(i, f, (j + row) % 2 == 1))))
+                }
                 Gen::TwoFour(i, f) => {
                     for g in 0..k.div_ceil(4) {
                         // Two distinct kept positions of the four, at random.

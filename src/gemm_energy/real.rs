@@ -17,8 +17,14 @@ use crate::model::{self, LinearId, LinearTap, Precision, WeightView};
 /// The projections the real patterns use: (pattern name, layer, projection).
 pub const REAL: &[(&str, usize, &str)] = &[
     ("llm-q-l0", 0, "q"),
+    ("llm-k-l0", 0, "k"),
+    ("llm-v-l0", 0, "v"),
+    ("llm-o-l15", 15, "o"),
+    ("llm-up-l15", 15, "up"),
     ("llm-down-l15", 15, "down"),
+    ("llm-q-l29", 29, "q"),
     ("llm-gate-l29", 29, "gate"),
+    ("llm-down-l29", 29, "down"),
 ];
 
 /// Keeps every activation row and the weight of the chosen projections.

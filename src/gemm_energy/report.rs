@@ -9,8 +9,11 @@ use std::path::Path;
 
 use crate::error::{IoContext, Result};
 use crate::files::write_atomic;
+use crate::gemm_energy::calibrate;
+use crate::gemm_energy::fit::{self, Candidate, Sample, Selection};
+use crate::gemm_energy::hw::HwModel;
 use crate::gemm_energy::patterns::Dtype;
-use crate::gemm_energy::{GemmReport, PointResult};
+use crate::gemm_energy::{GemmReport, PointResult, Regime};
 use crate::render::section::{table, Align, Correlation};
 use crate::stats::{bootstrap_ci, loo_errors_pct, pearson, percentile, spearman};
 use crate::vcd::toggles::csv_field;
@@ -95,6 +98,10 @@ pub fn write_report(r: &GemmReport, dir: &Path) -> Result<()> {
         }
         md.push_str(&patterns_table(dtype, &points, r));
         md.push_str(&predictions(dtype, &points, &plots)?);
+        md.push_str(&selection_section(dtype, &points, r));
+        if let Some(path) = &r.config.check_calibration {
+            md.push_str(&calibration_check(path, dtype, &points, r)?);
+        }
     }
     md.push_str(&permutations(r));
     write_atomic(&dir.join("report.md"), md.as_bytes())
@@ -102,13 +109,21 @@ pub fn write_report(r: &GemmReport, dir: &Path) -> Result<()> {
 
 fn header(r: &GemmReport) -> String {
     let c = &r.config;
+    let dtypes = c.dtypes.iter().map(|d| d.name()).collect::<Vec<_>>();
+    let (how, flag) = match c.regime {
+        Regime::BackToBack => ("back-to-back GEMMs".to_string(), String::new()),
+        Regime::Duty => (
+            format!("bursts of about {} ms of GEMMs, each followed by {} ms asleep (the duty regime: energy per GEMM includes the sleeps' share; above idle subtracts that schedule's floor, the same schedule with no GEMM)", c.duty_burst_ms, c.duty_sleep_ms),
+            format!(" --regime duty --duty-burst-ms {} --duty-sleep-ms {}", c.duty_burst_ms, c.duty_sleep_ms),
+        ),
+    };
     let mut md = format!(
-        "# perfwatt gemm-energy: {}\n\nGEMM C = A B^T with A {} x {} (activations) and B {} x {} (weights), {} on {}; per pattern {} rounds of {} s of back-to-back GEMMs after {} s of warm-up, rounds in alternating order. Hardware models replay {} sampled dot products (full K) of each pattern. Data: `results.csv`, `results.json`, raw rounds `points.jsonl`. Reproduce: `perfwatt gemm-energy --device {} --dtype {} --shape {},{},{} --seconds {} --rounds {}`.\n\n",
+        "# perfwatt gemm-energy: {}\n\nGEMM C = A B^T with A {} x {} (activations) and B {} x {} (weights), {} on {}; per pattern {} rounds of {} s of {how} after {} s of warm-up, rounds in alternating order. Hardware models replay {} sampled dot products (full K) of each pattern, and the tile unit {} sampled 16 x 8 output blocks (full K) per order. Data: `results.csv`, `results.json`, raw rounds `points.jsonl`. Reproduce: `perfwatt gemm-energy --device {} --dtype {} --shape {},{},{} --seconds {} --rounds {}{flag}`.\n\n",
         r.device,
         c.shape.m, c.shape.k, c.shape.n, c.shape.k,
-        c.dtypes.iter().map(|d| d.name()).collect::<Vec<_>>().join(" and "),
-        r.device, c.rounds, c.seconds, c.warmup_seconds, c.sample_dots,
-        c.device, c.dtypes.iter().map(|d| d.name()).collect::<Vec<_>>().join(","), c.shape.m, c.shape.k, c.shape.n, c.seconds, c.rounds,
+        dtypes.join(" and "),
+        r.device, c.rounds, c.seconds, c.warmup_seconds, c.sample_dots, c.sample_blocks,
+        c.device, dtypes.join(","), c.shape.m, c.shape.k, c.shape.n, c.seconds, c.rounds,
     );
     match (r.idle_w_before, r.idle_w_after) {
         (Some(a), Some(b)) => {
@@ -234,17 +249,249 @@ fn spread_notes(points: &[&PointResult], r: &GemmReport) -> String {
     if let Some(limit) = r.power_limit_w {
         let capped: Vec<&str> = points
             .iter()
-            .filter(|p| {
-                p.avg_w.is_some_and(|w| w.mean >= 0.97 * limit)
-                    || p.throttle.iter().any(|t| t.contains("POWER"))
-            })
+            .filter(|p| capped(p, Some(limit)))
             .map(|p| p.info.pattern.as_str())
             .collect();
+        if r.config.regime == Regime::Duty {
+            md.push_str(&duty_check(points, &capped));
+        }
         if !capped.is_empty() {
             let _ = writeln!(md, "\nAt the power cap ({limit:.0} W, or a power clock event) for {} of {} patterns ({}): there the card holds its watts and lowers its clock, so energy per GEMM rises through time, not power.", capped.len(), points.len(), capped.join(", "));
         }
     }
     md
+}
+
+/// Did the duty regime keep the card off its cap: clock events and the SM clock's range.
+fn duty_check(points: &[&PointResult], capped: &[&str]) -> String {
+    let clocks: Vec<f64> = points.iter().filter_map(|p| p.sm_mhz_median).collect();
+    let (lo, hi) = clocks
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &c| (a.min(c), b.max(c)));
+    let range = if clocks.is_empty() {
+        "no SM clock readings".to_string()
+    } else {
+        format!("median SM clock per pattern {lo:.0}-{hi:.0} MHz")
+    };
+    if capped.is_empty() {
+        format!("\nDuty regime check: no pattern reached the power cap or had a power clock event; {range}.\n")
+    } else {
+        format!("\n**Duty regime check failed** for {} of {} patterns (power cap or power clock event: {}); {range}. Lengthen --duty-sleep-ms or shorten --duty-burst-ms.\n", capped.len(), points.len(), capped.join(", "))
+    }
+}
+
+/// At the power cap: mean power within 3% of the limit, or a power clock event.
+fn capped(p: &PointResult, limit: Option<f64>) -> bool {
+    limit.is_some_and(|l| p.avg_w.is_some_and(|w| w.mean >= 0.97 * l))
+        || p.throttle.iter().any(|t| t.contains("POWER"))
+}
+
+/// The patterns as the fits see them: cost, every model's value, every tile order's
+/// signal groups (`<model> | <group>`), the power regime.
+pub fn samples(points: &[&PointResult], limit: Option<f64>) -> Vec<Sample> {
+    points
+        .iter()
+        .map(|p| {
+            let mut features = p.info.toggles.clone();
+            for (model, groups) in &p.info.groups {
+                for (g, v) in groups {
+                    features.insert(group_feature(model, g), *v);
+                }
+            }
+            Sample {
+                y: cost(p).0,
+                features,
+                capped: capped(p, limit),
+            }
+        })
+        .collect()
+}
+
+fn group_feature(model: &str, group: &str) -> String {
+    format!("{model} | {group}")
+}
+
+/// The candidates of this run's `dtype`, split into the RTL family and the declared
+/// baselines; a candidate whose feature some pattern lacks (rows of an older run) is left
+/// out.
+pub fn candidates(r: &GemmReport, dtype: Dtype, samples: &[Sample]) -> (Vec<Candidate>, Vec<Candidate>) {
+    let c = &r.config;
+    let has = |f: &str| samples.iter().all(|s| s.features.contains_key(f));
+    let (mut family, mut baselines) = (Vec::new(), vec![Candidate::TwoGroup]);
+    for m in HwModel::for_dtype(dtype, c.lanes, c.gate_level, &c.tile_orders) {
+        let name = m.name();
+        if !has(&name) {
+            continue;
+        }
+        if m.is_baseline() {
+            baselines.push(Candidate::Line(name));
+            continue;
+        }
+        if let HwModel::Tile(_) = m {
+            let mut groups: Vec<String> = samples
+                .iter()
+                .flat_map(|s| s.features.keys())
+                .filter(|f| f.starts_with(&format!("{name} | ")))
+                .cloned()
+                .collect();
+            groups.sort();
+            groups.dedup();
+            if !groups.is_empty() && groups.iter().all(|g| has(g)) {
+                family.push(Candidate::Groups {
+                    name: name.clone(),
+                    features: groups,
+                });
+            }
+        }
+        family.push(Candidate::Line(name));
+    }
+    (family, baselines)
+}
+
+/// The honest estimate: the RTL family's candidate chosen inside each leave-one-out fold,
+/// against every baseline declared before fitting, and what the most chosen model says.
+fn selection_section(dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> String {
+    let s = samples(points, r.power_limit_w);
+    let (family, baselines) = candidates(r, dtype, &s);
+    let mut md = format!("### {}: nested selection, against declared baselines
+
+", dtype.name());
+    let Some(sel) = fit::select(&s, &family, &baselines) else {
+        md.push_str("Too few patterns (or no RTL model) for a nested estimate.
+
+");
+        return md;
+    };
+    let _ = writeln!(md, "Each pattern is predicted by the RTL-family model (one of {} candidates: every RTL design's toggles per MAC on a line, and each tile order's signal groups with non-negative weights) that the *other* patterns choose by their own leave-one-out error, so selecting among many models cannot flatter the estimate. The baselines were named before any fit: {}. Differences are mean absolute errors, nested estimate minus baseline, in percentage points, with a paired bootstrap 95% CI over patterns.
+", family.len(), baselines.iter().map(|b| b.name()).collect::<Vec<_>>().join("; "));
+    let columns = [
+        ("estimate", Align::Left),
+        ("Spearman rho", Align::Right),
+        ("LOO error, median", Align::Right),
+        ("max", Align::Right),
+        ("nested minus this, pp (95% CI)", Align::Left),
+        ("verdict", Align::Left),
+    ];
+    let mut rows = vec![vec![
+        "**nested selection, RTL family**".into(),
+        opt(sel.nested.spearman, 3),
+        opt(sel.nested.median_pct, 2) + "%",
+        opt(sel.nested.max_pct, 2) + "%",
+        String::new(),
+        String::new(),
+    ]];
+    for v in &sel.versus {
+        rows.push(vec![
+            format!("baseline: {}", v.baseline.name),
+            opt(v.baseline.spearman, 3),
+            opt(v.baseline.median_pct, 2) + "%",
+            opt(v.baseline.max_pct, 2) + "%",
+            v.diff_pp
+                .map(|(d, lo, hi)| format!("{d:+.2} [{lo:+.2}, {hi:+.2}]"))
+                .unwrap_or_else(|| "n/a".into()),
+            verdict(v.diff_pp),
+        ]);
+    }
+    md.push_str(&table(&columns, rows.into_iter()));
+    md.push('\n');
+    md.push_str(&chosen_text(&sel, &family, &s, points.len()));
+    md
+}
+
+/// This run's patterns predicted by an earlier run's calibration.
+fn calibration_check(path: &Path, dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> Result<String> {
+    let cals = calibrate::read(path)?;
+    let cal = calibrate::for_dtype(&cals, dtype)?;
+    let s = samples(points, r.power_limit_w);
+    let mut md = format!("### {}: predicted by the calibration {}\n\nThe calibration (fitted on {} patterns of {}, {} regime: {}) predicts each pattern of this run from its own toggles; patterns it was fitted on are marked.\n\n", dtype.name(), path.display(), cal.fitted_on.len(), cal.device, cal.regime, cal.candidate);
+    let (mut errs, mut fresh, mut inside) = (Vec::new(), Vec::new(), 0usize);
+    let rows: Vec<Vec<String>> = points
+        .iter()
+        .zip(&s)
+        .filter_map(|(p, x)| {
+            let pred = calibrate::predict_from(cal, &x.features).ok()?;
+            let e = (pred.predicted / x.y - 1.0) * 100.0;
+            let seen = cal.fitted_on.contains(&p.info.pattern);
+            errs.push(e.abs());
+            if !seen {
+                fresh.push(e.abs());
+            }
+            inside += usize::from(pred.low <= x.y && x.y <= pred.high);
+            Some(vec![
+                p.info.pattern.clone() + if seen { " (fitted on)" } else { "" },
+                format!("{:.4}", x.y),
+                format!("{:.4}", pred.predicted),
+                format!("[{:.4}, {:.4}]", pred.low, pred.high),
+                format!("{e:+.2}%"),
+            ])
+        })
+        .collect();
+    let columns = [
+        ("pattern", Align::Left),
+        ("measured", Align::Right),
+        ("predicted", Align::Right),
+        ("95% prediction interval", Align::Left),
+        ("error", Align::Right),
+    ];
+    md.push_str(&table(&columns, rows.into_iter()));
+    let _ = writeln!(md, "\nMedian absolute error {}% over {} patterns ({}% over the {} it was not fitted on; max {}%); {inside} of {} measurements inside their interval.\n", opt(percentile(&errs, 50.0), 2), errs.len(), opt(percentile(&fresh, 50.0), 2), fresh.len(), opt(fresh.iter().copied().reduce(f64::max), 2), errs.len());
+    Ok(md)
+}
+
+/// Whether the nested RTL estimate beats a baseline, from the CI of the difference.
+fn verdict(d: Option<(f64, f64, f64)>) -> String {
+    match d {
+        Some((_, _, hi)) if hi < 0.0 => "RTL model better".into(),
+        Some((_, lo, _)) if lo > 0.0 => "baseline better".into(),
+        Some((_, lo, hi)) => format!(
+            "not distinguishable (a difference under {:.2} pp is not detectable here)",
+            lo.abs().max(hi.abs())
+        ),
+        None => "n/a".into(),
+    }
+}
+
+/// Which candidates the folds chose, and the most chosen one fitted to every pattern: for
+/// signal groups, the weights (which groups explain the energy).
+fn chosen_text(sel: &Selection, family: &[Candidate], s: &[Sample], n: usize) -> String {
+    let mut chosen: Vec<(&String, &usize)> = sel.chosen.iter().collect();
+    chosen.sort_by(|a, b| b.1.cmp(a.1));
+    let mut md = format!(
+        "Chosen in the {n} folds: {}.
+",
+        chosen
+            .iter()
+            .map(|(c, k)| format!("{c} ({k})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let Some(top) = chosen.first().and_then(|(name, _)| family.iter().find(|c| c.name() == **name)) else {
+        return md + "
+";
+    };
+    if let Candidate::Groups { name, features } = top {
+        let all: Vec<&Sample> = s.iter().collect();
+        if let Some((floor, w)) = fit::nnls_fit(&all, features) {
+            let terms: Vec<String> = features
+                .iter()
+                .zip(&w)
+                .map(|(f, w)| {
+                    let g = f.rsplit(" | ").next().unwrap_or(f);
+                    format!("{w:.3e} x {g}")
+                })
+                .collect();
+            let zero: Vec<&str> = features
+                .iter()
+                .zip(&w)
+                .filter(|(_, w)| **w == 0.0)
+                .map(|(f, _)| f.rsplit(" | ").next().unwrap_or(f))
+                .collect();
+            let _ = writeln!(md, "
+Fitted to all {n} patterns, {name} gives cost = {floor:.4} + {} (toggles per MAC of each signal group; weights held non-negative). {}", terms.join(" + "), if zero.is_empty() { "Every group carries weight.".to_string() } else { format!("Weight 0, so explaining nothing the other groups do not: {}.", zero.join(", ")) });
+        }
+    }
+    md + "
+"
 }
 
 /// Scatter, fit and statistics per hardware model, and the models ranked.

@@ -50,7 +50,7 @@ impl fmt::Display for Design {
 impl FromStr for Design {
     type Err = Error;
     fn from_str(s: &str) -> Result<Design> {
-        Design::all().find(|d| d.name == s).ok_or_else(|| {
+        Design::catalogue().find(|d| d.name == s).ok_or_else(|| {
             let names: Vec<&str> = DESIGNS.iter().map(|d| d.name).collect();
             Error::Config(format!("unknown design '{s}': {}", names.join(", ")))
         })
@@ -71,9 +71,15 @@ impl<'de> serde::Deserialize<'de> for Design {
 }
 
 impl Design {
-    /// Every design, in catalogue order.
-    pub fn all() -> impl Iterator<Item = Design> {
+    /// Every design of the catalogue, the tile unit included.
+    pub fn catalogue() -> impl Iterator<Item = Design> {
         DESIGNS.iter().map(Design)
+    }
+
+    /// Every design that replays an operand stream (what `sim --design all` runs), in
+    /// catalogue order: all but the tile unit (src/sim/tile.rs replays whole blocks).
+    pub fn all() -> impl Iterator<Item = Design> {
+        Design::catalogue().filter(|d| !d.tile)
     }
 
     /// The design of this name (`baseline`, `dot`, ...).
@@ -113,6 +119,12 @@ impl Design {
     /// The model parameters that take `stream`, or why this design cannot.
     pub fn params_for(self, stream: &OperandStream, lanes: u32) -> Result<Params> {
         let (fa, fb) = (stream.a_format, stream.b_format);
+        if self.tile {
+            return Err(Error::Sim(format!(
+                "{}: replays whole output blocks of a GEMM (perfwatt gemm-energy), not an operand stream",
+                self.name()
+            )));
+        }
         let cannot = |why: String| {
             Err(Error::Sim(format!(
                 "{}: cannot take a {} stream: {why}",

@@ -18,7 +18,8 @@
 //! Files, in data-flow order: `design` (the catalogue's designs: which parameters take a
 //! stream, operand encoding, the reference accumulator), `schedule` (stream -> cycle
 //! records), `ffi` (the Verilator models build.rs linked), `run` (cycle records -> counts,
-//! threaded, and the gate-level runs), `table` (`SimReport` and its text tables).
+//! threaded, and the gate-level runs), `table` (`SimReport` and its text tables); `tile`
+//! replays whole GEMM output blocks into the tile-level MMA unit (its own schedule).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,12 +33,15 @@ pub mod gate;
 mod run;
 mod schedule;
 mod table;
+pub mod tile;
 
 /// The design catalogue (sim/designs.rs), shared with build.rs.
 pub mod catalogue {
     include!("../../sim/designs.rs");
 }
-pub use catalogue::{Params, ACC_W, BF16_DOT_EXTRA, BF16_LANES, LANES, WIDTHS};
+pub use catalogue::{
+    Params, ACC_W, BF16_DOT_EXTRA, BF16_LANES, LANES, TILE_COLS, TILE_DEPTH, TILE_ROWS, WIDTHS,
+};
 pub use design::{Design, DEFAULT_LANES};
 pub use run::{
     simulate, simulate_gate, simulate_lanes, simulate_plan, simulate_threads, SimEvent, SimPlan,

@@ -346,7 +346,7 @@ fn glitch_sample(
     let n = opts.glitch_cycles.min(sched.cycles());
     let width = |port| design.signal_width(p, port) as usize;
     let (aw, bw) = (width("a_i"), width("b_i"));
-    let hex = schedule_hex(sched, aw, bw, 0..n);
+    let hex = schedule_hex(sched, (aw, bw, 0), 0..n);
     let dir = prep.dir.join(format!("glitch-{}", std::process::id()));
     let t = gate::glitch::unit_delay(nl, &hex, aw, bw, &dir)?;
     let zero = prep

@@ -14,7 +14,7 @@ use super::catalogue::Params;
 use super::Design;
 
 /// The cycle records a model replays: `PwCycle<NW>` of sim/shim.h, flattened into 32-bit
-/// words (a's NW words, b's NW words, then rst_n | valid << 8 | clear << 16).
+/// words (a's NW words, b's NW words, then rst_n | valid << 8 | clear << 16 | sel << 24).
 pub(super) struct Schedule {
     pub(super) stride: usize,
     /// Bits per lane of a_i and b_i.
@@ -24,6 +24,17 @@ pub(super) struct Schedule {
 }
 
 impl Schedule {
+    /// No cycles yet, for a model with `nw` words per operand port and lanes of `a_w` and
+    /// `b_w` bits.
+    pub(super) fn new(nw: usize, a_w: u32, b_w: u32, cycles: usize) -> Schedule {
+        Schedule {
+            stride: 2 * nw + 1,
+            a_w,
+            b_w,
+            words: Vec::with_capacity(cycles * (2 * nw + 1)),
+        }
+    }
+
     pub(super) fn cycles(&self) -> usize {
         self.words.len() / self.stride
     }
@@ -34,8 +45,14 @@ impl Schedule {
         flags >> 16 & 1 == 1 && flags >> 8 & 1 == 1
     }
 
-    /// One cycle: lanes of a and b (already encoded) packed from bit 0 up.
-    fn push(&mut self, rst_n: bool, valid: bool, clear: bool, a: &[u32], b: &[u32]) {
+    /// One cycle: lanes of a and b (already encoded) packed from bit 0 up; `sel` drives
+    /// sel_i where the model has it.
+    pub(super) fn push(
+        &mut self,
+        (rst_n, valid, clear, sel): (bool, bool, bool, u8),
+        a: &[u32],
+        b: &[u32],
+    ) {
         let nw = (self.stride - 1) / 2;
         let at = self.words.len();
         self.words.resize(at + self.stride, 0);
@@ -52,7 +69,8 @@ impl Schedule {
         };
         pack(a, self.a_w, at);
         pack(b, self.b_w, at + nw);
-        self.words[at + 2 * nw] = rst_n as u32 | (valid as u32) << 8 | (clear as u32) << 16;
+        self.words[at + 2 * nw] =
+            rst_n as u32 | (valid as u32) << 8 | (clear as u32) << 16 | (sel as u32) << 24;
     }
 }
 
@@ -64,25 +82,20 @@ pub(super) fn schedule(design: Design, p: Params, stream: &OperandStream) -> Res
     let starts = stream.dot_starts();
     let nw = design.cycle_words(p);
     let (aw, bw) = design.lane_widths(p);
-    let mut s = Schedule {
-        stride: 2 * nw + 1,
-        a_w: aw,
-        b_w: bw,
-        words: Vec::with_capacity((stream.pairs.len() / lanes + 8) * (2 * nw + 1)),
-    };
+    let mut s = Schedule::new(nw, aw, bw, stream.pairs.len() / lanes + 8);
     let idle = vec![0u32; lanes];
-    s.push(false, false, false, &idle, &idle);
-    s.push(false, false, false, &idle, &idle);
+    s.push((false, false, false, 0), &idle, &idle);
+    s.push((false, false, false, 0), &idle, &idle);
     let (mut a, mut b) = (vec![0u32; lanes], vec![0u32; lanes]);
     for (c, slice) in stream.pairs.chunks_exact(lanes).enumerate() {
         for (j, &(x, w)) in slice.iter().enumerate() {
             a[j] = design.encode(x, p, true);
             b[j] = design.encode(w, p, false);
         }
-        s.push(true, true, starts[c * lanes], &a, &b);
+        s.push((true, true, starts[c * lanes], 0), &a, &b);
     }
     for _ in 0..design.drain {
-        s.push(true, false, false, &idle, &idle);
+        s.push((true, false, false, 0), &idle, &idle);
     }
     Ok(s)
 }
@@ -118,19 +131,19 @@ pub fn stimulus_hex(stream: &OperandStream, design: Design, lanes: u32) -> Resul
     let sched = schedule(design, p, stream)?;
     let width = |port| design.signal_width(p, port) as usize;
     let (aw, bw) = (width("a_i"), width("b_i"));
-    Ok(schedule_hex(&sched, aw, bw, 0..sched.cycles()))
+    Ok(schedule_hex(&sched, (aw, bw, 0), 0..sched.cycles()))
 }
 
-/// Cycles `range` of a schedule as stimulus words (see `stimulus_hex`), `aw` and `bw` the
-/// operand ports' widths in bits.
+/// Cycles `range` of a schedule as stimulus words (see `stimulus_hex`); `aw`, `bw` and
+/// `sw` are the widths in bits of a_i, b_i and sel_i (0: no sel_i, as in every stream
+/// design). With sel_i the word is {rst_n, valid, clear, sel, a_i, b_i}.
 pub(super) fn schedule_hex(
     sched: &Schedule,
-    aw: usize,
-    bw: usize,
+    (aw, bw, sw): (usize, usize, usize),
     range: std::ops::Range<usize>,
 ) -> String {
     let nw = (sched.stride - 1) / 2;
-    let bits = bw + aw + 3;
+    let bits = bw + aw + sw + 3;
     let mut out = String::with_capacity(range.len() * (bits.div_ceil(4) + 1));
     for rec in
         sched.words[range.start * sched.stride..range.end * sched.stride].chunks_exact(sched.stride)
@@ -151,9 +164,11 @@ pub(super) fn schedule_hex(
             put(bw + i * 32, w, aw.saturating_sub(i * 32));
         }
         let flags = rec[2 * nw];
-        put(bw + aw, flags >> 16 & 1, 1);
-        put(bw + aw + 1, flags >> 8 & 1, 1);
-        put(bw + aw + 2, flags & 1, 1);
+        let at = bw + aw;
+        put(at, flags >> 24, sw);
+        put(at + sw, flags >> 16 & 1, 1);
+        put(at + sw + 1, flags >> 8 & 1, 1);
+        put(at + sw + 2, flags & 1, 1);
         let hex: String = word.iter().rev().map(|w| format!("{w:08x}")).collect();
         out.push_str(&hex[hex.len() - bits.div_ceil(4)..]);
         out.push('\n');
