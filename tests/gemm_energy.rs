@@ -77,7 +77,7 @@ fn cpu_run_is_complete_exact_and_resumes() {
     // The tile unit, in every order, with its signal groups: zeros deliver nothing.
     let tile = "mma-tile k-outer-n (RTL)";
     assert_eq!(p(Dtype::Int8, "zeros").info.groups[tile]["A delivery"], 0.0);
-    assert!(p(Dtype::Int8, "normal").info.groups[tile]["B delivery"] > 1.0);
+    assert!(p(Dtype::Int8, "normal").info.groups[tile]["B delivery"] > 0.3);
     assert_eq!(p(Dtype::Int8, "normal").info.groups.len(), 4);
     // bf16: the serial MAC, the fused 16-lane dot unit, and the two bit-flip models.
     assert!(p(Dtype::Bf16, "normal").info.toggles["bf16-dot x16 (RTL)"] > 10.0);
