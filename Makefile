@@ -41,4 +41,5 @@ lint:
 	for l in 4 16; do verilator --lint-only -Wall -GLANES=$$l rtl/dot_bf16.v; done
 	for l in 4 16 64; do for f in "-GB_W=8" "-GB_W=4 -GB_SIGNED=0"; do \
 	  verilator --lint-only -Wall -y rtl -GLANES=$$l $$f rtl/dot_unit.v && verilator --lint-only -Wall -y rtl -GLANES=$$l $$f rtl/dot_unit_isolated.v; done; done
+	verilator --lint-only -Wall rtl/mma_tile.v
 	$(CARGO) clippy --all-targets

@@ -137,20 +137,24 @@ fi
 if [ "$STEP" = gemm-tile ]; then
   # Issue 25: both regimes, int8 + bf16, the tile unit's orders, nested selection, a
   # calibration per regime; then patterns held out of it (and a new seed) predicted by it.
-  # Kept in $PW (resumable while the machine stays warm: call again after a time-out),
-  # tarred into $OUT at the end of every call.
+  # Kept in $PW (resumable while the machine stays warm: call again after a time-out);
+  # every command shares one deadline (GE_BUDGET seconds from here) so that the tar into
+  # $OUT at the end always runs inside the lent machine's per-call limit.
   G=$PW/gemm-tile
   HOLD=checker,zeros-a-normal-b,rows-alternating-b,normal-a-same-rows-b,laplace,sparse50-both,sorted-same-rows,low-bits
   EXCL=$(echo "$HOLD" | sed 's/\([^,]*\)/-\1/g')
-  log "gemm-tile calibrate"
-  timeout "${GE_BUDGET:-520}" $BIN gemm-energy --device cuda --dtype int8,bf16 --regime both --calibrate \
-    --patterns "all,$EXCL" --seconds "${GE_SECONDS:-1}" --rounds "${GE_ROUNDS:-2}" --out "$G/calibrate" >> "$R/log.txt" 2>&1 || log "STOPPED calibrate (rerun to resume)"
+  DEADLINE=$(( $(date +%s) + ${GE_BUDGET:-540} ))
+  left() { echo $(( DEADLINE - $(date +%s) )); }
+  common="--device cuda --dtype int8,bf16 --seconds ${GE_SECONDS:-1} --rounds ${GE_ROUNDS:-2}"
+  log "gemm-tile calibrate ($(left) s left)"
+  timeout "$(left)" $BIN gemm-energy $common --regime both --calibrate --patterns "all,$EXCL" \
+    --out "$G/calibrate" >> "$R/log.txt" 2>&1 || log "STOPPED calibrate (call again to resume)"
   for reg in back-to-back duty; do
-    [ -f "$G/calibrate/$reg/calibration.json" ] || continue
-    log "gemm-tile holdout $reg"
-    timeout "${GE_BUDGET:-520}" $BIN gemm-energy --device cuda --dtype int8,bf16 --regime $reg --no-real --permute none \
-      --patterns "$HOLD" --seed 2 --seconds "${GE_SECONDS:-1}" --rounds "${GE_ROUNDS:-2}" \
-      --check-calibration "$G/calibrate/$reg/calibration.json" --out "$G/holdout/$reg" >> "$R/log.txt" 2>&1 || log "STOPPED holdout $reg"
+    [ -f "$G/calibrate/$reg/calibration.json" ] && [ "$(left)" -gt 30 ] || continue
+    log "gemm-tile holdout $reg ($(left) s left)"
+    timeout "$(left)" $BIN gemm-energy $common --regime $reg --no-real --permute none --patterns "$HOLD" \
+      --seed 2 --check-calibration "$G/calibrate/$reg/calibration.json" --out "$G/holdout/$reg" \
+      >> "$R/log.txt" 2>&1 || log "STOPPED holdout $reg"
   done
   cp "$R/log.txt" "$G/log.txt"
   tar -C "$G" -czf "${OUT:-$R}/gemm-tile.tgz" .

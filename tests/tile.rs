@@ -148,3 +148,18 @@ fn bad_input_is_one_clear_error() {
     .unwrap_err();
     assert!(e.to_string().contains("whole output blocks"), "{e}");
 }
+
+#[test]
+fn the_rtl_is_lint_clean() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new("verilator")
+        .args(["--lint-only", "-Wall"])
+        .arg(root.join("rtl/mma_tile.v"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
