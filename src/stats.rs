@@ -13,6 +13,17 @@ pub struct Estimate {
     pub n: usize,
 }
 
+/// One-sided 80% Student-t quantile (the power term of a minimum detectable effect).
+fn t80(df: usize) -> f64 {
+    const T: [f64; 10] = [1.376, 1.061, 0.978, 0.941, 0.920, 0.906, 0.896, 0.889, 0.883, 0.879];
+    match df {
+        0 => f64::NAN,
+        d if d <= 10 => T[d - 1],
+        d if d <= 30 => 0.86,
+        _ => 0.842,
+    }
+}
+
 /// Two-sided 95% Student-t quantile for `df` degrees of freedom.
 fn t95(df: usize) -> f64 {
     const T: [f64; 30] = [
@@ -28,6 +39,15 @@ fn t95(df: usize) -> f64 {
 }
 
 impl Estimate {
+    /// The smallest true mean a two-sided test at 5% would detect with 80% power given
+    /// this estimate's standard error: (t_0.975 + t_0.80) x SE, df = n - 1. None below 2.
+    pub fn min_detectable(&self) -> Option<f64> {
+        (self.n >= 2).then(|| {
+            let se = (self.ci95_high - self.mean) / t95(self.n - 1);
+            se * (t95(self.n - 1) + t80(self.n - 1))
+        })
+    }
+
     /// The estimate of `f` over the items where it has a value (runs with a counter
     /// reading, rounds of one pattern, ...).
     pub fn over<T>(items: &[T], f: impl Fn(&T) -> Option<f64>) -> Option<Estimate> {
@@ -234,6 +254,15 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minimum_detectable_effect_of_three_rounds() {
+        // mean 2, sd 1, n 3: SE = 1/sqrt(3); (t_0.975,2 + t_0.80,2) = 4.303 + 1.061.
+        let e = Estimate::of(&[1.0, 2.0, 3.0]).unwrap();
+        let want = (4.303 + 1.061) / 3f64.sqrt();
+        assert!((e.min_detectable().unwrap() - want).abs() < 1e-9);
+        assert!(Estimate::of(&[1.0]).and_then(|e| e.min_detectable()).is_none());
+    }
 
     #[test]
     fn loo_errors_are_zero_on_a_line_and_grow_off_it() {

@@ -571,6 +571,8 @@ fn permutations(r: &GemmReport) -> String {
         ("output identical", Align::Left),
         ("predicted change, toggles/MAC", Align::Left),
         ("measured change, J/GEMM (95% CI over rounds)", Align::Left),
+        ("min. detectable (80% power)", Align::Right),
+        ("verdict", Align::Left),
     ];
     let rows = r.permutations.iter().map(|p| {
         vec![
@@ -587,8 +589,20 @@ fn permutations(r: &GemmReport) -> String {
                 .collect::<Vec<_>>()
                 .join("; "),
             p.measured_pct
-                .map(|e| format!("{:+.2}% [{:+.2}, {:+.2}]", e.mean, e.ci95_low, e.ci95_high))
+                .map(|e| format!("{:+.2}% [{:+.2}, {:+.2}] (n = {})", e.mean, e.ci95_low, e.ci95_high, e.n))
                 .unwrap_or_else(|| "n/a (no energy counter)".into()),
+            p.measured_pct
+                .and_then(|e| e.min_detectable())
+                .map(|m| format!("{m:.2}%"))
+                .unwrap_or_else(|| "n/a".into()),
+            match p.measured_pct {
+                Some(e) if e.ci95_low > 0.0 || e.ci95_high < 0.0 => "changed".into(),
+                Some(e) if e.n >= 2 => format!(
+                    "not detectable: a change under {:.1}% would pass unseen",
+                    e.min_detectable().unwrap_or(f64::NAN)
+                ),
+                _ => "n/a".into(),
+            },
         ]
     });
     md.push_str(&table(&columns, rows));
