@@ -189,6 +189,16 @@ pub enum GemmAction {
   perfwatt gemm-energy predict --calibration experiments/results/h200-gemm-energy/duty/calibration.json \\
       --operands A.npy B.npy")]
     Predict(PredictArgs),
+    /// Rewrite a finished run's report.md, results.csv and calibration.json from its
+    /// results.json alone (no device, no operands): what a new report section or fit
+    /// needs to reach data already measured.
+    Report {
+        /// The run folder (holds results.json).
+        dir: PathBuf,
+        /// Check this calibration instead of the one the run named.
+        #[arg(long, value_name = "FILE")]
+        check_calibration: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]

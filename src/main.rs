@@ -57,8 +57,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Cells { liberty, map } => cells(&liberty, map.as_deref()),
         Cmd::Roofline(a) => roofline(&a.config()?, &a.out_dir()),
         Cmd::GemmEnergy(a) => {
-            if let Some(cli::GemmAction::Predict(p)) = &a.action {
-                return gemm_predict(p);
+            match &a.action {
+                Some(cli::GemmAction::Predict(p)) => return gemm_predict(p),
+                Some(cli::GemmAction::Report {
+                    dir,
+                    check_calibration,
+                }) => {
+                    let r = perfwatt::gemm_energy::rerender(dir, check_calibration.as_deref())?;
+                    println!("{} patterns; rewrote {}/report.md", r.points.len(), dir.display());
+                    return Ok(());
+                }
+                None => {}
             }
             // --regime both: one complete run per regime, each in its own folder.
             let regimes = a.regimes()?;

@@ -191,6 +191,11 @@ fn duty_regime_calibrate_and_predict_without_a_gpu() {
     assert_eq!(v[0]["regime"], "duty");
     assert_eq!(v[0]["fitted_on"].as_array().unwrap().len(), 32);
     assert!(out.join("back-to-back/calibration.json").exists());
+    // `gemm-energy report DIR` rewrites the same report from results.json alone.
+    let before = std::fs::read_to_string(out.join("back-to-back/report.md")).unwrap();
+    let (ok, err) = cli(&["report", out.join("back-to-back").to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("back-to-back/report.md")).unwrap(), before);
     // Predict: operands at the calibrated shape (A 32 x 64, B 64 x 16).
     let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
     npy_i8(&a, 32, 64, |i| (i * 37 % 255) as i8);

@@ -84,7 +84,7 @@ pub fn calibrate(r: &GemmReport) -> Vec<Calibration> {
 }
 
 fn calibrate_dtype(r: &GemmReport, dtype: Dtype, points: &[&PointResult]) -> Option<Calibration> {
-    let s = samples(points, r.power_limit_w);
+    let s = samples(points, r.power_limit_w, r.config.regime);
     let (family, baselines) = candidates(r, dtype, &s);
     let sel = fit::select(&s, &family, &baselines)?;
     let (top, &count) = sel.chosen.iter().max_by_key(|(_, &k)| k)?;
@@ -126,7 +126,12 @@ fn calibrate_dtype(r: &GemmReport, dtype: Dtype, points: &[&PointResult]) -> Opt
         features,
         floor,
         weights,
-        unit: if energy { "J/GEMM" } else { "ms/GEMM" }.into(),
+        unit: match (energy, r.config.regime) {
+            (true, Regime::Duty) => "J/GEMM above the duty schedule's floor",
+            (true, _) => "J/GEMM",
+            _ => "ms/GEMM",
+        }
+        .into(),
         fitted_on: points.iter().map(|p| p.info.pattern.clone()).collect(),
         loo_errors_pct: loo,
         chosen_in: (count, s.len()),

@@ -66,7 +66,7 @@ impl Choice for Regime {
 crate::choice_str!(Regime);
 
 /// One `perfwatt gemm-energy` run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GemmConfig {
     /// cpu, or cuda (a build with the `cuda` feature).
     pub device: DeviceSpec,
@@ -363,7 +363,7 @@ pub struct RoundRow {
 }
 
 /// Per point over its rounds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PointResult {
     #[serde(flatten)]
     pub info: PointInfo,
@@ -380,7 +380,7 @@ pub struct PointResult {
 }
 
 /// The K-permutation experiment on one pattern: the same GEMM with K reordered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Permutation {
     pub dtype: Dtype,
     pub pattern: String,
@@ -393,9 +393,9 @@ pub struct Permutation {
     pub measured_pct: Option<Estimate>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GemmReport {
-    pub schema: &'static str,
+    pub schema: String,
     pub config: GemmConfig,
     pub device: String,
     pub power_limit_w: Option<f64>,
@@ -706,7 +706,7 @@ pub fn run_gemm_energy(cfg: &GemmConfig, out: &Path, mut hooks: Hooks<'_>) -> Re
         })
         .collect();
     let report = GemmReport {
-        schema: "perfwatt.gemm-energy/1",
+        schema: "perfwatt.gemm-energy/1".into(),
         config: cfg.clone(),
         device,
         power_limit_w,
@@ -721,6 +721,28 @@ pub fn run_gemm_energy(cfg: &GemmConfig, out: &Path, mut hooks: Hooks<'_>) -> Re
     )?;
     write_atomic(&out.join("results.csv"), report::to_csv(&report).as_bytes())?;
     report::write_report(&report, out)?;
+    Ok(report)
+}
+
+/// Rewrite a finished run's report, CSV and (where it has one) calibration from its
+/// results.json alone: no device, no operands regenerated, so a new report section or a
+/// new fit reaches committed data in seconds. `check` replaces the calibration the report
+/// checks (`--check-calibration`, e.g. where the run's own path was on another machine).
+pub fn rerender(out: &Path, check: Option<&Path>) -> Result<GemmReport> {
+    let path = out.join("results.json");
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    let mut report: GemmReport = serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: not a gemm-energy result: {e}", path.display())))?;
+    if let Some(c) = check {
+        report.config.check_calibration = Some(c.to_path_buf());
+    }
+    write_atomic(&path, (serde_json::to_string_pretty(&report).expect("json") + "\n").as_bytes())?;
+    write_atomic(&out.join("results.csv"), report::to_csv(&report).as_bytes())?;
+    report::write_report(&report, out)?;
+    let cal = out.join("calibration.json");
+    if cal.exists() {
+        calibrate::write(&calibrate::calibrate(&report), &cal)?;
+    }
     Ok(report)
 }
 

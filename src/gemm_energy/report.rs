@@ -19,10 +19,23 @@ use crate::stats::{bootstrap_ci, loo_errors_pct, pearson, percentile, spearman};
 use crate::vcd::toggles::csv_field;
 
 /// What the report predicts: energy per GEMM (J) where NVML measured it, else time (ms).
-fn cost(p: &PointResult) -> (f64, bool) {
-    match p.j_per_gemm {
-        Some(e) => (e.mean, true),
-        None => (p.s_per_gemm.mean * 1e3, false),
+/// In the duty regime, energy above the schedule's floor (idle over the loop's time
+/// subtracted): the raw figure carries each pattern's share of the sleeps, which depends
+/// on how many of its GEMMs fill a burst.
+fn cost(p: &PointResult, regime: Regime) -> (f64, bool) {
+    match (p.j_per_gemm, p.j_per_gemm_above_idle, regime) {
+        (Some(_), Some(above), Regime::Duty) => (above.mean, true),
+        (Some(e), _, _) => (e.mean, true),
+        _ => (p.s_per_gemm.mean * 1e3, false),
+    }
+}
+
+/// The name and axis label of what the report predicts.
+fn cost_name(energy: bool, regime: Regime) -> (&'static str, &'static str) {
+    match (energy, regime) {
+        (true, Regime::Duty) => ("J/GEMM above floor", "energy per GEMM above the schedule's floor (J)"),
+        (true, _) => ("J/GEMM", "energy per GEMM (J)"),
+        _ => ("ms/GEMM", "time per GEMM (ms)"),
     }
 }
 
@@ -40,12 +53,12 @@ pub struct ModelFit {
 
 /// Every model's fit for the points of `dtype`, best first (lowest leave-one-out median
 /// error, then highest Spearman).
-pub fn fits(points: &[&PointResult]) -> Vec<ModelFit> {
+pub fn fits(points: &[&PointResult], regime: Regime) -> Vec<ModelFit> {
     let models: Vec<String> = points
         .first()
         .map(|p| p.info.toggles.keys().cloned().collect())
         .unwrap_or_default();
-    let y: Vec<f64> = points.iter().map(|p| cost(p).0).collect();
+    let y: Vec<f64> = points.iter().map(|p| cost(p, regime).0).collect();
     let mut v: Vec<ModelFit> = models
         .into_iter()
         .map(|m| {
@@ -97,7 +110,7 @@ pub fn write_report(r: &GemmReport, dir: &Path) -> Result<()> {
             continue;
         }
         md.push_str(&patterns_table(dtype, &points, r));
-        md.push_str(&predictions(dtype, &points, &plots)?);
+        md.push_str(&predictions(dtype, &points, &plots, r.config.regime)?);
         md.push_str(&selection_section(dtype, &points, r));
         if let Some(path) = &r.config.check_calibration {
             md.push_str(&calibration_check(path, dtype, &points, r)?);
@@ -226,17 +239,17 @@ fn spread_notes(points: &[&PointResult], r: &GemmReport) -> String {
     let mut md = String::new();
     let (lo, hi) = points
         .iter()
-        .map(|p| cost(p))
+        .map(|p| cost(p, Regime::BackToBack))
         .fold((f64::MAX, f64::MIN), |(a, b), (v, _)| (a.min(v), b.max(v)));
     let (lo_p, hi_p) = (
         points
             .iter()
-            .find(|p| cost(p).0 == lo)
+            .find(|p| cost(p, Regime::BackToBack).0 == lo)
             .map(|p| p.info.pattern.as_str())
             .unwrap_or(""),
         points
             .iter()
-            .find(|p| cost(p).0 == hi)
+            .find(|p| cost(p, Regime::BackToBack).0 == hi)
             .map(|p| p.info.pattern.as_str())
             .unwrap_or(""),
     );
@@ -288,7 +301,7 @@ fn capped(p: &PointResult, limit: Option<f64>) -> bool {
 
 /// The patterns as the fits see them: cost, every model's value, every tile order's
 /// signal groups (`<model> | <group>`), the power regime.
-pub fn samples(points: &[&PointResult], limit: Option<f64>) -> Vec<Sample> {
+pub fn samples(points: &[&PointResult], limit: Option<f64>, regime: Regime) -> Vec<Sample> {
     points
         .iter()
         .map(|p| {
@@ -299,7 +312,7 @@ pub fn samples(points: &[&PointResult], limit: Option<f64>) -> Vec<Sample> {
                 }
             }
             Sample {
-                y: cost(p).0,
+                y: cost(p, regime).0,
                 features,
                 capped: capped(p, limit),
             }
@@ -351,7 +364,7 @@ pub fn candidates(r: &GemmReport, dtype: Dtype, samples: &[Sample]) -> (Vec<Cand
 /// The honest estimate: the RTL family's candidate chosen inside each leave-one-out fold,
 /// against every baseline declared before fitting, and what the most chosen model says.
 fn selection_section(dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> String {
-    let s = samples(points, r.power_limit_w);
+    let s = samples(points, r.power_limit_w, r.config.regime);
     let (family, baselines) = candidates(r, dtype, &s);
     let mut md = format!("### {}: nested selection, against declared baselines
 
@@ -402,7 +415,7 @@ fn selection_section(dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> S
 fn calibration_check(path: &Path, dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> Result<String> {
     let cals = calibrate::read(path)?;
     let cal = calibrate::for_dtype(&cals, dtype)?;
-    let s = samples(points, r.power_limit_w);
+    let s = samples(points, r.power_limit_w, r.config.regime);
     let mut md = format!("### {}: predicted by the calibration {}\n\nThe calibration (fitted on {} patterns of {}, {} regime: {}) predicts each pattern of this run from its own toggles; patterns it was fitted on are marked.\n\n", dtype.name(), path.display(), cal.fitted_on.len(), cal.device, cal.regime, cal.candidate);
     let (mut errs, mut fresh, mut inside) = (Vec::new(), Vec::new(), 0usize);
     let rows: Vec<Vec<String>> = points
@@ -495,15 +508,11 @@ Fitted to all {n} patterns, {name} gives cost = {floor:.4} + {} (toggles per MAC
 }
 
 /// Scatter, fit and statistics per hardware model, and the models ranked.
-fn predictions(dtype: Dtype, points: &[&PointResult], plots: &Path) -> Result<String> {
+fn predictions(dtype: Dtype, points: &[&PointResult], plots: &Path, regime: Regime) -> Result<String> {
     let energy = points.iter().all(|p| p.j_per_gemm.is_some());
-    let (y_name, y_label) = if energy {
-        ("J/GEMM", "energy per GEMM (J)")
-    } else {
-        ("ms/GEMM", "time per GEMM (ms)")
-    };
-    let y: Vec<f64> = points.iter().map(|p| cost(p).0).collect();
-    let ranked = fits(points);
+    let (y_name, y_label) = cost_name(energy, regime);
+    let y: Vec<f64> = points.iter().map(|p| cost(p, regime).0).collect();
+    let ranked = fits(points, regime);
     let mut md = format!(
         "### {}: which hardware model predicts {y_name}?\n\n",
         dtype.name()
