@@ -225,6 +225,16 @@ fn params(design: Design, lanes: u32) -> Result<Params> {
     })
 }
 
+/// Two reset cycles (zero operands), with room for `more` cycles after them.
+fn reset_schedule(nw: usize, lanes: u32, more: usize) -> Schedule {
+    let idle = vec![0u32; TILE_ROWS.max(TILE_COLS) as usize * lanes as usize];
+    let mut s = Schedule::new(nw, 8, 8, 2 + more);
+    for _ in 0..2 {
+        s.push((false, false, false, 0), &idle, &idle);
+    }
+    s
+}
+
 /// The cycles of one block in `order`, then the drain with the last operands held.
 fn block_schedule(
     ops: &TileOperands,
@@ -294,11 +304,7 @@ pub fn simulate_tiles(
     let widths: Vec<u32> = names.iter().map(|n| design.signal_width(p, n)).collect();
     let mut model = Model::new(design, p, None, false)?;
     let mut fc = FastCounter::new(widths.iter().map(|&w| snapshot_slots(w)).sum());
-    let idle = vec![0u32; TILE_ROWS.max(TILE_COLS) as usize * lanes as usize];
-    let mut reset = Schedule::new(nw, 8, 8, 2);
-    for _ in 0..2 {
-        reset.push((false, false, false, 0), &idle, &idle);
-    }
+    let reset = reset_schedule(nw, lanes, 0);
     // Counted like a stream design's reset (nothing but the clock moves in it), so that one
     // block's counts equal those of a simulator replaying `tile_stimulus_hex`.
     model.run(&reset, 0..2, Some(&mut fc));
@@ -379,11 +385,7 @@ pub fn tile_stimulus_hex(
     let p = params(design, lanes)?;
     let nw = design.cycle_words(p);
     let block = block_schedule(ops, corner, order, p, nw);
-    let mut s = Schedule::new(nw, 8, 8, block.cycles() + 2);
-    let idle = vec![0u32; TILE_ROWS.max(TILE_COLS) as usize * lanes as usize];
-    for _ in 0..2 {
-        s.push((false, false, false, 0), &idle, &idle);
-    }
+    let mut s = reset_schedule(nw, lanes, block.cycles());
     s.words.extend_from_slice(&block.words);
     let w = |port| design.signal_width(p, port) as usize;
     Ok(schedule_hex(
