@@ -68,9 +68,11 @@ fn kill_9_loses_nothing_finished_and_rerun_resumes() {
     let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
     let infer0 = out.join("points").join(&key0).join("infer.json");
     let before = mtime(&infer0);
-    // The CSV is complete and parseable at every moment (written atomically).
+    // The CSV is written atomically and before the JSONL, so it holds every row the JSONL
+    // lists (one more only if the next point finished within the kill's 50 ms window).
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert_eq!(csv.lines().count(), first.len() + 1);
+    let csv_rows = csv.lines().count() - 1;
+    assert!(csv_rows == first.len() || csv_rows == first.len() + 1, "{csv_rows}");
 
     assert!(sweep(&spec, &out).status().unwrap().success());
     let all = rows(&out);

@@ -474,13 +474,15 @@ pub fn rows_csv(rows: &[Row]) -> String {
     out
 }
 
+/// results.csv first, then results.jsonl: the JSONL is the record a resumed sweep reads,
+/// so once it lists a row the CSV already holds it, whenever the process is killed.
 pub(super) fn write_rows(dir: &Path, rows: &[Row]) -> Result<()> {
     let jsonl: String = rows
         .iter()
         .map(|r| serde_json::to_string(r).expect("row") + "\n")
         .collect();
-    write_atomic(&dir.join("results.jsonl"), jsonl.as_bytes())?;
-    write_atomic(&dir.join("results.csv"), rows_csv(rows).as_bytes())
+    write_atomic(&dir.join("results.csv"), rows_csv(rows).as_bytes())?;
+    write_atomic(&dir.join("results.jsonl"), jsonl.as_bytes())
 }
 
 /// (replicates done incl. skipped, total, what is starting or None at an end)
