@@ -156,6 +156,36 @@ pub enum Cmd {
   perfwatt roofline --quick
   perfwatt roofline --device cuda --out experiments/results/h100/roofline")]
     Roofline(RooflineArgs),
+    /// Measure any command's GPU (and CPU) energy, phase by phase: perfwatt's energy
+    /// method around a workload it does not drive (a PyTorch script, a server, a job).
+    ///
+    /// Per GPU: the NVML energy counter from spawn to exit, idle before (and after),
+    /// above-idle energy, both power fields, SM clock, clock-event reasons, memory,
+    /// utilisation; CPU energy through RAPL where the host lets it be read. The command's
+    /// output passes through, and its exit code is perfwatt's (128 + N for signal N).
+    ///
+    /// Phases: the command prints marker lines on stdout or stderr, or writes them to the
+    /// FIFO named in $PERFWATT_PHASE_FIFO:
+    ///   PERFWATT_PHASE NAME          NAME starts; the previous such phase ends
+    ///   PERFWATT_PHASE begin NAME    a window that may nest in or overlap others...
+    ///   PERFWATT_PHASE end NAME      ...until this line
+    /// Phases open at exit end there. A phase shorter than 5 counter updates is flagged
+    /// (unresolved), not reported as measured. Python runs with PYTHONUNBUFFERED=1 so its
+    /// markers are not buffered; other programs should flush after a marker.
+    ///
+    /// Ctrl-C: forwarded to the command (its process group) as SIGINT; a second Ctrl-C
+    /// kills it. The report is written either way. Without NVML the command and its phases
+    /// are still timed; energy fields are null with the reason.
+    #[command(after_help = "Examples:
+  perfwatt measure -- python train.py --epochs 1
+  perfwatt measure --devices 0,1 --idle-s 10 --idle-after-s 5 --out runs/serve -- ./serve.sh
+  perfwatt measure --trace trace.json -- perfwatt infer --device cuda
+  (in Python: print('PERFWATT_PHASE load'); ...; print('PERFWATT_PHASE generate'))
+
+Out: OUT/measure.json (schema perfwatt.measure/1), OUT/report.md, OUT/power.csv (long
+format: gpu,t_s,power_w,...), OUT/plots/power-gpuN.{png,svg}; --trace: a Chrome
+trace-event file for Perfetto (ui.perfetto.dev) or chrome://tracing.")]
+    Measure(MeasureArgs),
     /// Measure how a GEMM's energy depends on its operand data, and how well the switching
     /// of hardware models (RTL MACs, dot-product units, operand bit flips) predicts it.
     ///
@@ -812,6 +842,63 @@ impl SweepArgs {
             time: self.time.clone(),
             dry_run: self.dry_run,
         }
+    }
+}
+
+#[derive(Args)]
+pub struct MeasureArgs {
+    /// GPUs to measure, by NVML index (0,1) or `all`.
+    #[arg(long, default_value = "all")]
+    pub devices: String,
+    /// Power sampling interval in milliseconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub interval_ms: f64,
+    /// Seconds of idle measured before the command starts (windows of at most 1 s).
+    #[arg(long, default_value_t = 5.0)]
+    pub idle_s: f64,
+    /// Seconds of idle measured after it ends (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub idle_after_s: f64,
+    /// Output folder (default experiments/runs/measure-UNIXTIME).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also write a trace-event timeline (power, energy, SM clock, utilisation; phases).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl MeasureArgs {
+    pub fn config(&self) -> Result<perfwatt::measure::MeasureConfig> {
+        if !(self.interval_ms >= 1.0) {
+            return Err(perfwatt::Error::Config(format!(
+                "--interval-ms {}: at least 1 ms",
+                self.interval_ms
+            )));
+        }
+        if !(self.idle_s >= 0.0 && self.idle_after_s >= 0.0) {
+            return Err(perfwatt::Error::Config("--idle-s and --idle-after-s: seconds, 0 or more".into()));
+        }
+        Ok(perfwatt::measure::MeasureConfig {
+            command: self.command.clone(),
+            gpus: self.devices.parse()?,
+            interval_ms: self.interval_ms,
+            idle_s: self.idle_s,
+            idle_after_s: self.idle_after_s,
+            powercap_root: std::env::var_os("PERFWATT_POWERCAP_ROOT")
+                .map_or_else(|| perfwatt::energy::rapl::POWERCAP_ROOT.into(), PathBuf::from),
+        })
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            PathBuf::from(format!("experiments/runs/measure-{now}"))
+        })
     }
 }
 

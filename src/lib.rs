@@ -9,7 +9,7 @@
 //! Layers, each importing only from the layers below it (no cycles, nothing reaches up):
 //! - leaves: `error`, `files` (atomic writes, JSON Lines), `choice` (enums named by a
 //!   word), `stats`, `render` (PNG+SVG plots, shared markdown sections), `device` (cpu /
-//!   cuda:N, parsed once; the per-device fan-out), `energy` (NVML), `model` (candle);
+//!   cuda:N, parsed once; the per-device fan-out), `energy` (NVML; `energy::rapl` for CPUs), `model` (candle);
 //! - formats the stages exchange, each read and written by one module: `trace` (operand
 //!   streams: capture writes them, sim reads them) and `vcd` (any simulator's VCD -> toggles;
 //!   sim counts its own dumps with it);
@@ -17,7 +17,9 @@
 //!   toggles, through the design catalogue `sim::catalogue`);
 //! - drivers over the stages: `sweep` (capture and sim per point; `sweep::slurm`), `report`
 //!   (a sweep's run folder -> report.md), `roofline` (model kernels -> roofline),
-//!   `gemm_energy` (operand patterns -> J/GEMM and the hardware models that predict it).
+//!   `gemm_energy` (operand patterns -> J/GEMM and the hardware models that predict it),
+//!   `measure` (any command -> its energy, phase by phase, through `energy`);
+//! - `timeline`: trace-event JSON (Perfetto) of counters and spans, a leaf the drivers use.
 //!
 //! The command line (clap) lives in the binary only: library enums parse from and print as
 //! their names (`FromStr`/`Display`), and `src/cli.rs` maps flags onto them.
@@ -29,6 +31,7 @@ pub mod energy;
 pub mod error;
 pub mod files;
 pub mod gemm_energy;
+pub mod measure;
 pub mod model;
 mod render;
 pub mod report;
@@ -38,6 +41,7 @@ pub mod stats;
 pub mod sweep;
 /// `sweep --slurm`, where it was before the sweep became a folder.
 pub use sweep::slurm;
+pub mod timeline;
 pub mod trace;
 pub mod vcd;
 

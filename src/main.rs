@@ -56,6 +56,7 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Cmd::Cells { liberty, map } => cells(&liberty, map.as_deref()),
         Cmd::Roofline(a) => roofline(&a.config()?, &a.out_dir()),
+        Cmd::Measure(_) => unreachable!("main runs measure for its exit code"),
         Cmd::GemmEnergy(a) => {
             match &a.action {
                 Some(cli::GemmAction::Predict(p)) => return gemm_predict(p),
@@ -445,8 +446,54 @@ fn progress_bar(len: u64, msg: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// `perfwatt measure`: the command's exit code is perfwatt's, and an interrupt goes to the
+/// command (counted here, forwarded by the library) while the report is still written.
+fn measure(a: &cli::MeasureArgs) -> Result<ExitCode> {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    let cfg = a.config()?;
+    let out = a.out_dir();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    let _ = ctrlc::set_handler(move || {
+        count.fetch_add(1, Ordering::Relaxed);
+    });
+    let m = perfwatt::measure::run(&cfg, &|| asked.load(Ordering::Relaxed))?;
+    let files = perfwatt::measure::write(&m, &out, a.trace.as_deref())?;
+    let r = &m.report;
+    let energy: Vec<String> = r
+        .gpus
+        .iter()
+        .map(|g| match (g.energy_j, g.above_idle_j) {
+            (Some(e), Some(a)) => format!("GPU {}: {e:.2} J ({a:.2} J above idle)", g.index),
+            (Some(e), None) => format!("GPU {}: {e:.2} J", g.index),
+            _ => format!("GPU {}: energy n/a", g.index),
+        })
+        .collect();
+    eprintln!(
+        "perfwatt measure: {:.2} s, exit {}; {}; {} phase(s); wrote {}",
+        r.duration_s,
+        r.exit.exit_code,
+        if energy.is_empty() {
+            r.energy_reason.clone().unwrap_or_default()
+        } else {
+            energy.join(", ")
+        },
+        r.phases.len(),
+        files[0].display()
+    );
+    Ok(ExitCode::from(r.exit.exit_code.clamp(0, 255) as u8))
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Cmd::Measure(a) = &cli.cmd {
+        return measure(a).unwrap_or_else(|e| {
+            eprintln!("perfwatt: error: {e}");
+            ExitCode::FAILURE
+        });
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("perfwatt: error: {e}");

@@ -254,3 +254,83 @@ where
         .draw()
         .map_err(pe)
 }
+
+/// Power over time: the driver-averaged series `w` and, where finite, the instantaneous
+/// field's `instant` (both at times `t`), over shaded labelled windows `spans` (name, start,
+/// end; one colour per name, overlaps show through each other).
+pub(crate) fn power_over_time<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    t: &[f64],
+    w: &[f64],
+    instant: &[f64],
+    spans: &[(String, f64, f64)],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let t0 = t.first().copied().unwrap_or(0.0).min(0.0);
+    let t1 = t.last().copied().unwrap_or(1.0).max(t0 + 1e-3);
+    let wmax = w
+        .iter()
+        .chain(instant)
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, &v| m.max(v))
+        * 1.1;
+    let wmax = wmax.max(1.0);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(t0..t1, 0f64..wmax)
+        .map_err(pe)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("GPU power (W)")
+        .draw()
+        .map_err(pe)?;
+    let palette = [ORANGE, GREEN, PURPLE, RED, BLUE];
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _, _) in spans {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    for (k, name) in names.iter().enumerate() {
+        let color = palette[k % palette.len()].mix(0.2);
+        chart
+            .draw_series(
+                spans
+                    .iter()
+                    .filter(|s| s.0 == *name)
+                    .map(|s| Rectangle::new([(s.1, 0.0), (s.2, wmax)], color.filled())),
+            )
+            .map_err(pe)?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .draw_series(LineSeries::new(
+            t.iter().copied().zip(w.iter().copied()).filter(|p| p.1.is_finite()),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(pe)?
+        .label("power, driver-averaged")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE.stroke_width(2)));
+    if instant.iter().any(|v| v.is_finite()) {
+        chart
+            .draw_series(LineSeries::new(
+                t.iter()
+                    .copied()
+                    .zip(instant.iter().copied())
+                    .filter(|p| p.1.is_finite()),
+                RED.stroke_width(1),
+            ))
+            .map_err(pe)?
+            .label("power, instantaneous field")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED.stroke_width(1)));
+    }
+    legend(&mut chart)
+}

@@ -11,14 +11,12 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use plotters::coord::Shift;
-use plotters::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
 use crate::files::write_atomic;
 use crate::model::Opts;
 use crate::render::plot::{
-    bars, both, legend, pe, render, scatter, BLUE, GREEN, ORANGE, PURPLE, RED,
+    bars, both, power_over_time, render, scatter, BLUE, GREEN, ORANGE, PURPLE, RED,
 };
 use crate::render::section::{table, Align, Correlation};
 use crate::stats::pearson;
@@ -779,7 +777,9 @@ impl<'a> Sweep<'a> {
                 &self.plots,
                 &name,
                 (1000, 420),
-                both!(|root| { power_plot(&root, &title, &s) }),
+                both!(|root| {
+                    power_over_time(&root, &title, &s.t, &s.w, &s.instant, &s.spans())
+                }),
             )?;
             let _ = writeln!(md, "![power {}](plots/{name}.png)\n", r.key);
             any = true;
@@ -851,6 +851,31 @@ struct Series {
     phase: Vec<String>,
 }
 
+impl Series {
+    /// The prefill and decode spans of the phase column, each from its first sample to the
+    /// next phase's.
+    fn spans(&self) -> Vec<(String, f64, f64)> {
+        let mut spans: Vec<(String, f64, f64)> = Vec::new();
+        let t_end = self.t.last().copied().unwrap_or(0.0);
+        for (i, p) in self.phase.iter().enumerate() {
+            let same = i > 0 && self.phase[i - 1] == *p;
+            if same {
+                continue;
+            }
+            if let Some(last) = spans.last_mut().filter(|s| s.2.is_nan()) {
+                last.2 = self.t[i];
+            }
+            if p == "prefill" || p == "decode" {
+                spans.push((p.clone(), self.t[i], f64::NAN));
+            }
+        }
+        if let Some(last) = spans.last_mut().filter(|s| s.2.is_nan()) {
+            last.2 = t_end;
+        }
+        spans
+    }
+}
+
 fn read_power(path: &Path) -> Option<Series> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines();
@@ -879,88 +904,6 @@ fn read_power(path: &Path) -> Option<Series> {
         }
     }
     (!s.t.is_empty()).then_some(s)
-}
-
-fn power_plot<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    title: &str,
-    s: &Series,
-) -> Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    let t1 = s.t.last().copied().unwrap_or(1.0);
-    let wmax =
-        s.w.iter()
-            .chain(s.instant.iter().filter(|v| v.is_finite()))
-            .fold(0f64, |m, &v| m.max(v))
-            * 1.1;
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..t1, 0f64..wmax.max(1.0))
-        .map_err(pe)?;
-    chart
-        .configure_mesh()
-        .x_desc("time (s)")
-        .y_desc("GPU power (W)")
-        .draw()
-        .map_err(pe)?;
-    // Shade prefill and decode spans.
-    for (phase, color, name) in [
-        ("prefill", ORANGE.mix(0.25), "prefill"),
-        ("decode", GREEN.mix(0.2), "decode"),
-    ] {
-        let mut spans = Vec::new();
-        let mut start = None;
-        for i in 0..s.t.len() {
-            let on = s.phase[i] == phase;
-            match (on, start) {
-                (true, None) => start = Some(s.t[i]),
-                (false, Some(a)) => {
-                    spans.push((a, s.t[i]));
-                    start = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(a) = start {
-            spans.push((a, t1));
-        }
-        chart
-            .draw_series(
-                spans
-                    .iter()
-                    .map(|&(a, b)| Rectangle::new([(a, 0.0), (b, wmax)], color.filled())),
-            )
-            .map_err(pe)?
-            .label(name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
-    }
-    chart
-        .draw_series(LineSeries::new(
-            s.t.iter().copied().zip(s.w.iter().copied()),
-            BLUE.stroke_width(2),
-        ))
-        .map_err(pe)?
-        .label("power, driver-averaged")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE.stroke_width(2)));
-    if s.instant.iter().any(|v| v.is_finite()) {
-        chart
-            .draw_series(LineSeries::new(
-                s.t.iter()
-                    .copied()
-                    .zip(s.instant.iter().copied())
-                    .filter(|p| p.1.is_finite()),
-                RED.stroke_width(1),
-            ))
-            .map_err(pe)?
-            .label("power, instantaneous field")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED.stroke_width(1)));
-    }
-    legend(&mut chart)
 }
 
 /// The axes that move energy per token far more than operands do: configurations that

@@ -5,6 +5,9 @@
 //! and a background `PowerSampler` (power, energy counter, utilisation, SM clock, memory)
 //! at a set rate with phase markers, so energy splits into idle / prefill / decode.
 //! No NVML or no GPU: `GpuMeter::open` says why, and callers report energy as null.
+//! CPU energy (RAPL through powercap sysfs) is `rapl`.
+
+pub mod rapl;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -90,6 +93,22 @@ impl GpuMeter {
     /// Open NVML's GPU `index`. The error says why energy cannot be measured (one line).
     pub fn open(index: u32) -> Result<Self, String> {
         Self::open_by(&format!("GPU {index}"), |nvml| nvml.device_by_index(index))
+    }
+
+    /// Every GPU NVML sees, in its (PCI) order; the error says why there are none.
+    pub fn every_gpu() -> Result<Vec<Self>, String> {
+        let n = Nvml::init()
+            .and_then(|nvml| nvml.device_count())
+            .map_err(|e| format!("NVML unavailable ({e}); energy fields are null"))?;
+        if n == 0 {
+            return Err("NVML sees no GPU; energy fields are null".into());
+        }
+        (0..n).map(Self::open).collect()
+    }
+
+    /// NVML's index of this GPU.
+    pub fn index(&self) -> u32 {
+        self.index
     }
 
     /// The meter of the GPU that CUDA calls `ordinal`, found by its UUID: CUDA numbers
@@ -379,7 +398,7 @@ fn instant_power_w(dev: &nvml_wrapper::Device<'_>) -> Option<f64> {
 }
 
 /// The idle draw of a measurement: counter windows before and after it.
-#[derive(Debug, Clone, serde::Serialize, Default)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
 pub struct IdleEstimate {
     /// Median of every window, before and after: the one definition of idle power.
     pub median_w: f64,
@@ -418,23 +437,26 @@ pub fn counter_period_s(readings: &[(f64, u64)]) -> Option<f64> {
     percentile(&gaps, 50.0)
 }
 
+/// The value of a (seconds, value) series at `t`, linear between its neighbours; None
+/// outside the series (it is not extrapolated).
+pub fn interpolate(series: &[(f64, f64)], t: f64) -> Option<f64> {
+    let i = series.partition_point(|p| p.0 <= t);
+    if i == 0 {
+        return None;
+    }
+    let a = series[i - 1];
+    let Some(&b) = series.get(i) else {
+        return (a.0 == t).then_some(a.1);
+    };
+    Some(a.1 + (b.1 - a.1) * (t - a.0) / (b.0 - a.0))
+}
+
 /// Energy of [t0, t1] by the trapezoid rule over a power series of (seconds, W), linearly
 /// interpolated at the window's edges; None unless the series covers the window.
 pub fn trapezoid_j(series: &[(f64, f64)], t0: f64, t1: f64) -> Option<f64> {
-    let at = |t: f64| -> Option<f64> {
-        let i = series.partition_point(|p| p.0 <= t);
-        if i == 0 || i > series.len() {
-            return None;
-        }
-        let (a, b) = (series[i - 1], *series.get(i).unwrap_or(&series[i - 1]));
-        if i == series.len() {
-            return (a.0 == t).then_some(a.1);
-        }
-        Some(a.1 + (b.1 - a.1) * (t - a.0) / (b.0 - a.0))
-    };
-    let mut pts = vec![(t0, at(t0)?)];
+    let mut pts = vec![(t0, interpolate(series, t0)?)];
     pts.extend(series.iter().copied().filter(|p| p.0 > t0 && p.0 < t1));
-    pts.push((t1, at(t1)?));
+    pts.push((t1, interpolate(series, t1)?));
     Some(
         pts.windows(2)
             .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
