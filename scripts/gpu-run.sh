@@ -21,6 +21,8 @@
 #  12. opts: the optimization knobs (--opt) on and off, the sweep experiments/gpu-opts.toml
 #  14. gemm-tile (only when asked for): issue 25's regimes, tile orders, calibration and
 #      held-out check (see the step)
+#  15. measure (only when asked for): `perfwatt measure` around the PyTorch baseline,
+#      its per-run energy against the script's own, and the sampler's cost (issue 28)
 #  13. graphs: --opt all / all,-graphs / all,-fused / none at batch 1 and 16, whether the
 #      tokens agree (NO_TORCH=1 stops there),
 #      and PyTorch's static-cache (CUDA graphs) bf16 on the same prompt
@@ -204,6 +206,32 @@ PY
   log "torch bf16 static"
   PYTHONPATH=$PW/py HF_HUB_OFFLINE=1 python3 scripts/torch_baseline.py --gguf "$PERFWATT_MODEL" --prompts "$R/ids.json" \
     --dtype bf16 --static-cache --max-new-tokens 128 --warmup 3 --repeats 5 --out "$R/torch_bf16_static_b1.json" >> "$R/log.txt" 2>&1 || log "FAILED torch bf16 static"
+fi
+if [ "$STEP" = measure ]; then
+  # Issue 28: `perfwatt measure` around PyTorch (a CPU build of perfwatt is enough: NVML is
+  # loaded at run time). (a) agreement: the torch script's own counter energy per run vs
+  # the run-N phase perfwatt measured from outside; (b) the sampler's cost: 10 ms vs
+  # 1000 ms sampling interval in alternating processes (MEASURE_PAIRS pairs).
+  $BIN infer --device cpu --max-new-tokens 1 --warmup 0 --repeats 1 --out "$R/cpu_ids.json" >> "$R/log.txt" 2>&1 || log "FAILED ids"
+  python3 -c "import json;print(json.dumps(json.load(open('$R/cpu_ids.json'))['prompt_ids']))" > "$R/ids.json"
+  mkdir -p "$PW/py" && python3 -m pip install -q --no-deps --target "$PW/py" "$PW"/gguf-*.whl >> "$R/log.txt" 2>&1
+  torch_run() { PYTHONPATH=$PW/py HF_HUB_OFFLINE=1 python3 scripts/torch_baseline.py --gguf "$PERFWATT_MODEL" --prompts "$R/ids.json" \
+    --dtype bf16 --max-new-tokens 64 --warmup 2 --repeats 5 --idle-seconds 2 --idle-windows 1 "$@"; }
+  log "measure around torch (agreement)"
+  $BIN measure --interval-ms 10 --idle-s 5 --idle-after-s 2 --out "$R/agree" --trace "$R/agree/trace.json" -- \
+    bash -c "$(declare -f torch_run); R=$R PW=$PW PERFWATT_MODEL=$PERFWATT_MODEL torch_run --out $R/agree/torch.json" >> "$R/log.txt" 2>&1 || log "FAILED measure agree"
+  python3 scripts/measure-check.py agree "$R/agree" "$R/agree/torch.json" > "$R/agree.md" 2>&1; cat "$R/agree.md" | tee -a "$R/log.txt"
+  fast=(); slow=()
+  for i in $(seq 1 "${MEASURE_PAIRS:-3}"); do
+    for ms in 10 1000; do
+      [ $(( i % 2 )) = 0 ] && ms=$(( 1010 - ms ))  # ABBA order
+      log "overhead pair $i interval $ms ms"
+      $BIN measure --interval-ms $ms --idle-s 1 --out "$R/overhead-$i-$ms" -- \
+        bash -c "$(declare -f torch_run); R=$R PW=$PW PERFWATT_MODEL=$PERFWATT_MODEL torch_run --out $R/overhead-$i-$ms/torch.json" >> "$R/log.txt" 2>&1 || log "FAILED overhead $i $ms"
+      [ $ms = 10 ] && fast+=("$R/overhead-$i-$ms/torch.json") || slow+=("$R/overhead-$i-$ms/torch.json")
+    done
+  done
+  python3 scripts/measure-check.py overhead --fast "${fast[@]}" --slow "${slow[@]}" > "$R/overhead.txt" 2>&1; cat "$R/overhead.txt" | tee -a "$R/log.txt"
 fi
 if [ "$STEP" = opts ]; then
   log "sweep gpu-opts"

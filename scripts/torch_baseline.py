@@ -5,7 +5,9 @@ Loads SmolLM2-135M-Instruct from the GGUF with transformers (dequantized to the 
 dtype), builds the same chat prompts of exactly --prompt-len tokens from perfwatt's token
 ids (passed in a JSON file), generates --max-new-tokens greedily with `generate` (KV cache),
 and measures latency and NVML energy (total-energy counter via ctypes on libnvidia-ml, the
-same counter perfwatt reads). Writes one JSON object.
+same counter perfwatt reads). Writes one JSON object. Under `perfwatt measure` (which sets
+PERFWATT_PHASE_FIFO) it prints phase markers: load, idle, warmup, and a `run-N` window
+around each measured run's own counter readings, so both measurements of a run compare.
 
 usage: torch_baseline.py --gguf MODEL.gguf --prompts ids.json --dtype bf16 --batch 1 \
          --max-new-tokens 64 --warmup 2 --repeats 5 --out result.json
@@ -38,6 +40,15 @@ class Nvml:
         return buf.value.decode()
 
 
+MEASURED = "PERFWATT_PHASE_FIFO" in os.environ
+
+
+def phase(marker):
+    """A `perfwatt measure` phase marker (only when run under it)."""
+    if MEASURED:
+        print(f"PERFWATT_PHASE {marker}", flush=True)
+
+
 def ci95(xs):
     if len(xs) < 2:
         return [xs[0], xs[0]] if xs else [None, None]
@@ -63,6 +74,7 @@ def main():
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
+    phase("load")
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -85,25 +97,32 @@ def main():
             out.append((nv.energy_mj() - e0) / 1000.0 / a.idle_seconds)
         return out
 
+    phase("idle-before")
     idle_before = idle_windows()
     extra = {"cache_implementation": "static"} if a.static_cache else {}
 
-    def run():
+    def run(name):
         torch.cuda.synchronize()
+        phase(f"begin {name}")
         e0, s = nv.energy_mj(), time.perf_counter()
         with torch.no_grad():
             out = model.generate(x, attention_mask=att, max_new_tokens=a.max_new_tokens, min_new_tokens=a.max_new_tokens,
                                  do_sample=False, use_cache=True, pad_token_id=2, **extra)
         torch.cuda.synchronize()
-        return time.perf_counter() - s, (nv.energy_mj() - e0) / 1000.0, out[:, x.shape[1]:].tolist()
+        t, e1 = time.perf_counter() - s, nv.energy_mj()
+        phase(f"end {name}")
+        return t, (e1 - e0) / 1000.0, out[:, x.shape[1]:].tolist()
 
-    for _ in range(a.warmup):
-        run()
+    phase("warmup")
+    for i in range(a.warmup):
+        run(f"warmup-{i}")
+    phase("runs")
     lat, joules, toks = [], [], None
-    for _ in range(a.repeats):
-        t, j, toks = run()
+    for i in range(a.repeats):
+        t, j, toks = run(f"run-{i}")
         lat.append(t)
         joules.append(j)
+    phase("idle-after")
     idle_after = idle_windows()
     idle_w = statistics.median(idle_before + idle_after)
     n_out = a.batch * a.max_new_tokens
