@@ -209,26 +209,31 @@ PY
 fi
 if [ "$STEP" = measure ]; then
   # Issue 28: `perfwatt measure` around PyTorch (a CPU build of perfwatt is enough: NVML is
-  # loaded at run time). (a) agreement: the torch script's own counter energy per run vs
-  # the run-N phase perfwatt measured from outside; (b) the sampler's cost: 10 ms vs
-  # 1000 ms sampling interval in alternating processes (MEASURE_PAIRS pairs).
-  $BIN infer --device cpu --max-new-tokens 1 --warmup 0 --repeats 1 --out "$R/cpu_ids.json" >> "$R/log.txt" 2>&1 || log "FAILED ids"
-  python3 -c "import json;print(json.dumps(json.load(open('$R/cpu_ids.json'))['prompt_ids']))" > "$R/ids.json"
-  mkdir -p "$PW/py" && python3 -m pip install -q --no-deps --target "$PW/py" "$PW"/gguf-*.whl >> "$R/log.txt" 2>&1
-  torch_run() { PYTHONPATH=$PW/py HF_HUB_OFFLINE=1 python3 scripts/torch_baseline.py --gguf "$PERFWATT_MODEL" --prompts "$R/ids.json" \
-    --dtype bf16 --max-new-tokens 64 --warmup 2 --repeats 5 --idle-seconds 2 --idle-windows 1 "$@"; }
-  log "measure around torch (agreement)"
-  $BIN measure --interval-ms 10 --idle-s 5 --idle-after-s 2 --out "$R/agree" --trace "$R/agree/trace.json" -- \
-    bash -c "$(declare -f torch_run); R=$R PW=$PW PERFWATT_MODEL=$PERFWATT_MODEL torch_run --out $R/agree/torch.json" >> "$R/log.txt" 2>&1 || log "FAILED measure agree"
+  # loaded at run time). MEASURE_WORKLOAD=gemm (default: scripts/torch_gemm_phases.py, no
+  # model needed) or baseline (scripts/torch_baseline.py on the GGUF). (a) agreement: the
+  # workload's own counter energy per window vs the phase perfwatt measured from outside;
+  # (b) the sampler's cost: 10 ms vs 1000 ms interval in alternating processes (ABBA,
+  # MEASURE_PAIRS pairs).
+  if [ "${MEASURE_WORKLOAD:-gemm}" = baseline ]; then
+    $BIN infer --device cpu --max-new-tokens 1 --warmup 0 --repeats 1 --out "$R/cpu_ids.json" >> "$R/log.txt" 2>&1 || log "FAILED ids"
+    python3 -c "import json;print(json.dumps(json.load(open('$R/cpu_ids.json'))['prompt_ids']))" > "$R/ids.json"
+    mkdir -p "$PW/py" && python3 -m pip install -q --no-deps --target "$PW/py" "$PW"/gguf-*.whl >> "$R/log.txt" 2>&1
+    work="env PYTHONPATH=$PW/py HF_HUB_OFFLINE=1 python3 scripts/torch_baseline.py --gguf $PERFWATT_MODEL --prompts $R/ids.json --dtype bf16 --max-new-tokens 64 --warmup 2 --repeats 5 --idle-seconds 2 --idle-windows 1"
+  else
+    work="python3 scripts/torch_gemm_phases.py --repeats 3"
+  fi
+  log "measure around $work (agreement)"
+  mkdir -p "$R/agree"
+  $BIN measure --interval-ms 10 --idle-s 3 --idle-after-s 2 --out "$R/agree" --trace "$R/agree/trace.json" -- \
+    $work --out "$R/agree/torch.json" >> "$R/log.txt" 2>&1 || log "FAILED measure agree"
   python3 scripts/measure-check.py agree "$R/agree" "$R/agree/torch.json" > "$R/agree.md" 2>&1; cat "$R/agree.md" | tee -a "$R/log.txt"
   fast=(); slow=()
   for i in $(seq 1 "${MEASURE_PAIRS:-3}"); do
     for ms in 10 1000; do
       [ $(( i % 2 )) = 0 ] && ms=$(( 1010 - ms ))  # ABBA order
       log "overhead pair $i interval $ms ms"
-      $BIN measure --interval-ms $ms --idle-s 1 --out "$R/overhead-$i-$ms" -- \
-        bash -c "$(declare -f torch_run); R=$R PW=$PW PERFWATT_MODEL=$PERFWATT_MODEL torch_run --out $R/overhead-$i-$ms/torch.json" >> "$R/log.txt" 2>&1 || log "FAILED overhead $i $ms"
-      [ $ms = 10 ] && fast+=("$R/overhead-$i-$ms/torch.json") || slow+=("$R/overhead-$i-$ms/torch.json")
+      $BIN measure --interval-ms $ms --idle-s 1 --out "$R/overhead-$i-$ms" -- $work --out "$R/overhead-$i-$ms.json" >> "$R/log.txt" 2>&1 || log "FAILED overhead $i $ms"
+      if [ $ms = 10 ]; then fast+=("$R/overhead-$i-$ms.json"); else slow+=("$R/overhead-$i-$ms.json"); fi
     done
   done
   python3 scripts/measure-check.py overhead --fast "${fast[@]}" --slow "${slow[@]}" > "$R/overhead.txt" 2>&1; cat "$R/overhead.txt" | tee -a "$R/log.txt"

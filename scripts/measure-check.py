@@ -2,8 +2,9 @@
 """Checks of `perfwatt measure` against a workload's own in-process energy.
 
 agree MEASURE_DIR TORCH_JSON
-    Per measured run of scripts/torch_baseline.py (run under `perfwatt measure`, which
-    makes it print a `run-N` phase around its own counter readings): the script's counter
+    Per measured window of scripts/torch_gemm_phases.py or run of torch_baseline.py (run
+    under `perfwatt measure`, which makes them print a phase around their own counter
+    readings): the script's counter
     energy and duration beside the phase's, the difference, and the counter's resolution
     (one update's energy: the GPU's mean power x the counter's update period). Markdown.
 
@@ -35,16 +36,21 @@ def agree(measure_dir, torch_json):
     period = g["counter_period_s"]
     phases = {p["name"]: p for p in m["phases"]}
     print(f"GPU {g['index']} {g['name']}: energy counter update period {period} s (median, from {m['interval_ms']} ms samples)\n")
-    print("| run | in-process (J) | measure phase (J) | diff (J) | diff (%) | one counter update (J) | in-process (s) | phase (s) |")
+    print("| window | in-process (J) | measure phase (J) | diff (J) | diff (%) | one counter update (J) | in-process (s) | phase (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     diffs, steps = [], []
-    for i, (j, s) in enumerate(zip(t["joules"], t["latency_s"])):
-        p = phases[f"run-{i}"]
+    # torch_gemm_phases.py lists its windows; torch_baseline.py its runs as run-N.
+    runs = t.get("runs") or [{"name": f"run-{i}", "joules": j, "seconds": s}
+                              for i, (j, s) in enumerate(zip(t["joules"], t["latency_s"]))]
+    for r in runs:
+        name, j, s = r["name"], r["joules"], r["seconds"]
+        p = phases[name]
         e = p["energy"][0]["energy_j"]
         step = (e / p["duration_s"]) * period if period else float("nan")
         diffs.append(e - j)
         steps.append(step)
-        print(f"| run-{i} | {j:.3f} | {e:.3f} | {e - j:+.3f} | {100 * (e - j) / j:+.2f} | {step:.3f} | {s:.4f} | {p['duration_s']:.4f} |")
+        flag = "" if p["energy"][0]["resolved"] else " (unresolved)"
+        print(f"| {name}{flag} | {j:.3f} | {e:.3f} | {e - j:+.3f} | {100 * (e - j) / j:+.2f} | {step:.3f} | {s:.4f} | {p['duration_s']:.4f} |")
     within = sum(abs(d) <= s for d, s in zip(diffs, steps))
     print(f"\n{within} of {len(diffs)} runs agree within one counter update; largest |diff| {max(map(abs, diffs)):.3f} J.")
     whole = g["energy_j"]
