@@ -305,7 +305,11 @@ pub struct GemmEnergyArgs {
     /// block, comma-separated, or `none`: k-outer-* steps through every sub-block per
     /// K-slice (as an MMA), k-inner-* through all of K per sub-block; -n / -m: which
     /// index runs fastest.
-    #[arg(long, value_delimiter = ',', default_value = "k-outer-n,k-outer-m,k-inner-n,k-inner-m")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "k-outer-n,k-outer-m,k-inner-n,k-inner-m"
+    )]
     pub tile_orders: Vec<String>,
     /// 16 x 8 output blocks (full K, seeded positions) per pattern the tile unit replays.
     #[arg(long, default_value_t = 4)]
@@ -879,7 +883,9 @@ impl MeasureArgs {
             )));
         }
         if !(self.idle_s >= 0.0 && self.idle_after_s >= 0.0) {
-            return Err(perfwatt::Error::Config("--idle-s and --idle-after-s: seconds, 0 or more".into()));
+            return Err(perfwatt::Error::Config(
+                "--idle-s and --idle-after-s: seconds, 0 or more".into(),
+            ));
         }
         Ok(perfwatt::measure::MeasureConfig {
             command: self.command.clone(),
@@ -887,8 +893,10 @@ impl MeasureArgs {
             interval_ms: self.interval_ms,
             idle_s: self.idle_s,
             idle_after_s: self.idle_after_s,
-            powercap_root: std::env::var_os("PERFWATT_POWERCAP_ROOT")
-                .map_or_else(|| perfwatt::energy::rapl::POWERCAP_ROOT.into(), PathBuf::from),
+            powercap_root: std::env::var_os("PERFWATT_POWERCAP_ROOT").map_or_else(
+                || perfwatt::energy::rapl::POWERCAP_ROOT.into(),
+                PathBuf::from,
+            ),
         })
     }
 

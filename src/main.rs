@@ -65,7 +65,11 @@ fn run(cli: Cli) -> Result<()> {
                     check_calibration,
                 }) => {
                     let r = perfwatt::gemm_energy::rerender(dir, check_calibration.as_deref())?;
-                    println!("{} patterns; rewrote {}/report.md", r.points.len(), dir.display());
+                    println!(
+                        "{} patterns; rewrote {}/report.md",
+                        r.points.len(),
+                        dir.display()
+                    );
                     return Ok(());
                 }
                 None => {}
@@ -237,7 +241,10 @@ fn gemm_predict(p: &cli::PredictArgs) -> Result<()> {
             perfwatt::Error::Config(format!("{}: no calibration in it", p.calibration.display()))
         })?,
     };
-    let (a, b) = (npy::Array::read(&p.operands[0])?, npy::Array::read(&p.operands[1])?);
+    let (a, b) = (
+        npy::Array::read(&p.operands[0])?,
+        npy::Array::read(&p.operands[1])?,
+    );
     let ops = patterns::user_operands(cal.dtype, &a, &b)?;
     let pred = calibrate::predict(cal, &ops)?;
     if p.json {

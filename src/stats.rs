@@ -15,7 +15,9 @@ pub struct Estimate {
 
 /// One-sided 80% Student-t quantile (the power term of a minimum detectable effect).
 fn t80(df: usize) -> f64 {
-    const T: [f64; 10] = [1.376, 1.061, 0.978, 0.941, 0.920, 0.906, 0.896, 0.889, 0.883, 0.879];
+    const T: [f64; 10] = [
+        1.376, 1.061, 0.978, 0.941, 0.920, 0.906, 0.896, 0.889, 0.883, 0.879,
+    ];
     match df {
         0 => f64::NAN,
         d if d <= 10 => T[d - 1],
@@ -261,7 +263,9 @@ mod tests {
         let e = Estimate::of(&[1.0, 2.0, 3.0]).unwrap();
         let want = (4.303 + 1.061) / 3f64.sqrt();
         assert!((e.min_detectable().unwrap() - want).abs() < 1e-9);
-        assert!(Estimate::of(&[1.0]).and_then(|e| e.min_detectable()).is_none());
+        assert!(Estimate::of(&[1.0])
+            .and_then(|e| e.min_detectable())
+            .is_none());
     }
 
     #[test]

@@ -46,7 +46,8 @@ fn us(s: f64) -> f64 {
 fn lanes(spans: &[Span]) -> Vec<usize> {
     let mut lanes: Vec<Vec<(f64, f64)>> = Vec::new();
     let fits = |lane: &[(f64, f64)], a: f64, b: f64| {
-        lane.iter().all(|&(x, y)| b <= x || a >= y || (a >= x && b <= y) || (x >= a && y <= b))
+        lane.iter()
+            .all(|&(x, y)| b <= x || a >= y || (a >= x && b <= y) || (x >= a && y <= b))
     };
     spans
         .iter()
@@ -70,10 +71,14 @@ pub fn to_json(processes: &[Process], meta: Value) -> Value {
     let mut events = Vec::new();
     for (p, proc_) in processes.iter().enumerate() {
         let pid = p + 1;
-        events.push(json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-            "args": {"name": proc_.name}}));
-        events.push(json!({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
-            "args": {"sort_index": pid}}));
+        events.push(
+            json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+            "args": {"name": proc_.name}}),
+        );
+        events.push(
+            json!({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
+            "args": {"sort_index": pid}}),
+        );
         for (span, tid) in proc_.spans.iter().zip(lanes(&proc_.spans)) {
             events.push(json!({"ph": "X", "name": span.name, "pid": pid, "tid": tid,
                 "ts": us(span.start_s), "dur": us(span.end_s - span.start_s).max(0.0),
@@ -81,7 +86,11 @@ pub fn to_json(processes: &[Process], meta: Value) -> Value {
         }
         for c in &proc_.counters {
             // One "C" event per time stamp carries every series that has a point there.
-            let mut stamps: Vec<f64> = c.series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).collect();
+            let mut stamps: Vec<f64> = c
+                .series
+                .iter()
+                .flat_map(|s| s.1.iter().map(|p| p.0))
+                .collect();
             stamps.sort_by(f64::total_cmp);
             stamps.dedup();
             let mut next = vec![0usize; c.series.len()];
@@ -126,7 +135,11 @@ mod tests {
     fn overlapping_spans_get_their_own_thread_and_counters_merge_by_time() {
         let p = Process {
             name: "cmd".into(),
-            spans: vec![span("a", 0.0, 2.0), span("in", 0.5, 1.0), span("x", 1.5, 3.0)],
+            spans: vec![
+                span("a", 0.0, 2.0),
+                span("in", 0.5, 1.0),
+                span("x", 1.5, 3.0),
+            ],
             counters: vec![Counter {
                 name: "power (W)".into(),
                 series: vec![
@@ -142,12 +155,21 @@ mod tests {
             .filter(|e| e["ph"] == "X")
             .map(|e| {
                 let f = |k: &str| e[k].as_f64().unwrap();
-                (e["name"].as_str().unwrap(), e["tid"].as_u64().unwrap(), f("ts"), f("dur"))
+                (
+                    e["name"].as_str().unwrap(),
+                    e["tid"].as_u64().unwrap(),
+                    f("ts"),
+                    f("dur"),
+                )
             })
             .collect();
         assert_eq!(
             xs,
-            [("a", 0, 0.0, 2e6), ("in", 0, 5e5, 5e5), ("x", 1, 1.5e6, 1.5e6)]
+            [
+                ("a", 0, 0.0, 2e6),
+                ("in", 0, 5e5, 5e5),
+                ("x", 1, 1.5e6, 1.5e6)
+            ]
         );
         let cs: Vec<&Value> = ev.iter().filter(|e| e["ph"] == "C").collect();
         assert_eq!(cs.len(), 2);

@@ -176,17 +176,43 @@ fn duty_regime_calibrate_and_predict_without_a_gpu() {
     let out = dir.path().join("cal");
     let o = out.to_str().unwrap();
     let (ok, err) = cli(&[
-        "--dtype", "int8", "--shape", "32,64,16", "--no-real", "--permute", "none",
-        "--patterns", "all,-checker,-laplace", "--tile-orders", "k-outer-n,k-inner-n",
-        "--sample-blocks", "2", "--seconds", "0.002", "--rounds", "2", "--regime", "both",
-        "--duty-burst-ms", "1", "--duty-sleep-ms", "1", "--calibrate", "--out", o,
+        "--dtype",
+        "int8",
+        "--shape",
+        "32,64,16",
+        "--no-real",
+        "--permute",
+        "none",
+        "--patterns",
+        "all,-checker,-laplace",
+        "--tile-orders",
+        "k-outer-n,k-inner-n",
+        "--sample-blocks",
+        "2",
+        "--seconds",
+        "0.002",
+        "--rounds",
+        "2",
+        "--regime",
+        "both",
+        "--duty-burst-ms",
+        "1",
+        "--duty-sleep-ms",
+        "1",
+        "--calibrate",
+        "--out",
+        o,
     ]);
     assert!(ok, "{err}");
     let md = std::fs::read_to_string(out.join("duty/report.md")).unwrap();
-    assert!(md.contains("--regime duty --duty-burst-ms 1 --duty-sleep-ms 1"), "{md}");
+    assert!(
+        md.contains("--regime duty --duty-burst-ms 1 --duty-sleep-ms 1"),
+        "{md}"
+    );
     assert!(!md.contains("| checker |") && md.contains("| rows-alternating |"));
     let cal = out.join("duty/calibration.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
     assert_eq!(v[0]["schema"], "perfwatt.gemm-calibration/1");
     assert_eq!(v[0]["regime"], "duty");
     assert_eq!(v[0]["fitted_on"].as_array().unwrap().len(), 32);
@@ -195,45 +221,106 @@ fn duty_regime_calibrate_and_predict_without_a_gpu() {
     let before = std::fs::read_to_string(out.join("back-to-back/report.md")).unwrap();
     let (ok, err) = cli(&["report", out.join("back-to-back").to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert_eq!(std::fs::read_to_string(out.join("back-to-back/report.md")).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(out.join("back-to-back/report.md")).unwrap(),
+        before
+    );
     // Predict: operands at the calibrated shape (A 32 x 64, B 64 x 16).
     let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
     npy_i8(&a, 32, 64, |i| (i * 37 % 255) as i8);
     npy_i8(&b, 64, 16, |i| (i * 11 % 201) as i8);
     let predict = |extra: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_perfwatt"));
-        c.args(["gemm-energy", "predict", "--calibration", cal.to_str().unwrap(), "--operands"]);
-        c.args([a.to_str().unwrap(), b.to_str().unwrap()]).args(extra);
+        c.args([
+            "gemm-energy",
+            "predict",
+            "--calibration",
+            cal.to_str().unwrap(),
+            "--operands",
+        ]);
+        c.args([a.to_str().unwrap(), b.to_str().unwrap()])
+            .args(extra);
         c.output().unwrap()
     };
     let p = predict(&["--json"]);
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
     let j: serde_json::Value = serde_json::from_slice(&p.stdout).unwrap();
-    let (lo, mid, hi) = (j["low"].as_f64().unwrap(), j["predicted"].as_f64().unwrap(), j["high"].as_f64().unwrap());
+    let (lo, mid, hi) = (
+        j["low"].as_f64().unwrap(),
+        j["predicted"].as_f64().unwrap(),
+        j["high"].as_f64().unwrap(),
+    );
     assert!(lo <= mid && mid <= hi && j["unit"] == "ms/GEMM", "{j}");
     // Bad input, one line each: another dtype, another shape, an unknown order.
     let e = predict(&["--dtype", "bf16"]);
     let msg = String::from_utf8_lossy(&e.stderr);
-    assert!(!e.status.success() && msg.contains("no bf16 model") && msg.trim().lines().count() == 1, "{msg}");
+    assert!(
+        !e.status.success() && msg.contains("no bf16 model") && msg.trim().lines().count() == 1,
+        "{msg}"
+    );
     npy_i8(&a, 16, 64, |i| i as i8);
     let e = predict(&[]);
     let msg = String::from_utf8_lossy(&e.stderr);
-    assert!(!e.status.success() && msg.contains("not the calibrated one"), "{msg}");
-    let (ok, err) = cli(&["--tile-orders", "k-sideways", "--out", dir.path().join("x").to_str().unwrap()]);
-    assert!(!ok && err.contains("unknown tile order 'k-sideways'") && err.trim().lines().count() == 1, "{err}");
-    let (ok, err) = cli(&["--shape", "8,64,8", "--no-real", "--patterns", "normal", "--out", dir.path().join("y").to_str().unwrap()]);
+    assert!(
+        !e.status.success() && msg.contains("not the calibrated one"),
+        "{msg}"
+    );
+    let (ok, err) = cli(&[
+        "--tile-orders",
+        "k-sideways",
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("unknown tile order 'k-sideways'") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let (ok, err) = cli(&[
+        "--shape",
+        "8,64,8",
+        "--no-real",
+        "--patterns",
+        "normal",
+        "--out",
+        dir.path().join("y").to_str().unwrap(),
+    ]);
     assert!(!ok && err.contains("16 x 8 block"), "{err}");
     // The held-out patterns, predicted by the duty calibration in a new run's report.
     let check = dir.path().join("check");
     let (ok, err) = cli(&[
-        "--dtype", "int8", "--shape", "32,64,16", "--no-real", "--permute", "none",
-        "--patterns", "checker,laplace", "--tile-orders", "k-outer-n,k-inner-n", "--sample-blocks", "2",
-        "--seconds", "0.002", "--rounds", "1", "--regime", "duty", "--seed", "2",
-        "--check-calibration", cal.to_str().unwrap(), "--out", check.to_str().unwrap(),
+        "--dtype",
+        "int8",
+        "--shape",
+        "32,64,16",
+        "--no-real",
+        "--permute",
+        "none",
+        "--patterns",
+        "checker,laplace",
+        "--tile-orders",
+        "k-outer-n,k-inner-n",
+        "--sample-blocks",
+        "2",
+        "--seconds",
+        "0.002",
+        "--rounds",
+        "1",
+        "--regime",
+        "duty",
+        "--seed",
+        "2",
+        "--check-calibration",
+        cal.to_str().unwrap(),
+        "--out",
+        check.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
     let md = std::fs::read_to_string(check.join("report.md")).unwrap();
-    assert!(md.contains("predicted by the calibration") && md.contains("over the 2 it was not fitted on"), "{md}");
+    assert!(
+        md.contains("predicted by the calibration")
+            && md.contains("over the 2 it was not fitted on"),
+        "{md}"
+    );
 }
 
 /// A .npy file (format 1.0) of `descr` and `shape` with `body` as its data.

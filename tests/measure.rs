@@ -32,7 +32,11 @@ fn rapl_zone(root: &Path, zone: &str, name: &str, uj: u64) {
 #[test]
 fn phases_exit_code_rapl_and_trace() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, trace, rapl) = (dir.path().join("m"), dir.path().join("t.json"), dir.path().join("powercap"));
+    let (out, trace, rapl) = (
+        dir.path().join("m"),
+        dir.path().join("t.json"),
+        dir.path().join("powercap"),
+    );
     rapl_zone(&rapl, "intel-rapl:0", "package-0", 1_000_000);
     rapl_zone(&rapl, "intel-rapl:0:0", "dram", 0);
     // A sequential phase on stdout, a window begun on stderr and ended through the FIFO,
@@ -56,15 +60,28 @@ exit 3"#;
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.starts_with("hello\nPERFWATT_PHASE load\n"), "{stdout}");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.starts_with("hello\nPERFWATT_PHASE load\n"),
+        "{stdout}"
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("PERFWATT_PHASE begin compute"));
 
     let r = report(&out);
     assert_eq!(r["schema"], "perfwatt.measure/1");
     assert_eq!(r["exit"]["exit_code"], 3);
     let phases = r["phases"].as_array().unwrap();
-    let get = |name: &str| phases.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name}: {r}"));
+    let get = |name: &str| {
+        phases
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {r}"))
+    };
     let f = |p: &Value, k: &str| p[k].as_f64().unwrap();
     let (load, compute) = (get("load"), get("compute"));
     assert_eq!(load["closed_by_exit"], true);
@@ -72,10 +89,18 @@ exit 3"#;
     assert!(f(load, "start_s") < 0.2, "{load}");
     assert_eq!(f(load, "end_s"), f(&r, "duration_s"));
     let d = f(compute, "duration_s");
-    assert!((0.25..0.9).contains(&d), "compute lasted {d} s, slept 0.3 s");
+    assert!(
+        (0.25..0.9).contains(&d),
+        "compute lasted {d} s, slept 0.3 s"
+    );
     assert!(f(compute, "start_s") >= 0.3 && f(compute, "end_s") < f(&r, "duration_s"));
     let problems = r["marker_problems"].as_array().unwrap();
-    assert!(problems.iter().any(|p| p.as_str().unwrap().contains("needs a phase name")), "{r}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("needs a phase name")),
+        "{r}"
+    );
 
     // No GPU here means a reason, never a zero; on a GPU machine, energy per phase.
     let gpus = r["gpus"].as_array().unwrap();
@@ -86,7 +111,12 @@ exit 3"#;
     assert!((f(&r["cpu"], "cpu_j") - 4.0).abs() < 1e-9, "{}", r["cpu"]);
     assert_eq!(r["cpu"]["dram_j"], 0.0);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("| compute |") && md.contains("exited with code 3") && md.contains("Packages 4.000 J"), "{md}");
+    assert!(
+        md.contains("| compute |")
+            && md.contains("exited with code 3")
+            && md.contains("Packages 4.000 J"),
+        "{md}"
+    );
 
     // The timeline: trace-event JSON whose spans are the report's phases, to the microsecond.
     let t: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
@@ -108,12 +138,21 @@ exit 3"#;
             .iter()
             .find(|e| e["ph"] == "X" && e["name"] == p["name"])
             .unwrap_or_else(|| panic!("no span for {p}"));
-        assert!((span["ts"].as_f64().unwrap() - f(p, "start_s") * 1e6).abs() < 0.01, "{span} {p}");
-        assert!((span["dur"].as_f64().unwrap() - f(p, "duration_s") * 1e6).abs() < 0.01, "{span} {p}");
+        assert!(
+            (span["ts"].as_f64().unwrap() - f(p, "start_s") * 1e6).abs() < 0.01,
+            "{span} {p}"
+        );
+        assert!(
+            (span["dur"].as_f64().unwrap() - f(p, "duration_s") * 1e6).abs() < 0.01,
+            "{span} {p}"
+        );
     }
     // One process per GPU, each with its power counter track.
-    let counters = events.iter().filter(|e| e["ph"] == "C" && e["name"] == "power (W)");
-    let pids: std::collections::BTreeSet<u64> = counters.map(|e| e["pid"].as_u64().unwrap()).collect();
+    let counters = events
+        .iter()
+        .filter(|e| e["ph"] == "C" && e["name"] == "power (W)");
+    let pids: std::collections::BTreeSet<u64> =
+        counters.map(|e| e["pid"].as_u64().unwrap()).collect();
     assert_eq!(pids.len(), gpus.len());
 }
 
@@ -132,7 +171,10 @@ fn interrupted(script: &str, times: usize) -> (Option<i32>, Value, Duration) {
     let t0 = Instant::now();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     for _ in 0..times {
-        let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -143,14 +185,23 @@ fn interrupted(script: &str, times: usize) -> (Option<i32>, Value, Duration) {
 #[test]
 fn interrupts_reach_the_command_and_the_report_is_still_written() {
     // The command handles SIGINT and exits with its own code: perfwatt passes it on.
-    let (code, r, took) = interrupted(r#"trap 'echo stopping; exit 7' INT; echo ready; sleep 20 & wait"#, 1);
+    let (code, r, took) = interrupted(
+        r#"trap 'echo stopping; exit 7' INT; echo ready; sleep 20 & wait"#,
+        1,
+    );
     assert_eq!(code, Some(7), "{r}");
     assert_eq!(r["exit"]["interrupts"], 1);
     assert!(took < Duration::from_secs(10), "{took:?}");
     // A command that ignores SIGINT: the second interrupt kills it (128 + 9).
     let (code, r, took) = interrupted(r#"trap '' INT; echo ready; sleep 20"#, 2);
     assert_eq!(code, Some(137), "{r}");
-    assert_eq!((r["exit"]["signal"].as_i64(), r["exit"]["interrupts"].as_u64()), (Some(9), Some(2)));
+    assert_eq!(
+        (
+            r["exit"]["signal"].as_i64(),
+            r["exit"]["interrupts"].as_u64()
+        ),
+        (Some(9), Some(2))
+    );
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
@@ -160,11 +211,17 @@ fn bad_input_is_one_clear_error() {
     let out = dir.path().join("m");
     let run = |args: &[&str]| {
         let o = measure(&out).args(args).output().unwrap();
-        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     let (code, err) = run(&["--", "no-such-command-perfwatt"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("cannot run `no-such-command-perfwatt`") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("cannot run `no-such-command-perfwatt`") && !err.contains("panicked"),
+        "{err}"
+    );
     let (code, err) = run(&["--devices", "0,x", "--", "true"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("`x` is not a GPU index"), "{err}");

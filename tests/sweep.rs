@@ -72,7 +72,10 @@ fn kill_9_loses_nothing_finished_and_rerun_resumes() {
     // lists (one more only if the next point finished within the kill's 50 ms window).
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let csv_rows = csv.lines().count() - 1;
-    assert!(csv_rows == first.len() || csv_rows == first.len() + 1, "{csv_rows}");
+    assert!(
+        csv_rows == first.len() || csv_rows == first.len() + 1,
+        "{csv_rows}"
+    );
 
     assert!(sweep(&spec, &out).status().unwrap().success());
     let all = rows(&out);

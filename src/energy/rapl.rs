@@ -200,7 +200,13 @@ mod tests {
         // Two packages, a DRAM subzone, and the MMIO twin that must not be counted.
         zone(r, "intel-rapl:0", "package-0", 1_000_000, 262_143_328_850);
         zone(r, "intel-rapl:0:0", "dram", 500, 65_712_999_613);
-        zone(r, "intel-rapl:1", "package-1", 262_143_000_000, 262_143_328_850);
+        zone(
+            r,
+            "intel-rapl:1",
+            "package-1",
+            262_143_000_000,
+            262_143_328_850,
+        );
         zone(r, "intel-rapl-mmio:0", "package-0", 7, 262_143_328_850);
         let mut m = RaplMeter::open(r).unwrap();
         set(r, "intel-rapl:0", 3_500_000); // +2.5 J
@@ -229,7 +235,10 @@ mod tests {
         zone(t.path(), "intel-rapl:0", "package-0", 1, 10);
         std::fs::write(t.path().join("intel-rapl:0/energy_uj"), "garbage").unwrap();
         let e = RaplMeter::open(t.path()).unwrap_err();
-        assert!(e.contains("intel-rapl:0/energy_uj") && e.contains("not a counter"), "{e}");
+        assert!(
+            e.contains("intel-rapl:0/energy_uj") && e.contains("not a counter"),
+            "{e}"
+        );
         let rep = RaplReport::unavailable(e);
         assert!(rep.cpu_j.is_none() && rep.reason.is_some());
     }

@@ -105,7 +105,12 @@ fn calibrate_dtype(r: &GemmReport, dtype: Dtype, points: &[&PointResult]) -> Opt
     };
     let loo: Vec<f64> = (0..s.len())
         .filter_map(|i| {
-            let train: Vec<&fit::Sample> = s.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, x)| x).collect();
+            let train: Vec<&fit::Sample> = s
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, x)| x)
+                .collect();
             let p = cand.predict(&train, &s[i])?;
             Some((p / s[i].y - 1.0) * 100.0)
         })
@@ -215,7 +220,12 @@ pub fn predict(cal: &Calibration, ops: &Operands) -> Result<Prediction> {
     let model = HwModel::for_dtype(cal.dtype, cal.lanes, true, <TileOrder as Choice>::ALL)
         .into_iter()
         .find(|m| m.name() == cal.hw_model)
-        .ok_or_else(|| Error::Config(format!("unknown hardware model '{}' in the calibration", cal.hw_model)))?;
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "unknown hardware model '{}' in the calibration",
+                cal.hw_model
+            ))
+        })?;
     let outputs = hw::sample_outputs(ops, cal.sample_dots);
     let blocks = sample_blocks(ops.shape.m, ops.shape.n, cal.sample_blocks, cal.seed);
     let counts = hw::toggles_per_mac(ops, &outputs, &blocks, &[model])?;
@@ -235,9 +245,9 @@ pub fn predict_from(cal: &Calibration, have: &BTreeMap<String, f64>) -> Result<P
         .features
         .iter()
         .map(|f| {
-            have.get(f)
-                .map(|v| (f.clone(), *v))
-                .ok_or_else(|| Error::Config(format!("no value of the calibration's feature '{f}'")))
+            have.get(f).map(|v| (f.clone(), *v)).ok_or_else(|| {
+                Error::Config(format!("no value of the calibration's feature '{f}'"))
+            })
         })
         .collect::<Result<_>>()?;
     let predicted = cal.floor

@@ -49,7 +49,10 @@ impl Candidate {
     pub fn predict(&self, train: &[&Sample], x: &Sample) -> Option<f64> {
         match self {
             Candidate::Line(f) => {
-                let xs: Vec<f64> = train.iter().map(|s| s.features.get(f).copied()).collect::<Option<_>>()?;
+                let xs: Vec<f64> = train
+                    .iter()
+                    .map(|s| s.features.get(f).copied())
+                    .collect::<Option<_>>()?;
                 let ys: Vec<f64> = train.iter().map(|s| s.y).collect();
                 let (a, b) = crate::stats::linear_fit(&xs, &ys)?;
                 Some(a + b * x.features.get(f)?)
@@ -63,7 +66,11 @@ impl Candidate {
                 Some(v)
             }
             Candidate::TwoGroup => {
-                let same: Vec<f64> = train.iter().filter(|s| s.capped == x.capped).map(|s| s.y).collect();
+                let same: Vec<f64> = train
+                    .iter()
+                    .filter(|s| s.capped == x.capped)
+                    .map(|s| s.y)
+                    .collect();
                 (!same.is_empty()).then(|| same.iter().sum::<f64>() / same.len() as f64)
             }
         }
@@ -79,7 +86,12 @@ pub fn nnls_fit(train: &[&Sample], features: &[String]) -> Option<(f64, Vec<f64>
     }
     let cols: Vec<Vec<f64>> = features
         .iter()
-        .map(|f| train.iter().map(|s| s.features.get(f).copied()).collect::<Option<Vec<f64>>>())
+        .map(|f| {
+            train
+                .iter()
+                .map(|s| s.features.get(f).copied())
+                .collect::<Option<Vec<f64>>>()
+        })
         .collect::<Option<_>>()?;
     let my = train.iter().map(|s| s.y).sum::<f64>() / n as f64;
     let stats: Vec<(f64, f64)> = cols
@@ -93,7 +105,11 @@ pub fn nnls_fit(train: &[&Sample], features: &[String]) -> Option<(f64, Vec<f64>
     let z: Vec<Vec<f64>> = cols
         .iter()
         .zip(&stats)
-        .map(|(c, &(m, sd))| c.iter().map(|v| if sd > 0.0 { (v - m) / sd } else { 0.0 }).collect())
+        .map(|(c, &(m, sd))| {
+            c.iter()
+                .map(|v| if sd > 0.0 { (v - m) / sd } else { 0.0 })
+                .collect()
+        })
         .collect();
     let mut resid: Vec<f64> = train.iter().map(|s| s.y - my).collect();
     let mut w = vec![0.0; features.len()];
@@ -124,7 +140,12 @@ pub fn nnls_fit(train: &[&Sample], features: &[String]) -> Option<(f64, Vec<f64>
         .zip(&stats)
         .map(|(w, &(_, sd))| if sd > 0.0 { w / sd } else { 0.0 })
         .collect();
-    let floor = my - weights.iter().zip(&stats).map(|(w, &(m, _))| w * m).sum::<f64>();
+    let floor = my
+        - weights
+            .iter()
+            .zip(&stats)
+            .map(|(w, &(m, _))| w * m)
+            .sum::<f64>();
     Some((floor, weights))
 }
 
@@ -133,7 +154,11 @@ pub fn nnls_fit(train: &[&Sample], features: &[String]) -> Option<(f64, Vec<f64>
 fn loo_predictions(c: &Candidate, samples: &[Sample], idx: &[usize]) -> Vec<Option<f64>> {
     idx.iter()
         .map(|&i| {
-            let train: Vec<&Sample> = idx.iter().filter(|&&j| j != i).map(|&j| &samples[j]).collect();
+            let train: Vec<&Sample> = idx
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| &samples[j])
+                .collect();
             c.predict(&train, &samples[i])
         })
         .collect()
@@ -162,13 +187,19 @@ fn record(name: String, preds: &[Option<f64>], samples: &[Sample]) -> LooRecord 
         .map(|(p, s)| p.filter(|_| s.y != 0.0).map(|p| error_pct(p, s.y)))
         .collect();
     let ok: Vec<f64> = errors_pct.iter().flatten().copied().collect();
-    let pairs: Vec<(f64, f64)> = preds.iter().zip(samples).filter_map(|(p, s)| Some(((*p)?, s.y))).collect();
+    let pairs: Vec<(f64, f64)> = preds
+        .iter()
+        .zip(samples)
+        .filter_map(|(p, s)| Some(((*p)?, s.y)))
+        .collect();
     let (px, py): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
     let complete = ok.len() == samples.len();
     LooRecord {
         name,
         median_pct: complete.then(|| percentile(&ok, 50.0)).flatten(),
-        max_pct: complete.then(|| ok.iter().copied().reduce(f64::max)).flatten(),
+        max_pct: complete
+            .then(|| ok.iter().copied().reduce(f64::max))
+            .flatten(),
         spearman: complete.then(|| spearman(&px, &py)).flatten(),
         errors_pct,
     }
@@ -204,13 +235,18 @@ fn inner_score(c: &Candidate, samples: &[Sample], idx: &[usize]) -> f64 {
         .zip(idx)
         .map(|(p, &i)| p.map(|p| error_pct(p, samples[i].y)))
         .collect();
-    errs.and_then(|e| percentile(&e, 50.0)).unwrap_or(f64::INFINITY)
+    errs.and_then(|e| percentile(&e, 50.0))
+        .unwrap_or(f64::INFINITY)
 }
 
 /// Nested leave-one-pattern-out selection over `family`, and each of `baselines` scored
 /// the same (plain LOO: a baseline is one fixed model, nothing to select). None with fewer
 /// than 4 patterns.
-pub fn select(samples: &[Sample], family: &[Candidate], baselines: &[Candidate]) -> Option<Selection> {
+pub fn select(
+    samples: &[Sample],
+    family: &[Candidate],
+    baselines: &[Candidate],
+) -> Option<Selection> {
     let n = samples.len();
     if n < 4 || family.is_empty() {
         return None;
@@ -254,7 +290,11 @@ pub fn select(samples: &[Sample], family: &[Candidate], baselines: &[Candidate])
 
 /// Mean of a - b over the patterns both have, with a percentile-bootstrap 95% CI.
 fn paired_diff(a: &[Option<f64>], b: &[Option<f64>]) -> Option<(f64, f64, f64)> {
-    let d: Vec<f64> = a.iter().zip(b).filter_map(|(x, y)| Some((*x)? - (*y)?)).collect();
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter_map(|(x, y)| Some((*x)? - (*y)?))
+        .collect();
     if d.len() < 3 {
         return None;
     }
@@ -262,12 +302,18 @@ fn paired_diff(a: &[Option<f64>], b: &[Option<f64>]) -> Option<(f64, f64, f64)> 
     let mut rng = Rng::new(7);
     let mut boots: Vec<f64> = (0..2000)
         .map(|_| {
-            let s: Vec<f64> = (0..d.len()).map(|_| d[(rng.next_u64() % d.len() as u64) as usize]).collect();
+            let s: Vec<f64> = (0..d.len())
+                .map(|_| d[(rng.next_u64() % d.len() as u64) as usize])
+                .collect();
             mean(&s)
         })
         .collect();
     boots.sort_by(f64::total_cmp);
-    Some((mean(&d), percentile(&boots, 2.5)?, percentile(&boots, 97.5)?))
+    Some((
+        mean(&d),
+        percentile(&boots, 2.5)?,
+        percentile(&boots, 97.5)?,
+    ))
 }
 
 #[cfg(test)]
@@ -289,13 +335,20 @@ mod tests {
             .map(|_| {
                 let (a, b, c) = (rng.unit(), rng.unit(), rng.unit());
                 // c enters with a negative sign: a non-negative fit must leave it out.
-                sample(1.0 + 2.0 * a + 0.5 * b - 0.3 * c, &[("a", a), ("b", b), ("c", c)], false)
+                sample(
+                    1.0 + 2.0 * a + 0.5 * b - 0.3 * c,
+                    &[("a", a), ("b", b), ("c", c)],
+                    false,
+                )
             })
             .collect();
         let refs: Vec<&Sample> = samples.iter().collect();
         let (floor, w) = nnls_fit(&refs, &["a".into(), "b".into(), "c".into()]).unwrap();
         assert_eq!(w[2], 0.0);
-        assert!((w[0] - 2.0).abs() < 0.3 && (w[1] - 0.5).abs() < 0.3, "{w:?}");
+        assert!(
+            (w[0] - 2.0).abs() < 0.3 && (w[1] - 0.5).abs() < 0.3,
+            "{w:?}"
+        );
         assert!(floor > 0.5 && floor < 1.5, "{floor}");
     }
 

@@ -285,7 +285,9 @@ pub fn popcount(ops: &Operands) -> f64 {
     let (k, mask) = (ops.shape.k, mask(ops.dtype));
     let per = |x: &[i16], rows: usize| -> f64 {
         let e = &x[..rows.min(ROW_SAMPLE) * k];
-        e.iter().map(|&v| (v as u16 as u32 & mask).count_ones() as u64).sum::<u64>() as f64
+        e.iter()
+            .map(|&v| (v as u16 as u32 & mask).count_ones() as u64)
+            .sum::<u64>() as f64
             / e.len().max(1) as f64
     };
     per(&ops.a, ops.shape.m) + per(&ops.b, ops.shape.n)

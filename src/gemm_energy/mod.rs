@@ -33,12 +33,12 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::choice::Choice;
 use crate::device::DeviceSpec;
 use crate::error::{Error, IoContext, Result};
 use crate::files::write_atomic;
-use crate::stats::{percentile, Estimate};
-use crate::choice::Choice;
 use crate::sim::tile::{sample_blocks, TileOrder};
+use crate::stats::{percentile, Estimate};
 use hw::HwModel;
 use patterns::{Dtype, Family, Operands, Shape};
 
@@ -736,7 +736,10 @@ pub fn rerender(out: &Path, check: Option<&Path>) -> Result<GemmReport> {
     if let Some(c) = check {
         report.config.check_calibration = Some(c.to_path_buf());
     }
-    write_atomic(&path, (serde_json::to_string_pretty(&report).expect("json") + "\n").as_bytes())?;
+    write_atomic(
+        &path,
+        (serde_json::to_string_pretty(&report).expect("json") + "\n").as_bytes(),
+    )?;
     write_atomic(&out.join("results.csv"), report::to_csv(&report).as_bytes())?;
     report::write_report(&report, out)?;
     let cal = out.join("calibration.json");

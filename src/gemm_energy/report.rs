@@ -33,7 +33,10 @@ fn cost(p: &PointResult, regime: Regime) -> (f64, bool) {
 /// The name and axis label of what the report predicts.
 fn cost_name(energy: bool, regime: Regime) -> (&'static str, &'static str) {
     match (energy, regime) {
-        (true, Regime::Duty) => ("J/GEMM above floor", "energy per GEMM above the schedule's floor (J)"),
+        (true, Regime::Duty) => (
+            "J/GEMM above floor",
+            "energy per GEMM above the schedule's floor (J)",
+        ),
         (true, _) => ("J/GEMM", "energy per GEMM (J)"),
         _ => ("ms/GEMM", "time per GEMM (ms)"),
     }
@@ -327,7 +330,11 @@ fn group_feature(model: &str, group: &str) -> String {
 /// The candidates of this run's `dtype`, split into the RTL family and the declared
 /// baselines; a candidate whose feature some pattern lacks (rows of an older run) is left
 /// out.
-pub fn candidates(r: &GemmReport, dtype: Dtype, samples: &[Sample]) -> (Vec<Candidate>, Vec<Candidate>) {
+pub fn candidates(
+    r: &GemmReport,
+    dtype: Dtype,
+    samples: &[Sample],
+) -> (Vec<Candidate>, Vec<Candidate>) {
     let c = &r.config;
     let has = |f: &str| samples.iter().all(|s| s.features.contains_key(f));
     let (mut family, mut baselines) = (Vec::new(), vec![Candidate::TwoGroup]);
@@ -366,13 +373,18 @@ pub fn candidates(r: &GemmReport, dtype: Dtype, samples: &[Sample]) -> (Vec<Cand
 fn selection_section(dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> String {
     let s = samples(points, r.power_limit_w, r.config.regime);
     let (family, baselines) = candidates(r, dtype, &s);
-    let mut md = format!("### {}: nested selection, against declared baselines
+    let mut md = format!(
+        "### {}: nested selection, against declared baselines
 
-", dtype.name());
+",
+        dtype.name()
+    );
     let Some(sel) = fit::select(&s, &family, &baselines) else {
-        md.push_str("Too few patterns (or no RTL model) for a nested estimate.
+        md.push_str(
+            "Too few patterns (or no RTL model) for a nested estimate.
 
-");
+",
+        );
         return md;
     };
     let _ = writeln!(md, "Each pattern is predicted by the RTL-family model (one of {} candidates: every RTL design's toggles per MAC on a line, and each tile order's signal groups with non-negative weights) that the *other* patterns choose by their own leave-one-out error, so selecting among many models cannot flatter the estimate. The baselines were named before any fit: {}. Differences are mean absolute errors, nested estimate minus baseline, in percentage points, with a paired bootstrap 95% CI over patterns.
@@ -412,7 +424,12 @@ fn selection_section(dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> S
 }
 
 /// This run's patterns predicted by an earlier run's calibration.
-fn calibration_check(path: &Path, dtype: Dtype, points: &[&PointResult], r: &GemmReport) -> Result<String> {
+fn calibration_check(
+    path: &Path,
+    dtype: Dtype,
+    points: &[&PointResult],
+    r: &GemmReport,
+) -> Result<String> {
     let cals = calibrate::read(path)?;
     let cal = calibrate::for_dtype(&cals, dtype)?;
     let s = samples(points, r.power_limit_w, r.config.regime);
@@ -478,8 +495,12 @@ fn chosen_text(sel: &Selection, family: &[Candidate], s: &[Sample], n: usize) ->
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let Some(top) = chosen.first().and_then(|(name, _)| family.iter().find(|c| c.name() == **name)) else {
-        return md + "
+    let Some(top) = chosen
+        .first()
+        .and_then(|(name, _)| family.iter().find(|c| c.name() == **name))
+    else {
+        return md
+            + "
 ";
     };
     if let Candidate::Groups { name, features } = top {
@@ -508,7 +529,12 @@ Fitted to all {n} patterns, {name} gives cost = {floor:.4} + {} (toggles per MAC
 }
 
 /// Scatter, fit and statistics per hardware model, and the models ranked.
-fn predictions(dtype: Dtype, points: &[&PointResult], plots: &Path, regime: Regime) -> Result<String> {
+fn predictions(
+    dtype: Dtype,
+    points: &[&PointResult],
+    plots: &Path,
+    regime: Regime,
+) -> Result<String> {
     let energy = points.iter().all(|p| p.j_per_gemm.is_some());
     let (y_name, y_label) = cost_name(energy, regime);
     let y: Vec<f64> = points.iter().map(|p| cost(p, regime).0).collect();
@@ -598,7 +624,12 @@ fn permutations(r: &GemmReport) -> String {
                 .collect::<Vec<_>>()
                 .join("; "),
             p.measured_pct
-                .map(|e| format!("{:+.2}% [{:+.2}, {:+.2}] (n = {})", e.mean, e.ci95_low, e.ci95_high, e.n))
+                .map(|e| {
+                    format!(
+                        "{:+.2}% [{:+.2}, {:+.2}] (n = {})",
+                        e.mean, e.ci95_low, e.ci95_high, e.n
+                    )
+                })
                 .unwrap_or_else(|| "n/a (no energy counter)".into()),
             p.measured_pct
                 .and_then(|e| e.min_detectable())

@@ -85,7 +85,7 @@ pub struct ExitReport {
 }
 
 /// One GPU over the command's lifetime.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct GpuUse {
     pub index: u32,
     pub name: String,
@@ -189,15 +189,24 @@ pub fn run(cfg: &MeasureConfig, interrupts: &dyn Fn() -> usize) -> Result<Measur
         for x in &mut s {
             x.t_s -= offsets[k];
         }
-        let idle = IdleEstimate::of(before[k].clone(), after[k].clone(), idle_window_s(cfg.idle_s.max(cfg.idle_after_s)));
+        let idle = IdleEstimate::of(
+            before[k].clone(),
+            after[k].clone(),
+            idle_window_s(cfg.idle_s.max(cfg.idle_after_s)),
+        );
         gpus.push(gpu_use(g, &child, k, idle, &s, sample_hz));
         samples.push((g.index(), s));
     }
     let (windows, mut marker_problems) = phases::windows(&child.markers, child.ran_s);
     marker_problems.splice(0..0, child.problems.iter().cloned());
+    let counters: Vec<Vec<(f64, f64)>> = samples
+        .iter()
+        .zip(&child.energy_mj)
+        .map(|((_, s), ends)| counter_series(s, *ends, child.ran_s))
+        .collect();
     let phases = windows
         .into_iter()
-        .map(|w| phase_report(w, &gpus, &samples))
+        .map(|w| phase_report(w, &gpus, &counters))
         .collect();
     let report = MeasureReport {
         schema: "perfwatt.measure/1".into(),
@@ -231,7 +240,10 @@ fn open_gpus(choice: &GpuChoice) -> Result<(Vec<GpuMeter>, Option<String>)> {
             match opened.iter().find_map(|m| m.as_ref().err()) {
                 Some(e) if e.starts_with("NVML unavailable") => Ok((Vec::new(), Some(e.clone()))),
                 Some(e) => Err(Error::Config(format!("--devices: {e}"))),
-                None => Ok((opened.into_iter().map(|m| m.expect("checked")).collect(), None)),
+                None => Ok((
+                    opened.into_iter().map(|m| m.expect("checked")).collect(),
+                    None,
+                )),
             }
         }
     }
@@ -296,7 +308,9 @@ fn run_child(
         Ok(f) => {
             cmd.env("PERFWATT_PHASE_FIFO", f.path());
         }
-        Err(e) => problems.push(format!("no marker FIFO ({e}); markers on stdout/stderr only")),
+        Err(e) => problems.push(format!(
+            "no marker FIFO ({e}); markers on stdout/stderr only"
+        )),
     }
     if std::env::var_os("PYTHONUNBUFFERED").is_none() {
         cmd.env("PYTHONUNBUFFERED", "1");
@@ -306,25 +320,42 @@ fn run_child(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let t0 = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::Config(format!("cannot run `{}`: {e}", cfg.command.join(" ")))
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Config(format!("cannot run `{}`: {e}", cfg.command.join(" "))))?;
     let (tx, rx) = mpsc::channel::<(f64, Vec<u8>)>();
     let readers = [
-        pass_through(child.stdout.take().map(|p| Box::new(p) as _), false, tx.clone(), t0),
-        pass_through(child.stderr.take().map(|p| Box::new(p) as _), true, tx.clone(), t0),
+        pass_through(
+            child.stdout.take().map(|p| Box::new(p) as _),
+            false,
+            tx.clone(),
+            t0,
+        ),
+        pass_through(
+            child.stderr.take().map(|p| Box::new(p) as _),
+            true,
+            tx.clone(),
+            t0,
+        ),
     ];
     let listener = fifo.as_ref().ok().map(|f| f.listen(tx, t0));
     let mut clock_events = vec![BTreeMap::new(); meters.len()];
     let (mut clock_polls, mut forwarded) = (0, 0);
     let mut last_poll = Instant::now() - Duration::from_secs(1);
     let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| Error::Config(format!("waiting for the command: {e}")))? {
+        if let Some(s) = child
+            .try_wait()
+            .map_err(|e| Error::Config(format!("waiting for the command: {e}")))?
+        {
             break s;
         }
         let asked = interrupts();
         if asked > forwarded {
-            let sig = if asked == 1 { libc::SIGINT } else { libc::SIGKILL };
+            let sig = if asked == 1 {
+                libc::SIGINT
+            } else {
+                libc::SIGKILL
+            };
             // SAFETY: kill(2) on the child's own process group (its pid, process_group(0)).
             unsafe { libc::kill(-(child.id() as i32), sig) };
             forwarded = asked;
@@ -451,7 +482,9 @@ fn gpu_use(
         uuid: g.uuid.clone(),
         energy_j: window.map(|w| w.joules),
         avg_w: window.map(|w| w.avg_w()),
-        above_idle_j: window.zip(idle.as_ref()).map(|(w, i)| w.above_idle(i.median_w)),
+        above_idle_j: window
+            .zip(idle.as_ref())
+            .map(|(w, i)| w.above_idle(i.median_w)),
         idle,
         counter_period_s: crate::energy::counter_period_s(&readings),
         power_avg_field_mean_w: mean(&avg_field),
@@ -469,19 +502,31 @@ fn gpu_use(
     }
 }
 
-/// A phase's energy on every GPU: its counter series (J since spawn) interpolated at the
-/// phase's edges.
-fn phase_report(w: PhaseWindow, gpus: &[GpuUse], samples: &[(u32, Vec<PowerSample>)]) -> PhaseReport {
+/// A GPU's energy counter (J) against the command's clock: the sampler's readings and the
+/// two exact ones at spawn and exit, so a phase that ends with the command has both edges.
+fn counter_series(
+    samples: &[PowerSample],
+    (at_spawn, at_exit): (Option<u64>, Option<u64>),
+    ran_s: f64,
+) -> Vec<(f64, f64)> {
+    let mut c: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|x| Some((x.t_s, x.energy_mj? as f64 / 1000.0)))
+        .chain(at_spawn.map(|e| (0.0, e as f64 / 1000.0)))
+        .chain(at_exit.map(|e| (ran_s, e as f64 / 1000.0)))
+        .collect();
+    c.sort_by(|a, b| a.0.total_cmp(&b.0));
+    c
+}
+
+/// A phase's energy on every GPU: its counter series (J) interpolated at the phase's edges.
+fn phase_report(w: PhaseWindow, gpus: &[GpuUse], counters: &[Vec<(f64, f64)>]) -> PhaseReport {
     let duration_s = w.duration_s();
     let energy = gpus
         .iter()
-        .zip(samples)
-        .map(|(g, (_, s))| {
-            let counter: Vec<(f64, f64)> = s
-                .iter()
-                .filter_map(|x| Some((x.t_s, x.energy_mj? as f64 / 1000.0)))
-                .collect();
-            let at = |t: f64| crate::energy::interpolate(&counter, t);
+        .zip(counters)
+        .map(|(g, counter)| {
+            let at = |t: f64| crate::energy::interpolate(counter, t);
             let energy_j = at(w.end_s).zip(at(w.start_s)).map(|(b, a)| b - a);
             let counter_updates = g.counter_period_s.map(|p| duration_s / p);
             PhaseEnergy {
@@ -490,7 +535,9 @@ fn phase_report(w: PhaseWindow, gpus: &[GpuUse], samples: &[(u32, Vec<PowerSampl
                 above_idle_j: energy_j
                     .zip(g.idle.as_ref())
                     .map(|(e, i)| e - i.median_w * duration_s),
-                avg_w: energy_j.filter(|_| duration_s > 0.0).map(|e| e / duration_s),
+                avg_w: energy_j
+                    .filter(|_| duration_s > 0.0)
+                    .map(|e| e / duration_s),
                 counter_updates,
                 resolved: counter_updates.is_some_and(|u| u >= MIN_UPDATES),
             }
@@ -500,6 +547,65 @@ fn phase_report(w: PhaseWindow, gpus: &[GpuUse], samples: &[(u32, Vec<PowerSampl
         window: w,
         duration_s,
         energy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counter that steps 10 J every 100 ms (1 J per 10 ms sample when averaged), sampled
+    /// every 10 ms until 5 ms before the exit at 1.0 s.
+    fn stepping() -> Vec<PowerSample> {
+        (-5..100)
+            .map(|i| PowerSample {
+                t_s: i as f64 * 0.01 - 0.005,
+                phase: crate::energy::Phase::Idle,
+                power_w: None,
+                power_instant_w: None,
+                energy_mj: Some(1_000_000 + 10_000 * ((i + 5) / 10) as u64),
+                gpu_util_pct: None,
+                sm_clock_mhz: None,
+                mem_used_mb: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn phases_take_the_counter_at_their_edges_and_short_ones_are_flagged() {
+        let s = stepping();
+        let counter = counter_series(&s, (Some(1_000_000), Some(1_100_000)), 1.0);
+        let gpu = GpuUse {
+            counter_period_s: Some(0.1),
+            idle: IdleEstimate::of(vec![50.0], vec![], 1.0),
+            ..Default::default()
+        };
+        let w = |a: f64, b: f64| PhaseWindow {
+            name: "p".into(),
+            start_s: a,
+            end_s: b,
+            closed_by_exit: b == 1.0,
+        };
+        // Ends with the command, after the last sample: the exact exit reading closes it.
+        let p = phase_report(
+            w(0.5, 1.0),
+            std::slice::from_ref(&gpu),
+            std::slice::from_ref(&counter),
+        );
+        let e = &p.energy[0];
+        assert!(
+            e.resolved && (e.energy_j.unwrap() - 50.0).abs() < 1.5,
+            "{e:?}"
+        );
+        assert!((e.above_idle_j.unwrap() - (e.energy_j.unwrap() - 25.0)).abs() < 1e-9);
+        // 0.2 s is 2 counter updates: reported, flagged.
+        let p = phase_report(w(0.3, 0.5), &[gpu], &[counter]);
+        let e = &p.energy[0];
+        assert!(
+            !e.resolved && (e.counter_updates.unwrap() - 2.0).abs() < 1e-9,
+            "{e:?}"
+        );
+        assert!((e.energy_j.unwrap() - 20.0).abs() < 1.5, "{e:?}");
     }
 }
 
@@ -532,7 +638,11 @@ mod fifo {
             let c = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
             // SAFETY: a NUL-terminated path; mkfifo(3) only creates a file.
             if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-                return Err(format!("{}: {}", path.display(), std::io::Error::last_os_error()));
+                return Err(format!(
+                    "{}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                ));
             }
             Ok(PhaseFifo {
                 path,

@@ -26,7 +26,9 @@ pub enum Marker {
 /// name.
 pub fn parse_marker(line: &[u8]) -> Option<Result<Marker, String>> {
     let text = String::from_utf8_lossy(line);
-    let text = text.trim_start_matches(|c: char| c.is_whitespace()).trim_end();
+    let text = text
+        .trim_start_matches(|c: char| c.is_whitespace())
+        .trim_end();
     let rest = text.strip_prefix(MARKER)?;
     if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
         return None; // PERFWATT_PHASES..., another word
@@ -94,7 +96,9 @@ pub fn windows(markers: &[(f64, Marker)], end_s: f64) -> (Vec<PhaseWindow>, Vec<
                     let (n, a) = sequential.take().expect("checked");
                     done.push(close(n, a, *t, false));
                 } else {
-                    problems.push(format!("at {t:.3} s: `end {name}` but no `{name}` is open; ignored"));
+                    problems.push(format!(
+                        "at {t:.3} s: `end {name}` but no `{name}` is open; ignored"
+                    ));
                 }
             }
         }
@@ -116,12 +120,18 @@ mod tests {
 
     #[test]
     fn marker_lines_and_ordinary_lines() {
-        assert_eq!(m("PERFWATT_PHASE load\n"), Some(Ok(Marker::Next("load".into()))));
+        assert_eq!(
+            m("PERFWATT_PHASE load\n"),
+            Some(Ok(Marker::Next("load".into())))
+        );
         assert_eq!(
             m("\r  PERFWATT_PHASE  warm up  \r\n"),
             Some(Ok(Marker::Next("warm up".into())))
         );
-        assert_eq!(m("PERFWATT_PHASE begin a b"), Some(Ok(Marker::Begin("a b".into()))));
+        assert_eq!(
+            m("PERFWATT_PHASE begin a b"),
+            Some(Ok(Marker::Begin("a b".into())))
+        );
         assert_eq!(m("PERFWATT_PHASE end x"), Some(Ok(Marker::End("x".into()))));
         assert!(matches!(m("PERFWATT_PHASE"), Some(Err(_))));
         assert!(matches!(m("PERFWATT_PHASE end "), Some(Err(_))));
@@ -164,7 +174,10 @@ mod tests {
             ]
         );
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].contains("`begin overlap` while"), "{problems:?}");
+        assert!(
+            problems[0].contains("`begin overlap` while"),
+            "{problems:?}"
+        );
         assert!(problems[1].contains("`end nothing`"), "{problems:?}");
     }
 }

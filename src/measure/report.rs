@@ -120,7 +120,8 @@ fn shell_line(words: &[String]) -> String {
         .iter()
         .map(|w| {
             let plain = !w.is_empty()
-                && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
             if plain {
                 w.clone()
             } else {
@@ -150,7 +151,10 @@ fn markdown(r: &MeasureReport, plots: &[PathBuf]) -> String {
 fn header(r: &MeasureReport) -> String {
     let how = match (r.exit.code, r.exit.signal) {
         (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(s)) => format!("was ended by signal {s} (perfwatt exits {})", r.exit.exit_code),
+        (None, Some(s)) => format!(
+            "was ended by signal {s} (perfwatt exits {})",
+            r.exit.exit_code
+        ),
         _ => "ended".into(),
     };
     let stopped = match r.exit.interrupts {
@@ -232,7 +236,15 @@ fn phases_section(r: &MeasureReport) -> String {
             let mut row = vec![
                 p.window.name.clone(),
                 format!("{:.3}", p.window.start_s),
-                format!("{:.3}{}", p.duration_s, if p.window.closed_by_exit { " (open at exit)" } else { "" }),
+                format!(
+                    "{:.3}{}",
+                    p.duration_s,
+                    if p.window.closed_by_exit {
+                        " (open at exit)"
+                    } else {
+                        ""
+                    }
+                ),
             ];
             for e in &p.energy {
                 let flag = if e.resolved { "" } else { " (unresolved)" };
@@ -273,7 +285,11 @@ fn cpu_section(r: &MeasureReport) -> String {
                 f(c.dram_j, 3)
             );
             for d in &c.domains {
-                let _ = writeln!(md, "- `{}` {}: {:.3} J ({} wraps)", d.zone, d.name, d.joules, d.wraps);
+                let _ = writeln!(
+                    md,
+                    "- `{}` {}: {:.3} J ({} wraps)",
+                    d.zone, d.name, d.joules, d.wraps
+                );
             }
             md + "\n"
         }
@@ -282,8 +298,14 @@ fn cpu_section(r: &MeasureReport) -> String {
 
 fn plots_section(plots: &[PathBuf]) -> String {
     let mut md = String::new();
-    for p in plots.iter().filter(|p| p.extension().is_some_and(|e| e == "png")) {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for p in plots
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+    {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let _ = writeln!(md, "![{name}](plots/{name})\n");
     }
     md
@@ -336,7 +358,10 @@ fn timeline(m: &Measurement) -> Vec<Process> {
     for ((gpu, samples), g) in m.samples.iter().zip(&r.gpus) {
         let e0 = counter_at_spawn(samples);
         let series = |f: &dyn Fn(&PowerSample) -> Option<f64>| -> Vec<(f64, f64)> {
-            samples.iter().filter_map(|s| Some((s.t_s, f(s)?))).collect()
+            samples
+                .iter()
+                .filter_map(|s| Some((s.t_s, f(s)?)))
+                .collect()
         };
         let counter = |name: &str, parts: Vec<(&str, Vec<(f64, f64)>)>| Counter {
             name: name.into(),
@@ -355,10 +380,19 @@ fn timeline(m: &Measurement) -> Vec<Process> {
                 ),
                 counter(
                     "energy since spawn (J)",
-                    vec![("counter", series(&|s| Some((s.energy_mj? as f64 - e0?) / 1000.0)))],
+                    vec![(
+                        "counter",
+                        series(&|s| Some((s.energy_mj? as f64 - e0?) / 1000.0)),
+                    )],
                 ),
-                counter("SM clock (MHz)", vec![("sm", series(&|s| s.sm_clock_mhz.map(f64::from)))]),
-                counter("GPU utilization (%)", vec![("gpu", series(&|s| s.gpu_util_pct.map(f64::from)))]),
+                counter(
+                    "SM clock (MHz)",
+                    vec![("sm", series(&|s| s.sm_clock_mhz.map(f64::from)))],
+                ),
+                counter(
+                    "GPU utilization (%)",
+                    vec![("gpu", series(&|s| s.gpu_util_pct.map(f64::from)))],
+                ),
             ],
         });
     }

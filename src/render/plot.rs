@@ -313,7 +313,10 @@ where
     }
     chart
         .draw_series(LineSeries::new(
-            t.iter().copied().zip(w.iter().copied()).filter(|p| p.1.is_finite()),
+            t.iter()
+                .copied()
+                .zip(w.iter().copied())
+                .filter(|p| p.1.is_finite()),
             BLUE.stroke_width(2),
         ))
         .map_err(pe)?

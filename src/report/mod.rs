@@ -11,7 +11,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-
 use crate::error::{Error, IoContext, Result};
 use crate::files::write_atomic;
 use crate::model::Opts;

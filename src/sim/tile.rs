@@ -40,7 +40,9 @@ pub const BLOCK_N: usize = SUB_N * TILE_COLS as usize;
 const _: () = assert!(SUB_M * SUB_N == TILE_DEPTH as usize);
 
 /// The order in which the unit walks one block's K-slices and sub-blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum TileOrder {
     KOuterN,
@@ -188,7 +190,12 @@ fn check(ops: &TileOperands, blocks: &[(usize, usize)], lanes: u32) -> Result<()
             ops.k
         ));
     }
-    if let Some(v) = ops.a.iter().chain(ops.b).find(|v| !(-128..=127).contains(*v)) {
+    if let Some(v) = ops
+        .a
+        .iter()
+        .chain(ops.b)
+        .find(|v| !(-128..=127).contains(*v))
+    {
         return bad(format!("takes int8 operands; found the value {v}"));
     }
     if blocks.is_empty() {
