@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := verilator iverilog yosys slurm-wlm munge procps g++ make python3-pip time
+APT_PKGS := verilator iverilog yosys slurm-wlm munge procps g++ make python3-pip time python3-torch
 
 .PHONY: deps model liberty test demo bench-vcd bench-sim fuzz lint
 
