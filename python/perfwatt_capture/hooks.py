@@ -28,11 +28,14 @@ class _Layer:
 
 
 class Capture:
-    def __init__(self, model, match=None, vectors=8, rows=4, seed=0, int8=False):
+    def __init__(self, model, match=None, vectors=8, rows=4, seed=0, int8=False, skip_positions=0):
         """Watch the `nn.Linear` layers of `model` whose qualified name contains any string
         of `match` (all of them when None); keep `vectors` input vectors per layer and pair
-        them with `rows` weight rows."""
+        them with `rows` weight rows. `skip_positions` drops the first N positions of every
+        call longer than N (a prompt's chat template, as `perfwatt infer --capture` does);
+        shorter calls (decode steps) are kept whole."""
         self.vectors, self.rows, self.seed, self.int8 = vectors, rows, seed, int8
+        self.skip = skip_positions
         self.layers = [
             _Layer(n, m, seed)
             for n, m in model.named_modules()
@@ -57,6 +60,8 @@ class Capture:
     def _hook(self, layer):
         def hook(module, inputs, output):
             x = inputs[0].detach()
+            if x.dim() >= 2 and x.shape[-2] > self.skip:
+                x = x[..., self.skip:, :]
             for v in x.reshape(-1, x.shape[-1]):
                 layer.seen += 1
                 if len(layer.kept) < self.vectors:
