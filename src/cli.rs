@@ -186,6 +186,27 @@ Out: OUT/measure.json (schema perfwatt.measure/1), OUT/report.md, OUT/power.csv 
 format: gpu,t_s,power_w,...), OUT/plots/power-gpuN.{png,svg}; --trace: a Chrome
 trace-event file for Perfetto (ui.perfetto.dev) or chrome://tracing.")]
     Measure(MeasureArgs),
+    /// Drive an OpenAI-compatible server (perfwatt's own, llama.cpp's, vLLM, yours) at
+    /// offered loads and measure latency per request and energy per request.
+    ///
+    /// Open loop: Poisson arrivals at each --rate (seeded; `inf`: all at once); closed loop:
+    /// --concurrency N in flight. Every request streams; per load: TTFT, TPOT, inter-token
+    /// and end-to-end percentiles (p50/p90/p99; with --replicates >= 2 a 95% CI over
+    /// replicates), achieved request and token throughput, goodput under --slo-ttft /
+    /// --slo-tpot, errors by kind (connect, http NNN, timeout: a stream silent for
+    /// --timeout-s, stream). Energy: the NVML counter of the GPUs on this host over the
+    /// measured window (first to last arrival: warm-up and drain excluded), idle measured
+    /// before, J/request and J/output token; CPU energy through RAPL where readable.
+    /// Exits non-zero when any measured request failed (the report says which and why).
+    #[command(after_help = "Examples:
+  perfwatt load --url http://127.0.0.1:8000 --rate 1,2,4,8,inf --requests 50 --max-tokens 64
+  perfwatt load --url http://127.0.0.1:8080 --concurrency 1,4,16 --replicates 3 --slo-ttft 500
+  perfwatt load --url http://127.0.0.1:8000 --rate 4 --duration 60 --prompts my.jsonl --chat
+
+Prompts: --prompts FILE, JSON Lines with a \"text\" field (experiments/prompts.jsonl, the
+default) or plain text, one prompt per line. Out: OUT/results.{csv,jsonl} (a row per load
+and replicate), OUT/requests.csv (a row per request), OUT/report.md, OUT/plots/.")]
+    Load(LoadArgs),
     /// Measure how a GEMM's energy depends on its operand data, and how well the switching
     /// of hardware models (RTL MACs, dot-product units, operand bit flips) predicts it.
     ///
@@ -846,6 +867,126 @@ impl SweepArgs {
             time: self.time.clone(),
             dry_run: self.dry_run,
         }
+    }
+}
+
+#[derive(Args)]
+pub struct LoadArgs {
+    /// The server's base URL (http://HOST:PORT; /v1 is added).
+    #[arg(long)]
+    pub url: String,
+    /// Offered request rates (requests/s), comma-separated; `inf`: all at once.
+    #[arg(long, conflicts_with = "concurrency")]
+    pub rate: Option<String>,
+    /// Closed-loop concurrencies, comma-separated.
+    #[arg(long)]
+    pub concurrency: Option<String>,
+    /// Measured requests per load.
+    #[arg(long, default_value_t = 20)]
+    pub requests: usize,
+    /// Send for this many seconds per load instead of a number of requests.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Prompts: JSON Lines with "text", or plain lines (default: experiments/prompts.jsonl).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Seconds of warm-up requests before each load's measured ones.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// TTFT SLO in ms (goodput counts requests within every SLO given).
+    #[arg(long)]
+    pub slo_ttft: Option<f64>,
+    /// TPOT SLO in ms.
+    #[arg(long)]
+    pub slo_tpot: Option<f64>,
+    /// Rounds over every load (in alternating order): CIs need 2 or more.
+    #[arg(long, default_value_t = 1)]
+    pub replicates: usize,
+    /// A request whose stream sends nothing for this long failed (timeout).
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout_s: f64,
+    /// Use /v1/chat/completions (messages) instead of /v1/completions (prompt).
+    #[arg(long)]
+    pub chat: bool,
+    /// The model name to send (default: the first the server lists at /v1/models).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// GPUs of this host whose energy to measure: NVML indices (0,1) or `all`.
+    #[arg(long, default_value = "all")]
+    pub devices: String,
+    /// Seconds of idle measured on the GPUs before the first load.
+    #[arg(long, default_value_t = 5.0)]
+    pub idle_s: f64,
+    /// Output folder (default experiments/runs/load-UNIXTIME).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    pub fn config(&self) -> Result<perfwatt::load::LoadConfig> {
+        use perfwatt::load::Load;
+        let loads = match (&self.rate, &self.concurrency) {
+            (Some(r), _) => Load::rates(r)?,
+            (None, Some(c)) => c
+                .split(',')
+                .map(|x| {
+                    x.trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .map(Load::Concurrency)
+                        .ok_or_else(|| {
+                            perfwatt::Error::Config(format!(
+                                "--concurrency {c:?}: `{x}` is not a count > 0"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            (None, None) => Load::rates("1,2,4,inf")?,
+        };
+        let prompts_path = self
+            .prompts
+            .clone()
+            .unwrap_or_else(|| perfwatt::asset_path("experiments/prompts.jsonl"));
+        Ok(perfwatt::load::LoadConfig {
+            url: self.url.clone(),
+            model: self.model.clone(),
+            endpoint: if self.chat {
+                perfwatt::load::Endpoint::Chat
+            } else {
+                perfwatt::load::Endpoint::Completions
+            },
+            loads,
+            requests: self.requests,
+            duration_s: self.duration,
+            prompts: perfwatt::load::read_prompts(&prompts_path)?,
+            max_tokens: self.max_tokens,
+            warmup_s: self.warmup,
+            seed: self.seed,
+            slo_ttft_s: self.slo_ttft.map(|ms| ms / 1e3),
+            slo_tpot_s: self.slo_tpot.map(|ms| ms / 1e3),
+            replicates: self.replicates,
+            timeout_s: self.timeout_s,
+            gpus: self.devices.parse()?,
+            idle_s: self.idle_s,
+            powercap_root: std::env::var_os("PERFWATT_POWERCAP_ROOT").map_or_else(
+                || perfwatt::energy::rapl::POWERCAP_ROOT.into(),
+                PathBuf::from,
+            ),
+        })
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            PathBuf::from(format!("experiments/runs/load-{now}"))
+        })
     }
 }
 

@@ -18,7 +18,8 @@
 //! - drivers over the stages: `sweep` (capture and sim per point; `sweep::slurm`), `report`
 //!   (a sweep's run folder -> report.md), `roofline` (model kernels -> roofline),
 //!   `gemm_energy` (operand patterns -> J/GEMM and the hardware models that predict it),
-//!   `measure` (any command -> its energy, phase by phase, through `energy`);
+//!   `measure` (any command -> its energy, phase by phase, through `energy`), `load` (an
+//!   OpenAI-compatible server under offered load -> latency and energy per request);
 //! - `timeline`: trace-event JSON (Perfetto) of counters and spans, a leaf the drivers use.
 //!
 //! The command line (clap) lives in the binary only: library enums parse from and print as
@@ -31,6 +32,7 @@ pub mod energy;
 pub mod error;
 pub mod files;
 pub mod gemm_energy;
+pub mod load;
 pub mod measure;
 pub mod model;
 mod render;

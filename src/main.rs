@@ -56,7 +56,7 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Cmd::Cells { liberty, map } => cells(&liberty, map.as_deref()),
         Cmd::Roofline(a) => roofline(&a.config()?, &a.out_dir()),
-        Cmd::Measure(_) => unreachable!("main runs measure for its exit code"),
+        Cmd::Measure(_) | Cmd::Load(_) => unreachable!("main runs these for their exit codes"),
         Cmd::GemmEnergy(a) => {
             match &a.action {
                 Some(cli::GemmAction::Predict(p)) => return gemm_predict(p),
@@ -492,10 +492,61 @@ fn measure(a: &cli::MeasureArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(r.exit.exit_code.clamp(0, 255) as u8))
 }
 
+/// `perfwatt load`: the report is written whatever happened, and the exit code says
+/// whether every measured request completed.
+fn load(a: &cli::LoadArgs) -> Result<ExitCode> {
+    let cfg = a.config()?;
+    let out = a.out_dir();
+    let stop = interrupt_flag();
+    let bar = progress_bar(0, "load");
+    let run = perfwatt::load::run(&cfg, &mut item_progress(&bar), &|| {
+        stop.load(Ordering::Relaxed)
+    })?;
+    bar.finish_and_clear();
+    let files = perfwatt::load::write(&run, &cfg, &out)?;
+    let failed: usize = run.rows.iter().map(|r| r.failed).sum();
+    let requests: usize = run.rows.iter().map(|r| r.requests).sum();
+    for r in &run.rows {
+        let ms = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{:.0} ms", x * 1e3));
+        eprintln!(
+            "load {:>5} round {}: {}/{} completed, {:.2} req/s, TTFT p50 {} p99 {}, E2E p50 {}{}",
+            r.load,
+            r.replicate + 1,
+            r.completed,
+            r.requests,
+            r.achieved_rps.unwrap_or(f64::NAN),
+            ms(r.ttft.p50),
+            ms(r.ttft.p99),
+            ms(r.e2e.p50),
+            r.j_per_request
+                .map_or(String::new(), |j| format!(", {j:.2} J/request"))
+        );
+    }
+    eprintln!("wrote {}", files[0].display());
+    if failed > 0 {
+        let kinds: std::collections::BTreeMap<&str, usize> = run
+            .requests
+            .iter()
+            .filter(|q| !q.warmup && !q.ok())
+            .fold(Default::default(), |mut m, q| {
+                *m.entry(q.error.as_deref().unwrap_or("")).or_insert(0) += 1;
+                m
+            });
+        eprintln!("perfwatt load: {failed} of {requests} measured requests failed: {kinds:?}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Cmd::Measure(a) = &cli.cmd {
-        return measure(a).unwrap_or_else(|e| {
+    let special = match &cli.cmd {
+        Cmd::Measure(a) => Some(measure(a)),
+        Cmd::Load(a) => Some(load(a)),
+        _ => None,
+    };
+    if let Some(r) = special {
+        return r.unwrap_or_else(|e| {
             eprintln!("perfwatt: error: {e}");
             ExitCode::FAILURE
         });

@@ -80,8 +80,15 @@ for name, (fa, fb, span, lo) in cases.items():
         assert_eq!(s.pairs, want, "{name}");
         assert_eq!(s.dot_len(), None);
         assert_eq!(s.dot_starts().iter().filter(|&&f| f).count(), 20, "{name}");
-        assert_eq!(s.meta["format"]["arithmetic"], format!("{} x {}", fa.name(), fb.name()));
-        assert_eq!(s.to_ops_bytes(), bytes, "{name}: perfwatt re-encodes the file differently");
+        assert_eq!(
+            s.meta["format"]["arithmetic"],
+            format!("{} x {}", fa.name(), fb.name())
+        );
+        assert_eq!(
+            s.to_ops_bytes(),
+            bytes,
+            "{name}: perfwatt re-encodes the file differently"
+        );
     }
     // A value outside its format is refused by the writer, not written for perfwatt to reject.
     let o = Command::new(python())
@@ -132,7 +139,10 @@ print(json.dumps({"x0": x0, "w0": w[0].tolist(), "w1": w[10].tolist(), "w2": w[2
     let read = |n: &str| OperandStream::read(&dir.path().join(n), 8).unwrap();
 
     let s = read("bf16.ops");
-    assert_eq!((s.a_format, s.b_format), (ElemFormat::Bf16, ElemFormat::Bf16));
+    assert_eq!(
+        (s.a_format, s.b_format),
+        (ElemFormat::Bf16, ElemFormat::Bf16)
+    );
     let segs = s.meta["segments"].as_array().unwrap();
     assert_eq!(segs.len(), 2);
     assert_eq!(segs[0]["dot_len"], 48);
@@ -142,7 +152,11 @@ print(json.dumps({"x0": x0, "w0": w[0].tolist(), "w1": w[10].tolist(), "w2": w[2
     assert_eq!(s.pairs.len(), 6 * 3 * 48 + 6 * 3 * 32);
     // (x_i, w_ji): the first kept vector against rows 0, 10 and 21, K pairs each.
     let bits = |v: &serde_json::Value| -> Vec<i16> {
-        v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap() as i16).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap() as i16)
+            .collect()
     };
     let x0 = bits(&want["x0"]);
     for (r, key) in ["w0", "w1", "w2"].iter().enumerate() {
@@ -151,21 +165,43 @@ print(json.dumps({"x0": x0, "w0": w[0].tolist(), "w1": w[10].tolist(), "w2": w[2
         assert_eq!(got, expect, "row {key}");
     }
     // ReLU zeros reach the second layer: exactly zero bf16 activations, counted.
-    assert!(segs[1]["a_zero_fraction"].as_f64().unwrap() > 0.2, "{}", segs[1]);
+    assert!(
+        segs[1]["a_zero_fraction"].as_f64().unwrap() > 0.2,
+        "{}",
+        segs[1]
+    );
 
     let f = read("f32.ops");
     assert_eq!(f.meta["precision"], "f32 rounded to bf16");
-    assert_eq!(f.meta["segments"].as_array().unwrap().len(), 1, "match=[\"2\"]: one layer");
+    assert_eq!(
+        f.meta["segments"].as_array().unwrap().len(),
+        1,
+        "match=[\"2\"]: one layer"
+    );
     let q = read("int8.ops");
     assert_eq!((q.a_format, q.b_format), (ElemFormat::I8, ElemFormat::I8));
-    assert!(q.pairs.iter().all(|&(a, b)| a.abs() <= 127 && b.abs() <= 127));
-    assert!(q.pairs.iter().any(|&(a, _)| a.abs() == 127), "the scale maps the max to 127");
+    assert!(q
+        .pairs
+        .iter()
+        .all(|&(a, b)| a.abs() <= 127 && b.abs() <= 127));
+    assert!(
+        q.pairs.iter().any(|&(a, _)| a.abs() == 127),
+        "the scale maps the max to 127"
+    );
 
     // Uniform reservoir: the mean kept id of 100 of 0..999 is 499.5 +- 2 sd (58).
-    let ids: Vec<f64> = want["ids"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let ids: Vec<f64> = want["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     assert_eq!(ids.len(), 100);
     let mean = ids.iter().sum::<f64>() / 100.0;
-    assert!((mean - 499.5).abs() < 58.0 && ids[99] >= 900.0, "{mean} {ids:?}");
+    assert!(
+        (mean - 499.5).abs() < 58.0 && ids[99] >= 900.0,
+        "{mean} {ids:?}"
+    );
 
     // perfwatt sim takes every stream: bf16 on the bf16 designs, int8 on the integer ones.
     for (file, design) in [("bf16.ops", "bf16"), ("int8.ops", "baseline")] {
@@ -175,7 +211,11 @@ print(json.dumps({"x0": x0, "w0": w[0].tolist(), "w1": w[10].tolist(), "w2": w[2
             .args(["--design", design, "--format", "json"])
             .output()
             .unwrap();
-        assert!(o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert!(j.to_string().contains("toggles"), "{file}: {j}");
     }

@@ -229,7 +229,7 @@ pub fn run(cfg: &MeasureConfig, interrupts: &dyn Fn() -> usize) -> Result<Measur
 
 /// The meters of `choice`; none, with the reason, without NVML. A GPU index that does not
 /// exist is an error (the user named it), not a silent omission.
-fn open_gpus(choice: &GpuChoice) -> Result<(Vec<GpuMeter>, Option<String>)> {
+pub(crate) fn open_gpus(choice: &GpuChoice) -> Result<(Vec<GpuMeter>, Option<String>)> {
     match choice {
         GpuChoice::All => Ok(match GpuMeter::every_gpu() {
             Ok(m) => (m, None),
@@ -255,7 +255,7 @@ fn idle_window_s(total_s: f64) -> f64 {
 
 /// Idle windows of every GPU at once (so N GPUs cost one idle period, not N): `total_s`
 /// split into windows of at most 1 s; per GPU, the mean power of each window (W).
-fn idle_windows(meters: &[GpuMeter], total_s: f64) -> Vec<Vec<f64>> {
+pub(crate) fn idle_windows(meters: &[GpuMeter], total_s: f64) -> Vec<Vec<f64>> {
     let mut out = vec![Vec::new(); meters.len()];
     if meters.is_empty() || total_s <= 0.0 {
         return out;
