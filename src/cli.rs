@@ -179,7 +179,7 @@ pub enum Cmd {
     #[command(after_help = "Examples:
   perfwatt measure -- python train.py --epochs 1
   perfwatt measure --devices 0,1 --idle-s 10 --idle-after-s 5 --out runs/serve -- ./serve.sh
-  perfwatt measure --trace trace.json -- perfwatt infer --device cuda
+  perfwatt measure --trace trace.json -- python3 serve.py --port 8000
   (in Python: print('PERFWATT_PHASE load'); ...; print('PERFWATT_PHASE generate'))
 
 Out: OUT/measure.json (schema perfwatt.measure/1), OUT/report.md, OUT/power.csv (long
@@ -973,10 +973,7 @@ impl LoadArgs {
             timeout_s: self.timeout_s,
             gpus: self.devices.parse()?,
             idle_s: self.idle_s,
-            powercap_root: std::env::var_os("PERFWATT_POWERCAP_ROOT").map_or_else(
-                || perfwatt::energy::rapl::POWERCAP_ROOT.into(),
-                PathBuf::from,
-            ),
+            powercap_root: perfwatt::energy::rapl::powercap_root(),
         })
     }
 
@@ -1034,10 +1031,7 @@ impl MeasureArgs {
             interval_ms: self.interval_ms,
             idle_s: self.idle_s,
             idle_after_s: self.idle_after_s,
-            powercap_root: std::env::var_os("PERFWATT_POWERCAP_ROOT").map_or_else(
-                || perfwatt::energy::rapl::POWERCAP_ROOT.into(),
-                PathBuf::from,
-            ),
+            powercap_root: perfwatt::energy::rapl::powercap_root(),
         })
     }
 

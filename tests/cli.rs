@@ -28,6 +28,11 @@ fn help_examples_are_verbatim_one_per_line() {
             "perfwatt sweep experiments/cpu-demo.toml && perfwatt report experiments/runs/cpu-demo",
         ),
         ("roofline", "perfwatt roofline --quick"),
+        ("measure", "perfwatt measure -- python train.py --epochs 1"),
+        (
+            "load",
+            "perfwatt load --url http://127.0.0.1:8000 --rate 1,2,4,8,inf --requests 50 --max-tokens 64",
+        ),
     ] {
         let text = help(cmd);
         let examples = text

@@ -232,3 +232,70 @@ fn bad_input_is_one_clear_error() {
     assert_eq!(code, Some(2), "clap's usage error");
     assert!(err.contains("CMD"), "{err}");
 }
+
+/// `infer` on the CPU reports RAPL package energy per run where the host exposes it: here a
+/// fixture tree whose counter a thread advances at 10 W (atomically, as the kernel's reads
+/// are), and a reason where there is none.
+#[test]
+fn infer_reports_cpu_energy_from_rapl() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("powercap");
+    rapl_zone(&root, "intel-rapl:0", "package-0", 0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (root, stop) = (root.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let uj = (t0.elapsed().as_secs_f64() * 10e6) as u64;
+                let tmp = root.join("intel-rapl:0/.energy_uj");
+                std::fs::write(&tmp, format!("{uj}\n")).unwrap();
+                std::fs::rename(&tmp, root.join("intel-rapl:0/energy_uj")).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let infer = |root: &Path, out: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+            .args([
+                "infer",
+                "--max-new-tokens",
+                "4",
+                "--warmup",
+                "0",
+                "--repeats",
+                "2",
+                "--out",
+            ])
+            .arg(out)
+            .env("PERFWATT_POWERCAP_ROOT", root)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+        v
+    };
+    let r = infer(&root, &dir.path().join("a.json"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    ticker.join().unwrap();
+    let c = &r["cpu_energy"];
+    assert!(c["reason"].is_null(), "{c}");
+    // 10 W over each run's latency, within the ticker's 2 ms steps.
+    for run in r["runs"].as_array().unwrap() {
+        let (j, s) = (
+            run["cpu_j"].as_f64().unwrap(),
+            run["latency_s"].as_f64().unwrap(),
+        );
+        assert!(
+            (j - 10.0 * s).abs() <= 10.0 * 0.01 + 0.05 * j,
+            "{j} J over {s} s"
+        );
+    }
+    assert!(c["j_per_token"]["mean"].as_f64().unwrap() > 0.0, "{c}");
+    let none = infer(&dir.path().join("absent"), &dir.path().join("b.json"));
+    assert!(none["cpu_energy"]["joules"].is_null());
+    assert!(none["cpu_energy"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("does not expose RAPL"));
+}

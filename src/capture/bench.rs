@@ -27,6 +27,8 @@ pub(super) struct RunTimes {
     pub(super) sampler_on: bool,
     pub(super) e_prefill: Option<EnergyWindow>,
     pub(super) e_decode: Option<EnergyWindow>,
+    /// RAPL package energy over the run (J), where the host lets it be read.
+    pub(super) cpu_j: Option<f64>,
     /// Start and end on the power sampler's clock.
     pub(super) t0_s: Option<f64>,
     pub(super) t1_s: Option<f64>,
@@ -193,6 +195,7 @@ impl<'a> Bench<'a> {
             Phase::Warmup
         });
         let e0 = meter.energy_mj();
+        let c0 = meter.cpu_j();
         let t0_s = meter.now_s();
         let start = Instant::now();
         let prompt = Tensor::new(self.batch_ids.clone(), &self.device).map_err(me)?;
@@ -233,6 +236,7 @@ impl<'a> Bench<'a> {
             meter.set_paused(false);
         }
         let e2 = meter.energy_mj();
+        let c2 = meter.cpu_j();
         let t1_s = meter.now_s();
         Ok(RunOutput {
             times: RunTimes {
@@ -242,6 +246,7 @@ impl<'a> Bench<'a> {
                 sampler_on: false,
                 e_prefill: EnergyWindow::between(e0, e1, ttft),
                 e_decode: EnergyWindow::between(e1, e2, total - ttft),
+                cpu_j: c2.zip(c0).map(|(b, a)| b - a),
                 t0_s,
                 t1_s,
             },
@@ -333,7 +338,7 @@ impl<'a> Bench<'a> {
         self,
         gpu: &Option<GpuMeter>,
         measured: Measured,
-        energy: EnergyReport,
+        (energy, cpu_energy): (EnergyReport, super::CpuEnergy),
         samples: &[PowerSample],
         capture: Option<serde_json::Value>,
     ) -> Result<InferReport> {
@@ -364,6 +369,7 @@ impl<'a> Bench<'a> {
                 step_latencies_s: r.steps.clone(),
                 energy_j: r.joules(),
                 energy_above_idle_j: r.joules().zip(idle_w).map(|(j, i)| j - i * r.total),
+                cpu_j: r.cpu_j,
             })
             .collect();
         let [latency_s, ttft_s, tpot_s] = request_percentiles(&records, cfg.batch, t)?;
@@ -404,6 +410,7 @@ impl<'a> Bench<'a> {
             flops_per_run: self.flops_per_run(),
             peak_mem_mb,
             energy,
+            cpu_energy,
             generated: measured
                 .generated
                 .iter()

@@ -22,6 +22,8 @@ pub(super) struct Meter {
     pub(super) counter_period_s: Option<f64>,
     pub(super) instant: bool,
     pub(super) sampler: Option<crate::energy::PowerSampler>,
+    /// RAPL, polled at run boundaries (a RefCell: the meter is shared read-only).
+    pub(super) rapl: Result<std::cell::RefCell<crate::energy::rapl::RaplMeter>, String>,
 }
 
 impl Meter {
@@ -43,6 +45,8 @@ impl Meter {
             .and_then(|g| g.counter_period_s(Duration::from_secs(1)));
         let instant = gpu.as_ref().is_some_and(|g| g.has_instant_power());
         let sampler = gpu.as_ref().map(|g| g.start_sampler(cfg.sample_hz));
+        let rapl = crate::energy::rapl::RaplMeter::open(&crate::energy::rapl::powercap_root())
+            .map(std::cell::RefCell::new);
         Meter {
             gpu,
             reason,
@@ -50,6 +54,7 @@ impl Meter {
             counter_period_s,
             instant,
             sampler,
+            rapl,
         }
     }
 
@@ -66,6 +71,31 @@ impl Meter {
 
     pub(super) fn energy_mj(&self) -> Option<u64> {
         self.gpu.as_ref().and_then(|g| g.energy_mj())
+    }
+
+    /// RAPL package energy counted since the meter opened (J).
+    pub(super) fn cpu_j(&self) -> Option<f64> {
+        self.rapl.as_ref().ok()?.borrow_mut().report().cpu_j
+    }
+
+    /// CPU energy of the measured runs, mean with its 95% CI over runs.
+    pub(super) fn cpu_energy(
+        &self,
+        runs: &[RunTimes],
+        out_tokens: f64,
+    ) -> super::records::CpuEnergy {
+        let joules = Estimate::over(runs, |r| r.cpu_j);
+        super::records::CpuEnergy {
+            joules,
+            j_per_token: Estimate::over(runs, |r| Some(r.cpu_j? / out_tokens)),
+            reason: match &self.rapl {
+                Err(why) => Some(why.clone()),
+                Ok(_) if joules.is_none() => {
+                    Some("RAPL counters could not be read during the runs".into())
+                }
+                Ok(_) => None,
+            },
+        }
     }
 
     pub(super) fn set_phase(&self, p: Phase) {

@@ -43,7 +43,8 @@ pub use devices::{
 use meter::Meter;
 pub use operands::OperandCapture;
 pub use records::{
-    power_csv, request_percentiles, write_report, EnergyReport, InferReport, RunRecord, SamplerAb,
+    power_csv, request_percentiles, write_report, CpuEnergy, EnergyReport, InferReport, RunRecord,
+    SamplerAb,
 };
 pub struct Progress<'a> {
     pub on_step: &'a mut dyn FnMut(usize, usize),
@@ -112,10 +113,17 @@ pub fn run_infer(
         .map(|(s, r)| (s, Some(r)))
         .unwrap_or((Vec::new(), None));
     let energy = bench.energy_report(&meter, idle, &measured, &samples, achieved);
+    let cpu_energy = meter.cpu_energy(&measured.runs, (cfg.batch * bench.t) as f64);
     let capture_info = match (capture, capture_out) {
         (Some(c), Some(path)) => Some(bench.write_capture(c, path)?),
         _ => None,
     };
-    let report = bench.summarize(&meter.gpu, measured, energy, &samples, capture_info)?;
+    let report = bench.summarize(
+        &meter.gpu,
+        measured,
+        (energy, cpu_energy),
+        &samples,
+        capture_info,
+    )?;
     Ok((report, samples))
 }

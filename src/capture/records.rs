@@ -65,6 +65,19 @@ pub struct RunRecord {
     pub energy_j: Option<f64>,
     /// energy_j - idle power x latency_s, unclamped.
     pub energy_above_idle_j: Option<f64>,
+    /// RAPL package energy over the run (null where the host does not let it be read).
+    #[serde(default)]
+    pub cpu_j: Option<f64>,
+}
+
+/// CPU energy through RAPL (`energy::rapl`) over the measured runs: the CPUs' package
+/// domains, DRAM not included; null with the reason where the host does not expose RAPL or
+/// only root may read it.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CpuEnergy {
+    pub joules: Option<Estimate>,
+    pub j_per_token: Option<Estimate>,
+    pub reason: Option<String>,
 }
 
 /// Energy figures; every field null when NVML is unavailable (`reason` says why).
@@ -144,6 +157,7 @@ pub struct InferReport {
     pub flops_per_run: f64,
     pub peak_mem_mb: Option<f64>,
     pub energy: EnergyReport,
+    pub cpu_energy: CpuEnergy,
     pub generated: Vec<String>,
     pub tokens: Vec<Vec<u32>>,
     /// The exact prompt token ids (for baselines on other stacks).

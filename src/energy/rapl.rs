@@ -14,6 +14,12 @@ use std::path::{Path, PathBuf};
 /// Where Linux puts powercap zones.
 pub const POWERCAP_ROOT: &str = "/sys/class/powercap";
 
+/// The powercap tree to read: $PERFWATT_POWERCAP_ROOT (a fixture, or a copy a privileged
+/// helper keeps readable), else `POWERCAP_ROOT`.
+pub fn powercap_root() -> PathBuf {
+    std::env::var_os("PERFWATT_POWERCAP_ROOT").map_or_else(|| POWERCAP_ROOT.into(), PathBuf::from)
+}
+
 /// One RAPL domain: its zone folder and what it has counted since the meter opened.
 #[derive(Debug, Clone)]
 struct Domain {

@@ -114,6 +114,9 @@ pub struct Row {
     pub j_per_token_ci95_low: Option<f64>,
     pub j_per_token_ci95_high: Option<f64>,
     pub j_per_token_above_idle: Option<f64>,
+    /// CPU package energy per output token (RAPL), where the host lets it be read.
+    #[serde(default)]
+    pub cpu_j_per_token: Option<f64>,
     pub tokens_per_j: Option<f64>,
     pub avg_w: Option<f64>,
     pub peak_w: Option<f64>,
@@ -343,6 +346,12 @@ impl Row {
         self.j_per_token_ci95_low = jpt.map(|e| e.ci95_low);
         self.j_per_token_ci95_high = jpt.map(|e| e.ci95_high);
         self.j_per_token_above_idle = mean(est(&|j, s, i| Some(above(j, s, i)? / out_tokens)));
+        self.cpu_j_per_token = mean(over_units(reps, |r| {
+            r.runs
+                .iter()
+                .filter_map(|x| Some(x.cpu_j? / out_tokens))
+                .collect()
+        }));
         self.tokens_per_j = mean(est(&|j, _, _| Some(out_tokens / j)));
         self.avg_w = mean(est(&|j, s, _| Some(j / s)));
         self.peak_w = reps.iter().filter_map(|r| r.peak_w).reduce(f64::max);
