@@ -51,17 +51,21 @@ class H(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         n = min(args.tokens, req.get("max_tokens", args.tokens))
+        obj = "chat.completion.chunk" if chat else "text_completion"
         time.sleep(args.ttft_ms / 1e3)
         for i in range(n):
             if i:
                 time.sleep(args.itl_ms / 1e3)
             text = f"t{i} "
+            last = i == n - 1
             choice = {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
-            self.chunk({"model": req["model"], "choices": [choice]})
+            choice["finish_reason"] = "length" if last else None
+            self.chunk({"id": "cmpl-mock", "object": obj, "created": 0, "model": req["model"], "choices": [choice]})
             if args.mode == "stall":
                 time.sleep(30)
                 return
-        self.chunk({"model": req["model"], "choices": [], "usage": {"completion_tokens": n}})
+        self.chunk({"id": "cmpl-mock", "object": obj, "created": 0, "model": req["model"], "choices": [],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}})
         self.wfile.write(b"data: [DONE]\n\n")
 
 
