@@ -207,6 +207,23 @@ Prompts: --prompts FILE, JSON Lines with a \"text\" field (experiments/prompts.j
 default) or plain text, one prompt per line. Out: OUT/results.{csv,jsonl} (a row per load
 and replicate), OUT/requests.csv (a row per request), OUT/report.md, OUT/plots/.")]
     Load(LoadArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API with continuous batching.
+    ///
+    /// Endpoints: POST /v1/completions and /v1/chat/completions (stream: true for
+    /// server-sent events, one chunk per piece of text; stream_options.include_usage adds
+    /// a usage chunk), GET /v1/models, /health, /metrics (Prometheus text: requests,
+    /// tokens, batch occupancy, and on CUDA the GPU's energy counter, power, SM clock).
+    /// Requests take one of --max-batch rows of a batch that the engine steps together,
+    /// each row at its own position; a new request joins between steps, its prompt fed one
+    /// token per step beside the others' decoding. temperature 0 is greedy (the tokens
+    /// `perfwatt infer` gives for the same prompt ids), else seeded sampling (`seed`).
+    /// Ctrl-C stops accepting and lets the requests in flight finish.
+    #[command(after_help = "Examples:
+  perfwatt serve --port 8000
+  perfwatt serve --device cuda --max-batch 32 --max-context 1024 --port 8000
+  curl -s localhost:8000/v1/completions -d '{\"prompt\": \"The sky is\", \"max_tokens\": 8, \"temperature\": 0}'
+  perfwatt load --url http://127.0.0.1:8000 --rate 1,2,4 --requests 20")]
+    Serve(ServeArgs),
     /// Measure how a GEMM's energy depends on its operand data, and how well the switching
     /// of hardware models (RTL MACs, dot-product units, operand bit flips) predicts it.
     ///
@@ -866,6 +883,51 @@ impl SweepArgs {
             max_parallel: self.max_parallel,
             time: self.time.clone(),
             dry_run: self.dry_run,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// GGUF model (default: the shipped SmolLM2-135M-Instruct).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// cpu, cuda (GPU 0) or cuda:N (a build with --features cuda).
+    #[arg(long, default_value = "cpu", value_parser = device_spec)]
+    pub device: DeviceSpec,
+    #[arg(long, value_parser = choice::<perfwatt::model::Precision>(), default_value = "q4_1")]
+    pub dtype: perfwatt::model::Precision,
+    /// Optimizations of the forward pass, as for `infer --opt`.
+    #[arg(long, default_value = "all", value_name = "LIST")]
+    pub opt: perfwatt::model::Opts,
+    /// Rows of the batch: requests decoded together (more wait for a free row).
+    #[arg(long, default_value_t = 4)]
+    pub max_batch: usize,
+    /// Positions a request may use, prompt and output together (the KV cache reserved per
+    /// row).
+    #[arg(long, default_value_t = 512)]
+    pub max_context: usize,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free one; the address is printed).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> perfwatt::serve::ServeConfig {
+        perfwatt::serve::ServeConfig {
+            model: self
+                .model
+                .clone()
+                .unwrap_or_else(perfwatt::model::default_model_path),
+            device: self.device,
+            precision: self.dtype,
+            opts: self.opt,
+            max_batch: self.max_batch,
+            max_context: self.max_context,
+            host: self.host.clone(),
+            port: self.port,
         }
     }
 }

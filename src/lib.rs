@@ -19,7 +19,8 @@
 //!   (a sweep's run folder -> report.md), `roofline` (model kernels -> roofline),
 //!   `gemm_energy` (operand patterns -> J/GEMM and the hardware models that predict it),
 //!   `measure` (any command -> its energy, phase by phase, through `energy`), `load` (an
-//!   OpenAI-compatible server under offered load -> latency and energy per request);
+//!   OpenAI-compatible server under offered load -> latency and energy per request),
+//!   `serve` (the model behind an OpenAI-compatible server, continuous batching);
 //! - `timeline`: trace-event JSON (Perfetto) of counters and spans, a leaf the drivers use.
 //!
 //! The command line (clap) lives in the binary only: library enums parse from and print as
@@ -38,6 +39,7 @@ pub mod model;
 mod render;
 pub mod report;
 pub mod roofline;
+pub mod serve;
 pub mod sim;
 pub mod stats;
 pub mod sweep;

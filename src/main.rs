@@ -56,6 +56,9 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Cmd::Cells { liberty, map } => cells(&liberty, map.as_deref()),
         Cmd::Roofline(a) => roofline(&a.config()?, &a.out_dir()),
+        Cmd::Serve(a) => perfwatt::serve::run(&a.config(), &mut |addr| {
+            eprintln!("perfwatt serve: listening on http://{addr} (OpenAI API at /v1; Ctrl-C drains and stops)");
+        }),
         Cmd::Measure(_) | Cmd::Load(_) => unreachable!("main runs these for their exit codes"),
         Cmd::GemmEnergy(a) => {
             match &a.action {

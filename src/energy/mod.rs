@@ -173,6 +173,12 @@ impl GpuMeter {
         )
     }
 
+    /// Power now (the driver-averaged field), W.
+    pub fn power_w(&self) -> Option<f64> {
+        let d = self.nvml.device_by_index(self.index).ok()?;
+        d.power_usage().ok().map(|mw| mw as f64 / 1000.0)
+    }
+
     /// The SM clock now, MHz.
     pub fn sm_clock_mhz(&self) -> Option<u32> {
         self.nvml

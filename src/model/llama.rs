@@ -837,6 +837,7 @@ impl Llama {
                 in_place: self.opts.has(Opt::InplaceKv),
                 span: self.decode_span.filter(|_| s == 1),
             },
+            per_row: false,
         };
         self.forward_with(&tokens.flatten_all().map_err(me)?, (b, s), &inputs, tap)
     }
@@ -868,8 +869,65 @@ impl Llama {
                 pos: &at.pos,
                 index: &index,
             },
+            per_row: false,
         };
         self.forward_with(&at.tokens, (b, 1), &inputs, None)
+    }
+
+    /// Logits [rows, vocab] of one step in which row r is a sequence of its own: token
+    /// `tokens[r]` at position `positions[r]`, its keys and values written into row r of the
+    /// reserved cache (`reserve_kv(rows, capacity)`), attending over its own positions
+    /// 0..=positions[r] only. What continuous batching steps: a row's sequence starts at
+    /// position 0 when a request takes the row (its prompt one token a step), and the rows
+    /// of other requests, at other positions, neither see it nor change its arithmetic.
+    pub fn forward_rows(&mut self, tokens: &[u32], positions: &[usize]) -> Result<Tensor> {
+        let c = &self.config;
+        let b = tokens.len();
+        let cap = match self.blocks.first().and_then(|blk| blk.kv.as_ref()) {
+            Some(kv) if kv.fixed && kv.k.dim(0).map_err(me)? == b => kv.k.dim(2).map_err(me)?,
+            _ => {
+                return Err(Error::Model(format!(
+                    "forward_rows: reserve_kv({b}, capacity) first"
+                )))
+            }
+        };
+        if positions.len() != b || positions.iter().any(|&p| p >= cap) {
+            return Err(Error::Model(format!(
+                "forward_rows: {} positions for {b} rows, each below the capacity {cap}: {positions:?}",
+                positions.len()
+            )));
+        }
+        let dev = &self.device;
+        let p32: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+        let pos = Tensor::new(p32.as_slice(), dev).map_err(me)?;
+        let index = pos
+            .reshape((b, 1, 1, 1))
+            .and_then(|p| p.broadcast_as((b, c.n_head, 1, c.head_dim)))
+            .and_then(|p| p.contiguous())
+            .map_err(me)?;
+        let half = c.head_dim / 2;
+        let (cos, sin, q_rope) = self.rope_rows(|t| {
+            t.index_select(&pos, 0)
+                .and_then(|r| r.reshape((b, 1, half)))
+                .map_err(me)
+        })?;
+        let mask: Vec<f32> = positions
+            .iter()
+            .flat_map(|&p| (0..cap).map(move |j| if j > p { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let inputs = StepInputs {
+            cos,
+            sin,
+            q_rope,
+            mask: Some(Tensor::from_vec(mask, (b, 1, 1, cap), dev).map_err(me)?),
+            kv: KvWrite::At {
+                pos: &pos,
+                index: &index,
+            },
+            per_row: true,
+        };
+        let tokens = Tensor::new(tokens, dev).map_err(me)?;
+        self.forward_with(&tokens, (b, 1), &inputs, None)
     }
 
     /// The decoder over flat token ids of `b` sequences of `s` positions.
@@ -891,7 +949,7 @@ impl Llama {
         let at = Attention {
             config: c,
             inputs,
-            fuse,
+            fuse: fuse && !inputs.per_row,
         };
         // Each residual add goes with the RMSNorm after it (one kernel under `fuse`): the
         // next block's attention norm, or the output norm after the last block.
@@ -946,6 +1004,9 @@ struct StepInputs<'a> {
     q_rope: Option<(Tensor, Tensor)>,
     mask: Option<Tensor>,
     kv: KvWrite<'a>,
+    /// Each row at its own position (`forward_rows`): the fused attention kernels, which
+    /// take one position for the batch, are not used.
+    per_row: bool,
 }
 
 /// One block's self-attention at the positions of this forward pass.
