@@ -116,6 +116,7 @@ with Capture(m, vectors=6, rows=3, seed=5) as cap:
     for _ in range(4):
         m(torch.randn(2, 5, 48, dtype=torch.bfloat16))  # 10 vectors per call: 40 seen
 s = cap.write_ops("bf16.ops", source="random model")
+npy = cap.write_npy("npy")
 l0 = cap.layers[0]
 x0 = torch.stack(l0.kept)[0].view(torch.int16).tolist()
 w = m[0].weight.detach().view(torch.int16)
@@ -202,6 +203,24 @@ print(json.dumps({"x0": x0, "w0": w[0].tolist(), "w1": w[10].tolist(), "w2": w[2
         (mean - 499.5).abs() < 58.0 && ids[99] >= 900.0,
         "{mean} {ids:?}"
     );
+
+    // gemm-energy takes the .npy pairs: the kept activations (6 x 48) times the weight
+    // transposed (48 x 32), the values the layer multiplies.
+    let ge = dir.path().join("ge");
+    let o = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .args(["gemm-energy", "--dtype", "bf16", "--operands"])
+        .args([
+            dir.path().join("npy/0.A.npy"),
+            dir.path().join("npy/0.B.npy"),
+        ])
+        .args(["--seconds", "0.001", "--rounds", "1", "--out"])
+        .arg(&ge)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ge.join("results.json")).unwrap()).unwrap();
+    assert_eq!(r["points"][0]["pattern"], "user", "{r}");
 
     // perfwatt sim takes every stream: bf16 on the bf16 designs, int8 on the integer ones.
     for (file, design) in [("bf16.ops", "bf16"), ("int8.ops", "baseline")] {

@@ -146,9 +146,10 @@ class Capture:
         return s
 
     def write_npy(self, folder):
-        """Per watched layer, FOLDER/NAME.A.npy (kept activations, vectors x K) and
-        NAME.B.npy (the full weight, N x K), as the stream's values: int8, or the 16-bit
-        format's values widened to float32. Returns the (A, B) paths."""
+        """Per watched layer, FOLDER/NAME.A.npy (kept activations, M = vectors x K) and
+        NAME.B.npy (the weight transposed, K x N: `gemm-energy --operands A B` computes
+        A B), as the stream's values: int8, or the 16-bit format's values widened to
+        float32. Returns the (A, B) paths."""
         import os
         import numpy as np
         os.makedirs(folder, exist_ok=True)
@@ -161,6 +162,6 @@ class Capture:
             as_np = (lambda t: t.to(torch.int8).cpu().numpy()) if dt is None else (lambda t: t.view(dt).float().cpu().numpy())
             pa, pb = (os.path.join(folder, f"{layer.name}.{s}.npy") for s in "AB")
             np.save(pa, as_np(xq))
-            np.save(pb, as_np(wq))
+            np.save(pb, as_np(wq).T.copy())
             out.append((pa, pb))
         return out
