@@ -758,6 +758,11 @@ pub struct InferArgs {
     /// Write captured operands (.ops) here.
     #[arg(long, value_name = "FILE.ops")]
     pub capture: Option<PathBuf>,
+    /// Also write a trace-event timeline (Perfetto, chrome://tracing): each measured run
+    /// with its prefill and decode steps as spans, and on a GPU the power, energy, SM clock
+    /// and utilisation counters.
+    #[arg(long, value_name = "trace.json", conflicts_with = "devices")]
+    pub trace: Option<PathBuf>,
     /// Layers to capture, comma-separated.
     #[arg(long, default_value = "0,15,29", value_delimiter = ',')]
     pub capture_layers: Vec<usize>,

@@ -22,7 +22,12 @@ fn run(cli: Cli) -> Result<()> {
             Some(list) => {
                 infer_devices(&a.config(), &perfwatt::device::parse_devices(list)?, &a.out)
             }
-            None => infer(&a.config(), a.capture.as_deref(), &a.out),
+            None => infer(
+                &a.config(),
+                a.capture.as_deref(),
+                &a.out,
+                a.trace.as_deref(),
+            ),
         },
         Cmd::Sweep(a) if a.slurm => sweep_slurm(&a),
         Cmd::Sweep(a) => sweep(&a.spec, a.out, a.report, a.devices.as_deref()),
@@ -149,7 +154,12 @@ fn cells(liberty: &Path, map: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn infer(cfg: &perfwatt::capture::InferConfig, capture: Option<&Path>, out: &Path) -> Result<()> {
+fn infer(
+    cfg: &perfwatt::capture::InferConfig,
+    capture: Option<&Path>,
+    out: &Path,
+    trace: Option<&Path>,
+) -> Result<()> {
     let bar = progress_bar((cfg.warmup + cfg.repeats) as u64, "infer runs");
     let stop = interrupt_flag();
     let (report, samples) = perfwatt::capture::run_infer(
@@ -163,6 +173,11 @@ fn infer(cfg: &perfwatt::capture::InferConfig, capture: Option<&Path>, out: &Pat
     )?;
     bar.finish_and_clear();
     let power = perfwatt::capture::write_report(&report, &samples, out)?;
+    if let Some(t) = trace {
+        let meta = serde_json::json!({"schema": report.schema, "device": report.device});
+        perfwatt::timeline::write(t, &perfwatt::capture::timeline(&report, &samples), meta)?;
+        println!("wrote the timeline {}", t.display());
+    }
     print!("{}", report.to_text());
     println!("wrote {} and {}", out.display(), power.display());
     if let Some(c) = &report.capture {

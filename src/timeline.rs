@@ -11,6 +11,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::energy::PowerSample;
 use crate::error::Result;
 
 /// A named counter track: one or more series (`args` of one "C" event) on one time base.
@@ -110,6 +111,45 @@ pub fn to_json(processes: &[Process], meta: Value) -> Value {
         }
     }
     json!({"traceEvents": events, "displayTimeUnit": "ms", "otherData": meta})
+}
+
+/// A GPU's counter tracks from its NVML samples: power (both fields), energy since
+/// `e0_mj` (the counter at the trace's origin), SM clock, utilisation.
+pub fn gpu_counters(samples: &[PowerSample], e0_mj: Option<f64>) -> Vec<Counter> {
+    let series = |f: &dyn Fn(&PowerSample) -> Option<f64>| -> Vec<(f64, f64)> {
+        samples
+            .iter()
+            .filter_map(|s| Some((s.t_s, f(s)?)))
+            .collect()
+    };
+    let counter = |name: &str, parts: Vec<(&str, Vec<(f64, f64)>)>| Counter {
+        name: name.into(),
+        series: parts.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    };
+    vec![
+        counter(
+            "power (W)",
+            vec![
+                ("averaged field", series(&|s| s.power_w)),
+                ("instantaneous field", series(&|s| s.power_instant_w)),
+            ],
+        ),
+        counter(
+            "energy (J)",
+            vec![(
+                "counter",
+                series(&|s| Some((s.energy_mj? as f64 - e0_mj?) / 1000.0)),
+            )],
+        ),
+        counter(
+            "SM clock (MHz)",
+            vec![("sm", series(&|s| s.sm_clock_mhz.map(f64::from)))],
+        ),
+        counter(
+            "GPU utilization (%)",
+            vec![("gpu", series(&|s| s.gpu_util_pct.map(f64::from)))],
+        ),
+    ]
 }
 
 /// Write the trace of `processes` to `path` atomically.

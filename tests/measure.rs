@@ -119,25 +119,9 @@ exit 3"#;
     );
 
     // The timeline: trace-event JSON whose spans are the report's phases, to the microsecond.
-    let t: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
-    let events = t["traceEvents"].as_array().unwrap();
-    for e in events {
-        let ph = e["ph"].as_str().unwrap();
-        assert!(["M", "X", "C"].contains(&ph), "{e}");
-        assert!(e["pid"].is_u64() && e["name"].is_string(), "{e}");
-        if ph != "M" {
-            assert!(e["ts"].as_f64().unwrap() >= -1e9, "{e}");
-            assert!(e["args"].is_object(), "{e}");
-        }
-        if ph == "X" {
-            assert!(e["dur"].as_f64().unwrap() >= 0.0, "{e}");
-        }
-    }
+    let events = trace_events(&trace);
     for p in phases {
-        let span = events
-            .iter()
-            .find(|e| e["ph"] == "X" && e["name"] == p["name"])
-            .unwrap_or_else(|| panic!("no span for {p}"));
+        let span = span_named(&events, p["name"].as_str().unwrap());
         assert!(
             (span["ts"].as_f64().unwrap() - f(p, "start_s") * 1e6).abs() < 0.01,
             "{span} {p}"
@@ -154,6 +138,84 @@ exit 3"#;
     let pids: std::collections::BTreeSet<u64> =
         counters.map(|e| e["pid"].as_u64().unwrap()).collect();
     assert_eq!(pids.len(), gpus.len());
+}
+
+/// The events of a trace-event file, each checked to be what the format allows.
+fn trace_events(path: &Path) -> Vec<Value> {
+    let t: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let events = t["traceEvents"].as_array().unwrap().clone();
+    for e in &events {
+        let ph = e["ph"].as_str().unwrap();
+        assert!(["M", "X", "C"].contains(&ph), "{e}");
+        assert!(
+            e["pid"].is_u64() && e["tid"].is_u64() && e["name"].is_string(),
+            "{e}"
+        );
+        if ph != "M" {
+            assert!(e["ts"].as_f64().unwrap() >= -1e9, "{e}");
+            assert!(e["args"].is_object(), "{e}");
+        }
+        if ph == "X" {
+            assert!(e["dur"].as_f64().unwrap() >= 0.0, "{e}");
+        }
+    }
+    events
+}
+
+fn span_named<'a>(events: &'a [Value], name: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["ph"] == "X" && e["name"] == name)
+        .unwrap_or_else(|| panic!("no span {name}"))
+}
+
+/// `infer --trace`: each measured run a span holding its prefill and decode steps, at the
+/// times the report gives.
+#[test]
+fn infer_trace_spans_are_the_reports_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, trace) = (dir.path().join("r.json"), dir.path().join("t.json"));
+    let o = Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .args([
+            "infer",
+            "--max-new-tokens",
+            "4",
+            "--warmup",
+            "0",
+            "--repeats",
+            "2",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--trace")
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let events = trace_events(&trace);
+    let runs = r["runs"].as_array().unwrap();
+    let at = |i: usize, k: &str| runs[i][k].as_f64().unwrap();
+    for i in 0..runs.len() {
+        let span = span_named(&events, &format!("run {i}"));
+        assert!(
+            (span["ts"].as_f64().unwrap() - at(i, "start_s") * 1e6).abs() < 0.01,
+            "{span}"
+        );
+        assert!(
+            (span["dur"].as_f64().unwrap() - at(i, "latency_s") * 1e6).abs() < 0.01,
+            "{span}"
+        );
+    }
+    assert!(
+        at(1, "start_s") >= at(0, "start_s") + at(0, "latency_s"),
+        "runs in order"
+    );
+    let steps = events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["name"].as_str().unwrap().starts_with("decode step"))
+        .count();
+    assert_eq!(steps, 2 * 3, "3 decode steps per run of 4 tokens");
 }
 
 /// Start `perfwatt measure` on `script`, wait for the script's "ready" line, send SIGINT

@@ -29,9 +29,9 @@ pub(super) struct RunTimes {
     pub(super) e_decode: Option<EnergyWindow>,
     /// RAPL package energy over the run (J), where the host lets it be read.
     pub(super) cpu_j: Option<f64>,
-    /// Start and end on the power sampler's clock.
-    pub(super) t0_s: Option<f64>,
-    pub(super) t1_s: Option<f64>,
+    /// Start and end on the meter's clock (the power sampler's where there is one).
+    pub(super) t0_s: f64,
+    pub(super) t1_s: f64,
 }
 
 impl RunTimes {
@@ -370,6 +370,7 @@ impl<'a> Bench<'a> {
                 energy_j: r.joules(),
                 energy_above_idle_j: r.joules().zip(idle_w).map(|(j, i)| j - i * r.total),
                 cpu_j: r.cpu_j,
+                start_s: r.t0_s,
             })
             .collect();
         let [latency_s, ttft_s, tpot_s] = request_percentiles(&records, cfg.batch, t)?;

@@ -24,6 +24,8 @@ pub(super) struct Meter {
     pub(super) sampler: Option<crate::energy::PowerSampler>,
     /// RAPL, polled at run boundaries (a RefCell: the meter is shared read-only).
     pub(super) rapl: Result<std::cell::RefCell<crate::energy::rapl::RaplMeter>, String>,
+    /// The clock of runs without a sampler.
+    opened: std::time::Instant,
 }
 
 impl Meter {
@@ -55,6 +57,7 @@ impl Meter {
             instant,
             sampler,
             rapl,
+            opened: std::time::Instant::now(),
         }
     }
 
@@ -65,8 +68,11 @@ impl Meter {
         crate::energy::IdleEstimate::of(self.idle_before.clone(), after, cfg.idle_seconds)
     }
 
-    pub(super) fn now_s(&self) -> Option<f64> {
-        self.sampler.as_ref().map(|s| s.now_s())
+    /// Seconds on the power sampler's clock, or without one on the meter's own.
+    pub(super) fn now_s(&self) -> f64 {
+        self.sampler
+            .as_ref()
+            .map_or_else(|| self.opened.elapsed().as_secs_f64(), |s| s.now_s())
     }
 
     pub(super) fn energy_mj(&self) -> Option<u64> {
@@ -233,8 +239,8 @@ fn power_checks(
                 r.joules()?,
                 &used,
                 &avg,
-                r.t0_s?,
-                r.t1_s?,
+                r.t0_s,
+                r.t1_s,
             ))
         })
         .collect()

@@ -43,8 +43,8 @@ pub use devices::{
 use meter::Meter;
 pub use operands::OperandCapture;
 pub use records::{
-    power_csv, request_percentiles, write_report, CpuEnergy, EnergyReport, InferReport, RunRecord,
-    SamplerAb,
+    power_csv, request_percentiles, timeline, write_report, CpuEnergy, EnergyReport, InferReport,
+    RunRecord, SamplerAb,
 };
 pub struct Progress<'a> {
     pub on_step: &'a mut dyn FnMut(usize, usize),

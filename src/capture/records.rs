@@ -68,6 +68,50 @@ pub struct RunRecord {
     /// RAPL package energy over the run (null where the host does not let it be read).
     #[serde(default)]
     pub cpu_j: Option<f64>,
+    /// When the run started, seconds on the clock of the power series (`t_s` of
+    /// NAME.power.csv; on the CPU a clock of its own started with the run's meter).
+    #[serde(default)]
+    pub start_s: f64,
+}
+
+/// The trace-event timeline of an infer run: its measured runs, each with its prefill and
+/// every decode step as spans (times on the power series' clock), and the GPU's counter
+/// tracks where NVML sampled.
+pub fn timeline(r: &InferReport, samples: &[PowerSample]) -> Vec<crate::timeline::Process> {
+    use crate::timeline::{Process, Span};
+    let span = |name: String, a: f64, b: f64| Span {
+        name,
+        start_s: a,
+        end_s: b,
+        args: serde_json::json!({}),
+    };
+    let mut spans = Vec::new();
+    for (i, run) in r.runs.iter().enumerate() {
+        let a = run.start_s;
+        let mut s = span(format!("run {i}"), a, a + run.latency_s);
+        s.args = serde_json::json!({"energy_j": run.energy_j, "cpu_j": run.cpu_j});
+        spans.push(s);
+        spans.push(span("prefill".into(), a, a + run.ttft_s));
+        let mut t = a + run.ttft_s;
+        for (j, d) in run.step_latencies_s.iter().enumerate() {
+            spans.push(span(format!("decode step {}", j + 1), t, t + d));
+            t += d;
+        }
+    }
+    let mut out = vec![Process {
+        name: format!("perfwatt infer: {} batch {}", r.device, r.batch),
+        spans,
+        counters: Vec::new(),
+    }];
+    if !samples.is_empty() {
+        let e0 = samples.iter().find_map(|s| s.energy_mj).map(|e| e as f64);
+        out.push(Process {
+            name: r.energy.gpu.clone().unwrap_or_else(|| "GPU".into()),
+            spans: Vec::new(),
+            counters: crate::timeline::gpu_counters(samples, e0),
+        });
+    }
+    out
 }
 
 /// CPU energy through RAPL (`energy::rapl`) over the measured runs: the CPUs' package
@@ -294,8 +338,8 @@ mod tests {
                 sampler_on: s,
                 e_prefill: None,
                 e_decode: None,
-                t0_s: None,
-                t1_s: None,
+                t0_s: 0.0,
+                t1_s: 0.0,
             })
             .collect();
         let xs: Vec<(f64, bool)> = runs.iter().map(|r| (r.total, r.sampler_on)).collect();

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::files::write_atomic;
 use crate::render::plot::{both, power_over_time, render};
 use crate::render::section::{table, Align};
-use crate::timeline::{Counter, Process, Span};
+use crate::timeline::{Process, Span};
 
 /// Write every file of `m` into `dir` (and the timeline to `trace`); returns their paths,
 /// report.md first.
@@ -356,44 +356,10 @@ fn timeline(m: &Measurement) -> Vec<Process> {
     }
     let mut out = vec![cmd];
     for ((gpu, samples), g) in m.samples.iter().zip(&r.gpus) {
-        let e0 = counter_at_spawn(samples);
-        let series = |f: &dyn Fn(&PowerSample) -> Option<f64>| -> Vec<(f64, f64)> {
-            samples
-                .iter()
-                .filter_map(|s| Some((s.t_s, f(s)?)))
-                .collect()
-        };
-        let counter = |name: &str, parts: Vec<(&str, Vec<(f64, f64)>)>| Counter {
-            name: name.into(),
-            series: parts.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        };
         out.push(Process {
             name: format!("GPU {gpu} ({})", g.name),
             spans: Vec::new(),
-            counters: vec![
-                counter(
-                    "power (W)",
-                    vec![
-                        ("averaged field", series(&|s| s.power_w)),
-                        ("instantaneous field", series(&|s| s.power_instant_w)),
-                    ],
-                ),
-                counter(
-                    "energy since spawn (J)",
-                    vec![(
-                        "counter",
-                        series(&|s| Some((s.energy_mj? as f64 - e0?) / 1000.0)),
-                    )],
-                ),
-                counter(
-                    "SM clock (MHz)",
-                    vec![("sm", series(&|s| s.sm_clock_mhz.map(f64::from)))],
-                ),
-                counter(
-                    "GPU utilization (%)",
-                    vec![("gpu", series(&|s| s.gpu_util_pct.map(f64::from)))],
-                ),
-            ],
+            counters: crate::timeline::gpu_counters(samples, counter_at_spawn(samples)),
         });
     }
     out
