@@ -14,8 +14,10 @@ use perfwatt::device::DeviceSpec;
 use perfwatt::sim::SimEvent;
 use perfwatt::Result;
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.cmd {
+fn run(cli: Cli) -> Result<ExitCode> {
+    let done = match cli.cmd {
+        Cmd::Measure(a) => return measure(&a),
+        Cmd::Load(a) => return load(&a),
         Cmd::Toggles(a) => toggles(&a),
         Cmd::Sim(a) => sim(&a),
         Cmd::Infer(a) => match &a.devices {
@@ -64,45 +66,46 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Serve(a) => perfwatt::serve::run(&a.config(), &mut |addr| {
             eprintln!("perfwatt serve: listening on http://{addr} (OpenAI API at /v1; Ctrl-C drains and stops)");
         }),
-        Cmd::Measure(_) | Cmd::Load(_) => unreachable!("main runs these for their exit codes"),
-        Cmd::GemmEnergy(a) => {
-            match &a.action {
-                Some(cli::GemmAction::Predict(p)) => return gemm_predict(p),
-                Some(cli::GemmAction::Report {
-                    dir,
-                    check_calibration,
-                }) => {
-                    let r = perfwatt::gemm_energy::rerender(dir, check_calibration.as_deref())?;
-                    println!(
-                        "{} patterns; rewrote {}/report.md",
-                        r.points.len(),
-                        dir.display()
-                    );
-                    return Ok(());
-                }
-                None => {}
-            }
-            // --regime both: one complete run per regime, each in its own folder.
-            let regimes = a.regimes()?;
-            for &regime in &regimes {
-                let cfg = perfwatt::gemm_energy::GemmConfig {
-                    regime,
-                    ..a.config()?
-                };
-                let out = match regimes.len() {
-                    1 => a.out_dir(),
-                    _ => a.out_dir().join(regime.to_string()),
-                };
-                match &a.devices {
-                    Some(list) => {
-                        gemm_energy_devices(&cfg, &perfwatt::device::parse_devices(list)?, &out)?
-                    }
-                    None => gemm_energy(&cfg, &out, a.calibrate)?,
-                }
-            }
-            Ok(())
+        Cmd::GemmEnergy(a) => gemm_energy_cmd(&a),
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// `perfwatt gemm-energy` and its actions (predict, report).
+fn gemm_energy_cmd(a: &cli::GemmEnergyArgs) -> Result<()> {
+    match &a.action {
+        Some(cli::GemmAction::Predict(p)) => return gemm_predict(p),
+        Some(cli::GemmAction::Report {
+            dir,
+            check_calibration,
+        }) => {
+            let r = perfwatt::gemm_energy::rerender(dir, check_calibration.as_deref())?;
+            println!(
+                "{} patterns; rewrote {}/report.md",
+                r.points.len(),
+                dir.display()
+            );
+            return Ok(());
+        }
+        None => {}
+    }
+    // --regime both: one complete run per regime, each in its own folder.
+    let regimes = a.regimes()?;
+    for &regime in &regimes {
+        let cfg = perfwatt::gemm_energy::GemmConfig {
+            regime,
+            ..a.config()?
+        };
+        let out = match regimes.len() {
+            1 => a.out_dir(),
+            _ => a.out_dir().join(regime.to_string()),
+        };
+        match &a.devices {
+            Some(list) => gemm_energy_devices(&cfg, &perfwatt::device::parse_devices(list)?, &out)?,
+            None => gemm_energy(&cfg, &out, a.calibrate)?,
         }
     }
+    Ok(())
 }
 
 fn toggles(a: &TogglesArgs) -> Result<()> {
@@ -557,23 +560,8 @@ fn load(a: &cli::LoadArgs) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let special = match &cli.cmd {
-        Cmd::Measure(a) => Some(measure(a)),
-        Cmd::Load(a) => Some(load(a)),
-        _ => None,
-    };
-    if let Some(r) = special {
-        return r.unwrap_or_else(|e| {
-            eprintln!("perfwatt: error: {e}");
-            ExitCode::FAILURE
-        });
-    }
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("perfwatt: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run(Cli::parse()).unwrap_or_else(|e| {
+        eprintln!("perfwatt: error: {e}");
+        ExitCode::FAILURE
+    })
 }
