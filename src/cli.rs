@@ -991,6 +991,10 @@ pub struct LoadArgs {
     /// Output folder (default experiments/runs/load-UNIXTIME).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write a trace-event timeline: each request a span (send to end of stream) with
+    /// its wait for the first token, a process per load and round.
+    #[arg(long, value_name = "trace.json")]
+    pub trace: Option<PathBuf>,
 }
 
 impl LoadArgs {

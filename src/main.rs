@@ -525,6 +525,10 @@ fn load(a: &cli::LoadArgs) -> Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     let files = perfwatt::load::write(&run, &cfg, &out)?;
+    if let Some(t) = &a.trace {
+        let meta = serde_json::json!({"url": cfg.url, "model": run.model});
+        perfwatt::timeline::write(t, &perfwatt::load::timeline(&run), meta)?;
+    }
     let failed: usize = run.rows.iter().map(|r| r.failed).sum();
     let requests: usize = run.rows.iter().map(|r| r.requests).sum();
     for r in &run.rows {

@@ -176,6 +176,7 @@ fn chat_endpoint_and_closed_loop() {
     let m = mock(&["--ttft-ms", "20", "--itl-ms", "5", "--tokens", "3"]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
+    let trace = dir.path().join("trace.json");
     let (code, err) = load(
         &m,
         &out,
@@ -187,6 +188,8 @@ fn chat_endpoint_and_closed_loop() {
             "6",
             "--warmup",
             "0",
+            "--trace",
+            trace.to_str().unwrap(),
         ],
     );
     assert_eq!(code, Some(0), "{err}");
@@ -195,6 +198,24 @@ fn chat_endpoint_and_closed_loop() {
         assert_eq!(r["window"], "to the last completion");
         assert!(r["achieved_rps"].as_f64().unwrap() > 1.0, "{r}");
     }
+    // The timeline: a process per load, each request a span; at concurrency 3 requests
+    // overlap, so they sit on separate lanes.
+    let t: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let ev = t["traceEvents"].as_array().unwrap();
+    let spans: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["name"].as_str().unwrap().starts_with("request"))
+        .collect();
+    assert_eq!(spans.len(), 12);
+    let lanes: std::collections::BTreeSet<(u64, u64)> = spans
+        .iter()
+        .map(|e| (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(lanes.iter().filter(|l| l.0 == 1).count(), 1, "c1: one lane");
+    assert!(
+        lanes.iter().filter(|l| l.0 == 2).count() >= 2,
+        "c3: overlapping requests on lanes"
+    );
 }
 
 #[test]

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::measure::GpuChoice;
 use crate::stats::{percentile, Rng};
 pub use client::{Endpoint, RequestRecord, Target};
-pub use report::write;
+pub use report::{timeline, write};
 
 /// Prompts from a file: JSON Lines with a "text" field (the shipped prompt set), else one
 /// prompt per line; blank lines skipped. A line of JSON without "text" is an error naming it.

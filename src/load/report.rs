@@ -36,6 +36,47 @@ pub fn write(run: &LoadRun, cfg: &LoadConfig, dir: &Path) -> Result<Vec<PathBuf>
     Ok(files.into_iter().chain(plots).collect())
 }
 
+/// The trace-event timeline of a load run: a process per load, each request a span from
+/// its send to the end of its stream with its wait for the first token nested in it (run
+/// clock: seconds since the run began).
+pub fn timeline(run: &LoadRun) -> Vec<crate::timeline::Process> {
+    use crate::timeline::{Process, Span};
+    let mut out: Vec<Process> = Vec::new();
+    for q in &run.requests {
+        let name = format!("load {} round {}", q.load, q.replicate + 1);
+        let i = match out.iter().position(|p| p.name == name) {
+            Some(i) => i,
+            None => {
+                out.push(Process {
+                    name,
+                    ..Default::default()
+                });
+                out.len() - 1
+            }
+        };
+        let what = if q.warmup {
+            "warm-up request"
+        } else {
+            "request"
+        };
+        out[i].spans.push(Span {
+            name: format!("{what} {}", q.id),
+            start_s: q.sent_s,
+            end_s: q.end_s,
+            args: serde_json::json!({"ttft_s": q.ttft_s(), "output_tokens": q.output_tokens, "error": q.error}),
+        });
+        if let Some(first) = q.first_token_s {
+            out[i].spans.push(Span {
+                name: "to the first token".into(),
+                start_s: q.sent_s,
+                end_s: first,
+                args: serde_json::json!({}),
+            });
+        }
+    }
+    out
+}
+
 /// A row as flat columns: nested objects joined with `_` (ttft_p50), the error map as
 /// `kind:count;...`.
 fn flat(r: &RunRow) -> Vec<(String, String)> {
