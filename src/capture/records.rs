@@ -338,6 +338,7 @@ mod tests {
                 sampler_on: s,
                 e_prefill: None,
                 e_decode: None,
+                cpu_j: None,
                 t0_s: 0.0,
                 t1_s: 0.0,
             })

@@ -414,6 +414,10 @@ enum KvWrite<'a> {
     /// `[batch, heads, 1, head_dim]` copies of it (what `scatter_set` takes): the static
     /// step. Attention then spans the whole reserved capacity, later positions masked.
     At { pos: &'a Tensor, index: &'a Tensor },
+    /// Into row `slot` of a reserved cache, at the positions `index` holds ([1, heads, s,
+    /// head_dim] copies of them), attending over that row alone: one sequence's prefill
+    /// into its row (`forward_prefill_row`).
+    Row { slot: usize, index: &'a Tensor },
 }
 
 impl KvCache {
@@ -883,14 +887,12 @@ impl Llama {
     pub fn forward_rows(&mut self, tokens: &[u32], positions: &[usize]) -> Result<Tensor> {
         let c = &self.config;
         let b = tokens.len();
-        let cap = match self.blocks.first().and_then(|blk| blk.kv.as_ref()) {
-            Some(kv) if kv.fixed && kv.k.dim(0).map_err(me)? == b => kv.k.dim(2).map_err(me)?,
-            _ => {
-                return Err(Error::Model(format!(
-                    "forward_rows: reserve_kv({b}, capacity) first"
-                )))
-            }
-        };
+        let (rows, cap) = self.reserved()?;
+        if rows != b {
+            return Err(Error::Model(format!(
+                "forward_rows: {b} tokens for a cache reserved for {rows} rows"
+            )));
+        }
         if positions.len() != b || positions.iter().any(|&p| p >= cap) {
             return Err(Error::Model(format!(
                 "forward_rows: {} positions for {b} rows, each below the capacity {cap}: {positions:?}",
@@ -928,6 +930,67 @@ impl Llama {
         };
         let tokens = Tensor::new(tokens, dev).map_err(me)?;
         self.forward_with(&tokens, (b, 1), &inputs, None)
+    }
+
+    /// (rows, positions) of the reserved KV cache (`reserve_kv`).
+    fn reserved(&self) -> Result<(usize, usize)> {
+        match self.blocks.first().and_then(|blk| blk.kv.as_ref()) {
+            Some(kv) if kv.fixed => Ok((kv.k.dim(0).map_err(me)?, kv.k.dim(2).map_err(me)?)),
+            _ => Err(Error::Model("reserve_kv(rows, capacity) first".into())),
+        }
+    }
+
+    /// Logits [1, vocab] of the last of `tokens`, a chunk of one sequence's prompt at
+    /// positions start.., written into row `slot` of the reserved cache (causal within the
+    /// chunk, over the row's earlier positions): a joining request's prefill in one pass,
+    /// beside rows that `forward_rows` steps.
+    pub fn forward_prefill_row(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        start: usize,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let s = tokens.len();
+        let (rows, cap) = self.reserved()?;
+        if slot >= rows || s == 0 || start + s > cap {
+            return Err(Error::Model(format!(
+                "forward_prefill_row: row {slot} of {rows}, positions {start}..{} of {cap}",
+                start + s
+            )));
+        }
+        let dev = &self.device;
+        let idx: Vec<u32> = (start..start + s).map(|p| p as u32).collect();
+        let index = Tensor::new(idx.as_slice(), dev)
+            .and_then(|t| t.reshape((1, 1, s, 1)))
+            .and_then(|t| t.broadcast_as((1, c.n_head, s, c.head_dim)))
+            .and_then(|t| t.contiguous())
+            .map_err(me)?;
+        let (cos, sin, q_rope) = self.rope_rows(|t| t.narrow(0, start, s).map_err(me))?;
+        let mask: Vec<f32> = (0..s)
+            .flat_map(|i| {
+                (0..cap).map(move |j| {
+                    if j > start + i {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .collect();
+        let inputs = StepInputs {
+            cos,
+            sin,
+            q_rope,
+            mask: Some(Tensor::from_vec(mask, (s, cap), dev).map_err(me)?),
+            kv: KvWrite::Row {
+                slot,
+                index: &index,
+            },
+            per_row: true,
+        };
+        let tokens = Tensor::new(tokens, dev).map_err(me)?;
+        self.forward_with(&tokens, (1, s), &inputs, None)
     }
 
     /// The decoder over flat token ids of `b` sequences of `s` positions.
@@ -1075,6 +1138,21 @@ impl Attention<'_> {
                 _ => {
                     return Err(Error::Model(
                         "static step without a reserved KV cache".into(),
+                    ))
+                }
+            },
+            KvWrite::Row { slot, index } => match &blk.kv {
+                Some(kv) if kv.fixed => {
+                    // Views of the row share the cache's storage: the scatter writes there.
+                    let row = |t: &Tensor| t.narrow(0, slot, 1).map_err(me);
+                    let (kr, vr) = (row(&kv.k)?, row(&kv.v)?);
+                    kr.scatter_set(index, &repeat_kv(&k, rep)?, 2).map_err(me)?;
+                    vr.scatter_set(index, &repeat_kv(&v, rep)?, 2).map_err(me)?;
+                    (kr, vr)
+                }
+                _ => {
+                    return Err(Error::Model(
+                        "row prefill without a reserved KV cache".into(),
                     ))
                 }
             },

@@ -6,13 +6,14 @@
 //! with the finish reason and token counts (or `Failed`).
 //!
 //! The model's KV cache is reserved for `max_batch` rows (`Llama::reserve_kv`); a job takes
-//! a free row at a step boundary and leaves it when it finishes, and every step is one
-//! `Llama::forward_rows` over all rows, each at its own position. A joining job's prompt
-//! is fed one token per step (prefill chunked to single tokens, interleaved with the other
-//! rows' decode steps), so no step waits for a long prefill; its first token comes after
-//! its prompt's last. Free rows run a placeholder token at position 0 of their own row
-//! (the batch keeps its shape), which nothing reads. A job whose receiver is gone (the
-//! client disconnected) is retired at the next step boundary.
+//! a free row at a step boundary and leaves it when it finishes. Between decode steps each
+//! joining job runs its prompt into its row in chunks of up to `PREFILL_CHUNK` tokens, one
+//! chunk per step boundary (`Llama::forward_prefill_row`, causal within the chunk), and its
+//! first token comes from the last chunk; every decode step is then one
+//! `Llama::forward_rows` over all rows, each at its own position. Rows with nothing to
+//! decode (free, or still in their prompt) run a placeholder at the row's last position,
+//! which every real position masks until the row's own sequence writes it. A job whose
+//! receiver is gone (the client disconnected) is retired at the next step boundary.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -67,12 +68,15 @@ pub struct Counters {
     pub steps: AtomicU64,
 }
 
+/// Prompt tokens a joining request runs into its row per step boundary.
+pub const PREFILL_CHUNK: usize = 128;
+
 /// One row's sequence.
 struct Seq {
     job: Job,
-    /// Every token fed or generated so far (prompt first).
+    /// The prompt, then every generated token.
     ids: Vec<u32>,
-    /// Tokens of `ids` already fed to the model (its next position).
+    /// Tokens of `ids` whose keys and values are in the row (its next position).
     fed: usize,
     generated: Vec<u32>,
     /// Text already sent, so each event carries only what is new.
@@ -81,8 +85,9 @@ struct Seq {
 }
 
 impl Seq {
-    fn next_input(&self) -> u32 {
-        self.ids[self.fed]
+    /// Past its prompt, with a generated token not yet fed.
+    fn decoding(&self) -> bool {
+        self.fed >= self.job.prompt.len() && self.fed + 1 == self.ids.len()
     }
 }
 
@@ -177,48 +182,67 @@ impl Engine {
         );
     }
 
-    /// One forward pass over every row; then each active row takes its next token (or its
-    /// next prompt token) and finished rows are retired.
+    /// One prompt chunk for each row still in its prompt, then one decode step over every
+    /// row; each row that got logits takes its next token, and finished rows are retired.
     fn step(&mut self) -> Result<()> {
-        if self.rows.iter().all(Option::is_none) {
-            return Ok(());
-        }
-        let tokens: Vec<u32> = self
-            .rows
-            .iter()
-            .map(|r| r.as_ref().map_or(0, Seq::next_input))
-            .collect();
-        let positions: Vec<usize> = self
-            .rows
-            .iter()
-            .map(|r| r.as_ref().map_or(0, |s| s.fed))
-            .collect();
-        let logits = self.model.forward_rows(&tokens, &positions)?;
-        self.counters.steps.fetch_add(1, Ordering::Relaxed);
-        let logits = logits
-            .to_dtype(candle_core::DType::F32)
-            .and_then(|l| l.to_vec2::<f32>())
-            .map_err(crate::model::llama::me)?;
-        for (r, row) in self.rows.iter_mut().enumerate() {
-            let Some(s) = row.as_mut() else { continue };
-            s.fed += 1;
-            if s.fed < s.ids.len() {
-                continue; // still in its prompt
+        let mut done = vec![None; self.rows.len()];
+        for slot in 0..self.rows.len() {
+            let Some(s) = self.rows[slot]
+                .as_mut()
+                .filter(|s| s.fed < s.job.prompt.len())
+            else {
+                continue;
+            };
+            let end = (s.fed + PREFILL_CHUNK).min(s.job.prompt.len());
+            let logits = self
+                .model
+                .forward_prefill_row(slot, &s.ids[s.fed..end], s.fed)?;
+            s.fed = end;
+            if end == s.job.prompt.len() {
+                done[slot] = self.advance(slot, &first_row(&logits)?);
             }
-            let next = pick(&logits[r], s.job.sampling, &mut s.rng);
-            s.ids.push(next);
-            s.generated.push(next);
-            self.counters.tokens.fetch_add(1, Ordering::Relaxed);
-            let finish = finish_reason(s, next, &self.tok, self.capacity);
-            if let Some(reason) = finish {
-                let _ = s.job.events.send(Event::Done {
-                    finish_reason: reason,
-                    prompt_tokens: s.job.prompt.len(),
-                    completion_tokens: s.generated.len(),
-                });
-                *row = None;
-            } else if s.job.events.is_closed() {
-                *row = None; // the client went away: free the row
+        }
+        if self.rows.iter().flatten().any(Seq::decoding) {
+            let last = self.capacity - 1;
+            let (tokens, positions): (Vec<u32>, Vec<usize>) = self
+                .rows
+                .iter()
+                .map(|r| match r.as_ref().filter(|s| s.decoding()) {
+                    Some(s) => (s.ids[s.fed], s.fed),
+                    None => (0, last),
+                })
+                .unzip();
+            let decoding: Vec<bool> = self
+                .rows
+                .iter()
+                .map(|r| r.as_ref().is_some_and(Seq::decoding))
+                .collect();
+            let logits = self.model.forward_rows(&tokens, &positions)?;
+            self.counters.steps.fetch_add(1, Ordering::Relaxed);
+            let logits = logits
+                .to_dtype(candle_core::DType::F32)
+                .and_then(|l| l.to_vec2::<f32>())
+                .map_err(crate::model::llama::me)?;
+            let stepped: Vec<usize> = (0..self.rows.len())
+                .filter(|&r| decoding[r] && done[r].is_none())
+                .collect();
+            for slot in stepped {
+                if let Some(s) = self.rows[slot].as_mut() {
+                    s.fed += 1;
+                }
+                done[slot] = self.advance(slot, &logits[slot]);
+            }
+        }
+        for (slot, reason) in done.into_iter().enumerate() {
+            let Some(reason) = reason else { continue };
+            if let Some(s) = self.rows[slot].take() {
+                if let Some(r) = reason {
+                    let _ = s.job.events.send(Event::Done {
+                        finish_reason: r,
+                        prompt_tokens: s.job.prompt.len(),
+                        completion_tokens: s.generated.len(),
+                    });
+                }
             }
         }
         self.counters.active.store(
@@ -227,6 +251,31 @@ impl Engine {
         );
         Ok(())
     }
+
+    /// Row `slot` takes its next token from `logits` and sends its text. Some(reason) when
+    /// it is finished (Some(None): its client has gone), None while it goes on.
+    #[allow(clippy::option_option)]
+    fn advance(&mut self, slot: usize, logits: &[f32]) -> Option<Option<&'static str>> {
+        let s = self.rows[slot].as_mut()?;
+        let next = pick(logits, s.job.sampling, &mut s.rng);
+        s.ids.push(next);
+        s.generated.push(next);
+        self.counters.tokens.fetch_add(1, Ordering::Relaxed);
+        match finish_reason(s, next, &self.tok, self.capacity) {
+            Some(r) => Some(Some(r)),
+            None if s.job.events.is_closed() => Some(None),
+            None => None,
+        }
+    }
+}
+
+/// The one row of a [1, vocab] tensor, as f32.
+fn first_row(logits: &candle_core::Tensor) -> Result<Vec<f32>> {
+    let mut v = logits
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|l| l.to_vec2::<f32>())
+        .map_err(crate::model::llama::me)?;
+    Ok(v.swap_remove(0))
 }
 
 /// Send the text the new token completes; the reason to stop, if any (an end-of-sequence

@@ -567,6 +567,8 @@ mod tests {
                     step_latencies_s: vec![l / 4.0; 3],
                     energy_j: Some(2.0 * l),
                     energy_above_idle_j: None,
+                    cpu_j: None,
+                    start_s: 0.0,
                 })
                 .collect(),
             energy_per_run: latencies.iter().map(|&l| (2.0 * l, l)).collect(),
