@@ -892,6 +892,14 @@ impl SweepArgs {
     }
 }
 
+/// experiments/runs/KIND-UNIXTIME: the default folder of a run that has no natural name.
+fn timestamped_run_dir(kind: &str) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from(format!("experiments/runs/{kind}-{now}"))
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// GGUF model (default: the shipped SmolLM2-135M-Instruct).
@@ -1049,12 +1057,9 @@ impl LoadArgs {
     }
 
     pub fn out_dir(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            PathBuf::from(format!("experiments/runs/load-{now}"))
-        })
+        self.out
+            .clone()
+            .unwrap_or_else(|| timestamped_run_dir("load"))
     }
 }
 
@@ -1107,12 +1112,9 @@ impl MeasureArgs {
     }
 
     pub fn out_dir(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            PathBuf::from(format!("experiments/runs/measure-{now}"))
-        })
+        self.out
+            .clone()
+            .unwrap_or_else(|| timestamped_run_dir("measure"))
     }
 }
 

@@ -13,7 +13,7 @@ use super::{LoadConfig, LoadRun, RequestRecord, RunRow};
 use crate::error::Result;
 use crate::files::write_atomic;
 use crate::render::plot::{bars, both, render, BLUE, GREEN, ORANGE};
-use crate::render::section::{table, Align};
+use crate::render::section::{image_links, table, Align};
 use crate::stats::{percentile, Estimate};
 
 pub fn write(run: &LoadRun, cfg: &LoadConfig, dir: &Path) -> Result<Vec<PathBuf>> {
@@ -256,16 +256,7 @@ fn markdown(run: &LoadRun, cfg: &LoadConfig, plots: &[PathBuf]) -> String {
     );
     md += &throughput_section(&loads, cfg);
     md += &energy_section(run, &loads);
-    for p in plots
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-    {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let _ = writeln!(md, "![{name}](plots/{name})\n");
-    }
+    md += &image_links(plots);
     md += "## Definitions\n\n- Load `R`: Poisson arrivals at R requests/s (seeded); `inf`: every request at once; `cN`: N requests in flight (closed loop).\n- The measured window runs from a load's first measured arrival to its last; throughput counts the requests that completed and the tokens that arrived in it, so warm-up and the drain after the last arrival are excluded. For `inf` and closed loops the window runs to the last completion.\n- TTFT: send to the first chunk with text; TPOT: (last chunk - first chunk) / (output tokens - 1); E2E: send to the end of the stream. Output tokens: the server's `usage` when it reports one, else the text chunks.\n";
     md
 }

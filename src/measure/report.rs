@@ -12,7 +12,7 @@ use crate::energy::PowerSample;
 use crate::error::Result;
 use crate::files::write_atomic;
 use crate::render::plot::{both, power_over_time, render};
-use crate::render::section::{table, Align};
+use crate::render::section::{image_links, table, Align};
 use crate::timeline::{Process, Span};
 
 /// Write every file of `m` into `dir` (and the timeline to `trace`); returns their paths,
@@ -142,7 +142,7 @@ fn markdown(r: &MeasureReport, plots: &[PathBuf]) -> String {
         gpus_section(r),
         phases_section(r),
         cpu_section(r),
-        plots_section(plots),
+        image_links(plots),
         notes(r),
     ]
     .concat()
@@ -294,21 +294,6 @@ fn cpu_section(r: &MeasureReport) -> String {
             md + "\n"
         }
     }
-}
-
-fn plots_section(plots: &[PathBuf]) -> String {
-    let mut md = String::new();
-    for p in plots
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-    {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let _ = writeln!(md, "![{name}](plots/{name})\n");
-    }
-    md
 }
 
 fn notes(r: &MeasureReport) -> String {

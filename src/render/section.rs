@@ -215,3 +215,19 @@ mod tests {
         }
     }
 }
+
+/// Markdown image links to the PNG files of `plots` (in the report's `plots/` folder).
+pub(crate) fn image_links(plots: &[std::path::PathBuf]) -> String {
+    let mut md = String::new();
+    for p in plots
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+    {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        md += &format!("![{name}](plots/{name})\n\n");
+    }
+    md
+}
