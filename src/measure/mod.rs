@@ -293,7 +293,7 @@ struct ChildRun {
 fn run_child(
     cfg: &MeasureConfig,
     meters: &[GpuMeter],
-    mut rapl: Option<&mut RaplMeter>,
+    rapl: Option<&mut RaplMeter>,
     interrupts: &dyn Fn() -> usize,
 ) -> Result<ChildRun> {
     let mut problems = Vec::new();
@@ -339,6 +339,64 @@ fn run_child(
         ),
     ];
     let listener = fifo.as_ref().ok().map(|f| f.listen(tx, t0));
+    let waited = wait(&mut child, meters, rapl, interrupts)?;
+    let ran_s = t0.elapsed().as_secs_f64();
+    let e1: Vec<_> = meters.iter().map(|g| g.energy_mj()).collect();
+    // Output still in flight reaches the terminal; a grandchild that keeps the pipes open
+    // does not hold the report up for more than a second.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    for r in readers.into_iter().flatten() {
+        while !r.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    if let (Some(l), Ok(f)) = (listener, &fifo) {
+        f.stop();
+        let _ = l.join();
+    }
+    let mut markers = Vec::new();
+    for (t, line) in rx.try_iter() {
+        match phases::parse_marker(&line) {
+            Some(Ok(m)) => markers.push((t, m)),
+            Some(Err(e)) => problems.push(format!("at {t:.3} s: {e}")),
+            None => {}
+        }
+    }
+    markers.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (code, signal) = (waited.status.code(), waited.status.signal());
+    Ok(ChildRun {
+        started_unix_s,
+        ran_s,
+        exit: ExitReport {
+            code,
+            signal,
+            exit_code: code.unwrap_or_else(|| 128 + signal.unwrap_or(0)),
+            interrupts: waited.forwarded,
+        },
+        markers,
+        problems,
+        energy_mj: e0.into_iter().zip(e1).collect(),
+        clock_events: waited.clock_events,
+        clock_polls: waited.clock_polls,
+    })
+}
+
+/// How the wait for the command went.
+struct Waited {
+    status: std::process::ExitStatus,
+    clock_events: Vec<BTreeMap<String, usize>>,
+    clock_polls: usize,
+    forwarded: usize,
+}
+
+/// Wait for the command: forward interrupts to its process group, poll the GPUs'
+/// clock-event reasons and RAPL every 100 ms.
+fn wait(
+    child: &mut std::process::Child,
+    meters: &[GpuMeter],
+    mut rapl: Option<&mut RaplMeter>,
+    interrupts: &dyn Fn() -> usize,
+) -> Result<Waited> {
     let mut clock_events = vec![BTreeMap::new(); meters.len()];
     let (mut clock_polls, mut forwarded) = (0, 0);
     let mut last_poll = Instant::now() - Duration::from_secs(1);
@@ -374,44 +432,11 @@ fn run_child(
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let ran_s = t0.elapsed().as_secs_f64();
-    let e1: Vec<_> = meters.iter().map(|g| g.energy_mj()).collect();
-    // Output still in flight reaches the terminal; a grandchild that keeps the pipes open
-    // does not hold the report up for more than a second.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    for r in readers.into_iter().flatten() {
-        while !r.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    if let (Some(l), Ok(f)) = (listener, &fifo) {
-        f.stop();
-        let _ = l.join();
-    }
-    let mut markers = Vec::new();
-    for (t, line) in rx.try_iter() {
-        match phases::parse_marker(&line) {
-            Some(Ok(m)) => markers.push((t, m)),
-            Some(Err(e)) => problems.push(format!("at {t:.3} s: {e}")),
-            None => {}
-        }
-    }
-    markers.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (code, signal) = (status.code(), status.signal());
-    Ok(ChildRun {
-        started_unix_s,
-        ran_s,
-        exit: ExitReport {
-            code,
-            signal,
-            exit_code: code.unwrap_or_else(|| 128 + signal.unwrap_or(0)),
-            interrupts: forwarded,
-        },
-        markers,
-        problems,
-        energy_mj: e0.into_iter().zip(e1).collect(),
+    Ok(Waited {
+        status,
         clock_events,
         clock_polls,
+        forwarded,
     })
 }
 
