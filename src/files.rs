@@ -61,6 +61,21 @@ pub fn read_jsonl_if_exists<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> 
 mod tests {
     use super::*;
 
+    /// Result files are read back to re-render reports: every f64 must come back with the
+    /// same bits (serde_json's `float_roundtrip`; its default parser can be an ulp off).
+    #[test]
+    fn floats_round_trip_bit_for_bit() {
+        let mut rng = crate::stats::Rng::new(3);
+        for _ in 0..200_000 {
+            let x = f64::from_bits(rng.next_u64());
+            if !x.is_finite() {
+                continue;
+            }
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x:e}");
+        }
+    }
+
     #[test]
     fn jsonl_rows_and_errors_name_the_line() {
         let dir = tempfile::tempdir().unwrap();
