@@ -233,22 +233,29 @@ impl Engine {
                 done[slot] = self.advance(slot, &logits[slot]);
             }
         }
-        for (slot, reason) in done.into_iter().enumerate() {
-            let Some(reason) = reason else { continue };
-            if let Some(s) = self.rows[slot].take() {
-                if let Some(r) = reason {
-                    let _ = s.job.events.send(Event::Done {
-                        finish_reason: r,
-                        prompt_tokens: s.job.prompt.len(),
-                        completion_tokens: s.generated.len(),
-                    });
-                }
-            }
-        }
+        // Free the finished rows and count them before answering: a client that has its
+        // answer sees /metrics without its row.
+        let finished: Vec<(Seq, Option<&'static str>)> = done
+            .into_iter()
+            .enumerate()
+            .filter_map(|(slot, reason)| {
+                let reason = reason?; // rows still going are left in place
+                Some((self.rows[slot].take()?, reason))
+            })
+            .collect();
         self.counters.active.store(
             self.rows.iter().filter(|r| r.is_some()).count(),
-            Ordering::Relaxed,
+            Ordering::SeqCst,
         );
+        for (s, reason) in finished {
+            if let Some(r) = reason {
+                let _ = s.job.events.send(Event::Done {
+                    finish_reason: r,
+                    prompt_tokens: s.job.prompt.len(),
+                    completion_tokens: s.generated.len(),
+                });
+            }
+        }
         Ok(())
     }
 
