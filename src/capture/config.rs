@@ -139,9 +139,6 @@ pub fn prompt_tokens(len: &str) -> Result<usize> {
     }
 }
 
-/// The chat template's head, which every prompt starts with.
-pub(super) const CHAT_HEAD: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n";
-
 /// Chat-formatted prompts of exactly `len` tokens: prompts whose user text is long enough
 /// are cut to fit (the template's head and tail kept), taken in file order, repeated to
 /// fill the batch. Equal lengths make batches exact (no padding).
@@ -157,8 +154,8 @@ pub fn build_batch(
         text: String,
     }
     let lines: Vec<PromptLine> = crate::files::read_jsonl(prompts)?;
-    let head = tok.encode(CHAT_HEAD)?;
-    let tail = tok.encode("<|im_end|>\n<|im_start|>assistant\n")?;
+    let head = tok.encode(&tok.chat.prompt_head())?;
+    let tail = tok.encode(&tok.chat.prompt_tail())?;
     let need = len
         .checked_sub(head.len() + tail.len())
         .filter(|&n| n > 0)

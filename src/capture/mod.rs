@@ -34,7 +34,6 @@ mod summary;
 
 pub use crate::stats::Percentiles;
 use bench::Bench;
-use config::CHAT_HEAD;
 pub use config::{build_batch, prompt_tokens, AbUnit, CaptureSpec, InferConfig};
 pub use devices::{
     device_report_path, run_infer_devices, write_devices_report, DevicesProgress, DevicesRun,
@@ -70,7 +69,7 @@ pub fn run_infer(
     let mut bench = Bench::load(cfg)?;
     let capture = match &cfg.capture {
         Some(spec) if capture_out.is_some() => {
-            let skip = bench.tok.encode(CHAT_HEAD)?.len();
+            let skip = bench.tok.encode(&bench.tok.chat.prompt_head())?.len();
             Some(OperandCapture::new(spec.clone(), skip)?)
         }
         _ => None,

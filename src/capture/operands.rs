@@ -5,14 +5,20 @@
 //! `OperandStream` of (activation, weight) pairs in the order one MAC computing
 //! y_j = sum_i x_i w_ji consumes them, in the kernel's own integers:
 //!   q4_1: u4 weight nibbles x q8_1 activations (int8, one scale per 32 elements);
-//!   q4_0: i4 weights (nibble - 8) x q8_0 activations; q8_0: int8 x q8_0 activations.
-//! The activations are quantized as candle's CPU and CUDA kernels quantize them (scale =
-//! max |x| / 127 per 32-element block, round half away from zero), the weights are read
-//! from the GGUF blocks themselves. Dense precisions are captured as floats: bf16 and f16
+//!   q4_0: i4 weights (nibble - 8) x q8_0 activations; q8_0: int8 x q8_0 activations;
+//!   q5_0: i5 weights (5-bit value - 16, held in int8) x q8_0 activations;
+//!   q4_k: u4 weight nibbles (6-bit scale and min per 32) x q8_k activations (int8, one
+//!   scale per 256); q6_k: i6 weights (6-bit value - 32, held in int8) x q8_k activations.
+//! The activations are quantized as candle's CPU kernels quantize them (q8_0/q8_1: scale =
+//! max |x| / 127 per 32-element block; q8_k: -127 / the signed extreme per 256; round half
+//! away from zero), the weights are read from the GGUF blocks themselves. A model whose
+//! projections mix formats (Gemma's GGUF) gives a stream of int8 containers; each
+//! segment's metadata names its own format. Dense precisions are captured as floats: bf16 and f16
 //! as the bit patterns the matmul multiplies; f32 as bf16 (rounded to nearest even: the
 //! .ops format holds 16-bit elements and perfwatt's float datapaths are bf16), and the
-//! stream's `format.arithmetic` says so. q4k (no integer datapath here) is captured as int8
-//! (activations per 32-element block, weights per row); width 16 keeps per-tensor int16.
+//! stream's `format.arithmetic` says so. Formats whose blocks perfwatt does not read (q5_1,
+//! q2_k, ...) are captured as int8 (activations per 32-element block, weights per row);
+//! width 16 keeps per-tensor int16.
 //!
 //! Which vectors: a seeded reservoir sample per (layer, projection) over the whole capture
 //! run, so the pairs spread over prompts, batch rows, positions past the chat template
@@ -45,7 +51,7 @@ enum Encoding {
 impl Encoding {
     fn formats(self) -> (ElemFormat, ElemFormat) {
         match self {
-            Encoding::Kernel(GgmlDType::Q4_1) => (ElemFormat::I8, ElemFormat::U4),
+            Encoding::Kernel(GgmlDType::Q4_1 | GgmlDType::Q4K) => (ElemFormat::I8, ElemFormat::U4),
             Encoding::Kernel(GgmlDType::Q4_0) => (ElemFormat::I8, ElemFormat::I4),
             Encoding::Int16Tensor => (ElemFormat::I16, ElemFormat::I16),
             Encoding::Float { format, .. } => (format, format),
@@ -57,6 +63,9 @@ impl Encoding {
         match self {
             Encoding::Kernel(GgmlDType::Q4_1) => "q4_1: u4 weight nibbles x q8_1 activations (int8, scale per 32)".into(),
             Encoding::Kernel(GgmlDType::Q4_0) => "q4_0: i4 weights (nibble - 8) x q8_0 activations (int8, scale per 32)".into(),
+            Encoding::Kernel(GgmlDType::Q5_0) => "q5_0: i5 weights (5-bit value - 16, in int8) x q8_0 activations (int8, scale per 32)".into(),
+            Encoding::Kernel(GgmlDType::Q4K) => "q4_k: u4 weight nibbles (6-bit scale and min per 32) x q8_k activations (int8, scale per 256)".into(),
+            Encoding::Kernel(GgmlDType::Q6K) => "q6_k: i6 weights (6-bit value - 32, in int8; scale per 16) x q8_k activations (int8, scale per 256)".into(),
             Encoding::Kernel(_) => "q8_0: int8 weights x q8_0 activations (int8, scale per 32)".into(),
             Encoding::Int8Blocks => format!("{precision}: captured as int8 (activations per 32-element block, weights per row); perfwatt has no datapath of this format yet"),
             Encoding::Int16Tensor => format!("{precision}: captured as int16, one scale per tensor"),
@@ -68,6 +77,36 @@ impl Encoding {
 
 /// Block size of the activation quantization (q8_0 / q8_1).
 const QK: usize = 32;
+/// Block size of the k-quants and of their activations (q8_k).
+const QK_K: usize = 256;
+
+impl Encoding {
+    /// Elements per activation block: q8_k's for the k-quants, q8_0's otherwise.
+    fn act_block(self) -> usize {
+        match self {
+            Encoding::Kernel(GgmlDType::Q4K | GgmlDType::Q6K) => QK_K,
+            _ => QK,
+        }
+    }
+}
+
+/// int8 of a 256-element block as candle's q8_k `from_float` computes it: scale -127 / the
+/// element of largest magnitude (signed), clamped to [-128, 127].
+fn q8k_block(xs: &[f32], out: &mut Vec<i16>) {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &x in xs {
+        if amax < x.abs() {
+            amax = x.abs();
+            max = x;
+        }
+    }
+    if amax == 0.0 {
+        out.extend(xs.iter().map(|_| 0));
+        return;
+    }
+    let iscale = -127f32 / max;
+    out.extend(xs.iter().map(|&x| (iscale * x).round().clamp(-128.0, 127.0) as i8 as i16));
+}
 
 /// int8 of a 32-element block as candle's q8_0/q8_1 `from_float` computes it.
 fn q8_block(xs: &[f32], out: &mut Vec<i16>) {
@@ -77,31 +116,87 @@ fn q8_block(xs: &[f32], out: &mut Vec<i16>) {
     out.extend(xs.iter().map(|&x| (x * id).round() as i8 as i16));
 }
 
-/// The weight rows `rows` of a quantized tensor [n, k] as the kernel's integers.
+/// Bytes and elements of one GGUF block of the formats whose integers perfwatt reads.
+fn block_shape(dt: GgmlDType) -> Option<(usize, usize)> {
+    match dt {
+        GgmlDType::Q4_1 => Some((20, QK)),
+        GgmlDType::Q4_0 => Some((18, QK)),
+        GgmlDType::Q5_0 => Some((22, QK)),
+        GgmlDType::Q8_0 => Some((34, QK)),
+        GgmlDType::Q4K => Some((144, QK_K)),
+        GgmlDType::Q6K => Some((210, QK_K)),
+        _ => None,
+    }
+}
+
+/// The weight rows `rows` of a quantized tensor [n, k] as the kernel's integers, in
+/// element order (the layouts of ggml's / candle's `to_float`).
 fn kernel_rows(dt: GgmlDType, data: &[u8], k: usize, rows: &[usize]) -> Option<Vec<i16>> {
-    let (bytes, nibbles, offset) = match dt {
-        GgmlDType::Q4_1 => (20, true, 0),
-        GgmlDType::Q4_0 => (18, true, 8),
-        GgmlDType::Q8_0 => (34, false, 0),
-        _ => return None,
-    };
-    let blocks = k / QK;
+    let (bytes, elems) = block_shape(dt)?;
+    if k % elems != 0 {
+        return None;
+    }
+    let blocks = k / elems;
     let mut out = Vec::with_capacity(rows.len() * k);
     for &r in rows {
         for b in 0..blocks {
-            let blk = &data[(r * blocks + b) * bytes..][..bytes];
-            if nibbles {
-                // d (and m) f16 first, then 16 bytes: element j in the low nibble of byte j,
-                // element j + 16 in its high nibble.
-                let qs = &blk[bytes - 16..];
-                out.extend(qs.iter().map(|q| (q & 0x0f) as i16 - offset));
-                out.extend(qs.iter().map(|q| (q >> 4) as i16 - offset));
-            } else {
-                out.extend(blk[2..].iter().map(|&q| q as i8 as i16));
-            }
+            block_ints(dt, &data[(r * blocks + b) * bytes..][..bytes], &mut out);
         }
     }
     Some(out)
+}
+
+/// One block's integers.
+fn block_ints(dt: GgmlDType, blk: &[u8], out: &mut Vec<i16>) {
+    // 16 bytes of nibbles: element j in the low nibble of byte j, element j + 16 in its
+    // high one (q4_0, q4_1, q5_0's low bits).
+    let low = |qs: &[u8], out: &mut Vec<i16>, offset: i16| {
+        out.extend(qs.iter().map(|q| (q & 0x0f) as i16 - offset));
+        out.extend(qs.iter().map(|q| (q >> 4) as i16 - offset));
+    };
+    match dt {
+        // d (and m) f16, then the nibbles.
+        GgmlDType::Q4_1 => low(&blk[4..], out, 0),
+        GgmlDType::Q4_0 => low(&blk[2..], out, 8),
+        GgmlDType::Q8_0 => out.extend(blk[2..].iter().map(|&q| q as i8 as i16)),
+        // d f16, qh u32 (bit j: the fifth bit of element j), then the nibbles.
+        GgmlDType::Q5_0 => {
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            let start = out.len();
+            low(&blk[6..], out, 0);
+            for (j, v) in out[start..].iter_mut().enumerate() {
+                *v += (((qh >> j) & 1) << 4) as i16 - 16;
+            }
+        }
+        // d, dmin f16, 12 bytes of 6-bit scales and mins, then per 64 elements 32 bytes:
+        // elements 0..32 in the low nibbles, 32..64 in the high ones.
+        GgmlDType::Q4K => {
+            for qs in blk[16..].chunks_exact(32) {
+                out.extend(qs.iter().map(|q| (q & 0x0f) as i16));
+                out.extend(qs.iter().map(|q| (q >> 4) as i16));
+            }
+        }
+        // ql[128], qh[64], scales[16], d: per 128 elements, 64 bytes of ql and 32 of qh;
+        // element l + 32 i (i = 0..4) takes ql's nibble and qh's bit pair i.
+        GgmlDType::Q6K => {
+            let (ql, qh) = (&blk[..128], &blk[128..192]);
+            for half in 0..2 {
+                let (ql, qh) = (&ql[64 * half..][..64], &qh[32 * half..][..32]);
+                for i in 0..4 {
+                    out.extend((0..32).map(|l| {
+                        let nib = match i {
+                            0 => ql[l] & 0x0f,
+                            1 => ql[l + 32] & 0x0f,
+                            2 => ql[l] >> 4,
+                            _ => ql[l + 32] >> 4,
+                        };
+                        (nib | (((qh[l] >> (2 * i)) & 3) << 4)) as i16 - 32
+                    }));
+                }
+            }
+        }
+        _ => unreachable!("block_shape lists the formats block_ints reads"),
+    }
 }
 
 struct Segment {
@@ -167,6 +262,7 @@ impl OperandCapture {
             .segments
             .first()
             .map_or(Encoding::Int8Blocks, |s| s.encoding);
+        let mixed = self.segments.iter().any(|s| s.encoding != encoding);
         let mut pairs = Vec::with_capacity(self.pairs());
         let mut segs = Vec::new();
         for s in &self.segments {
@@ -183,6 +279,7 @@ impl OperandCapture {
                 "layer": s.id.layer, "proj": s.id.proj, "start": start, "pairs": n, "dot_len": s.k,
                 "vectors": s.xs.len() / s.k, "vectors_seen": s.seen, "rows": s.rows, "scales": scales,
                 "a_zero_fraction": if n > 0 { zeros as f64 / n as f64 } else { 0.0 },
+                "arithmetic": s.encoding.arithmetic(precision),
             }));
         }
         let mut meta = provenance;
@@ -192,6 +289,11 @@ impl OperandCapture {
             self.spec.seed, self.skip_positions
         ));
         meta["order"] = serde_json::json!("per segment: for each activation vector, for each weight row j, for i in 0..dot_len: (x_i, w_ji)");
+        if mixed {
+            // Every format here holds its integers in int8; the segments say which.
+            let what = format!("{precision}: projections of several formats, each segment's integers in int8 (see the segments' arithmetic)");
+            return OperandStream::with_formats(ElemFormat::I8, ElemFormat::I8, &what, pairs, meta);
+        }
         let (fa, fb) = encoding.formats();
         OperandStream::with_formats(fa, fb, &encoding.arithmetic(precision), pairs, meta)
     }
@@ -234,14 +336,18 @@ fn encode(s: &Segment) -> (Vec<i16>, Vec<i16>, serde_json::Value) {
             )
         }
         _ => {
+            let n = s.encoding.act_block();
             let mut xq = Vec::with_capacity(s.xs.len());
-            for b in s.xs.chunks_exact(QK) {
-                q8_block(b, &mut xq);
+            for b in s.xs.chunks_exact(n) {
+                match n {
+                    QK_K => q8k_block(b, &mut xq),
+                    _ => q8_block(b, &mut xq),
+                }
             }
             (
                 xq,
                 s.w.clone(),
-                serde_json::json!({"a": "per 32-element block", "b": if s.encoding == Encoding::Int8Blocks { "per row" } else { "GGUF blocks" }}),
+                serde_json::json!({"a": format!("per {n}-element block"), "b": if s.encoding == Encoding::Int8Blocks { "per row" } else { "GGUF blocks" }}),
             )
         }
     }
@@ -260,9 +366,7 @@ impl Segment {
             .collect();
         let w_absmax = all.iter().fold(0f32, |m, v| m.max(v.abs()));
         let kernel = match weight.blocks()? {
-            Some((dt, data)) if spec.width == 8 && k % QK == 0 => {
-                kernel_rows(dt, &data, k, &rows).map(|w| (dt, w))
-            }
+            Some((dt, data)) if spec.width == 8 => kernel_rows(dt, &data, k, &rows).map(|w| (dt, w)),
             _ => None,
         };
         let float = match weight.dense_dtype() {

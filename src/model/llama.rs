@@ -1,4 +1,7 @@
-//! A llama decoder (SmolLM2's architecture) over GGUF weights, readable top to bottom.
+//! A llama decoder (SmolLM2's architecture) over GGUF weights, readable top to bottom, and
+//! Gemma 3's variant of it (`Arch::Gemma3`: embeddings scaled by sqrt(d), per-head q/k
+//! norms, norms after attention and feed-forward, GELU gating, NeoX RoPE, and five of
+//! every six layers attending over a sliding window with their own RoPE base).
 //!
 //! In: token ids [batch, seq] and the position of the first one. Out: logits of the last
 //! position [batch, vocab]. Every projection is a `Linear` that can run quantized (candle's
@@ -31,7 +34,9 @@ pub(crate) fn me(e: candle_core::Error) -> Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
-    /// Q4_1 as shipped in the GGUF (token embedding/output Q8_0).
+    /// Every weight as the GGUF ships it (Gemma 3 270M "Q4_K_M": Q5_0, Q4_K, Q6_K, Q8_0).
+    Gguf,
+    /// Q4_1: SmolLM2 as shipped (token embedding/output Q8_0); other models re-quantized.
     Q4_1,
     /// Re-quantized from the shipped weights.
     Q8_0,
@@ -49,6 +54,7 @@ pub enum Precision {
 impl crate::choice::Choice for Precision {
     const WHAT: &'static str = "weight format";
     const ALL: &'static [Self] = &[
+        Precision::Gguf,
         Precision::Q4_1,
         Precision::Q8_0,
         Precision::Q4_0,
@@ -62,7 +68,8 @@ impl crate::choice::Choice for Precision {
     }
     fn about(self) -> &'static str {
         match self {
-            Precision::Q4_1 => "Q4_1 as shipped in the GGUF (token embedding/output Q8_0)",
+            Precision::Gguf => "every weight as the GGUF ships it",
+            Precision::Q4_1 => "Q4_1 (SmolLM2 as shipped; other models re-quantized)",
             Precision::Q8_0 | Precision::Q4_0 => "re-quantized from the shipped weights",
             Precision::Q4K => "Q4_K where the row length is a multiple of 256, Q4_0 elsewhere",
             _ => "dequantized to dense matmuls",
@@ -74,6 +81,7 @@ crate::choice_str!(Precision);
 impl Precision {
     pub fn name(self) -> &'static str {
         match self {
+            Precision::Gguf => "gguf",
             Precision::Q4_1 => "q4_1",
             Precision::Q8_0 => "q8_0",
             Precision::Q4_0 => "q4_0",
@@ -162,6 +170,7 @@ impl Linear {
             Weight::Dense(t.to_dtype(dt).map_err(me)?)
         } else {
             let target = match precision {
+                Precision::Q4_1 => Some(GgmlDType::Q4_1),
                 Precision::Q8_0 => Some(GgmlDType::Q8_0),
                 Precision::Q4_0 => Some(GgmlDType::Q4_0),
                 Precision::Q4K if in_features % 256 == 0 => Some(GgmlDType::Q4K),
@@ -185,6 +194,14 @@ impl Linear {
 
     pub fn params(&self) -> usize {
         self.out_features * self.in_features
+    }
+
+    /// The weight's format: its GGUF block type, or its dense dtype.
+    fn format(&self) -> std::result::Result<GgmlDType, DType> {
+        match &self.w {
+            Weight::Quant(_, q) => Ok(q.dtype()),
+            Weight::Dense(t) => Err(t.dtype()),
+        }
     }
 
     fn weight_f32(&self) -> Result<Tensor> {
@@ -302,7 +319,9 @@ const CUDA_MAT_VEC_ROWS: usize = 8;
 
 impl Projections {
     fn new(parts: Vec<Linear>, proj: &'static str, merge: bool, device: &Device) -> Result<Self> {
-        let merged = if merge {
+        // Parts of different formats (a mixed GGUF such as Gemma's) cannot be one matmul.
+        let same = parts.windows(2).all(|w| w[0].format() == w[1].format());
+        let merged = if merge && same {
             let refs: Vec<&Linear> = parts.iter().collect();
             Some(Linear::merged(&refs, proj, device)?)
         } else {
@@ -382,6 +401,10 @@ impl RmsNorm {
 }
 
 struct Block {
+    /// Attends over the sliding window with the local RoPE table (Gemma 3's local layers).
+    local: bool,
+    /// Gemma 3's extra norms.
+    gemma: Option<GemmaNorms>,
     attn_norm: RmsNorm,
     /// q, k, v.
     qkv: Projections,
@@ -391,6 +414,15 @@ struct Block {
     gate_up: Projections,
     down: Linear,
     kv: Option<KvCache>,
+}
+
+/// Gemma 3's norms beyond llama's: of each head's queries and keys (before RoPE), and of
+/// the attention and feed-forward outputs (before the residual add).
+struct GemmaNorms {
+    q: RmsNorm,
+    k: RmsNorm,
+    post_attn: RmsNorm,
+    post_ffn: RmsNorm,
 }
 
 /// Keys and values of the positions so far, [batch, kv_heads, positions, head_dim]: either
@@ -549,8 +581,28 @@ impl KvCache {
     }
 }
 
+/// The decoder family of a GGUF (`general.architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    Llama,
+    Gemma3,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Config {
+    pub arch: Arch,
+    /// `general.name` of the GGUF (what reports call the model).
+    pub name: String,
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_head: usize,
@@ -561,6 +613,22 @@ pub struct Config {
     pub rope_base: f32,
     pub rms_eps: f64,
     pub context: usize,
+    /// Gemma 3: local layers see the last `sliding_window` positions (themselves included),
+    /// with RoPE base `local_rope_base`; every sixth layer is global.
+    pub sliding_window: Option<usize>,
+    pub local_rope_base: f32,
+}
+
+impl Config {
+    /// Whether layer `l` attends over the sliding window.
+    fn is_local(&self, l: usize) -> bool {
+        self.sliding_window.is_some() && (l + 1) % 6 != 0
+    }
+
+    /// Width of the attention's heads together (Gemma 3: not the embedding width).
+    fn attn_width(&self) -> usize {
+        self.n_head * self.head_dim
+    }
 }
 
 pub struct Llama {
@@ -571,11 +639,8 @@ pub struct Llama {
     blocks: Vec<Block>,
     norm: RmsNorm,
     output: Linear,
-    cos: Tensor,
-    sin: Tensor,
-    /// `cos` and `sin` times 1/sqrt(head_dim), for the queries (`Opt::Fused`, where that
-    /// is a power of two): the attention scores come out scaled.
-    q_rope: Option<(Tensor, Tensor)>,
+    /// RoPE tables by base: the model's, then (Gemma 3) the local layers'.
+    ropes: Vec<Rope>,
     /// Activation sparsity threshold (0 = off).
     pub tau: f32,
     /// Decode steps attend over this many positions, those after the cached ones masked
@@ -591,34 +656,56 @@ impl Config {
     /// The llama hyperparameters of a GGUF file's metadata (`vocab` comes from the
     /// embedding's rows).
     fn from_gguf(ct: &gguf_file::Content) -> Result<Config> {
+        let arch = match ct.metadata.get("general.architecture").and_then(|v| v.to_string().ok()) {
+            Some(a) if a == "llama" => Arch::Llama,
+            Some(a) if a == "gemma3" => Arch::Gemma3,
+            Some(a) => {
+                return Err(Error::Model(format!(
+                    "GGUF architecture '{a}' unsupported (llama or gemma3)"
+                )))
+            }
+            None => Arch::Llama,
+        };
+        let key = |k: &str| format!("{}.{k}", arch.name());
         let u = |k: &str| -> Result<usize> {
             ct.metadata
-                .get(k)
+                .get(&key(k))
                 .and_then(|v| v.to_u32().ok())
                 .map(|v| v as usize)
-                .ok_or_else(|| Error::Model(format!("GGUF lacks {k}")))
+                .ok_or_else(|| Error::Model(format!("GGUF lacks {}", key(k))))
         };
         let f = |k: &str, d: f32| {
             ct.metadata
-                .get(k)
+                .get(&key(k))
                 .and_then(|v| v.to_f32().ok())
                 .unwrap_or(d)
         };
-        let (n_embd, n_head) = (
-            u("llama.embedding_length")?,
-            u("llama.attention.head_count")?,
-        );
+        let (n_embd, n_head) = (u("embedding_length")?, u("attention.head_count")?);
+        let gemma = arch == Arch::Gemma3;
         Ok(Config {
-            n_layer: u("llama.block_count")?,
+            arch,
+            name: ct
+                .metadata
+                .get("general.name")
+                .and_then(|v| v.to_string().ok())
+                .cloned()
+                .unwrap_or_else(|| arch.name().to_string()),
+            n_layer: u("block_count")?,
             n_embd,
             n_head,
-            n_kv_head: u("llama.attention.head_count_kv")?,
-            head_dim: n_embd / n_head,
-            n_ff: u("llama.feed_forward_length")?,
+            n_kv_head: u("attention.head_count_kv")?,
+            head_dim: u("attention.key_length").unwrap_or(n_embd / n_head),
+            n_ff: u("feed_forward_length")?,
             vocab: 0,
-            rope_base: f("llama.rope.freq_base", 10000.0),
-            rms_eps: f("llama.attention.layer_norm_rms_epsilon", 1e-5) as f64,
-            context: u("llama.context_length").unwrap_or(2048),
+            rope_base: f("rope.freq_base", 10000.0),
+            rms_eps: f("attention.layer_norm_rms_epsilon", 1e-5) as f64,
+            context: u("context_length").unwrap_or(2048),
+            // llama.cpp's and transformers' defaults where the GGUF does not say.
+            sliding_window: match gemma {
+                true => Some(u("attention.sliding_window").unwrap_or(512)),
+                false => None,
+            },
+            local_rope_base: f("rope.local_freq_base", 10000.0),
         })
     }
 }
@@ -677,13 +764,26 @@ impl<R: std::io::Read + std::io::Seek> Weights<'_, R> {
         let gate_up = vec![lin("ffn_gate", "gate")?, lin("ffn_up", "up")?];
         let o = lin("attn_output", "o")?;
         let down = lin("ffn_down", "down")?;
+        let eps = config.rms_eps;
+        let mut norm = |name: &str| self.norm(&format!("blk.{l}.{name}.weight"), eps);
+        let gemma = match config.arch {
+            Arch::Gemma3 => Some(GemmaNorms {
+                q: norm("attn_q_norm")?,
+                k: norm("attn_k_norm")?,
+                post_attn: norm("post_attention_norm")?,
+                post_ffn: norm("post_ffw_norm")?,
+            }),
+            Arch::Llama => None,
+        };
         Ok(Block {
+            local: config.is_local(l),
+            gemma,
+            attn_norm: norm("attn_norm")?,
+            ffn_norm: norm("ffn_norm")?,
             qkv: Projections::new(qkv, "qkv", merge, device)?,
             o,
             gate_up: Projections::new(gate_up, "gate_up", merge, device)?,
             down,
-            attn_norm: self.norm(&format!("blk.{l}.attn_norm.weight"), config.rms_eps)?,
-            ffn_norm: self.norm(&format!("blk.{l}.ffn_norm.weight"), config.rms_eps)?,
             kv: None,
         })
     }
@@ -719,7 +819,7 @@ impl Llama {
         let head_precision = if precision.dense_dtype().is_some() {
             precision
         } else {
-            Precision::Q4_1
+            Precision::Gguf
         };
         let output = Linear::new(
             LinearId {
@@ -730,18 +830,14 @@ impl Llama {
             head_precision,
             device,
         )?;
-        let (cos, sin) = rope_tables(
-            config.head_dim,
-            config.rope_base,
-            config.context.min(8192),
-            device,
-        )?;
-        let scale = (config.head_dim as f64).sqrt();
-        let exact = scale.fract() == 0.0 && (scale as u64).is_power_of_two();
-        let q_rope = match opts.has(Opt::Fused) && exact {
-            true => Some(((&cos / scale).map_err(me)?, (&sin / scale).map_err(me)?)),
-            false => None,
-        };
+        let mut bases = vec![config.rope_base];
+        if config.sliding_window.is_some() {
+            bases.push(config.local_rope_base);
+        }
+        let ropes = bases
+            .into_iter()
+            .map(|base| Rope::new(&config, base, opts.has(Opt::Fused), device))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Llama {
             config: Config { vocab, ..config },
             precision,
@@ -750,9 +846,7 @@ impl Llama {
             blocks,
             norm: out_norm,
             output,
-            cos,
-            sin,
-            q_rope,
+            ropes,
             tau: 0.0,
             decode_span: None,
             device: device.clone(),
@@ -805,18 +899,34 @@ impl Llama {
         Ok(allocated)
     }
 
-    /// The RoPE rows of a pass's positions, which `rows` picks from a table: cos, sin, and
-    /// the queries' scaled pair (`q_rope`).
-    #[allow(clippy::type_complexity)]
-    fn rope_rows(
-        &self,
-        rows: impl Fn(&Tensor) -> Result<Tensor>,
-    ) -> Result<(Tensor, Tensor, Option<(Tensor, Tensor)>)> {
-        let q_rope = match &self.q_rope {
-            Some((c, s)) => Some((rows(c)?, rows(s)?)),
-            None => None,
-        };
-        Ok((rows(&self.cos)?, rows(&self.sin)?, q_rope))
+    /// The RoPE rows of a pass's positions, which `rows` picks from each table.
+    fn rope_rows(&self, rows: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<Rope>> {
+        self.ropes
+            .iter()
+            .map(|r| {
+                Ok(Rope {
+                    cos: rows(&r.cos)?,
+                    sin: rows(&r.sin)?,
+                    q: match &r.q {
+                        Some((c, s)) => Some((rows(c)?, rows(s)?)),
+                        None => None,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The local layers' additive mask (`shape`), where a query of this pass is `window`
+    /// or more positions past a key it could otherwise see; None where the window hides
+    /// nothing (the global mask serves).
+    fn window_mask(&self, queries: &[usize], keys: usize, shape: &[usize]) -> Result<Option<Tensor>> {
+        match self.config.sliding_window {
+            Some(w) if queries.iter().any(|&q| q >= w) => {
+                let m = mask_values(queries, keys, Some(w));
+                Ok(Some(Tensor::from_vec(m, shape, &self.device).map_err(me)?))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Logits of the last position for each sequence: [batch, vocab].
@@ -827,16 +937,20 @@ impl Llama {
         tap: Option<&mut dyn LinearTap>,
     ) -> Result<Tensor> {
         let (b, s) = tokens.dims2().map_err(me)?;
-        let (cos, sin, q_rope) = self.rope_rows(|t| t.narrow(0, pos, s).map_err(me))?;
+        let queries: Vec<usize> = (pos..pos + s).collect();
+        let (keys, shape) = match (s, self.decode_span) {
+            (1, None) => (pos + 1, vec![pos + 1]),
+            (1, Some(span)) => (span, vec![span]),
+            _ => (pos + s, vec![s, pos + s]),
+        };
+        let mask = match (s, self.decode_span) {
+            (1, None) => None,
+            _ => Some(Tensor::from_vec(mask_values(&queries, keys, None), shape.as_slice(), &self.device).map_err(me)?),
+        };
         let inputs = StepInputs {
-            cos,
-            sin,
-            q_rope,
-            mask: match (s, self.decode_span) {
-                (1, None) => None,
-                (1, Some(span)) => Some(span_mask(pos, span, &self.device)?),
-                _ => Some(causal_mask(s, pos, &self.device)?),
-            },
+            ropes: self.rope_rows(|t| t.narrow(0, pos, s).map_err(me))?,
+            local_mask: self.window_mask(&queries, keys, &shape)?,
+            mask,
             kv: KvWrite::Append {
                 in_place: self.opts.has(Opt::InplaceKv),
                 span: self.decode_span.filter(|_| s == 1),
@@ -858,11 +972,15 @@ impl Llama {
             .and_then(|p| p.broadcast_as((b, c.n_head, 1, c.head_dim)))
             .and_then(|p| p.contiguous())
             .map_err(me)?;
-        let (cos, sin, q_rope) = self.rope_rows(|t| t.index_select(&at.pos, 0).map_err(me))?;
+        let cap = at.key_pos.dim(0).map_err(me)?;
+        if let Some(w) = c.sliding_window.filter(|&w| cap > w) {
+            return Err(Error::Model(format!(
+                "static decode steps span {cap} positions, past the sliding window of {w}: run without --opt graphs"
+            )));
+        }
         let inputs = StepInputs {
-            cos,
-            sin,
-            q_rope,
+            ropes: self.rope_rows(|t| t.index_select(&at.pos, 0).map_err(me))?,
+            local_mask: None,
             mask: Some(
                 at.key_pos
                     .broadcast_le(&at.pos)
@@ -908,19 +1026,14 @@ impl Llama {
             .and_then(|p| p.contiguous())
             .map_err(me)?;
         let half = c.head_dim / 2;
-        let (cos, sin, q_rope) = self.rope_rows(|t| {
-            t.index_select(&pos, 0)
-                .and_then(|r| r.reshape((b, 1, half)))
-                .map_err(me)
-        })?;
-        let mask: Vec<f32> = positions
-            .iter()
-            .flat_map(|&p| (0..cap).map(move |j| if j > p { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
+        let mask = mask_values(positions, cap, None);
         let inputs = StepInputs {
-            cos,
-            sin,
-            q_rope,
+            ropes: self.rope_rows(|t| {
+                t.index_select(&pos, 0)
+                    .and_then(|r| r.reshape((b, 1, half)))
+                    .map_err(me)
+            })?,
+            local_mask: self.window_mask(positions, cap, &[b, 1, 1, cap])?,
             mask: Some(Tensor::from_vec(mask, (b, 1, 1, cap), dev).map_err(me)?),
             kv: KvWrite::At {
                 pos: &pos,
@@ -966,23 +1079,11 @@ impl Llama {
             .and_then(|t| t.broadcast_as((1, c.n_head, s, c.head_dim)))
             .and_then(|t| t.contiguous())
             .map_err(me)?;
-        let (cos, sin, q_rope) = self.rope_rows(|t| t.narrow(0, start, s).map_err(me))?;
-        let mask: Vec<f32> = (0..s)
-            .flat_map(|i| {
-                (0..cap).map(move |j| {
-                    if j > start + i {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-            })
-            .collect();
+        let queries: Vec<usize> = (start..start + s).collect();
         let inputs = StepInputs {
-            cos,
-            sin,
-            q_rope,
-            mask: Some(Tensor::from_vec(mask, (s, cap), dev).map_err(me)?),
+            ropes: self.rope_rows(|t| t.narrow(0, start, s).map_err(me))?,
+            local_mask: self.window_mask(&queries, cap, &[s, cap])?,
+            mask: Some(Tensor::from_vec(mask_values(&queries, cap, None), (s, cap), dev).map_err(me)?),
             kv: KvWrite::Row {
                 slot,
                 index: &index,
@@ -1008,6 +1109,9 @@ impl Llama {
             .map_err(me)?
             .reshape((b, s, c.n_embd))
             .map_err(me)?;
+        if c.arch == Arch::Gemma3 {
+            h = (h * (c.n_embd as f64).sqrt()).map_err(me)?;
+        }
         let (tau, fuse) = (self.tau, self.opts.has(Opt::Fused));
         let at = Attention {
             config: c,
@@ -1020,13 +1124,18 @@ impl Llama {
         for i in 0..self.blocks.len() {
             let a = at.forward(&mut self.blocks[i], &x, tau, &mut tap)?;
             let blk = &self.blocks[i];
+            let post = |n: Option<&RmsNorm>, y: Tensor| n.map_or(Ok(y.clone()), |n| n.forward(&y));
+            let a = post(blk.gemma.as_ref().map(|g| &g.post_attn), a)?;
             let (h1, x1) = blk.ffn_norm.after_add(&h, &a, fuse)?;
-            // Feed-forward (SwiGLU).
+            // Feed-forward: SwiGLU (llama), GELU-tanh gating (Gemma).
             let [g, u] = <[Tensor; 2]>::try_from(blk.gate_up.forward(&x1, tau, &mut tap)?)
                 .map_err(|_| Error::Model("gate_up: two projections expected".into()))?;
-            let d = blk
-                .down
-                .forward(&fused::silu_mul(&g, &u, fuse)?, tau, &mut tap)?;
+            let gated = match c.arch {
+                Arch::Llama => fused::silu_mul(&g, &u, fuse)?,
+                Arch::Gemma3 => (g.gelu().map_err(me)? * u).map_err(me)?,
+            };
+            let d = blk.down.forward(&gated, tau, &mut tap)?;
+            let d = post(blk.gemma.as_ref().map(|g| &g.post_ffn), d)?;
             let next = self.blocks.get(i + 1).map_or(&self.norm, |b| &b.attn_norm);
             (h, x) = next.after_add(&h1, &d, fuse)?;
         }
@@ -1061,11 +1170,11 @@ pub(crate) struct StaticInputs {
 /// What a forward pass needs besides its tokens: RoPE rows of its positions, the additive
 /// mask (None: one new position sees every cached one) and where keys and values go.
 struct StepInputs<'a> {
-    cos: Tensor,
-    sin: Tensor,
-    /// The queries' tables when they carry the attention's scale (`Llama::q_rope`).
-    q_rope: Option<(Tensor, Tensor)>,
+    /// Rows of each RoPE table (`Llama::ropes`).
+    ropes: Vec<Rope>,
     mask: Option<Tensor>,
+    /// The local layers' mask where the sliding window hides keys (else `mask`).
+    local_mask: Option<Tensor>,
     kv: KvWrite<'a>,
     /// Each row at its own position (`forward_rows`): the fused attention kernels, which
     /// take one position for the batch, are not used.
@@ -1103,15 +1212,19 @@ impl Attention<'_> {
                 .map_err(me)
         };
         let at = self.inputs;
-        let rope = |t: &Tensor, (cos, sin): (&Tensor, &Tensor)| {
-            candle_nn::rotary_emb::rope_i(t, cos, sin).map_err(me)
+        let table = &at.ropes[usize::from(blk.local)];
+        // GGUF llama weights are permuted for interleaved pairs; Gemma's are not (NeoX).
+        let rope = |t: &Tensor, (cos, sin): (&Tensor, &Tensor)| match c.arch {
+            Arch::Llama => candle_nn::rotary_emb::rope_i(t, cos, sin).map_err(me),
+            Arch::Gemma3 => candle_nn::rotary_emb::rope(t, cos, sin).map_err(me),
         };
-        let q_rope = at
-            .q_rope
-            .as_ref()
-            .map_or((&at.cos, &at.sin), |(c, s)| (c, s));
-        let q = rope(&heads(q, c.n_head)?, q_rope)?;
-        let k = rope(&heads(k, c.n_kv_head)?, (&at.cos, &at.sin))?;
+        let (mut q, mut k) = (heads(q, c.n_head)?, heads(k, c.n_kv_head)?);
+        if let Some(g) = &blk.gemma {
+            (q, k) = (g.q.forward(&q)?, g.k.forward(&k)?);
+        }
+        let q_table = table.q.as_ref().map_or((&table.cos, &table.sin), |(c, s)| (c, s));
+        let q = rope(&q, q_table)?;
+        let k = rope(&k, (&table.cos, &table.sin))?;
         let v = heads(v, c.n_kv_head)?;
         // A reserved cache (static steps) holds each KV head once per query head that reads
         // it: the new position is repeated once, not the whole cache at every step.
@@ -1157,25 +1270,36 @@ impl Attention<'_> {
                 }
             },
         };
+        let mask = match blk.local {
+            true => at.local_mask.as_ref().or(at.mask.as_ref()),
+            false => at.mask.as_ref(),
+        };
         let y = self
-            .softmax_attend(&q, &k, &v)?
+            .softmax_attend(&q, &k, &v, mask)?
             .transpose(1, 2)
             .map_err(me)?
-            .reshape((b, s, c.n_embd))
+            .reshape((b, s, c.attn_width()))
             .map_err(me)?;
         blk.o.forward(&y, tau, tap)
     }
 
     /// softmax(q k^T / sqrt(d) + mask) v over matching leading dims (q already scaled
     /// when its RoPE tables carry the scale).
-    fn softmax_attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    fn softmax_attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let c = self.config;
         let att = q.matmul(&k.t().map_err(me)?).map_err(me)?;
-        let att = match self.inputs.q_rope {
+        // Every table carries the scale or none does (`Rope::new`).
+        let att = match self.inputs.ropes[0].q {
             Some(_) => att,
             None => (att / (c.head_dim as f64).sqrt()).map_err(me)?,
         };
-        let att = fused::masked_softmax(&att, self.inputs.mask.as_ref(), self.fuse)?;
+        let att = fused::masked_softmax(&att, mask, self.fuse)?;
         att.matmul(v).map_err(me)
     }
 }
@@ -1197,44 +1321,59 @@ fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
         .map_err(me)
 }
 
-fn rope_tables(
-    head_dim: usize,
-    base: f32,
-    max_len: usize,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let inv: Vec<f32> = (0..head_dim)
-        .step_by(2)
-        .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
-        .collect();
-    let inv = Tensor::new(inv.as_slice(), device).map_err(me)?;
-    let t = Tensor::arange(0u32, max_len as u32, device)
-        .map_err(me)?
-        .to_dtype(DType::F32)
-        .map_err(me)?;
-    let freqs = t
-        .reshape((max_len, 1))
-        .map_err(me)?
-        .broadcast_mul(&inv.reshape((1, head_dim / 2)).map_err(me)?)
-        .map_err(me)?;
-    Ok((freqs.cos().map_err(me)?, freqs.sin().map_err(me)?))
+/// One RoPE table, [positions, head_dim / 2] (or the rows of a pass's positions), and the
+/// queries' copy times 1/sqrt(head_dim) (`Opt::Fused`, where that is a power of two): the
+/// attention scores then come out scaled.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    q: Option<(Tensor, Tensor)>,
 }
 
-/// Additive mask [span] for one new position `pos`: -inf over the keys after it.
-fn span_mask(pos: usize, span: usize, device: &Device) -> Result<Tensor> {
-    let m: Vec<f32> = (0..span)
-        .map(|j| if j > pos { f32::NEG_INFINITY } else { 0.0 })
-        .collect();
-    Tensor::from_vec(m, span, device).map_err(me)
+impl Rope {
+    fn new(config: &Config, base: f32, fused: bool, device: &Device) -> Result<Self> {
+        let (head_dim, max_len) = (config.head_dim, config.context.min(8192));
+        let inv: Vec<f32> = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
+            .collect();
+        let inv = Tensor::new(inv.as_slice(), device).map_err(me)?;
+        let t = Tensor::arange(0u32, max_len as u32, device)
+            .map_err(me)?
+            .to_dtype(DType::F32)
+            .map_err(me)?;
+        let freqs = t
+            .reshape((max_len, 1))
+            .map_err(me)?
+            .broadcast_mul(&inv.reshape((1, head_dim / 2)).map_err(me)?)
+            .map_err(me)?;
+        let (cos, sin) = (freqs.cos().map_err(me)?, freqs.sin().map_err(me)?);
+        let scale = (head_dim as f64).sqrt();
+        let exact = scale.fract() == 0.0 && (scale as u64).is_power_of_two();
+        let q = match fused && exact {
+            true => Some(((&cos / scale).map_err(me)?, (&sin / scale).map_err(me)?)),
+            false => None,
+        };
+        Ok(Rope { cos, sin, q })
+    }
 }
 
-/// Additive mask [s, pos + s]: -inf where query i (at pos + i) would see a later key.
-fn causal_mask(s: usize, pos: usize, device: &Device) -> Result<Tensor> {
-    let t = pos + s;
-    let m: Vec<f32> = (0..s)
-        .flat_map(|i| (0..t).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(m, (s, t), device).map_err(me)
+/// Additive mask values, a row of `keys` per query position: -inf over the keys after it
+/// and, with a sliding `window`, over those `window` or more positions before it.
+fn mask_values(queries: &[usize], keys: usize, window: Option<usize>) -> Vec<f32> {
+    queries
+        .iter()
+        .flat_map(|&q| {
+            (0..keys).map(move |j| {
+                let hidden = j > q || window.is_some_and(|w| q - j >= w);
+                if hidden {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect()
 }
 
 /// Index of the largest logit per row: greedy decoding.

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
-pub use llama::{argmax, Config, Linear, LinearId, LinearTap, Llama, Precision, WeightView};
+pub use llama::{argmax, Arch, Config, Linear, LinearId, LinearTap, Llama, Precision, WeightView};
 pub use opts::{Opt, Opts};
 pub use static_step::StaticStep;
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{ChatFormat, Tokenizer};
 
 use crate::error::{Error, IoContext, Result};
 

@@ -42,7 +42,7 @@ pub struct Job {
     pub max_tokens: usize,
     pub sampling: Sampling,
     pub stop: Vec<String>,
-    /// Also stop at the tokenizer's end of sequence (and, for chat, `<|im_end|>`).
+    /// Also stop at the tokenizer's end of sequence (and, for chat, the end of a turn: `ChatFormat::end_token`).
     pub stop_ids: Vec<u32>,
     pub events: UnboundedSender<Event>,
 }

@@ -325,22 +325,20 @@ async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     }
 }
 
-/// SmolLM2's chat template, tokenized in the pieces `perfwatt infer` uses (template text,
-/// then each message's text), so one user message gives infer's exact ids; without a
-/// system message, infer's default one.
+/// The model's chat template (`ChatFormat`), tokenized in the pieces `perfwatt infer` uses
+/// (template text, then each message's text), so one user message gives infer's exact ids;
+/// without a system message, infer's default one (SmolLM's).
 fn chat_ids(tok: &Tokenizer, turns: &[(&str, &str)]) -> crate::Result<Vec<u32>> {
+    let chat = tok.chat;
     let mut ids = Vec::new();
-    let mut open = String::new();
-    if turns[0].0 != "system" {
-        open += "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n";
-    }
+    let mut open = chat.begin(turns[0].0 == "system").to_string();
     for (role, content) in turns {
-        open += &format!("<|im_start|>{role}\n");
+        open += &chat.open(role);
         ids.extend(tok.encode(&open)?);
         ids.extend(tok.encode(content)?);
-        open = "<|im_end|>\n".into();
+        open = chat.close().into();
     }
-    ids.extend(tok.encode(&(open + "<|im_start|>assistant\n"))?);
+    ids.extend(tok.encode(&(open + &chat.open("assistant")))?);
     Ok(ids)
 }
 
@@ -365,7 +363,7 @@ async fn run(st: Arc<AppState>, v: Value, prompt: Vec<u32>, chat: bool) -> Respo
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut stop_ids = vec![st.tok.eos];
-    if let Some(end) = st.tok.token_id("<|im_end|>") {
+    if let Some(end) = st.tok.token_id(st.tok.chat.end_token()) {
         stop_ids.push(end);
     }
     let job = Job {
