@@ -475,6 +475,65 @@ mod tests {
         assert_eq!((w0[0], w0[15], w0[16]), (-8, 7, 7));
     }
 
+    /// The integers of every block format perfwatt reads, against candle's own
+    /// dequantization: within each group that shares a scale (32 elements; 16 for q6_k),
+    /// the dequantized values are one affine function of the integers (scale, and min).
+    #[test]
+    fn kernel_integers_are_what_candle_dequantizes() {
+        use candle_core::quantized::QTensor;
+        use candle_core::Device;
+        let mut rng = Rng::new(7);
+        let (n, k) = (3, 512);
+        let xs: Vec<f32> = (0..n * k)
+            .map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let t = Tensor::from_vec(xs, (n, k), &Device::Cpu).unwrap();
+        for (dt, group) in [
+            (GgmlDType::Q4_0, 32),
+            (GgmlDType::Q4_1, 32),
+            (GgmlDType::Q5_0, 32),
+            (GgmlDType::Q8_0, 32),
+            (GgmlDType::Q4K, 32),
+            (GgmlDType::Q6K, 16),
+        ] {
+            let q = QTensor::quantize(&t, dt).unwrap();
+            let deq = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let ints = kernel_rows(dt, &q.data().unwrap(), k, &[0, 1, 2]).unwrap();
+            assert_eq!(ints.len(), deq.len());
+            let (lo, hi) = ints.iter().fold((i16::MAX, i16::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            assert!(hi - lo >= 14, "{dt:?}: integers span {lo}..{hi}");
+            for (g, (is, ds)) in ints.chunks(group).zip(deq.chunks(group)).enumerate() {
+                // Fit d = a * i + b on the two most distant integers, check every element.
+                let (imin, imax) = (0..group).fold((0, 0), |(a, b), j| {
+                    (if is[j] < is[a] { j } else { a }, if is[j] > is[b] { j } else { b })
+                });
+                if is[imin] == is[imax] {
+                    continue;
+                }
+                let a = (ds[imax] - ds[imin]) / (is[imax] - is[imin]) as f32;
+                let b = ds[imin] - a * is[imin] as f32;
+                for j in 0..group {
+                    let want = a * is[j] as f32 + b;
+                    assert!((want - ds[j]).abs() <= 1e-4 + 1e-3 * ds[j].abs(), "{dt:?} group {g} element {j}: {} vs {want}", ds[j]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q8k_blocks_as_candle_quantizes_them() {
+        use candle_core::quantized::QTensor;
+        use candle_core::Device;
+        let xs: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
+        let t = Tensor::from_vec(xs.clone(), (1, 256), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, GgmlDType::Q8K).unwrap();
+        // A q8_k block: d (f32), then the 256 int8s, then the sums of 16.
+        let theirs: Vec<i16> = q.data().unwrap()[4..260].iter().map(|&v| v as i8 as i16).collect();
+        let mut ours = Vec::new();
+        q8k_block(&xs, &mut ours);
+        assert_eq!(ours, theirs);
+    }
+
     #[test]
     fn q8_blocks_scale_each_block_to_127() {
         let xs: Vec<f32> = (0..32)
