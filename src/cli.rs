@@ -369,8 +369,9 @@ pub struct GemmEnergyArgs {
     /// them: minutes for the 16-lane dot units.
     #[arg(long)]
     pub gate_level: bool,
-    /// GGUF model for the real patterns (default: the shipped one or $PERFWATT_MODEL).
-    #[arg(long)]
+    /// GGUF model for the real patterns: smollm2 (default, or $PERFWATT_MODEL), gemma3, or
+    /// a path.
+    #[arg(long, value_name = "NAME|GGUF", value_parser = model_arg)]
     pub model: Option<PathBuf>,
     /// Output folder (default experiments/runs/gemm-energy-DEVICE).
     #[arg(long)]
@@ -725,7 +726,8 @@ pub struct InferArgs {
     /// host's figures (pooled percentiles, summed energy), OUT.cudaN.json each GPU's.
     #[arg(long, value_name = "LIST", conflicts_with_all = ["device", "capture"])]
     pub devices: Option<String>,
-    /// Weight format: q4_1 as shipped, re-quantized q8_0/q4_0/q4k, or dense f32/f16/bf16.
+    /// Weight format: gguf (every weight as shipped), q4_1 (SmolLM2 as shipped; others
+    /// re-quantized), re-quantized q8_0/q4_0/q4k, or dense f32/f16/bf16.
     #[arg(long, value_parser = choice::<perfwatt::model::Precision>(), default_value = "q4_1")]
     pub dtype: perfwatt::model::Precision,
     #[arg(long, default_value_t = 1)]
@@ -796,8 +798,9 @@ pub struct InferArgs {
     /// Grid carbon intensity for gCO2eq (g/kWh).
     #[arg(long, default_value_t = 400.0)]
     pub grid_intensity: f64,
-    /// GGUF model (default: models/SmolLM2-135M-Instruct.Q4_1.gguf or $PERFWATT_MODEL).
-    #[arg(long)]
+    /// Model: smollm2 (SmolLM2-135M-Instruct Q4_1, the default, or $PERFWATT_MODEL),
+    /// gemma3 (Gemma 3 270M; `--dtype gguf` runs it as shipped), or a GGUF path.
+    #[arg(long, value_name = "NAME|GGUF", value_parser = model_arg)]
     pub model: Option<PathBuf>,
     /// Prompt set, JSON lines with a "text" field.
     #[arg(long)]
@@ -902,8 +905,8 @@ fn timestamped_run_dir(kind: &str) -> PathBuf {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// GGUF model (default: the shipped SmolLM2-135M-Instruct).
-    #[arg(long)]
+    /// Model: smollm2 (the shipped SmolLM2-135M-Instruct, default), gemma3, or a GGUF path.
+    #[arg(long, value_name = "NAME|GGUF", value_parser = model_arg)]
     pub model: Option<PathBuf>,
     /// cpu, cuda (GPU 0) or cuda:N (a build with --features cuda).
     #[arg(long, default_value = "cpu", value_parser = device_spec)]
@@ -1171,6 +1174,10 @@ impl RooflineArgs {
 }
 
 /// `--device`: cpu, cuda or cuda:N.
+fn model_arg(s: &str) -> std::result::Result<PathBuf, String> {
+    Ok(perfwatt::model::model_path(s))
+}
+
 fn device_spec(s: &str) -> std::result::Result<DeviceSpec, String> {
     s.parse().map_err(|e: perfwatt::Error| e.to_string())
 }

@@ -105,7 +105,10 @@ fn q8k_block(xs: &[f32], out: &mut Vec<i16>) {
         return;
     }
     let iscale = -127f32 / max;
-    out.extend(xs.iter().map(|&x| (iscale * x).round().clamp(-128.0, 127.0) as i8 as i16));
+    out.extend(
+        xs.iter()
+            .map(|&x| (iscale * x).round().clamp(-128.0, 127.0) as i8 as i16),
+    );
 }
 
 /// int8 of a 32-element block as candle's q8_0/q8_1 `from_float` computes it.
@@ -366,7 +369,9 @@ impl Segment {
             .collect();
         let w_absmax = all.iter().fold(0f32, |m, v| m.max(v.abs()));
         let kernel = match weight.blocks()? {
-            Some((dt, data)) if spec.width == 8 => kernel_rows(dt, &data, k, &rows).map(|w| (dt, w)),
+            Some((dt, data)) if spec.width == 8 => {
+                kernel_rows(dt, &data, k, &rows).map(|w| (dt, w))
+            }
             _ => None,
         };
         let float = match weight.dense_dtype() {
@@ -497,15 +502,26 @@ mod tests {
             (GgmlDType::Q6K, 16),
         ] {
             let q = QTensor::quantize(&t, dt).unwrap();
-            let deq = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let deq = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             let ints = kernel_rows(dt, &q.data().unwrap(), k, &[0, 1, 2]).unwrap();
             assert_eq!(ints.len(), deq.len());
-            let (lo, hi) = ints.iter().fold((i16::MAX, i16::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = ints
+                .iter()
+                .fold((i16::MAX, i16::MIN), |(a, b), &v| (a.min(v), b.max(v)));
             assert!(hi - lo >= 14, "{dt:?}: integers span {lo}..{hi}");
             for (g, (is, ds)) in ints.chunks(group).zip(deq.chunks(group)).enumerate() {
                 // Fit d = a * i + b on the two most distant integers, check every element.
                 let (imin, imax) = (0..group).fold((0, 0), |(a, b), j| {
-                    (if is[j] < is[a] { j } else { a }, if is[j] > is[b] { j } else { b })
+                    (
+                        if is[j] < is[a] { j } else { a },
+                        if is[j] > is[b] { j } else { b },
+                    )
                 });
                 if is[imin] == is[imax] {
                     continue;
@@ -514,7 +530,11 @@ mod tests {
                 let b = ds[imin] - a * is[imin] as f32;
                 for j in 0..group {
                     let want = a * is[j] as f32 + b;
-                    assert!((want - ds[j]).abs() <= 1e-4 + 1e-3 * ds[j].abs(), "{dt:?} group {g} element {j}: {} vs {want}", ds[j]);
+                    assert!(
+                        (want - ds[j]).abs() <= 1e-4 + 1e-3 * ds[j].abs(),
+                        "{dt:?} group {g} element {j}: {} vs {want}",
+                        ds[j]
+                    );
                 }
             }
         }
@@ -524,11 +544,16 @@ mod tests {
     fn q8k_blocks_as_candle_quantizes_them() {
         use candle_core::quantized::QTensor;
         use candle_core::Device;
-        let xs: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
+        let xs: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+            .collect();
         let t = Tensor::from_vec(xs.clone(), (1, 256), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&t, GgmlDType::Q8K).unwrap();
         // A q8_k block: d (f32), then the 256 int8s, then the sums of 16.
-        let theirs: Vec<i16> = q.data().unwrap()[4..260].iter().map(|&v| v as i8 as i16).collect();
+        let theirs: Vec<i16> = q.data().unwrap()[4..260]
+            .iter()
+            .map(|&v| v as i8 as i16)
+            .collect();
         let mut ours = Vec::new();
         q8k_block(&xs, &mut ours);
         assert_eq!(ours, theirs);

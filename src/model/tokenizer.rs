@@ -137,7 +137,9 @@ impl Tokenizer {
         let tokens = strings(md(ct, "tokenizer.ggml.tokens")?, "tokens")?;
         let numbers = |key: &str| -> Result<Option<Vec<gguf_file::Value>>> {
             match ct.metadata.get(key) {
-                Some(v) => Ok(Some(v.to_vec().map_err(|e| Error::Model(e.to_string()))?.clone())),
+                Some(v) => Ok(Some(
+                    v.to_vec().map_err(|e| Error::Model(e.to_string()))?.clone(),
+                )),
                 None => Ok(None),
             }
         };
@@ -349,7 +351,9 @@ impl Tokenizer {
                     for byte in piece.bytes() {
                         let name = format!("<0x{byte:02X}>");
                         let id = self.ids.get(&name).ok_or_else(|| {
-                            Error::Model(format!("tokenizer: no token for '{piece}' nor byte {name}"))
+                            Error::Model(format!(
+                                "tokenizer: no token for '{piece}' nor byte {name}"
+                            ))
                         })?;
                         out.push(*id);
                     }

@@ -84,6 +84,10 @@ impl Replicate {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Row {
     pub key: String,
+    /// The model's file name without `.gguf` (empty in rows of sweeps from before the
+    /// model axis: the shipped SmolLM2).
+    #[serde(default)]
+    pub model: String,
     pub device: String,
     pub gpu: Option<String>,
     pub precision: String,
@@ -254,6 +258,7 @@ impl Row {
         };
         let mut row = Row {
             key,
+            model: crate::model::model_label(&cfg.model),
             device: distinct(&|r| Some(r.config.device.to_string())).join("+"),
             gpu: Some(distinct(&|r| r.gpu.clone()).join("+")).filter(|g| !g.is_empty()),
             precision: cfg.precision.name().into(),

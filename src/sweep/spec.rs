@@ -18,6 +18,9 @@ use crate::stats::Rng;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Axes {
+    /// Models (`smollm2`, `gemma3` or GGUF paths); `models` in a spec reads the same.
+    #[serde(alias = "models")]
+    pub model: Vec<PathBuf>,
     pub device: Vec<DeviceSpec>,
     pub precision: Vec<Precision>,
     pub batch: Vec<usize>,
@@ -77,11 +80,14 @@ impl SweepSpec {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).at(path)?;
         let mut s = Self::from_toml(&text, &path.display().to_string())?;
-        // Relative model/prompt paths name shipped files (see `asset_path`).
-        for p in [&mut s.base.model, &mut s.base.prompts] {
+        // Model names and relative model/prompt paths name shipped files (`model_path`).
+        for p in std::iter::once(&mut s.base.model).chain(&mut s.axes.model) {
             if p.is_relative() {
-                *p = crate::asset_path(&p.to_string_lossy());
+                *p = crate::model::model_path(&p.to_string_lossy());
             }
+        }
+        if s.base.prompts.is_relative() {
+            s.base.prompts = crate::asset_path(&s.base.prompts.to_string_lossy());
         }
         Ok(s)
     }
@@ -98,29 +104,32 @@ impl SweepSpec {
         let a = &self.axes;
         let b = &self.base;
         let mut out = Vec::new();
-        for device in or(&a.device, b.device) {
-            for precision in or(&a.precision, b.precision) {
-                for batch in or(&a.batch, b.batch) {
-                    for prompt_len in or(&a.prompt_len, b.prompt_len.clone()) {
-                        for t in or(&a.max_new_tokens, b.max_new_tokens) {
-                            for kv in or(&a.kv_cache, b.kv_cache) {
-                                for tau in or(&a.sparsity_tau, b.sparsity_tau) {
-                                    for width in or(&a.width, self.capture.width) {
-                                        for opts in or(&a.opts, b.opts) {
-                                            let mut cfg = b.clone();
-                                            cfg.opts = opts;
-                                            cfg.device = device;
-                                            cfg.precision = precision;
-                                            cfg.batch = batch;
-                                            cfg.prompt_len = prompt_len.clone();
-                                            cfg.max_new_tokens = t;
-                                            cfg.kv_cache = kv;
-                                            cfg.sparsity_tau = tau;
-                                            cfg.capture = Some(CaptureSpec {
-                                                width,
-                                                ..self.capture.clone()
-                                            });
-                                            out.push(Point { cfg });
+        for model in or(&a.model, b.model.clone()) {
+            for device in or(&a.device, b.device) {
+                for precision in or(&a.precision, b.precision) {
+                    for batch in or(&a.batch, b.batch) {
+                        for prompt_len in or(&a.prompt_len, b.prompt_len.clone()) {
+                            for t in or(&a.max_new_tokens, b.max_new_tokens) {
+                                for kv in or(&a.kv_cache, b.kv_cache) {
+                                    for tau in or(&a.sparsity_tau, b.sparsity_tau) {
+                                        for width in or(&a.width, self.capture.width) {
+                                            for opts in or(&a.opts, b.opts) {
+                                                let mut cfg = b.clone();
+                                                cfg.model = model.clone();
+                                                cfg.opts = opts;
+                                                cfg.device = device;
+                                                cfg.precision = precision;
+                                                cfg.batch = batch;
+                                                cfg.prompt_len = prompt_len.clone();
+                                                cfg.max_new_tokens = t;
+                                                cfg.kv_cache = kv;
+                                                cfg.sparsity_tau = tau;
+                                                cfg.capture = Some(CaptureSpec {
+                                                    width,
+                                                    ..self.capture.clone()
+                                                });
+                                                out.push(Point { cfg });
+                                            }
                                         }
                                     }
                                 }
@@ -149,8 +158,17 @@ impl Point {
         } else {
             format!("-o{}", c.opts.to_string().replace(',', "+"))
         };
+        // Keys of the shipped model stay as they were before the model axis.
+        let model = match crate::model::model_label(&c.model) {
+            m if m
+                == crate::model::model_label(std::path::Path::new(crate::model::DEFAULT_MODEL)) =>
+            {
+                String::new()
+            }
+            m => format!("{m}-"),
+        };
         format!(
-            "{}-{}-b{}-p{}-t{}-kv{}-tau{}-w{w}{opts}",
+            "{model}{}-{}-b{}-p{}-t{}-kv{}-tau{}-w{w}{opts}",
             c.device,
             c.precision.name(),
             c.batch,
