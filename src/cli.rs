@@ -798,6 +798,10 @@ pub struct InferArgs {
     /// Grid carbon intensity for gCO2eq (g/kWh).
     #[arg(long, default_value_t = 400.0)]
     pub grid_intensity: f64,
+    /// CPU threads of the kernels (default: one per core). Set once per process; the
+    /// report's `threads` is the size the pool really has.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Model: smollm2 (SmolLM2-135M-Instruct Q4_1, the default, or $PERFWATT_MODEL),
     /// gemma3 (Gemma 3 270M; `--dtype gguf` runs it as shipped), or a GGUF path.
     #[arg(long, value_name = "NAME|GGUF", value_parser = model_arg)]
@@ -828,6 +832,7 @@ impl InferArgs {
             sample_hz: self.sample_hz,
             idle_windows: self.idle_windows as usize,
             idle_seconds: self.idle_seconds,
+            threads: self.threads,
             sampler_ab: self.sampler_ab,
             grid_g_per_kwh: self.grid_intensity,
             capture: self.capture.is_some().then(|| CaptureSpec {

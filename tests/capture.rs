@@ -323,3 +323,45 @@ fn two_devices_pool_their_samples_and_share_one_window() {
     );
     assert!(one.err().unwrap().to_string().contains("--device cuda:N"));
 }
+
+/// `infer --threads N` sizes the CPU thread pool and the report says the size it got (each
+/// in a process of its own: a pool is made once per process); 0 is a clear error.
+#[test]
+fn threads_knob_sizes_the_pool_and_the_report_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in [1, 2] {
+        let out = dir.path().join(format!("t{n}.json"));
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+            .args([
+                "infer",
+                "--threads",
+                &n.to_string(),
+                "--max-new-tokens",
+                "2",
+                "--warmup",
+                "0",
+                "--repeats",
+                "1",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(r["threads"], n);
+        assert_eq!(r["config"]["threads"], n);
+    }
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_perfwatt"))
+        .args(["infer", "--threads", "0", "--out"])
+        .arg(dir.path().join("t0.json"))
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
+    assert!(String::from_utf8_lossy(&st.stderr).contains("--threads must be at least 1"));
+}

@@ -64,6 +64,8 @@ pub(super) struct Bench<'a> {
     pub(super) m: Llama,
     pub(super) tok: Tokenizer,
     pub(super) load_s: f64,
+    /// CPU threads the kernels ran on (the pool's size, as it is).
+    pub(super) threads: usize,
     pub(super) batch_ids: Vec<Vec<u32>>,
     /// Prompt tokens and new tokens per sequence.
     pub(super) l: usize,
@@ -95,6 +97,7 @@ pub(super) struct RunOutput {
 
 impl<'a> Bench<'a> {
     pub(super) fn load(cfg: &'a InferConfig) -> Result<Self> {
+        let threads = super::config::set_threads(cfg.threads)?;
         let device = cfg.device.candle()?;
         let t0 = Instant::now();
         let (mut m, tok) = model::load(&cfg.model, cfg.precision, cfg.opts, &device)?;
@@ -108,6 +111,7 @@ impl<'a> Bench<'a> {
             m,
             tok,
             load_s,
+            threads,
             batch_ids,
             l,
             t: cfg.max_new_tokens,
@@ -385,6 +389,7 @@ impl<'a> Bench<'a> {
             batch: cfg.batch,
             new_tokens: t,
             load_s: self.load_s,
+            threads: self.threads,
             latency_s,
             ttft_s,
             tpot_s,

@@ -75,6 +75,8 @@ pub struct InferConfig {
     /// as many after them (GPU only).
     pub idle_seconds: f64,
     pub idle_windows: usize,
+    /// CPU threads of the kernels (candle's rayon pool and its gemm); None: one per core.
+    pub threads: Option<usize>,
     pub capture: Option<CaptureSpec>,
 }
 
@@ -98,9 +100,32 @@ impl Default for InferConfig {
             grid_g_per_kwh: 400.0,
             idle_seconds: 5.0,
             idle_windows: 2,
+            threads: None,
             capture: None,
         }
     }
+}
+
+/// Size this process's CPU thread pool to `threads` (candle's rayon pool and, through
+/// RAYON_NUM_THREADS, its gemm) and return the size it has. The pool is made once per
+/// process: a second, different size is an error, not a silent no-op.
+pub fn set_threads(threads: Option<usize>) -> Result<usize> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(Error::Config("--threads must be at least 1".into()));
+        }
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+        let have = rayon::current_num_threads();
+        if have != n {
+            return Err(Error::Config(format!(
+                "--threads {n}: this process's thread pool already runs {have} threads (threads are set once per process, before the model loads)"
+            )));
+        }
+    }
+    Ok(rayon::current_num_threads())
 }
 
 /// What the NVML sampler A/B alternates over.

@@ -183,6 +183,8 @@ pub struct InferReport {
     pub batch: usize,
     pub new_tokens: usize,
     pub load_s: f64,
+    /// CPU threads of the kernels (the thread pool's real size; `--threads`).
+    pub threads: usize,
     /// Percentiles per request, pooled over runs (every request of a batch ends with the
     /// batch); mean over runs.
     pub latency_s: Percentiles,

@@ -41,6 +41,15 @@ pub struct Replicate {
     pub power_check_diffs_pct: Vec<f64>,
     pub flops_per_run: f64,
     pub generated: String,
+    /// CPU threads the kernels ran on.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Mean energy of a run's prefill and of its decode steps, where the counter resolves
+    /// them (`EnergySummary::prefill_j`).
+    #[serde(default)]
+    pub prefill_j: Option<f64>,
+    #[serde(default)]
+    pub decode_j: Option<f64>,
 }
 
 impl Replicate {
@@ -76,6 +85,9 @@ impl Replicate {
             power_check_diffs_pct: e.power_check.iter().filter_map(|c| c.diff_pct).collect(),
             flops_per_run: r.flops_per_run,
             generated: r.generated.first().cloned().unwrap_or_default(),
+            threads: Some(r.threads),
+            prefill_j: e.prefill_j.map(|x| x.mean),
+            decode_j: e.decode_j.map(|x| x.mean),
         }
     }
 }
@@ -88,6 +100,9 @@ pub struct Row {
     /// model axis: the shipped SmolLM2).
     #[serde(default)]
     pub model: String,
+    /// CPU threads of the kernels (None in rows from before the knob).
+    #[serde(default)]
+    pub threads: Option<usize>,
     pub device: String,
     pub gpu: Option<String>,
     pub precision: String,
@@ -121,6 +136,13 @@ pub struct Row {
     /// CPU package energy per output token (RAPL), where the host lets it be read.
     #[serde(default)]
     pub cpu_j_per_token: Option<f64>,
+    /// Energy per input token (a prefill's energy over batch x prompt tokens) and per
+    /// output token of the decode steps (their energy over batch x (new tokens - 1)), mean
+    /// over replicates; null where a prefill spans too few counter updates to split.
+    #[serde(default)]
+    pub j_per_input_token: Option<f64>,
+    #[serde(default)]
+    pub j_per_output_token_decode: Option<f64>,
     pub tokens_per_j: Option<f64>,
     pub avg_w: Option<f64>,
     pub peak_w: Option<f64>,
@@ -259,6 +281,7 @@ impl Row {
         let mut row = Row {
             key,
             model: crate::model::model_label(&cfg.model),
+            threads: reps.iter().filter_map(|r| r.threads).max(),
             device: distinct(&|r| Some(r.config.device.to_string())).join("+"),
             gpu: Some(distinct(&|r| r.gpu.clone()).join("+")).filter(|g| !g.is_empty()),
             precision: cfg.precision.name().into(),
@@ -357,6 +380,14 @@ impl Row {
                 .filter_map(|x| Some(x.cpu_j? / out_tokens))
                 .collect()
         }));
+        let (input, decode) = (
+            (self.batch * self.prompt_tokens) as f64,
+            (self.batch * self.new_tokens.saturating_sub(1).max(1)) as f64,
+        );
+        self.j_per_input_token =
+            Estimate::over(reps, |r| Some(r.prefill_j? / input)).map(|e| e.mean);
+        self.j_per_output_token_decode =
+            Estimate::over(reps, |r| Some(r.decode_j? / decode)).map(|e| e.mean);
         self.tokens_per_j = mean(est(&|j, _, _| Some(out_tokens / j)));
         self.avg_w = mean(est(&|j, s, _| Some(j / s)));
         self.peak_w = reps.iter().filter_map(|r| r.peak_w).reduce(f64::max);
@@ -586,6 +617,10 @@ mod tests {
             power_check_diffs_pct: Vec::new(),
             flops_per_run: 0.0,
             generated: String::new(),
+            threads: Some(2),
+            // 0.5 J per prefill, 1.5 J for the decode steps.
+            prefill_j: Some(0.5),
+            decode_j: Some(1.5),
         }
     }
 
@@ -613,10 +648,14 @@ mod tests {
         let mut row = Row {
             batch: 1,
             new_tokens: 4,
+            prompt_tokens: 40,
             ..Row::default()
         };
         row.set_timing(&reps).unwrap();
         row.set_energy(&reps);
+        // Prefill 0.5 J over 40 input tokens; decode 1.5 J over 3 output tokens.
+        assert!((row.j_per_input_token.unwrap() - 0.5 / 40.0).abs() < 1e-12);
+        assert!((row.j_per_output_token_decode.unwrap() - 0.5).abs() < 1e-12);
         assert_eq!(
             (row.runs, row.latency_ci95_low_s),
             (Some(15), want.ci95_low)

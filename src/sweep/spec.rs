@@ -32,6 +32,8 @@ pub struct Axes {
     pub opts: Vec<Opts>,
     /// Captured operand width (MAC operand width): 8 or 16.
     pub width: Vec<u8>,
+    /// CPU threads of the kernels (`infer --threads`).
+    pub threads: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,31 +106,38 @@ impl SweepSpec {
         let a = &self.axes;
         let b = &self.base;
         let mut out = Vec::new();
-        for model in or(&a.model, b.model.clone()) {
-            for device in or(&a.device, b.device) {
-                for precision in or(&a.precision, b.precision) {
-                    for batch in or(&a.batch, b.batch) {
-                        for prompt_len in or(&a.prompt_len, b.prompt_len.clone()) {
-                            for t in or(&a.max_new_tokens, b.max_new_tokens) {
-                                for kv in or(&a.kv_cache, b.kv_cache) {
-                                    for tau in or(&a.sparsity_tau, b.sparsity_tau) {
-                                        for width in or(&a.width, self.capture.width) {
-                                            for opts in or(&a.opts, b.opts) {
-                                                let mut cfg = b.clone();
-                                                cfg.model = model.clone();
-                                                cfg.opts = opts;
-                                                cfg.device = device;
-                                                cfg.precision = precision;
-                                                cfg.batch = batch;
-                                                cfg.prompt_len = prompt_len.clone();
-                                                cfg.max_new_tokens = t;
-                                                cfg.kv_cache = kv;
-                                                cfg.sparsity_tau = tau;
-                                                cfg.capture = Some(CaptureSpec {
-                                                    width,
-                                                    ..self.capture.clone()
-                                                });
-                                                out.push(Point { cfg });
+        let threads: Vec<Option<usize>> = match a.threads.is_empty() {
+            true => vec![b.threads],
+            false => a.threads.iter().map(|&t| Some(t)).collect(),
+        };
+        for threads in threads {
+            for model in or(&a.model, b.model.clone()) {
+                for device in or(&a.device, b.device) {
+                    for precision in or(&a.precision, b.precision) {
+                        for batch in or(&a.batch, b.batch) {
+                            for prompt_len in or(&a.prompt_len, b.prompt_len.clone()) {
+                                for t in or(&a.max_new_tokens, b.max_new_tokens) {
+                                    for kv in or(&a.kv_cache, b.kv_cache) {
+                                        for tau in or(&a.sparsity_tau, b.sparsity_tau) {
+                                            for width in or(&a.width, self.capture.width) {
+                                                for opts in or(&a.opts, b.opts) {
+                                                    let mut cfg = b.clone();
+                                                    cfg.model = model.clone();
+                                                    cfg.threads = threads;
+                                                    cfg.opts = opts;
+                                                    cfg.device = device;
+                                                    cfg.precision = precision;
+                                                    cfg.batch = batch;
+                                                    cfg.prompt_len = prompt_len.clone();
+                                                    cfg.max_new_tokens = t;
+                                                    cfg.kv_cache = kv;
+                                                    cfg.sparsity_tau = tau;
+                                                    cfg.capture = Some(CaptureSpec {
+                                                        width,
+                                                        ..self.capture.clone()
+                                                    });
+                                                    out.push(Point { cfg });
+                                                }
                                             }
                                         }
                                     }
@@ -167,8 +176,9 @@ impl Point {
             }
             m => format!("{m}-"),
         };
+        let threads = c.threads.map_or(String::new(), |t| format!("-th{t}"));
         format!(
-            "{model}{}-{}-b{}-p{}-t{}-kv{}-tau{}-w{w}{opts}",
+            "{model}{}-{}-b{}-p{}-t{}-kv{}-tau{}-w{w}{opts}{threads}",
             c.device,
             c.precision.name(),
             c.batch,
@@ -203,6 +213,28 @@ pub fn default_run_dir(spec: &SweepSpec) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `models` and `threads` are axes like the others: names resolve to the shipped
+    /// files, keys name a non-default model and a thread count, the shipped model's keys
+    /// stay as they were.
+    #[test]
+    fn models_and_threads_are_axes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "name = \"m\"\n[axes]\nmodels = [\"smollm2\", \"gemma3\"]\nthreads = [1, 2]\n",
+        )
+        .unwrap();
+        let spec = SweepSpec::read(&path).unwrap();
+        let pts = spec.points();
+        assert_eq!(pts.len(), 4);
+        let keys: Vec<String> = pts.iter().map(|p| p.key()).collect();
+        assert_eq!(keys[0], "cpu-q4_1-b1-pshort-t16-kv1-tau0-w8-th1");
+        assert!(keys[1].starts_with("gemma-3-270m-q4_k_m-cpu-"), "{keys:?}");
+        assert!(pts[1].cfg.model.ends_with(crate::model::GEMMA_MODEL));
+        assert_eq!(pts[3].cfg.threads, Some(2));
+    }
 
     #[test]
     fn run_order_is_a_permutation_per_block_and_differs_between_blocks() {
