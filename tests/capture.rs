@@ -44,7 +44,7 @@ fn batches_have_exact_lengths_and_the_chat_template() {
     )
     .unwrap();
     let prompts = InferConfig::default().prompts;
-    for len in [40, 96, 192] {
+    for len in [40, 96, 192, 512, 1024] {
         let b = build_batch(&tok, &prompts, 5, len).unwrap();
         assert_eq!(b.len(), 5);
         for s in &b {
@@ -52,6 +52,12 @@ fn batches_have_exact_lengths_and_the_chat_template() {
             assert!(tok
                 .decode(s)
                 .ends_with("<|im_end|>\n<|im_start|>assistant\n"));
+        }
+        // Long prompts are real text: consecutive prompts of the set, each sequence from
+        // another first prompt.
+        if len >= 512 {
+            assert_ne!(b[0], b[1]);
+            assert!(tok.decode(&b[0]).contains("\n\n"));
         }
     }
     let e = build_batch(&tok, &prompts, 1, 5000)

@@ -166,7 +166,10 @@ pub fn prompt_tokens(len: &str) -> Result<usize> {
 
 /// Chat-formatted prompts of exactly `len` tokens: prompts whose user text is long enough
 /// are cut to fit (the template's head and tail kept), taken in file order, repeated to
-/// fill the batch. Equal lengths make batches exact (no padding).
+/// fill the batch. Where no prompt is long enough (512, 1024 tokens), each sequence is
+/// consecutive prompts of the set joined by a blank line, from a different first prompt
+/// per sequence (wrapping around the set), cut to fit: real text, never padding; a set
+/// whose prompts together are too short is an error. Equal lengths make batches exact.
 pub fn build_batch(
     tok: &Tokenizer,
     prompts: &Path,
@@ -190,18 +193,31 @@ pub fn build_batch(
                 head.len() + tail.len() + 1
             ))
         })?;
+    let fit = |user: &[u32]| [head.as_slice(), &user[..need], tail.as_slice()].concat();
     let mut fits = Vec::new();
     for line in &lines {
         let user = tok.encode(&line.text)?;
         if user.len() >= need {
-            fits.push([head.as_slice(), &user[..need], tail.as_slice()].concat());
+            fits.push(fit(&user));
         }
     }
     if fits.is_empty() {
-        return Err(Error::Config(format!(
-            "no prompt in {} is long enough for {len} tokens",
-            prompts.display()
-        )));
+        let n = lines.len();
+        for first in 0..batch.min(n) {
+            let joined: Vec<&str> = (0..n).map(|i| lines[(first + i) % n].text.as_str()).collect();
+            let user = tok.encode(&joined.join("\n\n"))?;
+            if user.len() < need {
+                return Err(Error::Config(format!(
+                    "no prompt in {} is long enough for {len} tokens, nor are all {n} together ({} tokens)",
+                    prompts.display(),
+                    user.len() + head.len() + tail.len()
+                )));
+            }
+            fits.push(fit(&user));
+        }
+    }
+    if fits.is_empty() {
+        return Err(Error::Config(format!("{}: no prompts", prompts.display())));
     }
     Ok((0..batch).map(|i| fits[i % fits.len()].clone()).collect())
 }
