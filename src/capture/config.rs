@@ -204,7 +204,9 @@ pub fn build_batch(
     if fits.is_empty() {
         let n = lines.len();
         for first in 0..batch.min(n) {
-            let joined: Vec<&str> = (0..n).map(|i| lines[(first + i) % n].text.as_str()).collect();
+            let joined: Vec<&str> = (0..n)
+                .map(|i| lines[(first + i) % n].text.as_str())
+                .collect();
             let user = tok.encode(&joined.join("\n\n"))?;
             if user.len() < need {
                 return Err(Error::Config(format!(

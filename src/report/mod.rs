@@ -813,15 +813,21 @@ fn label(r: &Row) -> String {
     s
 }
 
-/// Output made only of special tokens (`<|endoftext|>`...) or nothing: a broken configuration.
+/// Output made only of special tokens (SmolLM's `<|endoftext|>`, Gemma's `<eos>`,
+/// `<pad>`...) or nothing: a broken configuration.
 pub fn degenerate(r: &Row) -> bool {
     let mut t = r.generated.trim();
-    while let Some(rest) = t
-        .strip_prefix("<|")
-        .and_then(|s| s.split_once("|>"))
-        .map(|(_, rest)| rest.trim_start())
-    {
-        t = rest;
+    let special = |s: &str| {
+        let (name, rest) = s.strip_prefix('<')?.split_once('>')?;
+        let name = name
+            .strip_prefix('|')
+            .and_then(|n| n.strip_suffix('|'))
+            .unwrap_or(name);
+        let word = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        word.then_some(rest)
+    };
+    while let Some(rest) = special(t) {
+        t = rest.trim_start();
     }
     t.is_empty()
 }
@@ -1037,6 +1043,10 @@ mod tests {
         r.generated = "<|endoftext|><|endoftext|> <|im_end|>".into();
         assert!(super::degenerate(&r));
         r.generated = "<|im_start|>Paris".into();
+        assert!(!super::degenerate(&r));
+        r.generated = "<eos><pad> <end_of_turn>".into();
+        assert!(super::degenerate(&r));
+        r.generated = "<b>bold</b>".into();
         assert!(!super::degenerate(&r));
     }
 
