@@ -817,7 +817,7 @@ fn label(r: &Row) -> String {
 /// `<pad>`...) or nothing: a broken configuration.
 pub fn degenerate(r: &Row) -> bool {
     let mut t = r.generated.trim();
-    let special = |s: &str| {
+    fn special(s: &str) -> Option<&str> {
         let (name, rest) = s.strip_prefix('<')?.split_once('>')?;
         let name = name
             .strip_prefix('|')
@@ -825,7 +825,7 @@ pub fn degenerate(r: &Row) -> bool {
             .unwrap_or(name);
         let word = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         word.then_some(rest)
-    };
+    }
     while let Some(rest) = special(t) {
         t = rest.trim_start();
     }
