@@ -3,8 +3,8 @@
 //! past the 512-position sliding window (tests/data/gemma-reference.json, written by
 //! scripts/gemma-reference.py with llama-cpp-python).
 
-use candle_core::{Device, Tensor};
-use perfwatt::model::{self, argmax, Arch, Precision};
+use candle_core::Device;
+use perfwatt::model::{self, Arch, Precision};
 use serde_json::Value;
 
 fn gemma_path() -> std::path::PathBuf {
@@ -27,23 +27,6 @@ fn ids(v: &Value) -> Vec<u32> {
 
 fn load(precision: Precision) -> (model::Llama, model::Tokenizer) {
     model::load(&gemma_path(), precision, model::Opts::all(), &Device::Cpu).unwrap()
-}
-
-/// `n` greedy tokens after `prompt`: one prefill, then a decode step per token.
-fn greedy(m: &mut model::Llama, prompt: &[u32], n: usize) -> Vec<u32> {
-    m.clear_kv_cache();
-    let (mut out, mut pos, mut input) = (Vec::new(), 0, prompt.to_vec());
-    for _ in 0..n {
-        let t = Tensor::new(input.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let next = argmax(&m.forward(&t, pos, None).unwrap()).unwrap()[0];
-        pos += input.len();
-        out.push(next);
-        input = vec![next];
-    }
-    out
 }
 
 #[test]
@@ -69,7 +52,7 @@ fn greedy_tokens_equal_llama_cpp_inside_and_past_the_sliding_window() {
     for case in reference()["cases"].as_array().unwrap() {
         let prompt = ids(&case["prompt"]);
         let want = ids(&case["greedy"]);
-        let got = greedy(&mut m, &prompt, want.len());
+        let got = m.greedy(&prompt, want.len()).unwrap();
         assert_eq!(
             got,
             want,

@@ -16,21 +16,7 @@ fn load(precision: Precision) -> (model::Llama, model::Tokenizer) {
 }
 
 fn greedy(precision: Precision, ids: &[u32], n: usize) -> Vec<u32> {
-    let (mut m, _) = load(precision);
-    let mut out = Vec::new();
-    let mut pos = 0;
-    let mut input = ids.to_vec();
-    for _ in 0..n {
-        let t = Tensor::new(input.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let next = argmax(&m.forward(&t, pos, None).unwrap()).unwrap()[0];
-        pos += input.len();
-        out.push(next);
-        input = vec![next];
-    }
-    out
+    load(precision).0.greedy(ids, n).unwrap()
 }
 
 #[test]

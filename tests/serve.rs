@@ -261,3 +261,67 @@ fn bad_requests_disconnects_and_a_drain() {
     let status = s.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Gemma 3 behind `serve`: two requests sharing the batch, one of them a 609-token prompt
+/// whose chunked prefill and decode reach past the 512-position sliding window, answer with
+/// llama.cpp's greedy tokens (tests/data/gemma-reference.json).
+#[test]
+fn gemma_rows_past_the_sliding_window_answer_as_llama_cpp() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/gemma-reference.json"
+    ))
+    .unwrap();
+    let reference: Value = serde_json::from_str(&text).unwrap();
+    let (_, tok) = perfwatt::model::load(
+        &perfwatt::model::model_path("gemma3"),
+        perfwatt::model::Precision::Gguf,
+        perfwatt::model::Opts::all(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let s = serve(&[
+        "--model",
+        "gemma3",
+        "--dtype",
+        "gguf",
+        "--max-batch",
+        "2",
+        "--max-context",
+        "640",
+    ]);
+    let cases = reference["cases"].as_array().unwrap();
+    let answers: Vec<(u16, Value)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = cases
+            .iter()
+            .map(|c| {
+                let s = &s;
+                let n = c["greedy"].as_array().unwrap().len();
+                sc.spawn(move || {
+                    post(
+                        s,
+                        "/v1/completions",
+                        &json!({"prompt": c["prompt"], "max_tokens": n, "temperature": 0}),
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (c, (code, a)) in cases.iter().zip(&answers) {
+        assert_eq!(*code, 200, "{a}");
+        let ids: Vec<u32> = c["greedy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let got = a["choices"][0]["text"].as_str().unwrap();
+        let want = tok.decode(&ids);
+        match a["choices"][0]["finish_reason"].as_str().unwrap() {
+            "length" => assert_eq!(got, want, "{}", c["name"]),
+            // Stopped at <eos> / <end_of_turn>: a prefix of llama.cpp's continuation.
+            _ => assert!(want.starts_with(got), "{}: {got:?} vs {want:?}", c["name"]),
+        }
+    }
+}

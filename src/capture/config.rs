@@ -106,9 +106,10 @@ impl Default for InferConfig {
     }
 }
 
-/// Size this process's CPU thread pool to `threads` (candle's rayon pool and, through
-/// RAYON_NUM_THREADS, its gemm) and return the size it has. The pool is made once per
-/// process: a second, different size is an error, not a silent no-op.
+/// Size this process's CPU kernels' threads to `threads` and return the count they run
+/// on: RAYON_NUM_THREADS, which candle reads once (its own rayon pool, barrier pool and
+/// gemm threads), and rayon's global pool. Both are made once per process: a second,
+/// different count is an error, not a silent no-op.
 pub fn set_threads(threads: Option<usize>) -> Result<usize> {
     if let Some(n) = threads {
         if n == 0 {
@@ -118,14 +119,18 @@ pub fn set_threads(threads: Option<usize>) -> Result<usize> {
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global();
-        let have = rayon::current_num_threads();
-        if have != n {
+        let have = (
+            candle_core::utils::get_num_threads(),
+            rayon::current_num_threads(),
+        );
+        if have != (n, n) {
             return Err(Error::Config(format!(
-                "--threads {n}: this process's thread pool already runs {have} threads (threads are set once per process, before the model loads)"
+                "--threads {n}: this process's kernels already run {} threads (threads are set once per process, before the model loads)",
+                have.0
             )));
         }
     }
-    Ok(rayon::current_num_threads())
+    Ok(candle_core::utils::get_num_threads())
 }
 
 /// What the NVML sampler A/B alternates over.

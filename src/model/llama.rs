@@ -874,6 +874,23 @@ impl Llama {
             + self.output.params()
     }
 
+    /// `n` greedy tokens after `prompt` (one sequence, from an empty cache): one prefill,
+    /// then a decode step per token. What reference checks compare.
+    pub fn greedy(&mut self, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+        self.clear_kv_cache();
+        let (mut out, mut pos, mut input) = (Vec::new(), 0, prompt.to_vec());
+        for _ in 0..n {
+            let t = Tensor::new(input.as_slice(), &self.device)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(me)?;
+            let next = argmax(&self.forward(&t, pos, None)?)?[0];
+            pos += input.len();
+            out.push(next);
+            input = vec![next];
+        }
+        Ok(out)
+    }
+
     pub fn clear_kv_cache(&mut self) {
         for b in &mut self.blocks {
             b.kv = None;
