@@ -796,6 +796,18 @@ fn label(r: &Row) -> String {
         "{} b{} p{} t{}",
         r.precision, r.batch, r.prompt_tokens, r.new_tokens
     );
+    // The model where it is not the shipped one (rows from before the model axis have none).
+    let shipped = crate::model::model_label(std::path::Path::new(crate::model::DEFAULT_MODEL));
+    if !r.model.is_empty() && r.model != shipped {
+        s = format!(
+            "{} {s}",
+            r.model.split('-').take(2).collect::<Vec<_>>().join("-")
+        );
+    }
+    // Threads where the sweep set them (its key names them, `Point::key`).
+    if let Some(t) = r.threads.filter(|_| r.key.contains("-th")) {
+        s.push_str(&format!(" th{t}"));
+    }
     if !r.kv_cache {
         s.push_str(" nokv");
     }
