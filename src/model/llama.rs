@@ -948,11 +948,22 @@ impl Llama {
     ) -> Result<Option<Tensor>> {
         match self.config.sliding_window {
             Some(w) if queries.iter().any(|&q| q >= w) => {
-                let m = mask_values(queries, keys, Some(w));
-                Ok(Some(Tensor::from_vec(m, shape, &self.device).map_err(me)?))
+                Ok(Some(self.mask(queries, keys, shape, Some(w))?))
             }
             _ => Ok(None),
         }
+    }
+
+    /// The additive mask (`shape`) of `mask_values` on this model's device.
+    fn mask(
+        &self,
+        queries: &[usize],
+        keys: usize,
+        shape: &[usize],
+        window: Option<usize>,
+    ) -> Result<Tensor> {
+        let m = mask_values(queries, keys, window);
+        Tensor::from_vec(m, shape, &self.device).map_err(me)
     }
 
     /// Logits of the last position for each sequence: [batch, vocab].
@@ -971,14 +982,7 @@ impl Llama {
         };
         let mask = match (s, self.decode_span) {
             (1, None) => None,
-            _ => Some(
-                Tensor::from_vec(
-                    mask_values(&queries, keys, None),
-                    shape.as_slice(),
-                    &self.device,
-                )
-                .map_err(me)?,
-            ),
+            _ => Some(self.mask(&queries, keys, &shape, None)?),
         };
         let inputs = StepInputs {
             ropes: self.rope_rows(|t| t.narrow(0, pos, s).map_err(me))?,
@@ -1059,7 +1063,6 @@ impl Llama {
             .and_then(|p| p.contiguous())
             .map_err(me)?;
         let half = c.head_dim / 2;
-        let mask = mask_values(positions, cap, None);
         let inputs = StepInputs {
             ropes: self.rope_rows(|t| {
                 t.index_select(&pos, 0)
@@ -1067,7 +1070,7 @@ impl Llama {
                     .map_err(me)
             })?,
             local_mask: self.window_mask(positions, cap, &[b, 1, 1, cap])?,
-            mask: Some(Tensor::from_vec(mask, (b, 1, 1, cap), dev).map_err(me)?),
+            mask: Some(self.mask(positions, cap, &[b, 1, 1, cap], None)?),
             kv: KvWrite::At {
                 pos: &pos,
                 index: &index,
@@ -1116,9 +1119,7 @@ impl Llama {
         let inputs = StepInputs {
             ropes: self.rope_rows(|t| t.narrow(0, start, s).map_err(me))?,
             local_mask: self.window_mask(&queries, cap, &[s, cap])?,
-            mask: Some(
-                Tensor::from_vec(mask_values(&queries, cap, None), (s, cap), dev).map_err(me)?,
-            ),
+            mask: Some(self.mask(&queries, cap, &[s, cap], None)?),
             kv: KvWrite::Row {
                 slot,
                 index: &index,
@@ -1159,7 +1160,10 @@ impl Llama {
         for i in 0..self.blocks.len() {
             let a = at.forward(&mut self.blocks[i], &x, tau, &mut tap)?;
             let blk = &self.blocks[i];
-            let post = |n: Option<&RmsNorm>, y: Tensor| n.map_or(Ok(y.clone()), |n| n.forward(&y));
+            let post = |n: Option<&RmsNorm>, y: Tensor| match n {
+                Some(n) => n.forward(&y),
+                None => Ok(y),
+            };
             let a = post(blk.gemma.as_ref().map(|g| &g.post_attn), a)?;
             let (h1, x1) = blk.ffn_norm.after_add(&h, &a, fuse)?;
             // Feed-forward: SwiGLU (llama), GELU-tanh gating (Gemma).

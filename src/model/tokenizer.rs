@@ -135,11 +135,9 @@ impl Tokenizer {
             .map_err(|e| Error::Model(e.to_string()))?
             .clone();
         let tokens = strings(md(ct, "tokenizer.ggml.tokens")?, "tokens")?;
-        let numbers = |key: &str| -> Result<Option<Vec<gguf_file::Value>>> {
+        let numbers = |key: &str| -> Result<Option<&Vec<gguf_file::Value>>> {
             match ct.metadata.get(key) {
-                Some(v) => Ok(Some(
-                    v.to_vec().map_err(|e| Error::Model(e.to_string()))?.clone(),
-                )),
+                Some(v) => Ok(Some(v.to_vec().map_err(|e| Error::Model(e.to_string()))?)),
                 None => Ok(None),
             }
         };

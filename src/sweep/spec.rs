@@ -96,59 +96,48 @@ impl SweepSpec {
 
     /// Every point, in a stable order.
     pub fn points(&self) -> Vec<Point> {
-        fn or<T: Clone>(v: &[T], d: T) -> Vec<T> {
-            if v.is_empty() {
-                vec![d]
-            } else {
-                v.to_vec()
+        /// Every config of `cfgs` once per value of an axis (in the axis's order, fastest
+        /// varying so far); an empty axis keeps the config's value.
+        fn cross<T: Clone>(
+            cfgs: Vec<InferConfig>,
+            values: &[T],
+            set: impl Fn(&mut InferConfig, T),
+        ) -> Vec<InferConfig> {
+            if values.is_empty() {
+                return cfgs;
             }
+            let set = &set;
+            cfgs.into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        set(&mut c, v.clone());
+                        c
+                    })
+                })
+                .collect()
         }
         let a = &self.axes;
-        let b = &self.base;
-        let mut out = Vec::new();
-        let threads: Vec<Option<usize>> = match a.threads.is_empty() {
-            true => vec![b.threads],
-            false => a.threads.iter().map(|&t| Some(t)).collect(),
-        };
-        for threads in threads {
-            for model in or(&a.model, b.model.clone()) {
-                for device in or(&a.device, b.device) {
-                    for precision in or(&a.precision, b.precision) {
-                        for batch in or(&a.batch, b.batch) {
-                            for prompt_len in or(&a.prompt_len, b.prompt_len.clone()) {
-                                for t in or(&a.max_new_tokens, b.max_new_tokens) {
-                                    for kv in or(&a.kv_cache, b.kv_cache) {
-                                        for tau in or(&a.sparsity_tau, b.sparsity_tau) {
-                                            for width in or(&a.width, self.capture.width) {
-                                                for opts in or(&a.opts, b.opts) {
-                                                    let mut cfg = b.clone();
-                                                    cfg.model = model.clone();
-                                                    cfg.threads = threads;
-                                                    cfg.opts = opts;
-                                                    cfg.device = device;
-                                                    cfg.precision = precision;
-                                                    cfg.batch = batch;
-                                                    cfg.prompt_len = prompt_len.clone();
-                                                    cfg.max_new_tokens = t;
-                                                    cfg.kv_cache = kv;
-                                                    cfg.sparsity_tau = tau;
-                                                    cfg.capture = Some(CaptureSpec {
-                                                        width,
-                                                        ..self.capture.clone()
-                                                    });
-                                                    out.push(Point { cfg });
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+        let mut base = self.base.clone();
+        base.capture = Some(self.capture.clone());
+        // Outermost axis first: the stable order run folders and their keys rely on.
+        let c = vec![base];
+        let c = cross(c, &a.threads, |c, t| c.threads = Some(t));
+        let c = cross(c, &a.model, |c, m| c.model = m);
+        let c = cross(c, &a.device, |c, d| c.device = d);
+        let c = cross(c, &a.precision, |c, p| c.precision = p);
+        let c = cross(c, &a.batch, |c, b| c.batch = b);
+        let c = cross(c, &a.prompt_len, |c, l| c.prompt_len = l);
+        let c = cross(c, &a.max_new_tokens, |c, t| c.max_new_tokens = t);
+        let c = cross(c, &a.kv_cache, |c, kv| c.kv_cache = kv);
+        let c = cross(c, &a.sparsity_tau, |c, tau| c.sparsity_tau = tau);
+        let c = cross(c, &a.width, |c, w| {
+            if let Some(spec) = c.capture.as_mut() {
+                spec.width = w;
             }
-        }
-        out
+        });
+        let c = cross(c, &a.opts, |c, o| c.opts = o);
+        c.into_iter().map(|cfg| Point { cfg }).collect()
     }
 }
 
