@@ -802,6 +802,12 @@ pub struct InferArgs {
     /// report's `threads` is the size the pool really has.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Partial offload (with --device cuda): layers 0..L on the GPU, the other layers and
+    /// the output head on the CPU, the hidden state copied once per forward pass. 0 runs
+    /// every layer on the CPU while the GPU's counter is still read; CUDA graphs are not
+    /// used when the model spans two devices.
+    #[arg(long, value_name = "L")]
+    pub gpu_layers: Option<usize>,
     /// Model: smollm2 (SmolLM2-135M-Instruct Q4_1, the default, or $PERFWATT_MODEL),
     /// gemma3 (Gemma 3 270M; `--dtype gguf` runs it as shipped), or a GGUF path.
     #[arg(long, value_name = "NAME|GGUF", value_parser = model_arg)]
@@ -833,6 +839,7 @@ impl InferArgs {
             idle_windows: self.idle_windows as usize,
             idle_seconds: self.idle_seconds,
             threads: self.threads,
+            gpu_layers: self.gpu_layers,
             sampler_ab: self.sampler_ab,
             grid_g_per_kwh: self.grid_intensity,
             capture: self.capture.is_some().then(|| CaptureSpec {

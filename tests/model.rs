@@ -107,3 +107,50 @@ fn precision_variants_load_and_stay_coherent() {
         assert!(out.iter().all(|&t| (t as usize) < tok.vocab_size()));
     }
 }
+
+/// Partial offload's code path (`--gpu-layers`), here with both sides on the CPU: the
+/// pass's inputs copied for the later layers and the hidden state crossing after layer L
+/// give the same greedy tokens as the unsplit model, at every split point tried; and
+/// `infer --gpu-layers` on a CPU device is a clear error, not a silent CPU run.
+#[test]
+fn gpu_layers_split_keeps_tokens_and_needs_cuda_for_infer() {
+    let (mut whole, tok) = load(Precision::Q4_1);
+    let ids = tok.encode("The capital of France is").unwrap();
+    let want = whole.greedy(&ids, 8).unwrap();
+    for l in [0, 1, 15, 29] {
+        let (mut split, _) = model::load_offloaded(
+            &model::default_model_path(),
+            Precision::Q4_1,
+            model::Opts::all(),
+            &Device::Cpu,
+            Some(l),
+        )
+        .unwrap();
+        assert_eq!(split.gpu_layers, Some(l));
+        assert_eq!(
+            split.greedy(&ids, 8).unwrap(),
+            want,
+            "split after {l} layers"
+        );
+    }
+    let cfg = perfwatt::capture::InferConfig {
+        gpu_layers: Some(4),
+        max_new_tokens: 2,
+        repeats: 1,
+        warmup: 0,
+        ..Default::default()
+    };
+    let progress = perfwatt::capture::Progress {
+        on_step: &mut |_, _| {},
+        interrupted: &|| false,
+        sync: None,
+    };
+    let err = match perfwatt::capture::run_infer(&cfg, None, progress) {
+        Ok(_) => panic!("--gpu-layers on the CPU ran"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("--gpu-layers 4") && err.contains("--device cuda"),
+        "{err}"
+    );
+}

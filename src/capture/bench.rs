@@ -99,8 +99,15 @@ impl<'a> Bench<'a> {
     pub(super) fn load(cfg: &'a InferConfig) -> Result<Self> {
         let threads = super::config::set_threads(cfg.threads)?;
         let device = cfg.device.candle()?;
+        if cfg.gpu_layers.is_some_and(|l| l > 0) && !device.is_cuda() {
+            return Err(Error::Config(format!(
+                "--gpu-layers {}: needs --device cuda (the layers after them run on the CPU)",
+                cfg.gpu_layers.unwrap_or(0)
+            )));
+        }
         let t0 = Instant::now();
-        let (mut m, tok) = model::load(&cfg.model, cfg.precision, cfg.opts, &device)?;
+        let (mut m, tok) =
+            model::load_offloaded(&cfg.model, cfg.precision, cfg.opts, &device, cfg.gpu_layers)?;
         let load_s = t0.elapsed().as_secs_f64();
         m.tau = cfg.sparsity_tau;
         let l = prompt_tokens(&cfg.prompt_len)?;
@@ -263,7 +270,9 @@ impl<'a> Bench<'a> {
     /// cache to scatter into), kept across runs; else the KV cache cleared for a plain run.
     fn static_step(&mut self, no_tap: bool) -> Result<Option<StaticStep>> {
         let (cfg, span) = (self.cfg, self.l + self.t);
-        let graphs = self.m.opts.has(Opt::Graphs) && self.device.is_cuda();
+        // A CUDA graph spans one device: not under partial offload.
+        let graphs =
+            self.m.opts.has(Opt::Graphs) && self.device.is_cuda() && self.m.gpu_layers.is_none();
         if !(graphs && cfg.kv_cache && no_tap) {
             self.m.clear_kv_cache();
             return Ok(None);

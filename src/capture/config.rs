@@ -77,6 +77,9 @@ pub struct InferConfig {
     pub idle_windows: usize,
     /// CPU threads of the kernels (candle's rayon pool and its gemm); None: one per core.
     pub threads: Option<usize>,
+    /// Partial offload on CUDA: the first L layers on the GPU, the rest and the head on
+    /// the CPU (None: every layer on `device`).
+    pub gpu_layers: Option<usize>,
     pub capture: Option<CaptureSpec>,
 }
 
@@ -101,6 +104,7 @@ impl Default for InferConfig {
             idle_seconds: 5.0,
             idle_windows: 2,
             threads: None,
+            gpu_layers: None,
             capture: None,
         }
     }

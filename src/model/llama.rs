@@ -649,7 +649,10 @@ pub struct Llama {
     /// step, plain or static, then multiplies the same shapes, and cuBLAS, which picks its
     /// kernels by shape, sums the same way whatever the knobs.
     pub decode_span: Option<usize>,
+    /// Where the model takes its tokens: the embedding's (and first layer's) device.
     pub device: Device,
+    /// Partial offload: layers 0..L on CUDA, the rest on the CPU (None: all on `device`).
+    pub gpu_layers: Option<usize>,
 }
 
 impl Config {
@@ -714,44 +717,43 @@ impl Config {
     }
 }
 
-/// A GGUF file's tensors, read onto one device.
+/// A GGUF file's tensors, each read onto the device of its layer.
 struct Weights<'a, R> {
     ct: &'a gguf_file::Content,
     r: &'a mut R,
-    device: &'a Device,
 }
 
 impl<R: std::io::Read + std::io::Seek> Weights<'_, R> {
-    fn tensor(&mut self, name: &str) -> Result<QTensor> {
+    fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
         self.ct
-            .tensor(self.r, name, self.device)
+            .tensor(self.r, name, device)
             .map_err(|e| Error::Model(format!("{name}: {e}")))
     }
 
-    fn norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm> {
+    fn norm(&mut self, name: &str, eps: f64, device: &Device) -> Result<RmsNorm> {
         Ok(RmsNorm {
-            weight: self.tensor(name)?.dequantize(self.device).map_err(me)?,
+            weight: self.tensor(name, device)?.dequantize(device).map_err(me)?,
             eps,
         })
     }
 
-    /// Layer `l`: its projections in `precision` (merged where `merged-proj` applies) and
-    /// its norms.
+    /// Layer `l` on `device`: its projections in `precision` (merged where `merged-proj`
+    /// applies) and its norms.
     fn block(
         &mut self,
         l: usize,
         config: &Config,
         precision: Precision,
         opts: Opts,
+        device: &Device,
     ) -> Result<Block> {
-        let device = self.device;
         let mut lin = |suffix: &str, proj: &'static str| -> Result<Linear> {
             Linear::new(
                 LinearId {
                     layer: Some(l),
                     proj,
                 },
-                self.tensor(&format!("blk.{l}.{suffix}.weight"))?,
+                self.tensor(&format!("blk.{l}.{suffix}.weight"), device)?,
                 precision,
                 device,
             )
@@ -769,7 +771,7 @@ impl<R: std::io::Read + std::io::Seek> Weights<'_, R> {
         let o = lin("attn_output", "o")?;
         let down = lin("ffn_down", "down")?;
         let eps = config.rms_eps;
-        let mut norm = |name: &str| self.norm(&format!("blk.{l}.{name}.weight"), eps);
+        let mut norm = |name: &str| self.norm(&format!("blk.{l}.{name}.weight"), eps, device);
         let gemma = match config.arch {
             Arch::Gemma3 => Some(GemmaNorms {
                 q: norm("attn_q_norm")?,
@@ -795,31 +797,43 @@ impl<R: std::io::Read + std::io::Seek> Weights<'_, R> {
 
 impl Llama {
     /// The model of a GGUF file: its metadata, every layer's weights in `precision` on
-    /// `device`, the output head, the RoPE tables.
+    /// `device`, the output head, the RoPE tables. With `gpu_layers` = Some(L) below the
+    /// layer count on a CUDA `device` (partial offload), the embedding and layers 0..L
+    /// are on that device and layers L.., the output norm and the head on the CPU; the
+    /// hidden state crosses once per forward pass (`forward_with`).
     pub fn from_gguf<R: std::io::Read + std::io::Seek>(
         ct: &gguf_file::Content,
         r: &mut R,
         precision: Precision,
         opts: Opts,
         device: &Device,
+        gpu_layers: Option<usize>,
     ) -> Result<Self> {
         candle_core::quantized::set_q4_1_tiles(opts.has(Opt::Tiles));
         let config = Config::from_gguf(ct)?;
-        let mut w = Weights { ct, r, device };
+        // On a CPU `device` both sides are the CPU: the split's code path, which tests run.
+        let split = gpu_layers.filter(|&l| l < config.n_layer);
+        let cpu = Device::Cpu;
+        let on = |l: usize| match split {
+            Some(s) if l >= s => &cpu,
+            _ => device,
+        };
+        let (input_device, head_device) = (on(0), on(config.n_layer));
+        let mut w = Weights { ct, r };
         let embed = w
-            .tensor("token_embd.weight")?
-            .dequantize(device)
+            .tensor("token_embd.weight", input_device)?
+            .dequantize(input_device)
             .map_err(me)?;
         let vocab = embed.dim(0).map_err(me)?;
         let blocks = (0..config.n_layer)
-            .map(|l| w.block(l, &config, precision, opts))
+            .map(|l| w.block(l, &config, precision, opts, on(l)))
             .collect::<Result<Vec<_>>>()?;
-        let out_norm = w.norm("output_norm.weight", config.rms_eps)?;
+        let out_norm = w.norm("output_norm.weight", config.rms_eps, head_device)?;
         // The output head: output.weight if present, else tied to the embedding. Quantized
         // variants keep it as shipped (Q8_0), like llama.cpp keeps the head at high precision.
         let head_q = w
-            .tensor("output.weight")
-            .or_else(|_| w.tensor("token_embd.weight"))?;
+            .tensor("output.weight", head_device)
+            .or_else(|_| w.tensor("token_embd.weight", head_device))?;
         let head_precision = if precision.dense_dtype().is_some() {
             precision
         } else {
@@ -832,7 +846,7 @@ impl Llama {
             },
             head_q,
             head_precision,
-            device,
+            head_device,
         )?;
         let mut bases = vec![config.rope_base];
         if config.sliding_window.is_some() {
@@ -840,7 +854,7 @@ impl Llama {
         }
         let ropes = bases
             .into_iter()
-            .map(|base| Rope::new(&config, base, opts.has(Opt::Fused), device))
+            .map(|base| Rope::new(&config, base, opts.has(Opt::Fused), input_device))
             .collect::<Result<Vec<_>>>()?;
         Ok(Llama {
             config: Config { vocab, ..config },
@@ -853,7 +867,8 @@ impl Llama {
             ropes,
             tau: 0.0,
             decode_span: None,
-            device: device.clone(),
+            device: input_device.clone(),
+            gpu_layers: split,
         })
     }
 
@@ -910,7 +925,7 @@ impl Llama {
             match &mut b.kv {
                 Some(kv) if kv.fixed && kv.k.dims4().ok() == Some(dims) => kv.len = 0,
                 kv => {
-                    let mut new = KvCache::zeros(dims, DType::F32, &self.device)?;
+                    let mut new = KvCache::zeros(dims, DType::F32, b.attn_norm.weight.device())?;
                     new.fixed = true;
                     *kv = Some(new);
                     allocated = true;
@@ -1141,7 +1156,7 @@ impl Llama {
         let c = &self.config;
         let mut h = self
             .embed
-            .index_select(tokens, 0)
+            .index_select(&tokens.to_device(&self.device).map_err(me)?, 0)
             .map_err(me)?
             .reshape((b, s, c.n_embd))
             .map_err(me)?;
@@ -1154,10 +1169,24 @@ impl Llama {
             inputs,
             fuse: fuse && !inputs.per_row,
         };
+        // Partial offload: the CPU layers' copy of the pass's RoPE rows and masks.
+        let cpu_inputs = match self.gpu_layers {
+            Some(_) => Some(inputs.to_cpu()?),
+            None => None,
+        };
+        let cpu_at = cpu_inputs.as_ref().map(|inputs| Attention {
+            config: c,
+            inputs,
+            fuse: false,
+        });
         // Each residual add goes with the RMSNorm after it (one kernel under `fuse`): the
         // next block's attention norm, or the output norm after the last block.
         let mut x = self.blocks[0].attn_norm.forward(&h)?;
         for i in 0..self.blocks.len() {
+            let at = match (&cpu_at, self.gpu_layers) {
+                (Some(cpu_at), Some(l)) if i >= l => cpu_at,
+                _ => &at,
+            };
             let a = at.forward(&mut self.blocks[i], &x, tau, &mut tap)?;
             let blk = &self.blocks[i];
             let post = |n: Option<&RmsNorm>, y: Tensor| match n {
@@ -1176,7 +1205,17 @@ impl Llama {
             let d = blk.down.forward(&gated, tau, &mut tap)?;
             let d = post(blk.gemma.as_ref().map(|g| &g.post_ffn), d)?;
             let next = self.blocks.get(i + 1).map_or(&self.norm, |b| &b.attn_norm);
-            (h, x) = next.after_add(&h1, &d, fuse)?;
+            (h, x) = match self.gpu_layers == Some(i + 1) {
+                false => next.after_add(&h1, &d, fuse)?,
+                // Partial offload: the residual sum crosses to the CPU, once a pass.
+                true => {
+                    let h = (h1 + d)
+                        .and_then(|h| h.to_device(next.weight.device()))
+                        .map_err(me)?;
+                    let x = next.forward(&h)?;
+                    (h, x)
+                }
+            };
         }
         // Normalized per row: the last position's row is what its own norm would give.
         let x = x
@@ -1218,6 +1257,42 @@ struct StepInputs<'a> {
     /// Each row at its own position (`forward_rows`): the fused attention kernels, which
     /// take one position for the batch, are not used.
     per_row: bool,
+}
+
+impl StepInputs<'_> {
+    /// This pass's inputs on the CPU, for the layers a partial offload leaves there. Only
+    /// plain passes cross devices: static steps and reserved-row passes read their
+    /// positions from device tensors of one device (and a CUDA graph spans one device).
+    fn to_cpu(&self) -> Result<StepInputs<'static>> {
+        let KvWrite::Append { in_place, span } = self.kv else {
+            return Err(Error::Model(
+                "--gpu-layers runs plain forward passes only: not with --opt graphs' static step or serve's rows".into(),
+            ));
+        };
+        let cpu = |t: &Tensor| t.to_device(&Device::Cpu).map_err(me);
+        let opt = |t: &Option<Tensor>| t.as_ref().map(cpu).transpose();
+        let ropes = self
+            .ropes
+            .iter()
+            .map(|r| {
+                Ok(Rope {
+                    cos: cpu(&r.cos)?,
+                    sin: cpu(&r.sin)?,
+                    q: match &r.q {
+                        Some((c, s)) => Some((cpu(c)?, cpu(s)?)),
+                        None => None,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StepInputs {
+            ropes,
+            mask: opt(&self.mask)?,
+            local_mask: opt(&self.local_mask)?,
+            kv: KvWrite::Append { in_place, span },
+            per_row: self.per_row,
+        })
+    }
 }
 
 /// One block's self-attention at the positions of this forward pass.

@@ -52,11 +52,24 @@ pub fn default_model_path() -> PathBuf {
         .unwrap_or_else(|| crate::asset_path(DEFAULT_MODEL))
 }
 
+/// The model at `path` in `precision` on `device`, and its tokenizer.
 pub fn load(
     path: &Path,
     precision: Precision,
     opts: Opts,
     device: &Device,
+) -> Result<(Llama, Tokenizer)> {
+    load_offloaded(path, precision, opts, device, None)
+}
+
+/// `load` with the first `gpu_layers` layers on the CUDA `device` and the rest on the CPU
+/// (partial offload; None: every layer on `device`).
+pub fn load_offloaded(
+    path: &Path,
+    precision: Precision,
+    opts: Opts,
+    device: &Device,
+    gpu_layers: Option<usize>,
 ) -> Result<(Llama, Tokenizer)> {
     if !path.exists() {
         return Err(Error::Model(format!(
@@ -68,6 +81,6 @@ pub fn load(
     let ct = gguf_file::Content::read(&mut f)
         .map_err(|e| Error::Model(format!("{}: not a readable GGUF: {e}", path.display())))?;
     let tok = Tokenizer::from_gguf(&ct)?;
-    let model = Llama::from_gguf(&ct, &mut f, precision, opts, device)?;
+    let model = Llama::from_gguf(&ct, &mut f, precision, opts, device, gpu_layers)?;
     Ok((model, tok))
 }

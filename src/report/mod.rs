@@ -808,6 +808,9 @@ fn label(r: &Row) -> String {
     if let Some(t) = r.threads.filter(|_| r.key.contains("-th")) {
         s.push_str(&format!(" th{t}"));
     }
+    if let Some(l) = r.gpu_layers {
+        s.push_str(&format!(" gpu-layers={l}"));
+    }
     if !r.kv_cache {
         s.push_str(" nokv");
     }

@@ -103,6 +103,9 @@ pub struct Row {
     /// CPU threads of the kernels (None in rows from before the knob).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Layers on the GPU under partial offload (None: every layer on `device`).
+    #[serde(default)]
+    pub gpu_layers: Option<usize>,
     pub device: String,
     pub gpu: Option<String>,
     pub precision: String,
@@ -282,6 +285,7 @@ impl Row {
             key,
             model: crate::model::model_label(&cfg.model),
             threads: reps.iter().filter_map(|r| r.threads).max(),
+            gpu_layers: cfg.gpu_layers,
             device: distinct(&|r| Some(r.config.device.to_string())).join("+"),
             gpu: Some(distinct(&|r| r.gpu.clone()).join("+")).filter(|g| !g.is_empty()),
             precision: cfg.precision.name().into(),

@@ -34,6 +34,8 @@ pub struct Axes {
     pub width: Vec<u8>,
     /// CPU threads of the kernels (`infer --threads`).
     pub threads: Vec<usize>,
+    /// Layers on the GPU under partial offload (`infer --gpu-layers`).
+    pub gpu_layers: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +139,7 @@ impl SweepSpec {
             }
         });
         let c = cross(c, &a.opts, |c, o| c.opts = o);
+        let c = cross(c, &a.gpu_layers, |c, l| c.gpu_layers = Some(l));
         c.into_iter().map(|cfg| Point { cfg }).collect()
     }
 }
@@ -166,8 +169,9 @@ impl Point {
             m => format!("{m}-"),
         };
         let threads = c.threads.map_or(String::new(), |t| format!("-th{t}"));
+        let offload = c.gpu_layers.map_or(String::new(), |l| format!("-gl{l}"));
         format!(
-            "{model}{}-{}-b{}-p{}-t{}-kv{}-tau{}-w{w}{opts}{threads}",
+            "{model}{}-{}-b{}-p{}-t{}-kv{}-tau{}-w{w}{opts}{threads}{offload}",
             c.device,
             c.precision.name(),
             c.batch,
