@@ -238,6 +238,26 @@ if [ "$STEP" = measure ]; then
   done
   python3 scripts/measure-check.py overhead --fast "${fast[@]}" --slow "${slow[@]}" > "$R/overhead.txt" 2>&1; cat "$R/overhead.txt" | tee -a "$R/log.txt"
 fi
+if [ "$STEP" = offload-peers ]; then
+  # Issue 29: the offload curve (--gpu-layers L, L = 0..all; EDP in each report). Issue 26:
+  # perfwatt against PyTorch's hand-written decode loop (scripts/torch_decode.py), both
+  # batch 1, 128 new tokens, the same prompt ids, in alternating processes (PAIRS pairs:
+  # the independent repeats the ratio's CI is over).
+  $BIN infer --device cpu --max-new-tokens 1 --warmup 0 --repeats 1 --out "$R/cpu_ids.json" >> "$R/log.txt" 2>&1 || log "FAILED ids"
+  python3 -c "import json;print(json.dumps(json.load(open('$R/cpu_ids.json'))['prompt_ids']))" > "$R/ids.json"
+  mkdir -p "$PW/py" && python3 -m pip install -q --no-deps --target "$PW/py" "$PW"/gguf-*.whl >> "$R/log.txt" 2>&1
+  for l in ${OFFLOAD_LAYERS:-0 8 16 24 30}; do
+    inf offload_gl$l --dtype q4_1 --gpu-layers $l --max-new-tokens 64 --warmup 1 --repeats 3 --idle-seconds 1 --idle-windows 1
+  done
+  for i in $(seq 1 "${PAIRS:-5}"); do
+    inf peer_perfwatt_$i --dtype q4_1 --max-new-tokens 128 --warmup 3 --repeats 10 --idle-seconds 2 --idle-windows 1
+    for dt in bf16 ${PEER_F16:+f16}; do
+      log "torch_decode $dt $i"
+      PYTHONPATH=$PW/py HF_HUB_OFFLINE=1 python3 scripts/torch_decode.py --gguf "$PERFWATT_MODEL" --prompts "$R/ids.json" \
+        --dtype $dt --max-new-tokens 128 --warmup 3 --repeats 10 --idle-seconds 2 --out "$R/peer_torch_${dt}_$i.json" >> "$R/log.txt" 2>&1 || log "FAILED torch_decode $dt $i"
+    done
+  done
+fi
 if [ "$STEP" = opts ]; then
   log "sweep gpu-opts"
   $BIN sweep experiments/gpu-opts.toml --out "${SWEEP_DIR:-$R/sweep}" --report >> "$R/log.txt" 2>&1 || log "FAILED sweep opts"
