@@ -99,10 +99,9 @@ impl<'a> Bench<'a> {
     pub(super) fn load(cfg: &'a InferConfig) -> Result<Self> {
         let threads = super::config::set_threads(cfg.threads)?;
         let device = cfg.device.candle()?;
-        if cfg.gpu_layers.is_some_and(|l| l > 0) && !device.is_cuda() {
+        if let Some(l) = cfg.gpu_layers.filter(|&l| l > 0 && !device.is_cuda()) {
             return Err(Error::Config(format!(
-                "--gpu-layers {}: needs --device cuda (the layers after them run on the CPU)",
-                cfg.gpu_layers.unwrap_or(0)
+                "--gpu-layers {l}: needs --device cuda (the layers after them run on the CPU)"
             )));
         }
         let t0 = Instant::now();

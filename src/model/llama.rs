@@ -937,19 +937,7 @@ impl Llama {
 
     /// The RoPE rows of a pass's positions, which `rows` picks from each table.
     fn rope_rows(&self, rows: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<Rope>> {
-        self.ropes
-            .iter()
-            .map(|r| {
-                Ok(Rope {
-                    cos: rows(&r.cos)?,
-                    sin: rows(&r.sin)?,
-                    q: match &r.q {
-                        Some((c, s)) => Some((rows(c)?, rows(s)?)),
-                        None => None,
-                    },
-                })
-            })
-            .collect()
+        self.ropes.iter().map(|r| r.map(&rows)).collect()
     }
 
     /// The local layers' additive mask (`shape`), where a query of this pass is `window`
@@ -1271,22 +1259,12 @@ impl StepInputs<'_> {
         };
         let cpu = |t: &Tensor| t.to_device(&Device::Cpu).map_err(me);
         let opt = |t: &Option<Tensor>| t.as_ref().map(cpu).transpose();
-        let ropes = self
-            .ropes
-            .iter()
-            .map(|r| {
-                Ok(Rope {
-                    cos: cpu(&r.cos)?,
-                    sin: cpu(&r.sin)?,
-                    q: match &r.q {
-                        Some((c, s)) => Some((cpu(c)?, cpu(s)?)),
-                        None => None,
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(StepInputs {
-            ropes,
+            ropes: self
+                .ropes
+                .iter()
+                .map(|r| r.map(&cpu))
+                .collect::<Result<_>>()?,
             mask: opt(&self.mask)?,
             local_mask: opt(&self.local_mask)?,
             kv: KvWrite::Append { in_place, span },
@@ -1448,6 +1426,18 @@ struct Rope {
 }
 
 impl Rope {
+    /// Every table of this one through `f` (rows of it, or a copy on another device).
+    fn map(&self, f: &impl Fn(&Tensor) -> Result<Tensor>) -> Result<Rope> {
+        Ok(Rope {
+            cos: f(&self.cos)?,
+            sin: f(&self.sin)?,
+            q: match &self.q {
+                Some((c, s)) => Some((f(c)?, f(s)?)),
+                None => None,
+            },
+        })
+    }
+
     fn new(config: &Config, base: f32, fused: bool, device: &Device) -> Result<Self> {
         let (head_dim, max_len) = (config.head_dim, config.context.min(8192));
         let inv: Vec<f32> = (0..head_dim)
